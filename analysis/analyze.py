@@ -1,0 +1,193 @@
+"""`analyze`: every token's cosine, rank, neighbours and neighbour overlap at every layer, as tidy tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+
+from analysis.capture import STAGES, stage_vectors, token_table
+from analysis.encoder import EncoderModel
+from analysis.metrics import overlap_counts, score_tokens
+from analysis.references import REFERENCES, vocabulary_scorer
+from analysis.version import __version__
+
+METRICS_COLUMNS = {
+    "layer": "block index l, 0-based (layer 5 = encoder.layer[5])",
+    "position": "token position in the input, 0-based, special tokens included",
+    "token": "the tokenizer's piece (RoBERTa marks a leading space with 'Ġ')",
+    "token_id": "vocabulary id of the token",
+    "text": "the characters of the input the token covers (the piece itself for special tokens)",
+    "special": "True for special tokens such as <s>, </s>, [CLS], [SEP]",
+    "cosine": "cosine similarity of the stage vector with the token's own reference vector",
+    "rank": "1 + number of other vocabulary items whose reference is more cosine-similar; 1 = nearest",
+}
+NEIGHBORS_COLUMNS = {
+    "layer": "block index l",
+    "position": "token position",
+    "token": "the token's piece",
+    "token_id": "the token's vocabulary id",
+    "neighbor_rank": "1 = nearest vocabulary reference to the stage vector",
+    "neighbor_id": "vocabulary id of the neighbour",
+    "neighbor": "the neighbour's piece",
+    "cosine": "cosine of the stage vector with the neighbour's reference vector",
+    "is_own": "True where the neighbour is the token itself",
+}
+OVERLAP_COLUMNS = {
+    "layer": "block index l",
+    "position": "token position",
+    "token": "the token's piece",
+    "token_id": "the token's vocabulary id",
+    "n": "neighbourhood size N",
+    "previous": "|topN(l) & topN(l-1)|; empty at layer 0, which has no previous layer",
+    "reference": "|topN(l) & topN(reference)|: shared with the token's own original neighbourhood",
+}
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything one text yields for one model, stage and reference. Picklable: numpy and pandas only."""
+
+    model: str
+    stage: str
+    reference: str
+    top_k: int
+    overlap_n: int
+    tokens: pd.DataFrame  # position, token, token_id, text, special, char_start, char_end
+    metrics: pd.DataFrame  # METRICS_COLUMNS, one row per (layer, position)
+    neighbors: pd.DataFrame  # NEIGHBORS_COLUMNS, top_k rows per (layer, position)
+    overlap: pd.DataFrame  # OVERLAP_COLUMNS, one row per (layer, position)
+    vectors: np.ndarray  # [layers, tokens, hidden] stage vectors
+    n_tokens_in_text: int
+    truncated_at_char: int | None
+    provenance: dict
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncated_at_char is not None
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}.")
+    return value
+
+
+def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
+    """The piece of every embedding row `[vocab]`; rows the tokenizer does not name show as `<id N>`."""
+
+    def build() -> np.ndarray:
+        pieces = encoder.tokenizer.convert_ids_to_tokens(list(range(encoder.vocab_size)))
+        return np.array([p if p is not None else f"<id {i}>" for i, p in enumerate(pieces)], dtype=object)
+
+    return encoder.cached("vocabulary_pieces", build)
+
+
+def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
+    """Flattened float64 cosines, clipped to [-1, 1] (float32 rounding can reach 1 + 4e-7)."""
+    return cosines.reshape(-1).double().clamp(-1.0, 1.0).numpy()
+
+
+def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> pd.DataFrame:
+    """Repeat the token columns for every layer: `[layers * tokens]` rows, layer-major."""
+    frame = pd.concat([token_frame[columns]] * n_layers, ignore_index=True)
+    frame.insert(0, "layer", np.repeat(np.arange(n_layers), len(token_frame)))
+    return frame
+
+
+def analyze(
+    model: EncoderModel,
+    text: str,
+    *,
+    stage: str = "attn_residual",
+    reference: str = "position",
+    top_k: int = 15,
+    overlap_n: int = 100,
+) -> AnalysisResult:
+    """Trace every token of `text` through every layer of `model`.
+
+    The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
+    `analysis.references`). Raises ValueError on empty text or an unknown stage, reference or count.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
+    if reference not in REFERENCES:
+        raise ValueError(f"Unknown reference {reference!r}: choose one of {', '.join(REFERENCES)}.")
+    top_k = _check_count("top_k", top_k)
+    overlap_n = _check_count("overlap_n", overlap_n)
+
+    tokens, vectors = stage_vectors(model, text, stage)
+    scorer = vocabulary_scorer(model, reference)
+    token_ids = torch.tensor(tokens.ids)
+    position_ids = torch.tensor(tokens.position_ids)
+    with torch.inference_mode():
+        own_reference = scorer.references(token_ids, position_ids)
+        groups = torch.cat([vectors, own_reference.unsqueeze(0)])
+        scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
+
+    n_layers, n_tokens = vectors.shape[:2]
+    token_frame = token_table(tokens, text)
+    ids_n = scores.top_ids[..., :overlap_n]
+    previous = [overlap_counts(ids_n[layer], ids_n[layer - 1]).tolist() for layer in range(1, n_layers)]
+    reference_overlap = overlap_counts(ids_n[:n_layers], ids_n[n_layers].unsqueeze(0))
+
+    metrics = _per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
+    metrics["cosine"] = _display_cosine(scores.cosine[:n_layers])
+    metrics["rank"] = scores.rank[:n_layers].reshape(-1).numpy()
+
+    overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
+    overlap["n"] = min(overlap_n, model.vocab_size)
+    overlap["previous"] = pd.array([pd.NA] * n_tokens + [c for row in previous for c in row], dtype="Int64")
+    overlap["reference"] = reference_overlap.reshape(-1).numpy()
+
+    k = min(top_k, model.vocab_size)
+    top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).numpy()
+    neighbors = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(n_layers), n_tokens * k),
+            "position": np.tile(np.repeat(np.arange(n_tokens), k), n_layers),
+            "neighbor_rank": np.tile(np.arange(1, k + 1), n_layers * n_tokens),
+            "neighbor_id": top_ids,
+            "neighbor": vocabulary_pieces(model)[top_ids],
+            "cosine": _display_cosine(scores.top_cosines[:n_layers, :, :k]),
+        }
+    )
+    neighbors = neighbors.merge(token_frame[["position", "token", "token_id"]], on="position", how="left")
+    neighbors["is_own"] = neighbors["neighbor_id"] == neighbors["token_id"]
+    neighbors = neighbors[list(NEIGHBORS_COLUMNS)]
+
+    provenance = {
+        "model": model.name,
+        "revision": model.revision,
+        "architecture": model.architecture,
+        "dtype": str(model.model.dtype).removeprefix("torch."),
+        "stage": stage,
+        "reference": reference,
+        "top_k": top_k,
+        "overlap_n": overlap_n,
+        "n_tokens": n_tokens,
+        "n_tokens_in_text": tokens.n_tokens_in_text,
+        "truncated": tokens.truncated,
+        "truncated_at_char": tokens.truncated_at_char,
+        "analysis_version": __version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+    }
+    return AnalysisResult(
+        model=model.name,
+        stage=stage,
+        reference=reference,
+        top_k=top_k,
+        overlap_n=overlap_n,
+        tokens=token_frame,
+        metrics=metrics,
+        neighbors=neighbors,
+        overlap=overlap,
+        vectors=vectors.numpy().copy(),
+        n_tokens_in_text=tokens.n_tokens_in_text,
+        truncated_at_char=tokens.truncated_at_char,
+        provenance=provenance,
+    )

@@ -1,0 +1,34 @@
+"""Write an AnalysisResult as tidy CSV files plus provenance.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from analysis.analyze import METRICS_COLUMNS, NEIGHBORS_COLUMNS, OVERLAP_COLUMNS, AnalysisResult
+
+EXPORT_FILES = {
+    "metrics.csv": METRICS_COLUMNS,
+    "neighbors.csv": NEIGHBORS_COLUMNS,
+    "overlap.csv": OVERLAP_COLUMNS,
+}
+
+
+def result_tables(result: AnalysisResult) -> dict[str, object]:
+    """The exported tables by file name, each restricted to its documented columns in order."""
+    frames = {"metrics.csv": result.metrics, "neighbors.csv": result.neighbors, "overlap.csv": result.overlap}
+    return {name: frames[name][list(columns)] for name, columns in EXPORT_FILES.items()}
+
+
+def write_export(result: AnalysisResult, out_dir: Path) -> list[Path]:
+    """Write metrics.csv, neighbors.csv, overlap.csv and provenance.json into `out_dir` (created if missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in result_tables(result).items():
+        path = out_dir / name
+        frame.to_csv(path, index=False)
+        written.append(path)
+    provenance = out_dir / "provenance.json"
+    provenance.write_text(json.dumps(result.provenance, indent=2) + "\n")
+    written.append(provenance)
+    return written

