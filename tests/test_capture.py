@@ -1,0 +1,84 @@
+"""Stage vectors and the per-head decomposition equal what the model itself computes."""
+
+import numpy as np
+import pytest
+import torch
+
+import analysis
+from analysis.capture import stage_vectors
+from analysis.synthetic import SEED_SENTENCE
+from tests.hooks import installed_hooks
+
+
+def plain_hidden_states(encoder, text):
+    """hidden_states from an ordinary forward pass with no hooks: `[layers + 1, tokens, hidden]`."""
+    ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        output = encoder.model(input_ids=ids, output_hidden_states=True)
+    return torch.stack([h[0] for h in output.hidden_states])
+
+
+def test_layer_input_and_output_are_the_models_hidden_states(encoder):
+    expected = plain_hidden_states(encoder, SEED_SENTENCE)
+    _, layer_input = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
+    _, layer_output = stage_vectors(encoder, SEED_SENTENCE, "layer_output")
+    torch.testing.assert_close(layer_input, expected[:-1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer_output, expected[1:], rtol=0, atol=1e-6)
+
+
+def test_attn_residual_feeds_the_rest_of_the_block(encoder):
+    """attn_residual = x + dense(self-attention(x)); LN of it is attn_output; the FFN of that is hidden_states[l+1]."""
+    hidden = plain_hidden_states(encoder, SEED_SENTENCE)
+    _, residual = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
+    _, attn_output = stage_vectors(encoder, SEED_SENTENCE, "attn_output")
+    blocks = encoder.model.encoder.layer
+    assert residual.shape == (len(blocks), hidden.shape[1], encoder.hidden_size)
+    with torch.no_grad():
+        for layer, block in enumerate(blocks):
+            x = hidden[layer].unsqueeze(0)
+            attention_update = block.attention.output.dense(block.attention.self(x)[0])[0]
+            torch.testing.assert_close(residual[layer], hidden[layer] + attention_update, rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                attn_output[layer], block.attention.output.LayerNorm(residual[layer]), rtol=0, atol=1e-5
+            )
+            block_output = block.output(block.intermediate(attn_output[layer]), attn_output[layer])
+            torch.testing.assert_close(block_output, hidden[layer + 1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_head_decomposition_adds_up_to_the_captured_vector(encoder, layer):
+    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+    tokens = len(parts.tokens)
+    assert parts.head_contributions.shape == (encoder.num_heads, tokens, encoder.hidden_size)
+    assert parts.attention.shape == (encoder.num_heads, tokens, tokens)
+    np.testing.assert_allclose(parts.attention.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
+    _, captured = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
+    np.testing.assert_allclose(parts.attn_residual, captured[layer].numpy(), atol=1e-6)
+    np.testing.assert_allclose(parts.residual + parts.attention_update(), parts.attn_residual, atol=1e-4)
+
+
+def test_the_original_demos_value_and_output_products_do_not_add_up(minilm):
+    """Demo error 1: untransposed value/output weights without biases are not what the model computes."""
+    parts = analysis.decompose_heads(minilm, SEED_SENTENCE, 1)
+    block = minilm.model.encoder.layer[1]
+    heads, head_dim = minilm.num_heads, minilm.hidden_size // minilm.num_heads
+    value_weight = block.attention.self.value.weight.detach().double().numpy()
+    out_weight = block.attention.output.dense.weight.detach().double().numpy()
+    values = (parts.residual @ value_weight).reshape(len(parts.residual), heads, head_dim).transpose(1, 0, 2)
+    demo_update = (parts.attention @ values).transpose(1, 0, 2).reshape(len(parts.residual), -1) @ out_weight
+    assert np.abs(parts.residual + demo_update - parts.attn_residual).max() > 1e-2
+
+
+def test_decompose_heads_rejects_a_layer_out_of_range(minilm):
+    for layer in (-1, minilm.num_layers, "5", True):
+        with pytest.raises(ValueError, match="layer must be a whole number from 0 to 5"):
+            analysis.decompose_heads(minilm, SEED_SENTENCE, layer)
+
+
+def test_hooks_are_removed_after_each_call(encoder):
+    plain_hidden_states(encoder, SEED_SENTENCE)
+    before = installed_hooks(encoder)
+    analysis.decompose_heads(encoder, SEED_SENTENCE, 0)
+    analysis.analyze(encoder, SEED_SENTENCE, stage="attn_output")
+    assert installed_hooks(encoder) == before

@@ -1,0 +1,83 @@
+"""python -m analysis export: writes documented tables and provenance; bad options fail in one line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.export import EXPORT_FILES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+
+
+def test_export_writes_tables_and_provenance(tmp_path):
+    out = tmp_path / "out"
+    done = run_cli(
+        "export", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--text", "Time flies like an arrow.",
+        "--stage", "layer_output", "--reference", "embedding", "--top-k", "4", "--overlap-n", "12", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name, columns in EXPORT_FILES.items():
+        frame = pd.read_csv(out / name)
+        assert list(frame.columns) == list(columns)
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) == 6 * 8  # 6 layers x ([CLS] + 6 tokens + [SEP])
+    assert len(pd.read_csv(out / "neighbors.csv")) == 6 * 8 * 4
+    assert pd.read_csv(out / "overlap.csv")["n"].eq(12).all()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert provenance["stage"] == "layer_output" and provenance["reference"] == "embedding"
+    assert provenance["dtype"] == "float32" and provenance["truncated"] is False
+    assert "revision" in provenance and provenance["analysis_version"]
+
+
+def test_help_explains_every_option_and_column():
+    done = run_cli("export", "--help")
+    assert done.returncode == 0
+    for text in ("--model", "--text", "--stage", "--reference", "--top-k", "--overlap-n", "--out", "attn_residual"):
+        assert text in done.stdout
+    for columns in EXPORT_FILES.values():
+        for column in columns:
+            assert column in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["export", "--model", "x", "--text", "t", "--out", "o", "--top-k", "0"],
+            "expected a whole number of at least 1",
+        ),
+        (["export", "--model", "x", "--text", "t", "--out", "o", "--stage", "middle"], "invalid choice: 'middle'"),
+        (["export", "--text", "t", "--out", "o"], "the following arguments are required: --model"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_options_give_a_one_line_error(args, message):
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr
+
+
+def test_a_bad_model_or_text_gives_a_one_line_error(tmp_path):
+    for args, message in [
+        (["--model", "https://x.org/m", "--text", "t"], "is a URL"),
+        (["--model", "all-MiniLM-L6-v2", "--text", "   "], "text is empty"),
+    ]:
+        done = run_cli("export", *args, "--out", str(tmp_path))
+        assert done.returncode == 1
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert done.stderr.startswith("python -m analysis: error:")
+        assert message in done.stderr

@@ -1,0 +1,106 @@
+"""load_model: the bundled model offline, local folders, and a clear ValueError for every bad name."""
+
+import json
+import re
+
+import pytest
+from transformers import DistilBertConfig, DistilBertModel
+
+import analysis
+from analysis import loading
+from analysis.synthetic import SEED_SENTENCE, TINY_SHAPE, bpe_tokenizer, random_roberta
+
+
+def test_bundled_model_loads_offline_with_its_facts(minilm):
+    assert minilm.facts() == {
+        "model": analysis.BUNDLED_MODEL,
+        "architecture": "BertModel",
+        "layers": 6,
+        "hidden size": 384,
+        "attention heads": 12,
+        "vocabulary size": 30522,
+        "max tokens": 512,
+    }
+    assert not minilm.model.training
+    assert minilm.model.config._attn_implementation == "eager"
+    assert minilm.structure.embeddings.position_offset == 0
+
+
+def test_a_model_is_loaded_once_per_process(minilm):
+    assert analysis.load_model("all-MiniLM-L6-v2") is minilm
+    assert analysis.load_model(" sentence-transformers/all-MiniLM-L6-v2 ") is minilm
+
+
+def test_a_saved_roberta_folder_loads_and_gives_the_same_results(tmp_path, tiny_roberta, monkeypatch):
+    monkeypatch.setattr(loading, "max_cached_models", lambda: 3)
+    tiny_roberta.model.save_pretrained(tmp_path / "tiny")
+    tiny_roberta.tokenizer.save_pretrained(tmp_path / "tiny")
+    loaded = analysis.load_model(str(tmp_path / "tiny"))
+    assert loaded.structure.embeddings.position_offset == 2
+    assert loaded.architecture == "RobertaModel"
+    expected = analysis.analyze(tiny_roberta, SEED_SENTENCE)
+    got = analysis.analyze(loaded, SEED_SENTENCE)
+    assert got.metrics["rank"].equals(expected.metrics["rank"])
+    assert (got.metrics["cosine"] - expected.metrics["cosine"]).abs().max() < 1e-6
+
+
+def test_the_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(loading, "max_cached_models", lambda: 1)
+    model = random_roberta(TINY_SHAPE, seed=3)
+    for name in ("a", "b"):
+        model.model.save_pretrained(tmp_path / name)
+        model.tokenizer.save_pretrained(tmp_path / name)
+    first = analysis.load_model(str(tmp_path / "a"))
+    analysis.load_model(str(tmp_path / "b"))
+    assert analysis.load_model(str(tmp_path / "a")) is not first
+    assert len(loading._models) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "No model given"),
+        ("   ", "No model given"),
+        ("https://huggingface.co/roberta-base", "is a URL; type the hub id instead"),
+        ("huggingface.co/roberta-base/../x", "neither an existing folder nor a hub id"),
+        ("org/../../etc/passwd", "neither an existing folder nor a hub id"),
+        ("roberta base!", "neither an existing folder nor a hub id"),
+        ("/no/such/model/folder", "No folder at '/no/such/model/folder'"),
+        ("roberta-base", "not in the local Hugging Face cache and the hub is switched off"),
+        ("someone/no-such-model-xyz", "bundled model 'sentence-transformers/all-MiniLM-L6-v2' always works offline"),
+    ],
+)
+def test_bad_model_names_give_an_actionable_value_error(name, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        analysis.load_model(name)
+
+
+def test_a_relative_path_may_not_escape_the_working_folder(tmp_path, monkeypatch):
+    (tmp_path / "inside").mkdir()
+    monkeypatch.chdir(tmp_path / "inside")
+    with pytest.raises(
+        analysis.ModelLoadError, match="leads outside the current folder; give the model folder's absolute"
+    ):
+        analysis.load_model("../")
+
+
+def test_a_folder_without_safetensors_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(
+        analysis.ModelLoadError, match=re.escape("no .safetensors weights; Token Trails never loads pickled")
+    ):
+        analysis.load_model(str(tmp_path))
+
+
+def test_a_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(analysis.ModelLoadError, match=re.escape("has no config.json")):
+        analysis.load_model(str(tmp_path))
+
+
+def test_an_unsupported_architecture_is_named(tmp_path):
+    config = DistilBertConfig(vocab_size=400, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64)
+    DistilBertModel(config).save_pretrained(tmp_path)
+    bpe_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(analysis.UnsupportedModelError, match="The architecture DistilBertModel is not supported"):
+        analysis.load_model(str(tmp_path))

@@ -1,0 +1,69 @@
+"""Rank, top-k and overlap definitions on a hand-built vocabulary whose answers are worked out by hand."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import analysis
+from analysis import metrics
+from analysis.encoder import EmbeddingParts
+from analysis.metrics import overlap_counts, own_rank, score_tokens
+from analysis.references import VocabularyScorer, vocab_constants
+from analysis.synthetic import SEED_SENTENCE
+
+# Six vocabulary rows in 3-D.
+WORDS = torch.tensor(
+    [[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [-1, 0, 0]],
+)
+
+
+def hand_built_scorer() -> VocabularyScorer:
+    parts = EmbeddingParts(
+        word=nn.Embedding.from_pretrained(WORDS),
+        position=nn.Embedding.from_pretrained(torch.zeros(4, 3)),
+        token_type=None,
+        norm=nn.LayerNorm(3),
+        position_offset=0,
+    )
+    return VocabularyScorer(parts, "raw", vocab_constants(parts))
+
+
+def test_rank_topk_and_overlap_by_hand():
+    # Token id 0 at one position, seen at two layers.
+    # Layer 0: v = (1, .5, 0): cos e3 = .949, e0 = .894, e4 = .632, e1 = .447, e2 = 0, e5 = -.894 -> rank 2.
+    # Layer 1: v = (0, 1, .2): cos e1 = .981, e3 = .693, e2 = .196, e4 = .139, e0 = e5 = 0 -> rank 5.
+    vectors = torch.tensor([[[1.0, 0.5, 0.0]], [[0.0, 1.0, 0.2]]])
+    scores = score_tokens(hand_built_scorer(), vectors, torch.tensor([0]), torch.tensor([0]), k=3)
+    assert scores.rank[:, 0].tolist() == [2, 5]
+    assert scores.cosine[0, 0].item() == pytest.approx(1 / math.sqrt(1.25), abs=1e-6)
+    assert scores.top_ids[0, 0].tolist() == [3, 0, 4]
+    assert scores.top_ids[1, 0].tolist() == [1, 3, 2]
+    assert overlap_counts(scores.top_ids[1], scores.top_ids[0]).tolist() == [1]
+
+
+def test_ties_do_not_push_the_rank_down():
+    cosines = torch.tensor([[[0.1, 0.9, 0.5, 0.9]]])
+    own, rank = own_rank(cosines, torch.tensor([1]))
+    assert rank.item() == 1 and own.item() == pytest.approx(0.9)
+    _, rank = own_rank(cosines, torch.tensor([2]))
+    assert rank.item() == 3
+
+
+def test_overlap_counts_shared_ids():
+    a = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    b = torch.tensor([[3, 9, 1], [7, 8, 9]])
+    assert overlap_counts(a, b).tolist() == [2, 0]
+
+
+def test_position_blocks_give_the_same_result_as_one_block(tiny_roberta, monkeypatch):
+    whole = analysis.analyze(tiny_roberta, SEED_SENTENCE, reference="embedding")
+    monkeypatch.setattr(metrics, "SCORE_BLOCK_BYTES", 1)  # one position per block
+    blocked = analysis.analyze(tiny_roberta, SEED_SENTENCE, reference="embedding")
+    # Matrix products blocked differently may differ in the last float32 bit; ranks and sets may not.
+    assert whole.metrics["rank"].equals(blocked.metrics["rank"])
+    assert whole.neighbors["neighbor_id"].equals(blocked.neighbors["neighbor_id"])
+    assert whole.overlap.equals(blocked.overlap)
+    pd.testing.assert_frame_equal(whole.metrics, blocked.metrics, check_exact=False, rtol=0, atol=1e-6)
