@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import constants as hub_constants
@@ -102,6 +104,17 @@ def resolve_model(name_or_path: str) -> ModelSource:
     return ModelSource("hub", name, name)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub endpoint opens within `timeout` seconds (no request is sent)."""
+    endpoint = urlsplit(hub_constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
     """Turn a failed hub load into a message that says what to do."""
     name = source.name
@@ -117,6 +130,11 @@ def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
         return ModelLoadError(
             f"{name!r} is not in the local Hugging Face cache and the hub is switched off (HF_HUB_OFFLINE): "
             f"unset HF_HUB_OFFLINE and connect to download it once, or pick a local folder; {_OFFLINE_HINT}"
+        )
+    if not hub_reachable():
+        return ModelLoadError(
+            f"{name!r} is not in the local Hugging Face cache and the hub ({hub_constants.ENDPOINT}) cannot be "
+            f"reached: connect to the internet to download it once, or pick a local folder; {_OFFLINE_HINT}"
         )
     return ModelLoadError(
         f"Could not download {name!r} from the Hugging Face hub ({type(error).__name__}): check the connection "
@@ -157,7 +175,7 @@ def _load(source: ModelSource) -> EncoderModel:
     except (OSError, ValueError) as error:
         if source.kind != "hub":
             raise ModelLoadError(f"Could not load the model folder {source.location!r}: {error}") from error
-        if hub_constants.is_offline_mode():
+        if hub_constants.is_offline_mode() or not hub_reachable():
             raise _hub_error(source, error) from error
     try:
         return _from_pretrained(source, local_files_only=False)

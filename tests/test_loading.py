@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+from huggingface_hub import constants as hub_constants
 from transformers import DistilBertConfig, DistilBertModel
 
 import analysis
@@ -26,9 +27,10 @@ def test_bundled_model_loads_offline_with_its_facts(minilm):
     assert minilm.structure.embeddings.position_offset == 0
 
 
-def test_a_model_is_loaded_once_per_process(minilm):
-    assert analysis.load_model("all-MiniLM-L6-v2") is minilm
-    assert analysis.load_model(" sentence-transformers/all-MiniLM-L6-v2 ") is minilm
+def test_a_model_is_loaded_once_per_process():
+    first = analysis.load_model(analysis.BUNDLED_MODEL)
+    assert analysis.load_model("all-MiniLM-L6-v2") is first
+    assert analysis.load_model(" sentence-transformers/all-MiniLM-L6-v2 ") is first
 
 
 def test_a_saved_roberta_folder_loads_and_gives_the_same_results(tmp_path, tiny_roberta, monkeypatch):
@@ -104,3 +106,12 @@ def test_an_unsupported_architecture_is_named(tmp_path):
     bpe_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(analysis.UnsupportedModelError, match="The architecture DistilBertModel is not supported"):
         analysis.load_model(str(tmp_path))
+
+
+def test_an_unreachable_hub_fails_fast_with_advice(monkeypatch):
+    """With offline mode off, a hub that does not answer (a closed loopback port here) is reported at once."""
+    monkeypatch.setattr(hub_constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")
+    assert not loading.hub_reachable(timeout=1)
+    with pytest.raises(analysis.ModelLoadError, match=re.escape("cannot be reached: connect to the internet")):
+        analysis.load_model("roberta-large")
