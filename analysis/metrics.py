@@ -9,7 +9,7 @@ import torch
 
 from analysis.references import VocabularyScorer
 
-SCORE_BLOCK_BYTES = 256 * 2**20
+SCORE_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[groups, positions, vocab]` float32 score block; positions are chunked to fit."""
 
 

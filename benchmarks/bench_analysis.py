@@ -1,0 +1,143 @@
+"""Speed and memory of `analyze` against the original demo's algorithm, on random-weight real shapes.
+
+    python benchmarks/bench_analysis.py [--skip-large]
+
+1. Seed sentence, roberta-base shape, stage attn_residual, reference position, all tokens x all layers:
+   ours vs the naive reference (per token and layer: cosine against every materialised vocabulary
+   reference, then a full argsort for the own rank) and vs the floor (one forward pass + one vocabulary
+   matrix product). Ranks of both must agree.
+2. 510 tokens on the roberta-large shape, reference position: time and peak RSS growth above the loaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+import analysis
+from analysis.capture import stage_vectors
+from analysis.references import vocabulary_scorer
+from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        line = next(x for x in status if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+class PeakRss:
+    """Samples resident memory every 5 ms on a thread; `.peak` is the highest seen."""
+
+    def __enter__(self):
+        self.peak = rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_bytes())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+def naive_ranks(encoder, text: str) -> torch.Tensor:
+    """The original demo's algorithm (with correct references): `[layers, tokens]` 1-based ranks."""
+    tokens, vectors = stage_vectors(encoder, text, "attn_residual")
+    scorer = vocabulary_scorer(encoder, "position")
+    vocab = torch.arange(encoder.vocab_size)
+    ranks = torch.zeros(vectors.shape[:2], dtype=torch.long)
+    with torch.inference_mode():
+        for position, (token_id, position_id) in enumerate(zip(tokens.ids, tokens.position_ids, strict=True)):
+            references = scorer.references(vocab, torch.full_like(vocab, position_id))
+            for layer in range(vectors.shape[0]):
+                cosines = torch.nn.functional.cosine_similarity(vectors[layer, position][None], references)
+                order = torch.argsort(cosines, descending=True)
+                ranks[layer, position] = (order == token_id).nonzero()[0, 0] + 1
+    return ranks
+
+
+def floor(encoder, text: str) -> None:
+    """One forward pass plus one `[rows, hidden] x [hidden, vocab]` product: no method can do less."""
+    _, vectors = stage_vectors(encoder, text, "attn_residual")
+    with torch.inference_mode():
+        vectors.reshape(-1, vectors.shape[-1]) @ encoder.structure.embeddings.word.weight.T
+
+
+def seed_benchmark() -> dict:
+    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    cold_start = time.perf_counter()
+    analysis.analyze(encoder, SEED_SENTENCE)
+    cold = time.perf_counter() - cold_start
+    ours, result = best_of(lambda: analysis.analyze(encoder, SEED_SENTENCE), 5)
+    floor_time, _ = best_of(lambda: floor(encoder, SEED_SENTENCE), 5)
+    naive_time, ranks = best_of(lambda: naive_ranks(encoder, SEED_SENTENCE), 1)
+    ours_ranks = torch.tensor(result.metrics["rank"].to_numpy()).view(ranks.shape)
+    return {
+        "tokens": len(result.tokens),
+        "layers": encoder.num_layers,
+        "ours_s": ours,
+        "ours_first_call_s": cold,
+        "naive_s": naive_time,
+        "floor_s": floor_time,
+        "speedup_vs_naive": naive_time / ours,
+        "ours_over_floor": ours / floor_time,
+        "ranks_agree": bool(torch.equal(ours_ranks, ranks)),
+    }
+
+
+def large_benchmark() -> dict:
+    encoder = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
+    text = " ".join(["flies"] * 600)
+    analysis.analyze(encoder, "warm up the vocabulary constants")
+    loaded = rss_bytes()
+    with PeakRss() as memory:
+        start = time.perf_counter()
+        result = analysis.analyze(encoder, text, reference="position")
+        elapsed = time.perf_counter() - start
+    return {
+        "tokens": len(result.tokens),
+        "truncated": result.truncated,
+        "seconds": elapsed,
+        "rss_loaded_gb": loaded / 2**30,
+        "peak_growth_gb": (memory.peak - loaded) / 2**30,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-large", action="store_true", help="only the seed-sentence comparison")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    report = {"torch_threads": torch.get_num_threads(), "seed_roberta_base": seed_benchmark()}
+    print(json.dumps(report["seed_roberta_base"], indent=2))
+    if not args.skip_large:
+        report["long_roberta_large"] = large_benchmark()
+        print(json.dumps(report["long_roberta_large"], indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_analysis.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
