@@ -10,9 +10,10 @@ import torch
 import transformers
 
 from analysis.capture import STAGES, stage_vectors, token_table
+from analysis.checks import check_choice, check_count
 from analysis.encoder import EncoderModel
 from analysis.metrics import overlap_counts, score_tokens
-from analysis.references import REFERENCES, vocabulary_scorer
+from analysis.references import vocabulary_scorer
 from analysis.version import __version__
 
 METRICS_COLUMNS = {
@@ -70,12 +71,6 @@ class AnalysisResult:
         return self.truncated_at_char is not None
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}.")
-    return value
-
-
 def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
     """The piece of every embedding row `[vocab]`; rows the tokenizer does not name show as `<id N>`."""
 
@@ -112,15 +107,13 @@ def analyze(
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
     `analysis.references`). Raises ValueError on empty text or an unknown stage, reference or count.
     """
-    if stage not in STAGES:
-        raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
-    if reference not in REFERENCES:
-        raise ValueError(f"Unknown reference {reference!r}: choose one of {', '.join(REFERENCES)}.")
-    top_k = _check_count("top_k", top_k)
-    overlap_n = _check_count("overlap_n", overlap_n)
-
-    tokens, vectors = stage_vectors(model, text, stage)
+    if not isinstance(model, EncoderModel):
+        raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(model).__name__}.")
+    check_choice("stage", stage, STAGES)
+    top_k = check_count("top_k", top_k)
+    overlap_n = check_count("overlap_n", overlap_n)
     scorer = vocabulary_scorer(model, reference)
+    tokens, vectors = stage_vectors(model, text, stage)
     token_ids = torch.tensor(tokens.ids)
     position_ids = torch.tensor(tokens.position_ids)
     with torch.inference_mode():

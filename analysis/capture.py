@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from analysis.checks import check_choice, check_text
 from analysis.encoder import EncoderModel
 
 STAGES: dict[str, str] = {
@@ -56,14 +57,6 @@ class ForwardPass:
     taps: dict[str, torch.Tensor]  # each without the batch dimension
 
 
-def check_text(text: str) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"The text must be a string, not {type(text).__name__}.")
-    if not text.strip():
-        raise ValueError("The text is empty: type a sentence to analyse.")
-    return text
-
-
 def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     """Tokenise `text`, keeping at most `encoder.max_tokens` tokens and recording where it was cut."""
     tokenizer = encoder.tokenizer
@@ -80,7 +73,7 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     )
     ids = encoding["input_ids"]
     special = [bool(s) for s in encoding["special_tokens_mask"]]
-    if not any(not s for s in special):
+    if all(special):
         raise ValueError(
             "The text has no tokens the model can read: type words, not only spaces or control characters."
         )
@@ -144,8 +137,7 @@ def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap] | None =
 
 def stage_vectors(encoder: EncoderModel, text: str, stage: str) -> tuple[Tokens, torch.Tensor]:
     """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
-    if stage not in STAGES:
-        raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
+    check_choice("stage", stage, STAGES)
     layers = encoder.structure.layers
     taps = {}
     if stage in ("attn_residual", "attn_output"):

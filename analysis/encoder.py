@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+T = TypeVar("T")
 
 
 class UnsupportedModelError(ValueError):
@@ -189,7 +193,7 @@ class EncoderModel:
             "max tokens": self.max_tokens,
         }
 
-    def cached(self, key: object, build):
+    def cached(self, key: str, build: Callable[[], T]) -> T:
         """Per-model memo for derived constants (vocabulary norms and the like); built once, thread-safe."""
         with self._cache_lock:
             if key not in self._cache:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture import Tap, check_text, forward_pass, token_table
+from analysis.capture import Tap, forward_pass, token_table
+from analysis.checks import check_text
 from analysis.encoder import EncoderModel
 
 

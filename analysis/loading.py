@@ -84,8 +84,10 @@ def _folder_source(name: str) -> ModelSource:
     return ModelSource("folder", str(path), str(path))
 
 
-def resolve_model(name_or_path: str) -> ModelSource:
+def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
     """Decide where `name_or_path` loads from, refusing URLs, escaping paths and malformed ids."""
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ModelLoadError("No model given: type a hub id such as roberta-base, or a local model folder.")
     name = name_or_path.strip()
@@ -189,7 +191,7 @@ _models: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
 _models_lock = threading.Lock()
 
 
-def load_model(name_or_path: str) -> EncoderModel:
+def load_model(name_or_path: str | os.PathLike) -> EncoderModel:
     """Load a BERT-family encoder once per process: eval mode, eager attention, float32, safetensors only.
 
     `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled

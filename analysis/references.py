@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from analysis.checks import check_choice
 from analysis.encoder import EmbeddingParts, EncoderModel
 
 REFERENCES: dict[str, str] = {
@@ -46,9 +47,7 @@ class VocabularyScorer:
     """
 
     def __init__(self, parts: EmbeddingParts, reference: str, constants: VocabConstants):
-        if reference not in REFERENCES:
-            raise ValueError(f"Unknown reference {reference!r}: choose one of {', '.join(REFERENCES)}.")
-        self.reference = reference
+        self.reference = check_choice("reference", reference, REFERENCES)
         self.word = parts.word.weight.detach()
         self.parts = parts
         self.constants = constants

@@ -107,6 +107,11 @@ def test_bad_input_gives_a_clear_value_error(minilm, kwargs, message):
         analysis.analyze(minilm, **arguments)
 
 
+def test_a_model_name_instead_of_a_loaded_model_is_refused_clearly():
+    with pytest.raises(TypeError, match=r"needs a model from analysis.load_model\(name\)"):
+        analysis.analyze("roberta-base", SEED_SENTENCE)
+
+
 def test_text_of_only_control_characters_is_refused(minilm):
     with pytest.raises(ValueError, match="no tokens the model can read"):
         analysis.analyze(minilm, "\x00\x01\x02")

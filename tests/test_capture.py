@@ -45,6 +45,24 @@ def test_attn_residual_feeds_the_rest_of_the_block(encoder):
             torch.testing.assert_close(block_output, hidden[layer + 1], rtol=0, atol=1e-5)
 
 
+def test_attn_residual_is_the_attention_layernorms_input(encoder):
+    """Read independently of the package: a hook of the test's own on each attention LayerNorm."""
+    seen = {}
+    handles = [
+        block.attention.output.LayerNorm.register_forward_pre_hook(
+            lambda module, args, layer=layer: seen.__setitem__(layer, args[0][0].clone())
+        )
+        for layer, block in enumerate(encoder.model.encoder.layer)
+    ]
+    try:
+        plain_hidden_states(encoder, SEED_SENTENCE)
+    finally:
+        for handle in handles:
+            handle.remove()
+    _, residual = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
+    torch.testing.assert_close(residual, torch.stack([seen[i] for i in range(len(seen))]), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("layer", [0, 2])
 def test_head_decomposition_adds_up_to_the_captured_vector(encoder, layer):
     parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)

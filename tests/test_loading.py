@@ -33,11 +33,11 @@ def test_a_model_is_loaded_once_per_process():
     assert analysis.load_model(" sentence-transformers/all-MiniLM-L6-v2 ") is first
 
 
-def test_a_saved_roberta_folder_loads_and_gives_the_same_results(tmp_path, tiny_roberta, monkeypatch):
+def test_a_saved_roberta_folder_given_as_a_path_loads_and_gives_the_same_results(tmp_path, tiny_roberta, monkeypatch):
     monkeypatch.setattr(loading, "max_cached_models", lambda: 3)
     tiny_roberta.model.save_pretrained(tmp_path / "tiny")
     tiny_roberta.tokenizer.save_pretrained(tmp_path / "tiny")
-    loaded = analysis.load_model(str(tmp_path / "tiny"))
+    loaded = analysis.load_model(tmp_path / "tiny")
     assert loaded.structure.embeddings.position_offset == 2
     assert loaded.architecture == "RobertaModel"
     expected = analysis.analyze(tiny_roberta, SEED_SENTENCE)

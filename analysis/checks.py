@@ -1,0 +1,28 @@
+"""Input checks shared by the API, the CLI and the app: each failure is a ValueError saying what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def check_text(text: object) -> str:
+    """A non-blank string, returned unchanged."""
+    if not isinstance(text, str):
+        raise ValueError(f"The text must be a string, not {type(text).__name__}.")
+    if not text.strip():
+        raise ValueError("The text is empty: type a sentence to analyse.")
+    return text
+
+
+def check_choice(kind: str, value: object, options: Mapping[str, str]) -> str:
+    """One of the keys of `options` (stage names, reference names, …)."""
+    if value not in options:
+        raise ValueError(f"Unknown {kind} {value!r}: choose one of {', '.join(options)}.")
+    return value
+
+
+def check_count(name: str, value: object) -> int:
+    """A whole number of at least 1 (booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}.")
+    return value
