@@ -1,57 +1,56 @@
-"""Token Trails home page: pick a model and a text in the sidebar, see every token's cosine and rank per layer."""
-
-from __future__ import annotations
+"""Token Trails home page: what the tool shows, the tokens of the current text, the model's facts, the pages."""
 
 import streamlit as st
 
-import analysis
-from analysis.analyze import METRICS_COLUMNS
-from analysis.synthetic import SEED_SENTENCE
+from analysis.charts import token_label
+from analysis.wordclass import WORD_CLASSES
+from dashboard.show import literal
+from dashboard.sidebar import page_links, render_sidebar, update_view
 
-MODEL_CHOICES = {
-    "all-MiniLM-L6-v2 (bundled, works offline)": analysis.BUNDLED_MODEL,
-    "roberta-base (Hugging Face hub)": "roberta-base",
-    "roberta-large (Hugging Face hub)": "roberta-large",
-}
+context = render_sidebar("Home")
+result = context.result
 
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def cached_analysis(model_name: str, text: str, stage: str, reference: str) -> analysis.AnalysisResult:
-    return analysis.analyze(analysis.load_model(model_name), text, stage=stage, reference=reference)
-
-
-st.set_page_config(page_title="Token Trails", layout="wide")
 st.title("Token Trails")
-st.caption(
-    "How each token's encoding moves through an encoder, layer by layer: cosine similarity to its original "
-    "embedding and its rank among all vocabulary embeddings (rank 1 = its own embedding is the nearest)."
+st.markdown(
+    "Follow every token of a text through every layer of an encoder transformer. For each token and layer the "
+    "pages show the **cosine similarity** of its vector to its original embedding, its **rank** among all "
+    "vocabulary embeddings (rank 1 = its own embedding is the nearest), its **nearest vocabulary neighbours**, "
+    "and how much that neighbourhood **overlaps** the previous layer's. Pick the text, model, stage and "
+    "reference in the sidebar; the choices stay as you move between pages and live in the page's link."
 )
 
-with st.sidebar:
-    text = st.text_area("Text", value=SEED_SENTENCE, help="Any English text; long text is cut at the model's limit.")
-    model_label = st.selectbox("Model", list(MODEL_CHOICES), help="roberta-* need the hub or a local cache once.")
-    stage = st.selectbox("Stage", list(analysis.STAGES), index=1, help="Where in each block the vector is read.")
-    st.caption(analysis.STAGES[stage])
-    reference = st.selectbox("Reference", list(analysis.REFERENCES), index=1, help="What 'original embedding' means.")
-    st.caption(analysis.REFERENCES[reference])
-
-model_name = MODEL_CHOICES[model_label]
-try:
-    with st.spinner(f"Loading {model_name} and tracing the text through every layer…"):
-        result = cached_analysis(model_name, text, stage, reference)
-except ValueError as error:
-    st.error(str(error))
-    st.stop()
-
-if result.truncated:
-    st.warning(
-        f"The text was truncated to the model's {len(result.tokens)} tokens (of {result.n_tokens_in_text}): "
-        f"everything after character {result.truncated_at_char} is not analysed."
+st.subheader("Tokens")
+st.caption("Click tokens to highlight them on every page; click again to drop them.")
+labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
+st.session_state["w_chips"] = list(context.view.highlight)
+st.pills(
+    "Tokens of the current text",
+    list(labels),
+    selection_mode="multi",
+    key="w_chips",
+    format_func=lambda p: literal(token_label(p, labels[p])),
+    on_change=lambda: update_view(highlight=tuple(st.session_state["w_chips"])),
+    label_visibility="collapsed",
+)
+with st.expander("Tokens as a table, with word classes"):
+    tokens = result.tokens.assign(word_class=context.classes)
+    st.dataframe(
+        tokens,
+        hide_index=True,
+        column_config={
+            "word_class": st.column_config.TextColumn(
+                "word class", help=" ".join(f"{k}: {v}." for k, v in WORD_CLASSES.items())
+            )
+        },
     )
-st.subheader(f"Cosine and rank per layer — {result.model}, stage {stage}, reference {reference}")
-st.dataframe(
-    result.metrics,
-    hide_index=True,
-    column_config={name: st.column_config.Column(help=meaning) for name, meaning in METRICS_COLUMNS.items()},
-)
-st.download_button("Download metrics.csv", result.metrics.to_csv(index=False), file_name="metrics.csv", mime="text/csv")
+
+st.subheader("Model")
+facts = context.facts
+st.caption(literal(f"{facts['model']} ({facts['architecture']})"))
+for column, name in zip(
+    st.columns(5), ["layers", "hidden size", "attention heads", "vocabulary size", "max tokens"], strict=True
+):
+    column.metric(name, f"{facts[name]:,}")
+
+st.subheader("Pages")
+page_links()

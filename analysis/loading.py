@@ -187,6 +187,11 @@ def _load(source: ModelSource) -> EncoderModel:
         raise _hub_error(source, error) from error
 
 
+def load_uncached(name_or_path: str | os.PathLike) -> EncoderModel:
+    """Load a model afresh, bypassing the process cache (for callers with a cache of their own, like the app)."""
+    return _load(resolve_model(name_or_path))
+
+
 _models: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
 _models_lock = threading.Lock()
 

@@ -1,45 +1,217 @@
-"""The home page, driven with Streamlit's AppTest, offline on the bundled model."""
+"""Every page through Streamlit's AppTest, offline on the bundled model: charts, state, links, bad input."""
 
+import re
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from analysis.analyze import METRICS_COLUMNS
+ROOT = Path(__file__).resolve().parent.parent
+HOME = str(ROOT / "streamlit_app.py")
+TRAJECTORIES = "pages/1_Layer_trajectories.py"
+RANKS = "pages/2_Rank_plots.py"
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
-
-@pytest.fixture
-def app() -> AppTest:
-    import streamlit as st
-
+def open_app(page: str | None = None, **query: str) -> AppTest:
     st.cache_data.clear()
-    return AppTest.from_file(APP, default_timeout=120).run()
+    app = AppTest.from_file(HOME, default_timeout=120)
+    for name, value in query.items():
+        app.query_params[name] = value
+    app.run()
+    if page:
+        app.switch_page(page).run()
+    return app
 
 
-def test_home_page_opens_offline_with_the_metrics_table(app):
-    assert not app.exception
-    assert not app.error
-    frame = app.dataframe[0].value
-    assert list(frame.columns) == list(METRICS_COLUMNS)
-    assert frame["layer"].max() == 5  # the bundled model has 6 layers
-    assert "flies" in set(frame["token"])
+def specs(app: AppTest) -> list[str]:
+    return [chart.proto.spec for chart in app.get("vega_lite_chart")]
 
 
-def test_typing_new_text_updates_the_table(app):
+def chart_rows(app: AppTest, index: int) -> pd.DataFrame:
+    """All data rows of chart `index` (Streamlit ships datasets beside the spec, as Arrow)."""
+    datasets = app.get("vega_lite_chart")[index].proto.datasets
+    return pd.concat([pa.ipc.open_stream(named.data.data).read_pandas() for named in datasets], ignore_index=True)
+
+
+def assert_clean(app: AppTest) -> None:
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+
+
+def test_home_opens_offline_with_tokens_facts_and_links():
+    app = open_app()
+    assert_clean(app)
+    assert "roberta\\-base is not in the local Hugging Face cache" in app.info[0].value
+    assert "bundled all\\-MiniLM\\-L6\\-v2" in app.info[0].value
+    chips = app.get("button_group")[0]
+    assert "flies" in " ".join(chips.proto.options[i].content for i in range(len(chips.proto.options)))
+    assert [m.label for m in app.get("metric")] == [
+        "layers",
+        "hidden size",
+        "attention heads",
+        "vocabulary size",
+        "max tokens",
+    ]
+    assert app.get("metric")[0].value == "6"
+    assert len(app.get("page_link")) == 3
+
+
+@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2)])
+def test_each_page_opens_offline_and_draws_its_charts(page, charts):
+    app = open_app(page)
+    assert_clean(app)
+    assert len(app.get("vega_lite_chart")) == charts
+    for index in range(charts):
+        assert "flies" in set(chart_rows(app, index)["label"].str.split(" · ").str[1])
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels.count("Download PNG") == charts and labels.count("Download SVG") == charts
+    assert "Download CSV" in labels
+    assert "Model sentence\\-transformers/all\\-MiniLM\\-L6\\-v2" in app.caption[0].value
+
+
+def test_typing_new_text_updates_the_charts():
+    app = open_app(TRAJECTORIES)
     app.sidebar.text_area[0].input("The cat sat on the mat.").run()
-    frame = app.dataframe[0].value
-    assert "cat" in set(frame["token"]) and "flies" not in set(frame["token"])
+    assert_clean(app)
+    tokens = set(chart_rows(app, 0)["token"])
+    assert "cat" in tokens and "flies" not in tokens
+    assert "cat" in set(app.dataframe[0].value["token"])
 
 
-def test_empty_text_gives_a_message_not_a_traceback(app):
+def test_switching_pages_keeps_the_sidebar_values():
+    app = open_app()
+    app.sidebar.text_area[0].input("Why layer five?").run()
+    app.sidebar.radio[0].set_value("layer_output").run()
+    app.sidebar.radio[1].set_value("raw").run()
+    for page in (TRAJECTORIES, RANKS, "streamlit_app.py"):
+        app.switch_page(page).run()
+        assert_clean(app)
+        assert app.sidebar.text_area[0].value == "Why layer five?"
+        assert app.sidebar.radio[0].value == "layer_output"
+        assert app.sidebar.radio[1].value == "raw"
+    assert app.query_params["stage"] == "layer_output"
+
+
+def test_highlighting_a_token_marks_it_on_every_chart():
+    app = open_app(RANKS)
+    app.sidebar.multiselect[0].select(2).run()
+    assert_clean(app)
+    assert app.session_state["view"].highlight == (2,)
+    rows = chart_rows(app, 0)
+    assert set(rows.loc[rows["highlighted"], "position"]) == {2}
+    assert app.selectbox[0].value == 2  # the neighbour table follows the first highlighted token
+    app.switch_page(TRAJECTORIES).run()
+    assert app.sidebar.multiselect[0].value == [2]
+
+
+def test_highlighting_a_word_class_marks_all_its_tokens():
+    app = open_app(TRAJECTORIES)
+    app.sidebar.get("button_group")[0].set_value(["punctuation"]).run()
+    assert_clean(app)
+    rows = chart_rows(app, 0)
+    assert set(rows.loc[rows["highlighted"], "label"]) == {"6 · .", "12 · ."}
+
+
+def test_home_chips_highlight_tokens():
+    app = open_app()
+    app.get("button_group")[0].set_value([3, 5]).run()
+    assert_clean(app)
+    assert app.session_state["view"].highlight == (3, 5)
+    app.switch_page(TRAJECTORIES).run()
+    assert app.sidebar.multiselect[0].value == [3, 5]
+
+
+def test_query_string_round_trip():
+    query = {"text": "A period. A comma.", "stage": "layer_output", "reference": "embedding", "highlight": "2,3",
+             "classes": "function", "top_k": "7", "overlap_n": "25", "model": "all-MiniLM-L6-v2"}  # fmt: skip
+    app = open_app(RANKS, **query)
+    assert_clean(app)
+    assert not app.info
+    view = app.session_state["view"]
+    assert (view.text, view.stage, view.reference, view.highlight, view.classes) == (
+        "A period. A comma.", "layer_output", "embedding", (2, 3), ("function",)
+    )  # fmt: skip
+    assert (view.top_k, view.overlap_n) == (7, 25)
+    assert len(app.dataframe[0].value) == 7  # k neighbour rows
+    written = {name: app.query_params[name] for name in query}
+    assert written == query
+
+
+def test_bad_and_stale_link_values_open_with_defaults_and_a_notice():
+    app = open_app(stage="middle", top_k="0", highlight="99", colour="red", model="https://x.org/m")
+    assert_clean(app)
+    notices = " ".join(info.value for info in app.info)
+    for fragment in ("stage", "top\\_k", "colour", "model", "Dropped highlighted positions \\[99\\]"):
+        assert fragment in notices
+    view = app.session_state["view"]
+    assert (view.stage, view.top_k, view.highlight) == ("attn_residual", 15, ())
+
+
+def test_empty_text_gives_a_message_and_the_app_keeps_working():
+    app = open_app(TRAJECTORIES)
     app.sidebar.text_area[0].input("   ").run()
     assert not app.exception
     assert "text is empty" in app.error[0].value
+    app.sidebar.text_area[0].input("Back again.").run()
+    assert_clean(app)
+    assert len(app.get("vega_lite_chart")) == 1
 
 
-def test_an_unreachable_model_gives_a_message(app):
-    app.sidebar.selectbox[0].select("roberta-base (Hugging Face hub)").run()
+def test_long_text_says_it_was_truncated_and_where():
+    app = open_app(TRAJECTORIES)
+    app.sidebar.text_area[0].input("word " * 600).run()
+    assert_clean(app)
+    warning = app.warning[0].value.replace("\\", "")
+    assert "cut to the model's 512 tokens (of 602)" in warning
+    assert "character 2549" in warning
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("no/such-model-xyz", "not in the local Hugging Face cache"),
+        ("/no/such/folder", "No folder at"),
+        ("<script>alert(1)</script>", "neither an existing folder nor a hub id"),
+    ],
+)
+def test_a_bad_model_gives_a_message_and_a_way_back(name, message):
+    app = open_app()
+    app.sidebar.selectbox[0].select("other").run()
+    app.sidebar.text_input[0].input(name).run()
     assert not app.exception
-    assert "roberta-base" in app.error[0].value and "bundled model" in app.error[0].value
+    assert message in app.error[0].value.replace("\\", "")
+    assert "<script>" not in app.error[0].value
+    app.button[0].click().run()
+    assert_clean(app)
+    assert app.session_state["view"].model == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_an_unreachable_hub_model_gives_a_message():
+    app = open_app()
+    app.sidebar.selectbox[0].select("roberta-base").run()
+    assert not app.exception
+    assert "roberta\\-base" in app.error[0].value and "bundled model" in app.error[0].value
+
+
+def test_markup_in_the_text_is_shown_as_text():
+    app = open_app()
+    app.sidebar.text_area[0].input("<b>bold</b> **star** [link](x)").run()
+    assert_clean(app)
+    chips = app.get("button_group")[0].proto.options
+    joined = " ".join(option.content for option in chips)
+    assert "\\*" in joined and "\\<" in joined
+    assert re.search(r"(?<!\\)[*<\[]", joined) is None  # every markup character arrives escaped
+    assert not any("<b>" in markdown.value for markdown in app.markdown)
+
+
+def test_changing_n_and_k_on_the_rank_page():
+    app = open_app(RANKS)
+    app.slider[0].set_value(4).run()
+    app.select_slider[0].set_value(25).run()
+    assert_clean(app)
+    assert len(app.dataframe[0].value) == 4
+    assert '"shared neighbours (of top 25)"' in specs(app)[1]
+    assert app.query_params["overlap_n"] == "25"

@@ -1,0 +1,164 @@
+"""Altair charts and tables of an AnalysisResult, shared by the app and scripts (no Streamlit here)."""
+
+from __future__ import annotations
+
+import io
+
+import altair as alt
+import pandas as pd
+
+from analysis.analyze import AnalysisResult
+
+PICK = "pick"
+"""Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
+
+FAINT = "#b8bec6"
+_TOOLTIP = [
+    alt.Tooltip("label:N", title="token"),
+    alt.Tooltip("position:Q", title="position"),
+    alt.Tooltip("layer:Q", title="layer"),
+    alt.Tooltip("cosine:Q", title="cosine", format=".4f"),
+    alt.Tooltip("rank:Q", title="rank", format=","),
+]
+
+
+def token_label(position: int, text: str) -> str:
+    """How a token is named in legends and pickers: `3 · like` (position, then its text)."""
+    return f"{position} · {text.strip() or repr(text)}"
+
+
+def _with_labels(frame: pd.DataFrame, highlight: list[int]) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["label"] = [token_label(p, t) for p, t in zip(frame["position"], frame["text"], strict=True)]
+    frame["highlighted"] = frame["position"].isin(highlight)
+    return frame
+
+
+def trajectory_chart(
+    result: AnalysisResult, measure: str, highlight: list[int], x_title: str = "layer (block index l)"
+) -> alt.LayerChart:
+    """One line per token over layers: `measure` is "cosine" or "rank" (log scale, rank 1 at the top).
+
+    Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. Clicking a
+    line selects its `position` through the `PICK` selection.
+    """
+    frame = _with_labels(result.metrics, highlight)
+    n_layers = int(frame["layer"].max()) + 1
+    pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
+    if measure == "rank":
+        y = alt.Y(
+            "rank:Q",
+            title="rank of own embedding (1 = nearest, log scale)",
+            scale=alt.Scale(type="log", reverse=True, domainMin=1),
+            axis=alt.Axis(format="~s"),
+        )
+    else:
+        y = alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
+    x = alt.X(
+        "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
+    )
+    highlighted = list(dict.fromkeys(frame.loc[frame["highlighted"], "label"]))
+    colour = alt.condition(
+        alt.datum.highlighted,
+        alt.Color("label:N", title="highlighted", scale=alt.Scale(domain=highlighted or [""]), legend=None),
+        alt.value(FAINT),
+    )
+    lines = (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
+        .encode(
+            x=x,
+            y=y,
+            detail="position:N",
+            color=colour,
+            strokeWidth=alt.condition(alt.datum.highlighted, alt.value(3), alt.value(1)),
+            opacity=alt.condition(alt.datum.highlighted, alt.value(1.0), alt.value(0.35)),
+            order=alt.Order("highlighted:N"),
+            tooltip=_TOOLTIP,
+        )
+        .add_params(pick)
+    )
+    last = frame[(frame["layer"] == n_layers - 1) & frame["highlighted"]]
+    labels = (
+        alt.Chart(last)
+        .mark_text(align="left", dx=6, fontWeight="bold")
+        .encode(
+            x=x,
+            y=y,
+            text="label:N",
+            color=alt.Color("label:N", scale=alt.Scale(domain=highlighted or [""]), legend=None),
+        )
+    )
+    return alt.layer(lines, labels).properties(height=420, width=720)
+
+
+def overlap_chart(result: AnalysisResult, highlight: list[int]) -> alt.Chart:
+    """Neighbour overlap per layer: with the previous layer and with the token's original neighbourhood."""
+    n = int(result.overlap["n"].iloc[0])
+    frame = result.overlap.merge(result.tokens[["position", "text"]], on="position")
+    frame = _with_labels(frame, highlight).melt(
+        id_vars=["layer", "position", "label", "highlighted"],
+        value_vars=["previous", "reference"],
+        var_name="against",
+        value_name="shared",
+    )
+    frame["against"] = frame["against"].map({"previous": "previous layer (l-1)", "reference": "original neighbourhood"})
+    frame = frame.dropna(subset=["shared"])
+    frame["shared"] = frame["shared"].astype(int)
+    highlighted = list(dict.fromkeys(frame.loc[frame["highlighted"], "label"]))
+    return (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=14, filled=True))
+        .encode(
+            x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("shared:Q", title=f"shared neighbours (of top {n})", scale=alt.Scale(domain=[0, n])),
+            detail="position:N",
+            color=alt.condition(
+                alt.datum.highlighted,
+                alt.Color("label:N", scale=alt.Scale(domain=highlighted or [""]), legend=None),
+                alt.value(FAINT),
+            ),
+            strokeWidth=alt.condition(alt.datum.highlighted, alt.value(3), alt.value(1)),
+            opacity=alt.condition(alt.datum.highlighted, alt.value(1.0), alt.value(0.35)),
+            tooltip=[
+                alt.Tooltip("label:N", title="token"),
+                alt.Tooltip("layer:Q", title="layer"),
+                alt.Tooltip("against:N", title="overlap with"),
+                alt.Tooltip("shared:Q", title=f"shared of top {n}"),
+            ],
+        )
+        .properties(height=300, width=320)
+        .facet(column=alt.Column("against:N", title=None, sort=["previous layer (l-1)", "original neighbourhood"]))
+    )
+
+
+def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame:
+    """Top-k neighbours of one token: one row per neighbour rank, one column per layer (`layer 0`, …).
+
+    The own token is marked `▶piece◀`; where it is outside the top k, a last row gives its rank.
+    """
+    rows = result.neighbors[(result.neighbors["position"] == position) & (result.neighbors["neighbor_rank"] <= k)]
+    cells = rows["neighbor"].where(~rows["is_own"], "▶" + rows["neighbor"] + "◀")
+    grid = (
+        rows.assign(cell=cells, column="layer " + rows["layer"].astype(str))
+        .pivot(index="neighbor_rank", columns="column", values="cell")
+        .reindex(columns=[f"layer {layer}" for layer in sorted(rows["layer"].unique())])
+    )
+    grid.index = grid.index.astype(str)
+    grid.index.name = "neighbour rank"
+    own = result.metrics[result.metrics["position"] == position].set_index("layer")
+    outside = {
+        f"layer {layer}": f"▶{row['token']}◀ rank {row['rank']:,}" if row["rank"] > k else ""
+        for layer, row in own.iterrows()
+    }
+    if any(outside.values()):
+        grid.loc["own token"] = pd.Series(outside)
+    return grid
+
+
+def chart_bytes(chart: alt.TopLevelMixin, fmt: str) -> bytes:
+    """Render `chart` to "png" or "svg" bytes with vl-convert."""
+    buffer = io.BytesIO() if fmt == "png" else io.StringIO()
+    chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
+    value = buffer.getvalue()
+    return value if isinstance(value, bytes) else value.encode()

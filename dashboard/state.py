@@ -1,0 +1,105 @@
+"""The view: everything that defines what the pages show, and its round trip through the URL query string."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+
+import analysis
+from analysis.checks import check_choice, check_text
+from analysis.loading import resolve_model
+from analysis.synthetic import SEED_SENTENCE
+from analysis.wordclass import WORD_CLASSES
+
+MAX_TEXT_CHARS = 20_000
+TOP_K_RANGE = (1, 50)
+OVERLAP_N_RANGE = (1, 1000)
+
+MODEL_PRESETS: dict[str, str] = {
+    "roberta-base": "roberta-base (hub)",
+    "roberta-large": "roberta-large (hub)",
+    analysis.BUNDLED_MODEL: "all-MiniLM-L6-v2 (bundled, offline)",
+}
+
+
+@dataclass(frozen=True)
+class View:
+    """What the pages show. Token positions refer to the tokens of `text` under `model`."""
+
+    text: str = SEED_SENTENCE
+    model: str = analysis.BUNDLED_MODEL
+    stage: str = "attn_residual"
+    reference: str = "position"
+    highlight: tuple[int, ...] = ()
+    classes: tuple[str, ...] = ()
+    top_k: int = 15
+    overlap_n: int = 100
+
+
+def check_view_text(text: object) -> str:
+    text = check_text(text)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+    return text
+
+
+def _check_model(name: str) -> str:
+    resolve_model(name)
+    return name.strip()
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return int(value)
+
+    return parse
+
+
+def _positions(value: str) -> tuple[int, ...]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not all(item.isdigit() and int(item) < 10_000 for item in items):
+        raise ValueError("expected token positions such as 2,7")
+    return tuple(dict.fromkeys(int(item) for item in items))
+
+
+def _classes(value: str) -> tuple[str, ...]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return tuple(check_choice("word class", item, WORD_CLASSES) for item in dict.fromkeys(items))
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "text": check_view_text,
+    "model": _check_model,
+    "stage": lambda value: check_choice("stage", value, analysis.STAGES),
+    "reference": lambda value: check_choice("reference", value, analysis.REFERENCES),
+    "highlight": _positions,
+    "classes": _classes,
+    "top_k": _int_in(*TOP_K_RANGE),
+    "overlap_n": _int_in(*OVERLAP_N_RANGE),
+}
+
+
+def view_from_query(params: Mapping[str, str | list[str]], defaults: View) -> tuple[View, list[str]]:
+    """Read a view from query parameters; a bad or unknown value keeps its default and adds a notice."""
+    values, notices = {}, []
+    for name, raw in params.items():
+        if name not in _PARSERS:
+            notices.append(f"Ignored the unknown link parameter {name!r}.")
+            continue
+        value = raw[-1] if isinstance(raw, list) else raw
+        try:
+            values[name] = _PARSERS[name](value)
+        except ValueError as error:
+            notices.append(f"The link's {name} was not usable ({error}); using the default instead.")
+    return replace(defaults, **values), notices
+
+
+def view_to_query(view: View) -> dict[str, str]:
+    """Every field as a query-string value, so a copied link reproduces the view anywhere."""
+    query = {}
+    for field in fields(View):
+        value = getattr(view, field.name)
+        query[field.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return query
