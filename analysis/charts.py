@@ -89,7 +89,8 @@ def trajectory_chart(
             color=alt.Color("label:N", scale=alt.Scale(domain=highlighted or [""]), legend=None),
         )
     )
-    return alt.layer(lines, labels).properties(height=420, width=720)
+    # Right padding leaves room for the labels of highlighted tokens at the last layer.
+    return alt.layer(lines, labels).properties(height=420, width=720, padding={"right": 90})
 
 
 def overlap_chart(result: AnalysisResult, highlight: list[int]) -> alt.Chart:

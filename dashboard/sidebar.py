@@ -158,6 +158,8 @@ def render_sidebar(page_title: str) -> Context:
     _init_view()
     current = view()
     with st.sidebar:
+        page_links()
+        st.divider()
         st.text_area(
             "Text",
             key=_bind("text", current.text),
