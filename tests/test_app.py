@@ -1,5 +1,6 @@
 """Every page through Streamlit's AppTest, offline on the bundled model: charts, state, links, bad input."""
 
+import json
 import re
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_home_opens_offline_with_tokens_facts_and_links():
         "max tokens",
     ]
     assert app.get("metric")[0].value == "6"
-    assert len(app.get("page_link")) == 3
+    assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 3
 
 
 @pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2)])
@@ -105,6 +106,27 @@ def test_highlighting_a_token_marks_it_on_every_chart():
     assert app.selectbox[0].value == 2  # the neighbour table follows the first highlighted token
     app.switch_page(TRAJECTORIES).run()
     assert app.sidebar.multiselect[0].value == [2]
+
+
+def click_chart(app: AppTest, index: int, position: int) -> None:
+    """What the browser sends when a line is clicked: the chart's selection state. AppTest has no public call
+    for chart selections, so this goes through its widget-state run (private API, pinned streamlit)."""
+    states = app._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id = app.get("vega_lite_chart")[index].proto.id
+    state.string_value = json.dumps({"selection": {"pick": [{"position": position}]}})
+    app._run(states)
+
+
+@pytest.mark.parametrize("page", [TRAJECTORIES, RANKS])
+def test_clicking_a_line_highlights_its_token(page):
+    app = open_app(page)
+    click_chart(app, 0, 5)
+    assert_clean(app)
+    assert app.session_state["view"].highlight == (5,)
+    rows = chart_rows(app, 0)
+    assert set(rows.loc[rows["highlighted"], "position"]) == {5}
+    assert app.sidebar.multiselect[0].value == [5]
 
 
 def test_highlighting_a_word_class_marks_all_its_tokens():
