@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,7 +17,9 @@ from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
+from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
@@ -115,6 +119,38 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
+"""What a model needs from the hub: config, tokenizer files and safetensors weights (never pickled weights)."""
+
+
+def needs_download(name_or_path: str) -> bool:
+    """Whether loading `name_or_path` would download from the hub (a hub id not yet in the local cache)."""
+    source = resolve_model(name_or_path)
+    return source.kind == "hub" and not isinstance(try_to_load_from_cache(source.location, "config.json"), str)
+
+
+def download(name: str, on_progress: Callable[[str, float, float], None]) -> None:
+    """Fetch a hub model's files into the local cache, calling `on_progress(description, done, total)` (bytes)
+    from the downloading threads as it goes. Raises ModelLoadError with advice when it cannot."""
+    source = resolve_model(name)
+
+    class ProgressBridge(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs.pop("name", None)
+            super().__init__(*args, **{**kwargs, "file": io.StringIO(), "disable": False})
+
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if self.unit == "B" and self.total:
+                on_progress(self.desc or "Downloading", self.n, self.total)
+            return shown
+
+    try:
+        snapshot_download(source.location, allow_patterns=DOWNLOAD_PATTERNS, tqdm_class=ProgressBridge)
+    except (OSError, ValueError) as error:
+        raise _hub_error(source, error) from error
 
 
 def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:

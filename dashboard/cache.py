@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 from huggingface_hub import constants as hub_constants
-from huggingface_hub import try_to_load_from_cache
 
 import analysis
-from analysis.loading import hub_reachable, load_uncached, max_cached_models
+from analysis.loading import download, hub_reachable, load_uncached, max_cached_models, needs_download
+from dashboard.show import literal
 
 
 @st.cache_resource(max_entries=max_cached_models(), show_spinner=False)
@@ -26,9 +28,34 @@ def cached_analysis(
     )
 
 
+def ensure_downloaded(name: str) -> None:
+    """Before a first-time hub load, download the model's files with a progress bar (polled from this thread,
+    since the download runs on worker threads that cannot draw)."""
+    if not needs_download(name) or hub_constants.is_offline_mode() or not hub_reachable():
+        return
+    status: dict = {"done": 0.0, "total": 0.0}
+    bar = st.progress(0.0, text=literal(f"Downloading {name} from the Hugging Face hub (first time only)…"))
+
+    def fetch() -> None:
+        try:
+            download(name, lambda desc, done, total: status.update(done=done, total=total))
+        except ValueError as error:
+            status["error"] = error
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.25)
+        if status["total"]:
+            fraction = min(status["done"] / status["total"], 1.0)
+            megabytes = f"{status['done'] / 1e6:,.0f} of {status['total'] / 1e6:,.0f} MB"
+            bar.progress(fraction, text=literal(f"Downloading {name} (first time only): {megabytes}"))
+    bar.empty()
+    if "error" in status:
+        raise status["error"]
+
+
 @st.cache_data(ttl=600, show_spinner=False)
 def hub_model_available(name: str) -> bool:
     """Whether `name` can load now: in the local Hugging Face cache, or the hub is reachable."""
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return True
-    return not hub_constants.is_offline_mode() and hub_reachable()
+    return not needs_download(name) or (not hub_constants.is_offline_mode() and hub_reachable())

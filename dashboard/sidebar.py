@@ -11,7 +11,7 @@ import streamlit as st
 import analysis
 from analysis.charts import token_label
 from analysis.wordclass import WORD_CLASSES, word_classes
-from dashboard.cache import cached_analysis, cached_model, hub_model_available
+from dashboard.cache import cached_analysis, cached_model, ensure_downloaded, hub_model_available
 from dashboard.show import literal
 from dashboard.state import MAX_TEXT_CHARS, MODEL_PRESETS, View, view_from_query, view_to_query
 
@@ -189,6 +189,7 @@ def render_sidebar(page_title: str) -> Context:
     for notice in st.session_state.pop(NOTICES, []):
         st.info(literal(notice), icon=":material/info:")
     try:
+        ensure_downloaded(current.model)
         with st.spinner(literal(f"Loading {current.model}…")):
             encoder = cached_model(current.model)
     except ValueError as error:

@@ -115,3 +115,35 @@ def test_an_unreachable_hub_fails_fast_with_advice(monkeypatch):
     assert not loading.hub_reachable(timeout=1)
     with pytest.raises(analysis.ModelLoadError, match=re.escape("cannot be reached: connect to the internet")):
         analysis.load_model("roberta-large")
+
+
+def test_download_reports_byte_progress_and_fetches_only_safe_files(monkeypatch):
+    calls, seen = [], []
+
+    def fake_snapshot_download(repo_id, allow_patterns, tqdm_class):
+        calls.append((repo_id, allow_patterns))
+        bar = tqdm_class(total=300, unit="B", desc="Downloading bytes", name="huggingface_hub.snapshot_download")
+        bar.update(100)
+        bar.update(200)
+        bar.close()
+
+    monkeypatch.setattr(loading, "snapshot_download", fake_snapshot_download)
+    loading.download("roberta-base", lambda desc, done, total: seen.append((desc, done, total)))
+    assert seen == [("Downloading bytes", 100, 300), ("Downloading bytes", 300, 300)]
+    ((repo, patterns),) = calls
+    assert repo == "roberta-base" and "*.safetensors" in patterns
+    assert not any(pattern.endswith((".bin", ".pt", ".pkl", ".h5", ".msgpack")) for pattern in patterns)
+
+
+def test_only_uncached_hub_ids_need_a_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))  # an empty Hugging Face cache
+    assert loading.needs_download("roberta-base")
+    snapshot = tmp_path / "models--roberta-base" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--roberta-base" / "refs").mkdir()
+    (tmp_path / "models--roberta-base" / "refs" / "main").write_text("abc123")
+    assert not loading.needs_download("roberta-base")
+    assert not loading.needs_download(analysis.BUNDLED_MODEL)
+    with pytest.raises(analysis.ModelLoadError):
+        loading.needs_download("https://x.org/m")
