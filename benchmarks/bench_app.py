@@ -1,0 +1,71 @@
+"""Server time of the dashboard's reruns on the roberta-base shape (random weights, saved as safetensors).
+
+    python benchmarks/bench_app.py
+
+Measures, with Streamlit's AppTest (the script run is the server's work): the first load, a rerun that only
+changes the highlighted token (target < 100 ms: nothing is recomputed), a new text on the seed sentence
+(target well under 1 s), and a page switch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from streamlit.testing.v1 import AppTest
+
+from analysis.synthetic import ROBERTA_BASE_SHAPE, random_roberta
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+NEW_TEXTS = [
+    "Time flies like an arrow. Fruit flies like a bandana.",
+    "Time flies like an arrow; fruit flies like a banana.",
+    "Time flew like an arrow. Fruit flies like a banana.",
+]
+
+
+def timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    with tempfile.TemporaryDirectory() as folder:
+        encoder.model.save_pretrained(folder)
+        encoder.tokenizer.save_pretrained(folder)
+        app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=600)
+        app.query_params["model"] = folder
+        first = timed(app.run)
+        assert not app.exception and not app.error, (app.exception, [e.value for e in app.error])
+        switch = timed(lambda: app.switch_page("pages/2_Rank_plots.py").run())
+        highlight = []
+        for position in (1, 2, 3, 4, 5, 6):
+            highlight.append(timed(lambda p=position: app.sidebar.multiselect[0].set_value([p]).run()))
+        new_text = [timed(lambda t=text: app.sidebar.text_area[0].input(t).run()) for text in NEW_TEXTS]
+        assert not app.exception and not app.error
+    report = {
+        "model": "random roberta-base shape (12 layers, hidden 768, vocab 50,265)",
+        "page": "Rank plots (two charts and the neighbour table: the heaviest page)",
+        "first_load_s": first,
+        "page_switch_s": switch,
+        "highlight_rerun_ms_median": 1000 * statistics.median(highlight),
+        "highlight_rerun_ms_max": 1000 * max(highlight),
+        "new_text_s_median": statistics.median(new_text),
+        "new_text_s_max": max(new_text),
+    }
+    print(json.dumps(report, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_app.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
