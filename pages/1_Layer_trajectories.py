@@ -21,4 +21,5 @@ show.chart(
 st.caption("Hover a line for its token, position, layer, cosine and rank; click it to highlight the token.")
 
 st.subheader("The same data as a table")
+show.caption(result, "Cosine and rank of every token at every layer (the CSV is the CLI's metrics.csv)")
 show.table(result.metrics, "metrics", key="metrics_table", column_help=METRICS_COLUMNS)

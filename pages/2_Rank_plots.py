@@ -46,11 +46,10 @@ right.slider(
     on_change=lambda: update_view(top_k=st.session_state["w_top_k"]),
 )
 k = context.view.top_k
-st.caption(
-    show.literal(
-        f"Top {k} vocabulary items nearest to the token's vector at each layer; ▶own◀ marks the token itself, "
-        "and the last row gives its rank where it falls outside the top k."
-    )
+show.caption(
+    result,
+    f"Top {k} vocabulary items nearest to {token_label(focus, labels[focus])} at each layer; ▶own◀ marks the "
+    "token itself, and the last row gives its rank where it falls outside the top k",
 )
 show.table(
     neighbor_grid(result, focus, k),
