@@ -18,11 +18,13 @@ def cached_model(name: str) -> analysis.EncoderModel:
     return load_uncached(name)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
 def cached_analysis(
     model: str, text: str, stage: str, reference: str, top_k: int, overlap_n: int
 ) -> analysis.AnalysisResult:
-    """The analysis of one text; keyed on everything that changes it (highlighting and page do not)."""
+    """The analysis of one text; keyed on everything that changes it (highlighting and page do not).
+
+    Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
     return analysis.analyze(
         cached_model(model), text, stage=stage, reference=reference, top_k=top_k, overlap_n=overlap_n
     )
