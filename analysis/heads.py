@@ -68,3 +68,67 @@ def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecompo
         attn_residual=run.taps["attn_residual"].double().numpy(),
         attention=attention.numpy(),
     )
+
+
+@dataclass(frozen=True)
+class HeadAttribution:
+    """Exact split of each token's change in cosine to its reference across `attn_residual`'s pieces.
+
+    With a = x + sum_h c_h + b and r the unit reference direction, cos(a, r) - cos(x, r) =
+    sum_h (c_h . r) / |a| + (b . r) / |a| + (x . r) (1/|a| - 1/|x|): each head's push along its token's own
+    reference, the output bias's, and the rescaling of the residual by the new norm.
+    """
+
+    per_head: np.ndarray  # [heads, tokens]
+    bias: np.ndarray  # [tokens]
+    rescaling: np.ndarray  # [tokens]
+    total: np.ndarray  # [tokens] cos(attn_residual, ref) - cos(residual, ref)
+
+
+def attribute_heads(parts: HeadDecomposition, references: np.ndarray) -> HeadAttribution:
+    """Split the change in cosine at `parts.layer`; references `[tokens, hidden]` are each token's own."""
+    direction = references / np.linalg.norm(references, axis=-1, keepdims=True)
+    after = parts.attn_residual
+    after_norm = np.linalg.norm(after, axis=-1)
+    before_norm = np.linalg.norm(parts.residual, axis=-1)
+    residual_along = (parts.residual * direction).sum(-1)
+    return HeadAttribution(
+        per_head=(parts.head_contributions * direction).sum(-1) / after_norm,
+        bias=(parts.output_bias * direction).sum(-1) / after_norm,
+        rescaling=residual_along * (1 / after_norm - 1 / before_norm),
+        total=(after * direction).sum(-1) / after_norm - residual_along / before_norm,
+    )
+
+
+def attention_shares(parts: HeadDecomposition, key_groups: pd.Series) -> pd.DataFrame:
+    """Per head, the share of attention (averaged over query tokens) that lands on each group of key tokens.
+
+    `key_groups` names each position's group (e.g. special / punctuation / other); rows sum to 1.
+    """
+    groups = list(dict.fromkeys(key_groups))
+    mass = {group: parts.attention[:, :, (key_groups == group).to_numpy()].sum(-1).mean(-1) for group in groups}
+    frame = pd.DataFrame(mass)
+    frame.index.name = "head"
+    return frame
+
+
+def outlier_dimensions(vectors: np.ndarray, layer: int, top: int = 8) -> pd.DataFrame:
+    """The hidden dimensions that carry most of the change into `layer` (vectors `[layers, tokens, hidden]`),
+    with their share of the squared change there and into the previous layer."""
+    if not 1 <= layer < len(vectors):
+        raise ValueError(f"The change into layer {layer} needs layers {layer - 1} and {layer}.")
+
+    def shares(into: int) -> np.ndarray:
+        change = (vectors[into] - vectors[into - 1]) ** 2
+        return change.sum(0) / change.sum()
+
+    here = shares(layer)
+    before = shares(layer - 1) if layer >= 2 else np.full_like(here, np.nan)
+    order = np.argsort(here)[::-1][:top]
+    return pd.DataFrame(
+        {
+            "dimension": order,
+            f"share of change into layer {layer}": here[order],
+            f"share of change into layer {layer - 1}": before[order],
+        }
+    )

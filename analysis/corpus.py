@@ -1,0 +1,61 @@
+"""Corpus check: does the layer spike happen regardless of the text? Shares of function and content tokens
+that spike at each layer over a shipped set of varied English sentences, with 95% Wilson intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.analyze import analyze
+from analysis.encoder import EncoderModel
+from analysis.spikes import token_spikes
+from analysis.wordclass import word_classes
+
+CORPUS_FILE = Path(__file__).parent / "data" / "corpus.txt"
+_Z = 1.959963984540054  # 97.5th percentile of the standard normal
+
+
+def corpus_sentences() -> list[str]:
+    """The shipped sentences, one per line (written for this project)."""
+    return [line.strip() for line in CORPUS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def wilson_interval(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """95% Wilson score interval for a binomial share; NaN where there are no trials."""
+    successes = np.asarray(successes, dtype=float)
+    trials = np.asarray(trials, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = successes / trials
+        centre = (share + _Z**2 / (2 * trials)) / (1 + _Z**2 / trials)
+        half = _Z * np.sqrt(share * (1 - share) / trials + _Z**2 / (4 * trials**2)) / (1 + _Z**2 / trials)
+    low = np.where(successes == 0, 0.0, centre - half)  # exact at the ends, where rounding would leave 1e-17
+    high = np.where(successes == trials, 1.0, centre + half)
+    return low, high
+
+
+def corpus_spikes(
+    encoder: EncoderModel,
+    sentences: list[str],
+    *,
+    stage: str = "attn_residual",
+    reference: str = "position",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Per layer and word class: tokens, spiking tokens, share and its 95% interval, over all `sentences`."""
+    frames = []
+    for done, sentence in enumerate(sentences, start=1):
+        result = analyze(encoder, sentence, stage=stage, reference=reference, top_k=1, overlap_n=1)
+        spikes = token_spikes(result.metrics)
+        spikes["word_class"] = spikes["position"].map(word_classes(result.tokens))
+        frames.append(spikes[["layer", "word_class", "spikes"]])
+        if on_progress:
+            on_progress(done, len(sentences))
+    every = pd.concat(frames, ignore_index=True)
+    every = every[every["layer"] < every["layer"].max()]  # nothing follows the last layer
+    table = every.groupby(["layer", "word_class"])["spikes"].agg(tokens="size", spiking="sum").reset_index()
+    table["share"] = table["spiking"] / table["tokens"]
+    table["ci_low"], table["ci_high"] = wilson_interval(table["spiking"], table["tokens"])
+    return table

@@ -1,0 +1,48 @@
+"""Rank spikes: tokens that leap far down the vocabulary ranking at one layer and come back at the next."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LEAP_FACTOR = 10
+SPIKE_DEFINITION = (
+    f"A token spikes at layer l when its rank there is at least {LEAP_FACTOR} times its rank at l-1 and at l+1 "
+    "(at layer 0, l-1 is its own original embedding, rank 1); a layer's spike score is the share of tokens that "
+    "spike there, and the last layer has none because nothing follows it."
+)
+
+
+def token_spikes(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, position): rank at l-1, l and l+1 and whether the token spikes. `AnalysisResult.metrics` in."""
+    ranks = metrics.pivot(index="position", columns="layer", values="rank").sort_index(axis=1)
+    n_layers = ranks.shape[1]
+    before = ranks.shift(1, axis=1).fillna(1)
+    after = ranks.shift(-1, axis=1)
+    spikes = (ranks >= LEAP_FACTOR * before) & (ranks >= LEAP_FACTOR * after)
+    frame = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(n_layers), len(ranks)),
+            "position": np.tile(ranks.index.to_numpy(), n_layers),
+            "rank_before": before.to_numpy().T.reshape(-1).astype(int),
+            "rank": ranks.to_numpy().T.reshape(-1),
+            "rank_after": pd.array(after.to_numpy().T.reshape(-1), dtype="Int64"),
+            "spikes": spikes.to_numpy().T.reshape(-1),
+        }
+    )
+    return frame.merge(metrics[["layer", "position", "token", "text", "special"]], on=["layer", "position"])
+
+
+def spike_scores(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: how many tokens spike, out of how many, and the share (NaN at the last layer)."""
+    spikes = token_spikes(metrics)
+    scores = spikes.groupby("layer").agg(spiking=("spikes", "sum"), tokens=("spikes", "size")).reset_index()
+    scores["score"] = scores["spiking"] / scores["tokens"]
+    scores.loc[scores["layer"] == scores["layer"].max(), "score"] = np.nan
+    return scores
+
+
+def top_spike_layer(metrics: pd.DataFrame) -> int:
+    """The layer with the highest spike score (the earliest on ties; layer 0 when no layer has any)."""
+    scores = spike_scores(metrics).dropna(subset=["score"])
+    return int(scores.loc[scores["score"].idxmax(), "layer"]) if len(scores) else 0

@@ -1,0 +1,141 @@
+"""Spike scores, head attribution, attention-sink shares, outlier dimensions, CKA and the corpus check."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import analysis
+from analysis.compare import cka_matrix, linear_cka, model_summary, word_vectors
+from analysis.corpus import corpus_sentences, corpus_spikes, wilson_interval
+from analysis.heads import attention_shares, attribute_heads, outlier_dimensions
+from analysis.references import vocabulary_scorer
+from analysis.spikes import spike_scores, token_spikes, top_spike_layer
+from analysis.synthetic import SEED_SENTENCE
+from analysis.wordclass import word_classes
+
+
+def metrics_from_ranks(ranks: dict[str, list[int]]) -> pd.DataFrame:
+    rows = [
+        {"layer": layer, "position": position, "token": token, "text": token, "special": False, "rank": rank}
+        for position, (token, by_layer) in enumerate(ranks.items())
+        for layer, rank in enumerate(by_layer)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_spike_score_by_hand():
+    metrics = metrics_from_ranks(
+        {
+            "a": [1, 20, 1, 1],  # spikes at layer 1: 20 >= 10 x 1 on both sides
+            "b": [1, 5, 1, 1],  # 5 < 10: no spike
+            "c": [50, 2, 2, 2],  # spikes at layer 0 (its own embedding, rank 1, stands before layer 0)
+            "d": [1, 1, 9, 900],  # the last layer never spikes: nothing follows it
+        }
+    )
+    spikes = token_spikes(metrics)
+    assert spikes.loc[spikes["spikes"], ["layer", "token"]].values.tolist() == [[0, "c"], [1, "a"]]
+    scores = spike_scores(metrics)
+    assert scores["score"].tolist()[:3] == [0.25, 0.25, 0.0]
+    assert np.isnan(scores["score"].iloc[-1])
+    assert top_spike_layer(metrics) == 0  # ties go to the earliest layer
+    row = spikes[(spikes["layer"] == 1) & (spikes["token"] == "a")].iloc[0]
+    assert (row["rank_before"], row["rank"], row["rank_after"]) == (1, 20, 1)
+
+
+@pytest.mark.parametrize("layer", [0, 2])
+def test_head_attribution_adds_up_to_the_change_in_cosine(encoder, layer):
+    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+    scorer = vocabulary_scorer(encoder, "position")
+    positions = torch.tensor(parts.tokens["position"].to_numpy() + encoder.structure.embeddings.position_offset)
+    references = scorer.references(torch.tensor(parts.tokens["token_id"].to_numpy()), positions).numpy()
+    split = attribute_heads(parts, references)
+    assert split.per_head.shape == (encoder.num_heads, len(parts.tokens))
+    np.testing.assert_allclose(split.per_head.sum(0) + split.bias + split.rescaling, split.total, atol=1e-4)
+    residual = analysis.analyze(encoder, SEED_SENTENCE, stage="attn_residual", reference="position")
+    block_input = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_input", reference="position")
+    after = residual.metrics[residual.metrics["layer"] == layer]["cosine"].to_numpy()
+    before = block_input.metrics[block_input.metrics["layer"] == layer]["cosine"].to_numpy()
+    np.testing.assert_allclose(split.total, after - before, atol=1e-4)
+
+
+def test_attention_sink_shares_sum_to_one_per_head(encoder):
+    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, 1)
+    classes = word_classes(parts.tokens)
+    groups = classes.where(classes.isin(["special", "punctuation"]), "other")
+    shares = attention_shares(parts, groups)
+    assert list(shares.index) == list(range(encoder.num_heads))
+    assert set(shares.columns) == {"special", "punctuation", "other"}
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)
+    assert (shares.to_numpy() >= 0).all()
+
+
+def test_outlier_dimensions_find_the_dimension_that_carries_the_change():
+    vectors = np.zeros((3, 4, 6))
+    vectors[2, :, 2] = 5.0  # everything that changes into layer 2 is dimension 2
+    vectors[2, :, 4] = 1.0
+    vectors[1, :, 0] = 1.0
+    table = outlier_dimensions(vectors, 2, top=3)
+    assert table["dimension"].tolist()[:2] == [2, 4]
+    assert table.iloc[0, 1] == pytest.approx(25 / 27)  # changes 5, 1 and -1 (dimension 0)
+    assert table.iloc[:, 1].sum() <= 1 + 1e-12
+    with pytest.raises(ValueError, match="needs layers"):
+        outlier_dimensions(vectors, 0)
+
+
+def test_linear_cka_properties():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8))
+    rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x @ rotation + 1) == pytest.approx(1.0)  # invariant to rotation, scale, shift
+    assert 0 <= linear_cka(x, rng.normal(size=(40, 5))) < 0.5
+
+
+def test_a_model_against_itself_gives_one_on_the_cka_diagonal(encoder):
+    result = analysis.analyze(encoder, SEED_SENTENCE)
+    matrix = cka_matrix(result, result, SEED_SENTENCE)
+    assert matrix.shape == (encoder.num_layers, encoder.num_layers)
+    np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-9)
+    assert ((matrix.to_numpy() >= -1e-9) & (matrix.to_numpy() <= 1 + 1e-9)).all()
+
+
+def test_cka_across_tokenizers_compares_words(minilm, tiny_roberta):
+    bert = analysis.analyze(minilm, SEED_SENTENCE)
+    roberta = analysis.analyze(tiny_roberta, SEED_SENTENCE)
+    words, pooled = word_vectors(roberta, SEED_SENTENCE)
+    assert len(words) == 12  # Time flies like an arrow . Fruit flies like a banana .
+    token_vectors = roberta.vectors[:, roberta.tokens["text"].eq("Time").to_numpy()]
+    np.testing.assert_allclose(pooled[:, 0], token_vectors.mean(1))
+    assert cka_matrix(bert, roberta, SEED_SENTENCE).shape == (6, 3)
+
+
+def test_model_summary_names_its_parts(minilm):
+    summary = model_summary(analysis.analyze(minilm, SEED_SENTENCE))
+    assert summary["layers"] == 6
+    assert summary["median final rank, content words"] >= 1
+    assert -2 <= summary["total drift (mean cosine drop, first to last layer)"] <= 2
+
+
+def test_the_corpus_has_over_a_hundred_distinct_sentences():
+    sentences = corpus_sentences()
+    assert len(sentences) >= 100 and len(set(sentences)) == len(sentences)
+    assert all(sentence[0].isupper() and sentence[-1] in ".?!" for sentence in sentences)
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(np.array([5, 0]), np.array([10, 20]))
+    assert low[0] == pytest.approx(0.2366, abs=1e-4) and high[0] == pytest.approx(0.7634, abs=1e-4)
+    assert low[1] == 0 and high[1] == pytest.approx(0.1611, abs=1e-4)
+
+
+def test_corpus_spikes_count_every_token_once_per_layer(tiny_roberta):
+    sentences = corpus_sentences()[:6]
+    seen = []
+    table = corpus_spikes(tiny_roberta, sentences, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (6, 6)
+    n_tokens = sum(len(analysis.analyze(tiny_roberta, s, top_k=1, overlap_n=1).tokens) for s in sentences)
+    per_layer = table.groupby("layer")["tokens"].sum()
+    assert list(per_layer.index) == list(range(tiny_roberta.num_layers - 1))
+    assert (per_layer == n_tokens).all()
+    assert ((table["ci_low"] <= table["share"]) & (table["share"] <= table["ci_high"])).all()
