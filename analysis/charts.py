@@ -149,3 +149,133 @@ def chart_bytes(chart: alt.TopLevelMixin, fmt: str) -> bytes:
     chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
     value = buffer.getvalue()
     return value if isinstance(value, bytes) else value.encode()
+
+
+def spike_chart(scores: pd.DataFrame, selected: int) -> alt.Chart:
+    """Spike score per layer (share of tokens that spike), the selected layer in colour."""
+    frame = scores.assign(selected=scores["layer"] == selected, score=scores["score"].fillna(0))
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("layer:O", title="layer (block index l)"),
+            y=alt.Y("score:Q", title="spike score (share of tokens)", axis=alt.Axis(format="%")),
+            color=alt.condition(alt.datum.selected, alt.value(PALETTE[1]), alt.value(FAINT)),
+            tooltip=[
+                alt.Tooltip("layer:O", title="layer"),
+                alt.Tooltip("spiking:Q", title="tokens that spike"),
+                alt.Tooltip("tokens:Q", title="tokens"),
+                alt.Tooltip("score:Q", title="spike score", format=".1%"),
+            ],
+        )
+        .properties(height=220, width=720)
+    )
+
+
+def heatmap(
+    frame: pd.DataFrame, x: str, y: str, value: str, titles: tuple[str, str, str], diverging: bool
+) -> alt.Chart:
+    """A rect heatmap of `value` over `x` (columns, in frame order) and `y` (rows, in frame order)."""
+    scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if diverging else alt.Scale(scheme="blues")
+    x_title, y_title, value_title = titles
+    return (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X(f"{x}:N", title=x_title, sort=list(dict.fromkeys(frame[x]))),
+            y=alt.Y(f"{y}:N", title=y_title, sort=list(dict.fromkeys(frame[y]))),
+            color=alt.Color(f"{value}:Q", title=value_title, scale=scale),
+            tooltip=[
+                alt.Tooltip(f"{y}:N", title=y_title),
+                alt.Tooltip(f"{x}:N", title=x_title),
+                alt.Tooltip(f"{value}:Q", title=value_title, format=".4f"),
+            ],
+        )
+        .properties(width=720)
+    )
+
+
+def norms_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Per token: norm of the residual stream (block input) against the norm of the attention update.
+
+    `frame`: label, residual, attention update (one row per token, in order)."""
+    long = frame.melt(
+        id_vars="label", value_vars=["residual", "attention update"], var_name="vector", value_name="norm"
+    )
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("label:N", title="token", sort=list(frame["label"])),
+            xOffset="vector:N",
+            y=alt.Y("norm:Q", title="L2 norm"),
+            color=alt.Color(
+                "vector:N",
+                title=None,
+                scale=alt.Scale(domain=["residual", "attention update"], range=[FAINT, PALETTE[0]]),
+            ),
+            tooltip=["label:N", "vector:N", alt.Tooltip("norm:Q", format=".3f")],
+        )
+        .properties(height=260, width=720)
+    )
+
+
+def corpus_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
+    base = alt.Chart(table).encode(
+        x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
+        color=alt.Color("word_class:N", title="word class"),
+    )
+    lines = base.mark_line(point=True).encode(
+        y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format="%")),
+        tooltip=[
+            alt.Tooltip("word_class:N", title="word class"),
+            alt.Tooltip("layer:Q", title="layer"),
+            alt.Tooltip("spiking:Q", title="spiking tokens"),
+            alt.Tooltip("tokens:Q", title="tokens"),
+            alt.Tooltip("share:Q", title="share", format=".1%"),
+            alt.Tooltip("ci_low:Q", title="95% CI low", format=".1%"),
+            alt.Tooltip("ci_high:Q", title="95% CI high", format=".1%"),
+        ],
+    )
+    bars = base.mark_errorbar().encode(y="ci_low:Q", y2="ci_high:Q")
+    return alt.layer(bars, lines).properties(height=300, width=720)
+
+
+def comparison_chart(results: list[AnalysisResult], measure: str, highlight: list[int], relative: bool) -> alt.Chart:
+    """Cosine or rank trajectories of several models: overlaid on relative depth (layer / (layers - 1)), or side
+    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per model."""
+    frames = []
+    for index, result in enumerate(results):
+        frame = _styled(result.metrics, highlight)
+        n_layers = int(frame["layer"].max()) + 1
+        frame["model"] = f"{index + 1}: {result.model}"
+        frame["depth"] = frame["layer"] / max(n_layers - 1, 1)
+        frame["alpha"] = frame["highlighted"].map({True: 1.0, False: 0.15})
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    if measure == "rank":
+        y = alt.Y("rank:Q", title="rank of own embedding (log scale)", scale=alt.Scale(type="log", reverse=True))
+    else:
+        y = alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
+    x = (
+        alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=".0%"))
+        if relative
+        else alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
+    )
+    chart = (
+        alt.Chart(frame)
+        .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color("model:N", title="model", scale=alt.Scale(range=PALETTE[: len(results)])),
+            strokeWidth=_STYLE["strokeWidth"],
+            opacity=_STYLE["opacity"],
+            detail=alt.Detail(["model:N", "position:N"]),
+            tooltip=[alt.Tooltip("model:N", title="model"), *_TOOLTIP],
+        )
+    )
+    if relative:
+        return chart.properties(height=380, width=720)
+    return chart.properties(height=320, width=340).facet(column=alt.Column("model:N", title=None))

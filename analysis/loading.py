@@ -153,6 +153,25 @@ def download(name: str, on_progress: Callable[[str, float, float], None]) -> Non
         raise _hub_error(source, error) from error
 
 
+def parameter_bytes(config) -> int:
+    """float32 size of a BERT-family encoder (embeddings, blocks, pooler) from its config alone."""
+    hidden, ffn = config.hidden_size, config.intermediate_size
+    embeddings = (config.vocab_size + config.max_position_embeddings + getattr(config, "type_vocab_size", 0)) * hidden
+    block = 4 * hidden * hidden + 2 * hidden * ffn + 9 * hidden + ffn  # q, k, v, o; FFN; biases; two LayerNorms
+    pooler = hidden * hidden + hidden
+    return 4 * (embeddings + 2 * hidden + config.num_hidden_layers * block + pooler)
+
+
+def model_bytes(name_or_path: str) -> int | None:
+    """The float32 size of a model from its config on disk (bundled, folder or hub cache); None if unknown here."""
+    try:
+        source = resolve_model(name_or_path)
+        config = AutoConfig.from_pretrained(source.location, local_files_only=True, trust_remote_code=False)
+        return parameter_bytes(config)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
     """Turn a failed hub load into a message that says what to do."""
     name = source.name

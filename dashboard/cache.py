@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
+import pandas as pd
 import streamlit as st
+import torch
 from huggingface_hub import constants as hub_constants
 
 import analysis
-from analysis.loading import download, hub_reachable, load_uncached, max_cached_models, needs_download
+from analysis.corpus import corpus_sentences, corpus_spikes
+from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
+from analysis.loading import (
+    download,
+    hub_reachable,
+    load_uncached,
+    max_cached_models,
+    model_bytes,
+    needs_download,
+)
+from analysis.references import vocabulary_scorer
 from dashboard.show import literal
 
 
@@ -16,6 +29,35 @@ from dashboard.show import literal
 def cached_model(name: str) -> analysis.EncoderModel:
     """One loaded model per name for every session; at most TOKEN_TRAILS_MAX_MODELS (default 1) in memory."""
     return load_uncached(name)
+
+
+def memory_budget_bytes() -> int:
+    """How much the loaded models may take together (environment TOKEN_TRAILS_MEMORY_BUDGET_GB, default 2.5)."""
+    try:
+        return int(float(os.environ.get("TOKEN_TRAILS_MEMORY_BUDGET_GB", "2.5")) * 2**30)
+    except ValueError:
+        return int(2.5 * 2**30)
+
+
+_resident: list[str] = []  # models believed loaded in cached_model, least recently used first
+_resident_lock = threading.Lock()
+
+
+def loaded_model(name: str) -> analysis.EncoderModel:
+    """`cached_model(name)`, first releasing loaded models that would push the total past the memory budget,
+    so that two models are never held at once when together they do not fit (unknown sizes count as too big)."""
+    with _resident_lock:
+        if name not in _resident:
+            budget = memory_budget_bytes()
+            needed = model_bytes(name) or budget + 1
+            while _resident and sum(model_bytes(n) or budget + 1 for n in _resident) + needed > budget:
+                cached_model.clear(_resident.pop(0))
+        encoder = cached_model(name)
+        if name in _resident:
+            _resident.remove(name)
+        _resident.append(name)
+        del _resident[: -max_cached_models()]
+    return encoder
 
 
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
@@ -26,7 +68,7 @@ def cached_analysis(
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
     return analysis.analyze(
-        cached_model(model), text, stage=stage, reference=reference, top_k=top_k, overlap_n=overlap_n
+        loaded_model(model), text, stage=stage, reference=reference, top_k=top_k, overlap_n=overlap_n
     )
 
 
@@ -61,3 +103,22 @@ def ensure_downloaded(name: str) -> None:
 def hub_model_available(name: str) -> bool:
     """Whether `name` can load now: in the local Hugging Face cache, or the hub is reachable."""
     return not needs_download(name) or (not hub_constants.is_offline_mode() and hub_reachable())
+
+
+@st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
+def cached_heads(model: str, text: str, layer: int, reference: str) -> tuple[HeadDecomposition, HeadAttribution]:
+    """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
+    encoder = loaded_model(model)
+    parts = decompose_heads(encoder, text, layer)
+    scorer = vocabulary_scorer(encoder, reference)
+    positions = torch.tensor(parts.tokens["position"].to_numpy() + encoder.structure.embeddings.position_offset)
+    references = scorer.references(torch.tensor(parts.tokens["token_id"].to_numpy()), positions)
+    return parts, attribute_heads(parts, references.numpy())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_corpus(model: str, stage: str, reference: str, _on_progress=None) -> pd.DataFrame:
+    """The corpus check for one model, stage and reference (minutes on large models: computed once)."""
+    return corpus_spikes(
+        loaded_model(model), corpus_sentences(), stage=stage, reference=reference, on_progress=_on_progress
+    )

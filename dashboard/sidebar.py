@@ -11,7 +11,7 @@ import streamlit as st
 import analysis
 from analysis.charts import token_label
 from analysis.wordclass import WORD_CLASSES, word_classes
-from dashboard.cache import cached_analysis, cached_model, ensure_downloaded, hub_model_available
+from dashboard.cache import cached_analysis, ensure_downloaded, hub_model_available, loaded_model
 from dashboard.show import literal
 from dashboard.state import MAX_TEXT_CHARS, MODEL_PRESETS, View, view_from_query, view_to_query
 
@@ -22,6 +22,8 @@ PAGES = {
     "streamlit_app.py": ("Home", ":material/home:"),
     "pages/1_Layer_trajectories.py": ("Layer trajectories", ":material/show_chart:"),
     "pages/2_Rank_plots.py": ("Rank plots", ":material/leaderboard:"),
+    "pages/3_Layer_deep_dive.py": ("Layer deep dive", ":material/troubleshoot:"),
+    "pages/4_Base_vs_large.py": ("Base vs large", ":material/compare_arrows:"),
 }
 
 
@@ -191,7 +193,7 @@ def render_sidebar(page_title: str) -> Context:
     try:
         ensure_downloaded(current.model)
         with st.spinner(literal(f"Loading {current.model}…")):
-            encoder = cached_model(current.model)
+            encoder = loaded_model(current.model)
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
     try:

@@ -34,6 +34,10 @@ class View:
     classes: tuple[str, ...] = ()
     top_k: int = 15
     overlap_n: int = 100
+    layer: int = -1  # deep-dive layer; -1 = the top-scoring spike layer
+    head: int = 0  # deep-dive attention head
+    model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
+    model_b: str = ""
 
 
 def check_view_text(text: object) -> str:
@@ -46,6 +50,10 @@ def check_view_text(text: object) -> str:
 def _check_model(name: str) -> str:
     resolve_model(name)
     return name.strip()
+
+
+def _optional_model(name: str) -> str:
+    return _check_model(name) if name.strip() else ""
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -78,6 +86,10 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "classes": _classes,
     "top_k": _int_in(*TOP_K_RANGE),
     "overlap_n": _int_in(*OVERLAP_N_RANGE),
+    "layer": lambda value: -1 if value.strip() == "-1" else _int_in(0, 999)(value),
+    "head": _int_in(0, 999),
+    "model_a": _optional_model,
+    "model_b": _optional_model,
 }
 
 

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
 TRAJECTORIES = "pages/1_Layer_trajectories.py"
 RANKS = "pages/2_Rank_plots.py"
+DEEP_DIVE = "pages/3_Layer_deep_dive.py"
+COMPARE = "pages/4_Base_vs_large.py"
 
 
 def open_app(page: str | None = None, **query: str) -> AppTest:
@@ -57,20 +59,23 @@ def test_home_opens_offline_with_tokens_facts_and_links():
         "max tokens",
     ]
     assert app.get("metric")[0].value == "6"
-    assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 3
+    assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 5
 
 
-@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2)])
+@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 5), (COMPARE, 5)])
 def test_each_page_opens_offline_and_draws_its_charts(page, charts):
     app = open_app(page)
     assert_clean(app)
     assert len(app.get("vega_lite_chart")) == charts
-    for index in range(charts):
-        assert "flies" in set(chart_rows(app, index)["label"].str.split(" · ").str[1])
+    frames = [chart_rows(app, index) for index in range(charts)]
+    assert all(len(frame) for frame in frames)  # every chart has data
+    text = " ".join(str(value) for frame in frames for column in frame
+                    if pd.api.types.is_string_dtype(frame[column]) for value in frame[column])  # fmt: skip
+    assert "flies" in text
     labels = [button.proto.label for button in app.get("download_button")]
     assert labels.count("Download PNG") == charts and labels.count("Download SVG") == charts
     assert "Download CSV" in labels
-    assert "Model sentence\\-transformers/all\\-MiniLM\\-L6\\-v2" in app.caption[0].value
+    assert any("Model sentence\\-transformers/all\\-MiniLM\\-L6\\-v2" in caption.value for caption in app.caption)
 
 
 def test_typing_new_text_updates_the_charts():
@@ -237,3 +242,66 @@ def test_changing_n_and_k_on_the_rank_page():
     assert len(app.dataframe[0].value) == 4
     assert '"shared neighbours (of top 25)"' in specs(app)[1]
     assert app.query_params["overlap_n"] == "25"
+
+
+def test_deep_dive_follows_layer_text_and_head_changes():
+    app = open_app(DEEP_DIVE)
+    assert app.header[0].value == "Layer 0 deep dive"  # the bundled model has no spikes: the earliest layer
+    app.selectbox(key="w_layer").set_value(3).run()
+    assert_clean(app)
+    assert app.header[0].value == "Layer 3 deep dive"
+    assert app.query_params["layer"] == "3"
+    app.selectbox(key="w_head").set_value(7).run()
+    pattern = chart_rows(app, 2)
+    assert pattern["attention"].sum() == pytest.approx(len(set(pattern["query"])), abs=1e-4)  # rows sum to 1
+    app.sidebar.text_area[0].input("The cat sat on the mat.").run()
+    assert_clean(app)
+    assert "cat" in " ".join(chart_rows(app, 1)["token"])
+    assert len(app.get("vega_lite_chart")) == 5
+
+
+def test_the_corpus_check_runs_on_request_and_downloads():
+    app = open_app(DEEP_DIVE)
+    app.button[0].click().run()
+    assert_clean(app)
+    corpus = chart_rows(app, 5)
+    assert set(corpus["word_class"]) >= {"function", "content"}
+    assert (corpus["tokens"] > 0).all()
+    assert any(button.proto.id.endswith("corpus_table_csv") for button in app.get("download_button"))
+
+
+def test_a_link_to_a_layer_the_model_lacks_opens_on_the_default():
+    app = open_app(DEEP_DIVE, layer="40", head="99")
+    assert_clean(app)
+    assert "does not exist in this model" in app.info[-1].value
+    assert app.header[0].value == "Layer 0 deep dive"
+
+
+def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
+    app = open_app(COMPARE)
+    assert_clean(app)
+    assert "cannot be loaded here" in " ".join(info.value for info in app.info).replace("\\", "")
+    cka = chart_rows(app, 4)
+    diagonal = cka[cka["first model layer"] == cka["second model layer"]]
+    assert diagonal["CKA"].to_numpy() == pytest.approx(1.0)
+    summary = app.dataframe[0].value
+    assert list(summary["layers"]) == [6, 6]
+
+
+def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(tmp_path, monkeypatch, tiny_roberta):
+    from dashboard import cache
+
+    tiny_roberta.model.save_pretrained(tmp_path)
+    tiny_roberta.tokenizer.save_pretrained(tmp_path)
+    monkeypatch.setenv("TOKEN_TRAILS_MEMORY_BUDGET_GB", "0.05")  # the bundled model alone is ~0.09 GB
+    app = open_app(COMPARE, model_b=str(tmp_path))
+    assert_clean(app)
+    assert cache._resident == [str(tmp_path)]  # the bundled model was released before the second loaded
+    assert app.dataframe[0].value["layers"].tolist() == [6, 3]
+    assert len(app.get("vega_lite_chart")) == 5
+
+
+def test_base_vs_large_with_a_model_that_cannot_load_says_so():
+    app = open_app(COMPARE, model_a="no/such-model")
+    assert not app.exception
+    assert "no/such\\-model" in app.error[0].value

@@ -22,7 +22,13 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run",
 ]  # fmt: skip
-PAGES = [("", "home", 0), ("Layer_trajectories", "layer_trajectories", 1), ("Rank_plots", "rank_plots", 2)]
+PAGES = [
+    ("", "home", 0),
+    ("Layer_trajectories", "layer_trajectories", 1),
+    ("Rank_plots", "rank_plots", 2),
+    ("Layer_deep_dive", "layer_deep_dive", 5),
+    ("Base_vs_large", "base_vs_large", 5),
+]
 
 
 def _browser_available() -> str | None:

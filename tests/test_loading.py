@@ -147,3 +147,13 @@ def test_only_uncached_hub_ids_need_a_download(tmp_path, monkeypatch):
     assert not loading.needs_download(analysis.BUNDLED_MODEL)
     with pytest.raises(analysis.ModelLoadError):
         loading.needs_download("https://x.org/m")
+
+
+def test_model_size_from_config_matches_the_loaded_weights(minilm, tiny_roberta, tmp_path):
+    actual = 4 * sum(p.numel() for p in minilm.model.parameters())
+    assert loading.model_bytes(analysis.BUNDLED_MODEL) == pytest.approx(actual, rel=0.01)
+    tiny_roberta.model.save_pretrained(tmp_path)
+    tiny = 4 * sum(p.numel() for p in tiny_roberta.model.parameters())  # built without a pooler
+    pooler = 4 * (32 * 32 + 32)
+    assert loading.model_bytes(str(tmp_path)) == pytest.approx(tiny + pooler, rel=0.01)
+    assert loading.model_bytes("roberta-large") is None  # not on this machine: unknown, not guessed

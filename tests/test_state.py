@@ -7,7 +7,8 @@ from dashboard.state import MAX_TEXT_CHARS, View, view_from_query, view_to_query
 
 def test_every_field_round_trips():
     view = View(text="A, b & c?", model="roberta-large", stage="layer_input", reference="raw",
-                highlight=(4, 1), classes=("special", "function"), top_k=3, overlap_n=40)  # fmt: skip
+                highlight=(4, 1), classes=("special", "function"), top_k=3, overlap_n=40, layer=5, head=2,
+                model_a="roberta-base", model_b="all-MiniLM-L6-v2")  # fmt: skip
     loaded, notices = view_from_query(view_to_query(view), View())
     assert loaded == view and notices == []
 
@@ -27,6 +28,9 @@ def test_every_field_round_trips():
         ("top_k", "0"),
         ("top_k", "51"),
         ("overlap_n", "1e3"),
+        ("layer", "-2"),
+        ("head", "h1"),
+        ("model_b", "http://x"),
     ],
 )
 def test_a_bad_value_keeps_the_default_and_says_so(name, value):

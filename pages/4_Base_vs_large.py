@@ -1,0 +1,133 @@
+"""Base vs large: the same text through two models, on relative depth, with per-model summaries and CKA."""
+
+import pandas as pd
+import streamlit as st
+
+import analysis
+from analysis.charts import comparison_chart, heatmap
+from analysis.compare import cka_matrix, model_summary
+from analysis.loading import model_bytes
+from dashboard import show
+from dashboard.cache import cached_analysis, hub_model_available, memory_budget_bytes
+from dashboard.sidebar import render_sidebar, update_view
+from dashboard.state import MODEL_PRESETS
+
+context = render_sidebar("Base vs large")
+view = context.view
+
+
+def default_pair() -> tuple[str, str, str | None]:
+    """roberta-base and roberta-large where they can load; otherwise the bundled model, with the reason."""
+    first = "roberta-base" if hub_model_available("roberta-base") else analysis.BUNDLED_MODEL
+    second = "roberta-large" if hub_model_available("roberta-large") else analysis.BUNDLED_MODEL
+    if (first, second) == ("roberta-base", "roberta-large"):
+        return first, second, None
+    return (
+        first,
+        second,
+        (
+            "roberta-base and roberta-large cannot be loaded here (not in the local Hugging Face cache and the hub "
+            "cannot be reached), so the comparison opened on the bundled model. Pick any other loadable model below."
+        ),
+    )
+
+
+first_default, second_default, why = default_pair()
+models = [view.model_a or first_default, view.model_b or second_default]
+if why and not (view.model_a and view.model_b):
+    st.info(show.literal(why), icon=":material/info:")
+
+st.header("Base vs large")
+left, right = st.columns(2)
+for column, field, current in ((left, "model_a", models[0]), (right, "model_b", models[1])):
+    st.session_state[f"w_{field}"] = current
+    column.selectbox(
+        "First model" if field == "model_a" else "Second model",
+        list(dict.fromkeys([*MODEL_PRESETS, current])),
+        key=f"w_{field}",
+        accept_new_options=True,
+        format_func=lambda name: MODEL_PRESETS.get(name, name),
+        on_change=lambda field=field: update_view(**{field: st.session_state[f"w_{field}"].strip()}),
+        help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
+        "they would not fit the memory budget.",
+    )
+
+results = []
+for name in models:
+    try:
+        with st.spinner(show.literal(f"Tracing the text through {name}…")):
+            results.append(cached_analysis(name, view.text, view.stage, view.reference, view.top_k, view.overlap_n))
+    except ValueError as error:
+        st.error(show.literal(f"{name}: {error}"), icon=":material/error:")
+        st.stop()
+
+sizes = [model_bytes(name) for name in models]
+st.caption(
+    show.literal(
+        "Model sizes (float32): "
+        + ", ".join(
+            f"{name} {size / 2**30:.2f} GB" if size else f"{name} unknown"
+            for name, size in zip(models, sizes, strict=True)
+        )
+        + f"; memory budget {memory_budget_bytes() / 2**30:.1f} GB (TOKEN_TRAILS_MEMORY_BUDGET_GB): over it, one "
+        "model is released before the other loads, and only the small results are kept."
+    )
+)
+if any(not result.tokens["token_id"].equals(results[0].tokens["token_id"]) for result in results):
+    st.caption("The two models tokenize the text differently: highlighted positions follow the sidebar's model.")
+
+st.subheader("Trajectories on relative depth")
+show.caption(results[0], "Cosine similarity to the original embedding, both models overlaid on relative depth")
+show.chart(
+    comparison_chart(results, "cosine", context.highlighted, relative=True), "compare_cosine_depth", key="cmp_cos"
+)
+show.caption(results[0], "Rank of the own embedding, both models overlaid on relative depth (log scale)")
+show.chart(comparison_chart(results, "rank", context.highlighted, relative=True), "compare_rank_depth", key="cmp_rank")
+
+st.subheader("Side by side on absolute layers")
+show.chart(
+    comparison_chart(results, "cosine", context.highlighted, relative=False), "compare_cosine", key="cmp_cos_abs"
+)
+show.chart(comparison_chart(results, "rank", context.highlighted, relative=False), "compare_rank", key="cmp_rank_abs")
+
+st.subheader("Summary per model")
+st.caption(
+    "Spike layers: where tokens leap at least 10 times down the ranking and come back (see Layer deep dive). "
+    "Drift: mean drop of the cosine to the original embedding from the first to the last layer."
+)
+summary = pd.DataFrame([model_summary(result) for result in results])
+show.table(summary, "model_summary", key="summary_table")
+
+st.subheader("Layer-to-layer similarity (linear CKA)")
+try:
+    cka = cka_matrix(results[0], results[1], view.text)
+except ValueError as error:
+    st.info(show.literal(str(error)))
+else:
+    show.caption(
+        results[0],
+        f"Linear CKA between every layer of {models[0]} (rows) and {models[1]} (columns) over the words of the text "
+        "(token vectors averaged per word, so different tokenizers compare); 1 = the same geometry",
+    )
+    cells = cka.stack().rename("CKA").reset_index()
+    cells.columns = ["first model layer", "second model layer", "CKA"]
+    show.chart(
+        heatmap(
+            cells,
+            "second model layer",
+            "first model layer",
+            "CKA",
+            (f"{models[1]} layer", f"{models[0]} layer", "CKA"),
+            False,
+        ),
+        "cka",
+        key="cka_chart",
+    )
+    best = pd.DataFrame(
+        {
+            f"{models[0]} layer": cka.index,
+            f"best-matching {models[1]} layer": cka.to_numpy().argmax(1),
+            "CKA": cka.to_numpy().max(1),
+        }
+    )
+    show.table(best, "cka_best_match", key="cka_best", export=cells)
