@@ -1,6 +1,6 @@
 """Speed and memory of `analyze` against the original demo's algorithm, on random-weight real shapes.
 
-    python benchmarks/bench_analysis.py [--skip-large]
+    python -m benchmarks.bench_analysis [--skip-large]
 
 1. Seed sentence, roberta-base shape, stage attn_residual, reference position, all tokens x all layers:
    ours vs the naive reference (per token and layer: cosine against every materialised vocabulary
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -23,34 +22,9 @@ import analysis
 from analysis.capture import stage_vectors
 from analysis.references import vocabulary_scorer
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
+from benchmarks.memory import PeakRss, rss_bytes
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        line = next(x for x in status if x.startswith("VmRSS:"))
-    return int(line.split()[1]) * 1024
-
-
-class PeakRss:
-    """Samples resident memory every 5 ms on a thread; `.peak` is the highest seen."""
-
-    def __enter__(self):
-        self.peak = rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, rss_bytes())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

@@ -1,6 +1,6 @@
 """Server time of the dashboard's reruns on the roberta-base shape (random weights, saved as safetensors).
 
-    python benchmarks/bench_app.py
+    python -m benchmarks.bench_app
 
 Measures, with Streamlit's AppTest (the script run is the server's work): the first load, a rerun that only
 changes the highlighted token (target < 100 ms: nothing is recomputed), a new text on the seed sentence
