@@ -5,7 +5,7 @@ import streamlit as st
 from analysis.charts import token_label
 from analysis.wordclass import WORD_CLASSES
 from dashboard.show import literal
-from dashboard.sidebar import page_links, render_sidebar, update_view
+from dashboard.sidebar import bind, page_links, render_sidebar
 
 context = render_sidebar("Home")
 result = context.result
@@ -22,15 +22,13 @@ st.markdown(
 st.subheader("Tokens")
 st.caption("Click tokens to highlight them on every page; click again to drop them.")
 labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
-st.session_state["w_chips"] = list(context.view.highlight)
 st.pills(
     "Tokens of the current text",
     list(labels),
     selection_mode="multi",
-    key="w_chips",
     format_func=lambda p: literal(token_label(p, labels[p])),
-    on_change=lambda: update_view(highlight=tuple(st.session_state["w_chips"])),
     label_visibility="collapsed",
+    **bind("highlight", list(context.view.highlight), widget="chips", convert=tuple),
 )
 with st.expander("Tokens as a table, with word classes"):
     tokens = result.tokens.assign(word_class=context.classes)

@@ -3,14 +3,16 @@ mirrored in the URL. It loads the model and runs the (cached) analysis, and hand
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.charts import token_label
+from analysis.charts import PICK, token_label, trajectory_chart
 from analysis.wordclass import WORD_CLASSES, word_classes
+from dashboard import show
 from dashboard.cache import cached_analysis, ensure_downloaded, hub_model_available, loaded_model
 from dashboard.show import literal
 from dashboard.state import MAX_TEXT_CHARS, MODEL_PRESETS, View, view_from_query, view_to_query
@@ -80,11 +82,19 @@ def _init_view() -> None:
     st.session_state[NOTICES] = notices
 
 
-def _bind(name: str, value) -> str:
-    """Write the view's value into the widget's key before it is drawn, so it survives page switches."""
-    key = f"w_{name}"
-    st.session_state[key] = value
-    return key
+def bind(field: str, value: object = None, *, widget: str | None = None, convert: Callable = lambda v: v) -> dict:
+    """Keyword arguments that tie a widget to a view field: a key seeded from the view before the widget is drawn
+    (so values survive page switches), and an on_change that writes the widget's value, converted, back."""
+    key = f"w_{widget or field}"
+    st.session_state[key] = getattr(view(), field) if value is None else value
+    return {"key": key, "on_change": lambda: update_view(**{field: convert(st.session_state[key])})}
+
+
+def clickable_trajectories(context: Context, measure: str, name: str) -> None:
+    """A trajectory chart (cosine or rank) whose lines highlight their token when clicked."""
+    key = f"{measure}_chart"
+    chart = trajectory_chart(context.result, measure, context.highlighted)
+    show.chart(chart, name, key=key, on_select=lambda: pick_from_chart(key, PICK))
 
 
 def _on_model_choice() -> None:
@@ -97,10 +107,11 @@ def _on_model_choice() -> None:
 def _model_picker(current: str) -> None:
     other = st.session_state.get(OTHER_MODEL, False) or current not in MODEL_PRESETS
     choice = OTHER_MODEL if other else current
+    st.session_state["w_model_choice"] = choice
     st.selectbox(
         "Model",
         [*MODEL_PRESETS, OTHER_MODEL],
-        key=_bind("model_choice", choice),
+        key="w_model_choice",
         format_func=lambda name: MODEL_PRESETS.get(name, "Other: a hub id or a local folder…"),
         on_change=_on_model_choice,
         help="roberta-base and roberta-large come from the Hugging Face hub (downloaded once); the bundled "
@@ -109,9 +120,8 @@ def _model_picker(current: str) -> None:
     if choice == OTHER_MODEL:
         st.text_input(
             "Hub id or local folder",
-            key=_bind("model_other", "" if current in MODEL_PRESETS else current),
             placeholder="e.g. bert-base-uncased or /models/my-encoder",
-            on_change=lambda: update_view(model=st.session_state["w_model_other"].strip()),
+            **bind("model", "" if current in MODEL_PRESETS else current, widget="model_other", convert=str.strip),
         )
 
 
@@ -137,9 +147,8 @@ def _highlight_controls(result: analysis.AnalysisResult) -> None:
     st.multiselect(
         "Highlighted tokens",
         list(labels),
-        key=_bind("highlight", list(view().highlight)),
         format_func=lambda p: token_label(p, labels[p]),
-        on_change=lambda: update_view(highlight=tuple(st.session_state["w_highlight"])),
+        **bind("highlight", list(view().highlight), convert=tuple),
         placeholder="Pick tokens to follow",
         help="Followed tokens are drawn bold and labelled on every chart. Clicking a line or a token chip "
         "picks it too.",
@@ -148,8 +157,7 @@ def _highlight_controls(result: analysis.AnalysisResult) -> None:
         "Highlight a word class",
         list(WORD_CLASSES),
         selection_mode="multi",
-        key=_bind("classes", list(view().classes)),
-        on_change=lambda: update_view(classes=tuple(st.session_state["w_classes"])),
+        **bind("classes", list(view().classes), convert=tuple),
         help=" ".join(f"{name}: {meaning}." for name, meaning in WORD_CLASSES.items()),
     )
 
@@ -164,28 +172,18 @@ def render_sidebar(page_title: str) -> Context:
         st.divider()
         st.text_area(
             "Text",
-            key=_bind("text", current.text),
             max_chars=MAX_TEXT_CHARS,
             height=120,
-            on_change=lambda: update_view(text=st.session_state["w_text"]),
+            **bind("text"),
             help="Any text. Past the model's length (512 tokens for these models) it is cut, and the page says where.",
         )
         _model_picker(current.model)
         facts_slot = st.empty()
-        st.radio(
-            "Stage: where in each block the vector is read",
-            list(analysis.STAGES),
-            key=_bind("stage", current.stage),
-            captions=list(analysis.STAGES.values()),
-            on_change=lambda: update_view(stage=st.session_state["w_stage"]),
-        )
-        st.radio(
-            "Reference: what 'original embedding' means",
-            list(analysis.REFERENCES),
-            key=_bind("reference", current.reference),
-            captions=list(analysis.REFERENCES.values()),
-            on_change=lambda: update_view(reference=st.session_state["w_reference"]),
-        )
+        for field, label, options in (
+            ("stage", "Stage: where in each block the vector is read", analysis.STAGES),
+            ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES),
+        ):
+            st.radio(label, list(options), captions=list(options.values()), **bind(field))
         highlight_slot = st.container()
 
     for notice in st.session_state.pop(NOTICES, []):

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from analysis.analyze import NEIGHBORS_COLUMNS
-from analysis.charts import PICK, neighbor_grid, overlap_chart, token_label, trajectory_chart
+from analysis.charts import neighbor_grid, overlap_chart, token_label
 from dashboard import show
-from dashboard.sidebar import pick_from_chart, render_sidebar, update_view, view
+from dashboard.sidebar import bind, clickable_trajectories, render_sidebar, view
 from dashboard.state import TOP_K_RANGE
 
 OVERLAP_SIZES = [10, 25, 50, 100, 200, 500, 1000]
@@ -16,12 +16,7 @@ vocabulary = context.facts["vocabulary size"]
 
 st.header("Rank plots")
 show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
-show.chart(
-    trajectory_chart(result, "rank", context.highlighted),
-    "rank_trajectories",
-    key="rank_chart",
-    on_select=lambda: pick_from_chart("rank_chart", PICK),
-)
+clickable_trajectories(context, "rank", "rank_trajectories")
 st.caption("Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic.")
 
 st.subheader("Nearest vocabulary neighbours per layer")
@@ -29,22 +24,14 @@ labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True)
 content = [p for p, special in zip(result.tokens["position"], result.tokens["special"], strict=True) if not special]
 focus = next(iter(context.view.highlight), content[0] if content else 0)
 left, right = st.columns([2, 3])
-st.session_state["w_focus"] = focus
 left.selectbox(
     "Token",
     list(labels),
-    key="w_focus",
     format_func=lambda p: token_label(p, labels[p]),
-    on_change=lambda: update_view(highlight=tuple(dict.fromkeys((st.session_state["w_focus"], *view().highlight)))),
     help="The first highlighted token; picking one here highlights it.",
+    **bind("highlight", focus, widget="focus", convert=lambda p: tuple(dict.fromkeys((p, *view().highlight)))),
 )
-st.session_state["w_top_k"] = context.view.top_k
-right.slider(
-    "Neighbours shown (k)",
-    *TOP_K_RANGE,
-    key="w_top_k",
-    on_change=lambda: update_view(top_k=st.session_state["w_top_k"]),
-)
+right.slider("Neighbours shown (k)", *TOP_K_RANGE, **bind("top_k"))
 k = context.view.top_k
 show.caption(
     result,
@@ -61,13 +48,11 @@ show.table(
 st.caption("The CSV has the CLI's neighbors.csv columns: " + ", ".join(NEIGHBORS_COLUMNS) + ".")
 
 st.subheader("Neighbour overlap between layers")
-st.session_state["w_overlap_n"] = context.view.overlap_n
 st.select_slider(
     "Neighbourhood size N",
     sorted({*OVERLAP_SIZES, context.view.overlap_n}),
-    key="w_overlap_n",
-    on_change=lambda: update_view(overlap_n=st.session_state["w_overlap_n"]),
     help="How many nearest vocabulary items make a token's neighbourhood at a layer.",
+    **bind("overlap_n"),
 )
 show.caption(
     result,

@@ -9,7 +9,7 @@ from analysis.heads import attention_shares, outlier_dimensions
 from analysis.spikes import SPIKE_DEFINITION, spike_scores, token_spikes, top_spike_layer
 from dashboard import show
 from dashboard.cache import cached_analysis, cached_corpus, cached_heads
-from dashboard.sidebar import render_sidebar, update_view
+from dashboard.sidebar import bind, render_sidebar, update_view
 
 context = render_sidebar("Layer deep dive")
 result, view = context.result, context.view
@@ -29,14 +29,12 @@ st.header(f"Layer {layer} deep dive")
 st.caption(show.literal(SPIKE_DEFINITION))
 scores = spike_scores(result.metrics)
 show.chart(spike_chart(scores, layer), "spike_scores", key="spike_chart")
-st.session_state["w_layer"] = view.layer if 0 <= view.layer < n_layers else -1
 st.selectbox(
     "Layer",
     [-1, *range(n_layers)],
-    key="w_layer",
     format_func=lambda value: f"the top-scoring layer ({top})" if value == -1 else f"layer {value}",
-    on_change=lambda: update_view(layer=st.session_state["w_layer"]),
     help="The page opens on the layer with the highest spike score.",
+    **bind("layer", view.layer if 0 <= view.layer < n_layers else -1),
 )
 
 st.subheader("Which tokens leap")
@@ -86,8 +84,7 @@ show.chart(
 )
 
 st.subheader("Attention pattern and attention sinks")
-st.session_state["w_head"] = head
-st.selectbox("Head", list(range(n_heads)), key="w_head", on_change=lambda: update_view(head=st.session_state["w_head"]))
+st.selectbox("Head", list(range(n_heads)), **bind("head", head))
 pattern = pd.DataFrame(
     [
         {"query": labels[q], "key": labels[k], "attention": float(parts.attention[head, q, k])}

@@ -9,7 +9,7 @@ from analysis.compare import cka_matrix, model_summary
 from analysis.loading import model_bytes
 from dashboard import show
 from dashboard.cache import cached_analysis, hub_model_available, memory_budget_bytes
-from dashboard.sidebar import render_sidebar, update_view
+from dashboard.sidebar import bind, render_sidebar
 from dashboard.state import MODEL_PRESETS
 
 context = render_sidebar("Base vs large")
@@ -40,14 +40,12 @@ if why and not (view.model_a and view.model_b):
 st.header("Base vs large")
 left, right = st.columns(2)
 for column, field, current in ((left, "model_a", models[0]), (right, "model_b", models[1])):
-    st.session_state[f"w_{field}"] = current
     column.selectbox(
         "First model" if field == "model_a" else "Second model",
         list(dict.fromkeys([*MODEL_PRESETS, current])),
-        key=f"w_{field}",
         accept_new_options=True,
         format_func=lambda name: MODEL_PRESETS.get(name, name),
-        on_change=lambda field=field: update_view(**{field: st.session_state[f"w_{field}"].strip()}),
+        **bind(field, current, convert=str.strip),
         help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
         "they would not fit the memory budget.",
     )
