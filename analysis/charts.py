@@ -159,7 +159,7 @@ def spike_chart(scores: pd.DataFrame, selected: int) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="layer (block index l)"),
-            y=alt.Y("score:Q", title="spike score (share of tokens)", axis=alt.Axis(format="%")),
+            y=alt.Y("score:Q", title="spike score (share of tokens)", axis=alt.Axis(format=".0%")),
             color=alt.condition(alt.datum.selected, alt.value(PALETTE[1]), alt.value(FAINT)),
             tooltip=[
                 alt.Tooltip("layer:O", title="layer"),
