@@ -60,7 +60,12 @@ def bundled_model_path() -> Path:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or Path(name).expanduser().exists()
+    if name.startswith(("/", ".", "~")) or "\\" in name:
+        return True
+    try:
+        return Path(name).expanduser().exists()
+    except OSError:  # a name too long for the file system is no folder
+        return False
 
 
 def _folder_source(name: str) -> ModelSource:
@@ -95,6 +100,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ModelLoadError("No model given: type a hub id such as roberta-base, or a local model folder.")
     name = name_or_path.strip()
+    if len(name) > 1024 or any(not ch.isprintable() for ch in name):
+        raise ModelLoadError("A model name must be a printable hub id or folder path of at most 1,024 characters.")
     if "://" in name or name.lower().startswith(("http:", "https:", "www.")):
         raise ModelLoadError(
             f"{name!r} is a URL; type the hub id instead (for https://huggingface.co/roberta-base, type roberta-base)."
@@ -170,6 +177,27 @@ def model_bytes(name_or_path: str) -> int | None:
         return parameter_bytes(config)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def check_model_size(name_or_path: str, max_bytes: int) -> None:
+    """Refuse a model whose float32 size, read from its config (a small download for hub ids), passes `max_bytes`.
+    Raises ModelLoadError saying how large it is and what the limit is."""
+    source = resolve_model(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(
+            source.location, local_files_only=source.kind != "hub" or not needs_download(source.location),
+            trust_remote_code=False,
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        if source.kind == "hub":
+            raise _hub_error(source, error) from error
+        raise ModelLoadError(f"Could not read the config of {source.location!r}: {error}") from error
+    size = parameter_bytes(config)
+    if size > max_bytes:
+        raise ModelLoadError(
+            f"{source.name} is about {size / 2**30:.2f} GB in float32, over this deployment's limit of "
+            f"{max_bytes / 2**30:.2f} GB (max_model_gb); pick a smaller model."
+        )
 
 
 def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:

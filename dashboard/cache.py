@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
 import pandas as pd
@@ -14,6 +13,7 @@ import analysis
 from analysis.corpus import corpus_sentences, corpus_spikes
 from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.loading import (
+    check_model_size,
     download,
     hub_reachable,
     load_uncached,
@@ -22,7 +22,9 @@ from analysis.loading import (
     needs_download,
 )
 from analysis.references import vocabulary_scorer
+from dashboard.settings import settings
 from dashboard.show import literal
+from dashboard.state import check_model_allowed
 
 
 @st.cache_resource(max_entries=max_cached_models(), show_spinner=False)
@@ -31,24 +33,23 @@ def cached_model(name: str) -> analysis.EncoderModel:
     return load_uncached(name)
 
 
-def memory_budget_bytes() -> int:
-    """How much the loaded models may take together (environment TOKEN_TRAILS_MEMORY_BUDGET_GB, default 2.5)."""
-    try:
-        return int(float(os.environ.get("TOKEN_TRAILS_MEMORY_BUDGET_GB", "2.5")) * 2**30)
-    except ValueError:
-        return int(2.5 * 2**30)
-
-
 _resident: list[str] = []  # models believed loaded in cached_model, least recently used first
 _resident_lock = threading.Lock()
 
 
-def loaded_model(name: str) -> analysis.EncoderModel:
-    """`cached_model(name)`, first releasing loaded models that would push the total past the memory budget,
-    so that two models are never held at once when together they do not fit (unknown sizes count as too big)."""
+def loaded_model(name: str, interactive: bool = True) -> analysis.EncoderModel:
+    """`cached_model(name)` for a model this deployment allows and can afford. Before a first load: refuse a
+    model off the allowlist or over the size limit, download it with a progress bar (when `interactive`: not
+    inside a cached function, whose elements would be replayed), and release loaded models that would push the
+    total past the memory budget, so two models are never held at once when together they do not fit."""
+    current = settings()
+    check_model_allowed(name)
+    checked_size(name, current.max_model_bytes)
+    if interactive and name not in _resident:
+        ensure_downloaded(name)
     with _resident_lock:
         if name not in _resident:
-            budget = memory_budget_bytes()
+            budget = current.memory_budget_bytes
             needed = model_bytes(name) or budget + 1
             while _resident and sum(model_bytes(n) or budget + 1 for n in _resident) + needed > budget:
                 cached_model.clear(_resident.pop(0))
@@ -60,6 +61,12 @@ def loaded_model(name: str) -> analysis.EncoderModel:
     return encoder
 
 
+@st.cache_data(ttl=600, show_spinner=False)
+def checked_size(name: str, max_bytes: int) -> None:
+    """`check_model_size`, remembered when it passes (it reads the model's config)."""
+    check_model_size(name, max_bytes)
+
+
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
 def cached_analysis(
     model: str, text: str, stage: str, reference: str, top_k: int, overlap_n: int
@@ -68,7 +75,7 @@ def cached_analysis(
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
     return analysis.analyze(
-        loaded_model(model), text, stage=stage, reference=reference, top_k=top_k, overlap_n=overlap_n
+        loaded_model(model, interactive=False), text, stage=stage, reference=reference, top_k=top_k, overlap_n=overlap_n
     )
 
 
@@ -108,7 +115,7 @@ def hub_model_available(name: str) -> bool:
 @st.cache_data(max_entries=16, ttl=3600, show_spinner=False)
 def cached_heads(model: str, text: str, layer: int, reference: str) -> tuple[HeadDecomposition, HeadAttribution]:
     """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
-    encoder = loaded_model(model)
+    encoder = loaded_model(model, interactive=False)
     parts = decompose_heads(encoder, text, layer)
     scorer = vocabulary_scorer(encoder, reference)
     positions = torch.tensor(parts.tokens["position"].to_numpy() + encoder.structure.embeddings.position_offset)
@@ -120,5 +127,9 @@ def cached_heads(model: str, text: str, layer: int, reference: str) -> tuple[Hea
 def cached_corpus(model: str, stage: str, reference: str, _on_progress=None) -> pd.DataFrame:
     """The corpus check for one model, stage and reference (minutes on large models: computed once)."""
     return corpus_spikes(
-        loaded_model(model), corpus_sentences(), stage=stage, reference=reference, on_progress=_on_progress
+        loaded_model(model, interactive=False),
+        corpus_sentences(),
+        stage=stage,
+        reference=reference,
+        on_progress=_on_progress,
     )

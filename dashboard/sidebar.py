@@ -13,9 +13,10 @@ import analysis
 from analysis.charts import PICK, token_label, trajectory_chart
 from analysis.wordclass import WORD_CLASSES, word_classes
 from dashboard import show
-from dashboard.cache import cached_analysis, ensure_downloaded, hub_model_available, loaded_model
+from dashboard.cache import cached_analysis, hub_model_available, loaded_model
+from dashboard.settings import settings
 from dashboard.show import literal
-from dashboard.state import MAX_TEXT_CHARS, MODEL_PRESETS, View, view_from_query, view_to_query
+from dashboard.state import MODEL_PRESETS, View, check_view_text, view_from_query, view_to_query
 
 VIEW = "view"
 NOTICES = "notices"
@@ -105,6 +106,16 @@ def _on_model_choice() -> None:
 
 
 def _model_picker(current: str) -> None:
+    allowed = settings().allowed_models
+    if allowed is not None:
+        st.selectbox(
+            "Model",
+            list(dict.fromkeys([*allowed, current])),
+            format_func=lambda name: MODEL_PRESETS.get(name, name),
+            help="This deployment serves only these models (setting allowed_models).",
+            **bind("model", current),
+        )
+        return
     other = st.session_state.get(OTHER_MODEL, False) or current not in MODEL_PRESETS
     choice = OTHER_MODEL if other else current
     st.session_state["w_model_choice"] = choice
@@ -127,7 +138,7 @@ def _model_picker(current: str) -> None:
 
 def _fail(message: str, offer_bundled: bool = False) -> None:
     st.error(literal(message), icon=":material/error:")
-    if offer_bundled and view().model != analysis.BUNDLED_MODEL:
+    if offer_bundled and view().model != analysis.BUNDLED_MODEL and settings().allows(analysis.BUNDLED_MODEL):
         st.button(
             "Use the bundled all-MiniLM-L6-v2 instead",
             on_click=lambda: update_view(model=analysis.BUNDLED_MODEL),
@@ -172,7 +183,7 @@ def render_sidebar(page_title: str) -> Context:
         st.divider()
         st.text_area(
             "Text",
-            max_chars=MAX_TEXT_CHARS,
+            max_chars=settings().max_text_chars,
             height=120,
             **bind("text"),
             help="Any text. Past the model's length (512 tokens for these models) it is cut, and the page says where.",
@@ -189,7 +200,10 @@ def render_sidebar(page_title: str) -> Context:
     for notice in st.session_state.pop(NOTICES, []):
         st.info(literal(notice), icon=":material/info:")
     try:
-        ensure_downloaded(current.model)
+        check_view_text(current.text)
+    except ValueError as error:
+        _fail(str(error))
+    try:
         with st.spinner(literal(f"Loading {current.model}…")):
             encoder = loaded_model(current.model)
     except ValueError as error:

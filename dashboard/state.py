@@ -10,8 +10,8 @@ from analysis.checks import check_choice, check_text
 from analysis.loading import resolve_model
 from analysis.synthetic import SEED_SENTENCE
 from analysis.wordclass import WORD_CLASSES
+from dashboard.settings import settings
 
-MAX_TEXT_CHARS = 20_000
 TOP_K_RANGE = (1, 50)
 OVERLAP_N_RANGE = (1, 1000)
 
@@ -41,19 +41,26 @@ class View:
 
 
 def check_view_text(text: object) -> str:
+    """A non-blank text within this deployment's length limit."""
     text = check_text(text)
-    if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+    limit = settings().max_text_chars
+    if len(text) > limit:
+        raise ValueError(f"The text is {len(text):,} characters long; this deployment's limit is {limit:,}.")
     return text
 
 
-def _check_model(name: str) -> str:
+def check_model_allowed(name: str) -> str:
+    """A well-formed model name that this deployment may load."""
     resolve_model(name)
-    return name.strip()
+    name = name.strip()
+    allowed = settings().allowed_models
+    if allowed is not None and name not in allowed:
+        raise ValueError(f"this deployment serves only {', '.join(allowed)}")
+    return name
 
 
 def _optional_model(name: str) -> str:
-    return _check_model(name) if name.strip() else ""
+    return check_model_allowed(name) if name.strip() else ""
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -79,7 +86,7 @@ def _classes(value: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "text": check_view_text,
-    "model": _check_model,
+    "model": check_model_allowed,
     "stage": lambda value: check_choice("stage", value, analysis.STAGES),
     "reference": lambda value: check_choice("reference", value, analysis.REFERENCES),
     "highlight": _positions,

@@ -8,7 +8,8 @@ from analysis.charts import comparison_chart, heatmap
 from analysis.compare import cka_matrix, model_summary
 from analysis.loading import model_bytes
 from dashboard import show
-from dashboard.cache import cached_analysis, hub_model_available, memory_budget_bytes
+from dashboard.cache import cached_analysis, hub_model_available
+from dashboard.settings import settings
 from dashboard.sidebar import bind, render_sidebar
 from dashboard.state import MODEL_PRESETS
 
@@ -39,11 +40,12 @@ if why and not (view.model_a and view.model_b):
 
 st.header("Base vs large")
 left, right = st.columns(2)
+allowed = settings().allowed_models
 for column, field, current in ((left, "model_a", models[0]), (right, "model_b", models[1])):
     column.selectbox(
         "First model" if field == "model_a" else "Second model",
-        list(dict.fromkeys([*MODEL_PRESETS, current])),
-        accept_new_options=True,
+        list(dict.fromkeys([*(MODEL_PRESETS if allowed is None else allowed), current])),
+        accept_new_options=allowed is None,
         format_func=lambda name: MODEL_PRESETS.get(name, name),
         **bind(field, current, convert=str.strip),
         help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
@@ -67,8 +69,8 @@ st.caption(
             f"{name} {size / 2**30:.2f} GB" if size else f"{name} unknown"
             for name, size in zip(models, sizes, strict=True)
         )
-        + f"; memory budget {memory_budget_bytes() / 2**30:.1f} GB (TOKEN_TRAILS_MEMORY_BUDGET_GB): over it, one "
-        "model is released before the other loads, and only the small results are kept."
+        + f"; memory budget {settings().memory_budget_bytes / 2**30:.1f} GB (setting memory_budget_gb): over it, "
+        "one model is released before the other loads, and only the small results are kept."
     )
 )
 if any(not result.tokens["token_id"].equals(results[0].tokens["token_id"]) for result in results):

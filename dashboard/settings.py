@@ -1,0 +1,79 @@
+"""Deployment settings, from Streamlit secrets (`.streamlit/secrets.toml`, or the Community Cloud secrets box)
+or else the environment (`TOKEN_TRAILS_<NAME>`):
+
+- deployment: "cloud" or "local"; default cloud when the app runs from /mount/src (Community Cloud's
+  checkout), else local.
+- allowed_models: comma-separated model ids the app may load, "*" for any; default on cloud roberta-base,
+  roberta-large and the bundled model, locally any.
+- max_text_chars: the longest text accepted (20000).
+- max_model_gb: refuse models whose float32 size, read from their config, is larger (2.0).
+- memory_budget_gb: loaded models together; past it one is released before another loads (2.5).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
+
+import analysis
+
+CLOUD_MODELS = ("roberta-base", "roberta-large", analysis.BUNDLED_MODEL)
+APP_FOLDER = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: str
+    allowed_models: tuple[str, ...] | None  # None: any model
+    max_text_chars: int
+    max_model_bytes: int
+    memory_budget_bytes: int
+
+    def allows(self, model: str) -> bool:
+        return self.allowed_models is None or model.strip() in self.allowed_models
+
+
+def _raw(name: str) -> str | None:
+    try:
+        value = st.secrets.get(name)
+    except (StreamlitSecretNotFoundError, FileNotFoundError):
+        value = None
+    if value is None:
+        value = os.environ.get(f"TOKEN_TRAILS_{name.upper()}")
+    if isinstance(value, list | tuple):
+        value = ",".join(map(str, value))
+    return None if value is None else str(value)
+
+
+def _number(name: str, default: float) -> float:
+    value = _raw(name)
+    try:
+        number = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return number if number > 0 else default
+
+
+def settings() -> Settings:
+    """The settings in force now (read on every call: secrets and environment may change between runs)."""
+    deployment = (_raw("deployment") or "").lower()
+    if deployment not in ("cloud", "local"):
+        deployment = "cloud" if str(APP_FOLDER).startswith("/mount/src") else "local"
+    listed = _raw("allowed_models")
+    if listed is None:
+        allowed = CLOUD_MODELS if deployment == "cloud" else None
+    elif listed.strip() == "*":
+        allowed = None
+    else:
+        allowed = tuple(name.strip() for name in listed.split(",") if name.strip())
+    return Settings(
+        deployment=deployment,
+        allowed_models=allowed,
+        max_text_chars=int(_number("max_text_chars", 20_000)),
+        max_model_bytes=int(_number("max_model_gb", 2.0) * 2**30),
+        memory_budget_bytes=int(_number("memory_budget_gb", 2.5) * 2**30),
+    )
