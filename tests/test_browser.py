@@ -5,13 +5,17 @@ Skipped with a reason where chromium or playwright is missing, unless TOKEN_TRAI
 (set by .ci/run, which installs both), where a missing browser fails instead.
 """
 
+import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -115,3 +119,62 @@ def test_typing_text_in_the_browser_redraws_the_chart(server, browser):
     page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]")
     assert page.locator("[data-testid=stVegaLiteChart]").count() == 1
     assert page.locator("[data-testid=stAlertContentError]").count() == 0
+
+
+SESSION_TEXTS = [
+    "Alpha beta gamma delta.",
+    "The cat sat on the mat.",
+    "Why does layer five matter?",
+    "Fruit flies like a banana.",
+    "A period. A comma, too.",
+]
+
+
+async def _one_session(browser, server: str, text: str) -> dict:
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = await context.new_page()
+        started = time.monotonic()
+        await page.goto(f"{server}/Layer_trajectories?text={quote(text)}&highlight=1")
+        await page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=120_000)
+        await page.wait_for_selector("[data-testid=stVegaLiteChart]", timeout=120_000)
+        latency = time.monotonic() - started
+        return {
+            "text": text,
+            "shown": await page.locator("[data-testid=stSidebarContent] textarea").input_value(),
+            "errors": await page.locator("[data-testid=stAlertContentError], [data-testid=stException]").count(),
+            "latency_s": round(latency, 3),
+        }
+    finally:
+        await context.close()
+
+
+def _sessions_at_once(server: str) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    async def run() -> list[dict]:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            try:
+                sessions = (_one_session(browser, server, text) for text in SESSION_TEXTS)
+                return await asyncio.wait_for(asyncio.gather(*sessions), timeout=300)
+            finally:
+                await browser.close()
+
+    return asyncio.run(run())
+
+
+def test_several_browser_sessions_at_once_each_see_their_own_text(server):
+    """Five browser contexts open the app at the same moment on loopback, each with its own text: every one
+    renders without an error and shows its own text (no state shared between sessions). Latencies are written
+    to tests/artifacts/concurrency.json."""
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(sessions=_sessions_at_once(server)))  # own event loop
+    worker.start()
+    worker.join(timeout=330)
+    assert "sessions" in outcome, "the concurrent sessions did not finish in time"
+    for session in outcome["sessions"]:
+        assert session["shown"] == session["text"]
+        assert session["errors"] == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "concurrency.json").write_text(json.dumps(outcome["sessions"], indent=2) + "\n")
