@@ -49,14 +49,15 @@ def _styled(frame: pd.DataFrame, highlight: list[int]) -> pd.DataFrame:
 
 
 def trajectory_chart(
-    result: AnalysisResult, measure: str, highlight: list[int], x_title: str = "layer (block index l)"
+    metrics: pd.DataFrame, measure: str, highlight: list[int], x_title: str = "layer (block index l)"
 ) -> alt.LayerChart:
-    """One line per token over layers: `measure` is "cosine" or "rank" (log scale, rank 1 at the top).
+    """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv: `measure` is
+    "cosine" or "rank" (log scale, rank 1 at the top).
 
     Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. Clicking a
     line selects its `position` through the `PICK` selection.
     """
-    frame = _styled(result.metrics, highlight)
+    frame = _styled(metrics, highlight)
     n_layers = int(frame["layer"].max()) + 1
     pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
     if measure == "rank":

@@ -94,7 +94,7 @@ def bind(field: str, value: object = None, *, widget: str | None = None, convert
 def clickable_trajectories(context: Context, measure: str, name: str) -> None:
     """A trajectory chart (cosine or rank) whose lines highlight their token when clicked."""
     key = f"{measure}_chart"
-    chart = trajectory_chart(context.result, measure, context.highlighted)
+    chart = trajectory_chart(context.result.metrics, measure, context.highlighted)
     show.chart(chart, name, key=key, on_select=lambda: pick_from_chart(key, PICK))
 
 

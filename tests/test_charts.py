@@ -13,14 +13,14 @@ def result(request):
 
 
 def test_rank_chart_is_log_scaled_with_rank_one_on_top(result):
-    spec = trajectory_chart(result, "rank", [2]).to_dict()
+    spec = trajectory_chart(result.metrics, "rank", [2]).to_dict()
     y = spec["layer"][0]["encoding"]["y"]
     assert y["field"] == "rank" and y["scale"]["type"] == "log" and y["scale"]["reverse"] is True
     assert "log scale" in y["title"]
 
 
 def test_highlighted_tokens_are_flagged_and_labelled(result):
-    chart = trajectory_chart(result, "cosine", [2, 6])
+    chart = trajectory_chart(result.metrics, "cosine", [2, 6])
     lines, labels = chart.layer
     assert set(lines.data.loc[lines.data["highlighted"], "position"]) == {2, 6}
     assert set(labels.data["label"]) == {token_label(2, "flies"), token_label(6, ".")}
@@ -55,6 +55,6 @@ def test_neighbor_grid_marks_the_own_token_and_gives_its_rank_outside_the_top_k(
 
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<svg")])
 def test_charts_export_as_png_and_svg(result, fmt, magic):
-    data = chart_bytes(trajectory_chart(result, "cosine", [2]), fmt)
+    data = chart_bytes(trajectory_chart(result.metrics, "cosine", [2]), fmt)
     assert data.startswith(magic)
     assert len(data) > 5_000
