@@ -1,8 +1,10 @@
 """Hostile and odd input through the widgets and the query string, the model allowlist and the size limit."""
 
 import re
+from pathlib import Path
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import analysis
@@ -142,3 +144,14 @@ def test_check_model_size_reads_only_the_config(tmp_path, tiny_roberta):
         loading.check_model_size(str(tmp_path), 1000)
     with pytest.raises(analysis.ModelLoadError, match="switched off"):
         loading.check_model_size("roberta-large", 10**12)  # offline: the config cannot be fetched either
+
+
+def test_settings_come_from_streamlit_secrets_too():
+    st.cache_data.clear()
+    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "streamlit_app.py"), default_timeout=120)
+    app.secrets["allowed_models"] = "roberta-large"
+    app.secrets["max_text_chars"] = 60
+    app.run()
+    assert not app.exception
+    assert "serves only roberta\\-large" in app.error[0].value
+    assert app.sidebar.text_area[0].proto.max_chars == 60
