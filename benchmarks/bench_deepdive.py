@@ -46,6 +46,18 @@ def _save(shape_name: str, folder: str) -> None:
     encoder.tokenizer.save_pretrained(folder)
 
 
+def save_real_shapes(folder: str) -> tuple[str, str]:
+    """Random-weight roberta-base and roberta-large shapes saved as model folders, each built in a spawned
+    child so that the caller's memory stays clean: `(base folder, large folder)`."""
+    context = multiprocessing.get_context("spawn")
+    paths = (f"{folder}/base", f"{folder}/large")
+    for shape, path in zip(("base", "large"), paths, strict=True):
+        saver = context.Process(target=_save, args=(shape, path))
+        saver.start()
+        saver.join()
+    return paths
+
+
 def compare_flow(base: str, large: str, budget_gb: float) -> dict:
     """Open Base vs large on the two folders in a fresh process state; peak RSS above the starting point."""
     os.environ["TOKEN_TRAILS_MEMORY_BUDGET_GB"] = str(budget_gb)
@@ -77,11 +89,7 @@ def main() -> None:
     print(json.dumps(report["corpus_roberta_base"], indent=2))
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
-        base, large = f"{folder}/base", f"{folder}/large"
-        for shape, path in (("base", base), ("large", large)):
-            saver = context.Process(target=_save, args=(shape, path))
-            saver.start()
-            saver.join()
+        base, large = save_real_shapes(folder)
         for budget in (2.5, 1.5):
             queue = context.Queue()
             child = context.Process(target=_flow_in_child, args=(base, large, budget, queue))

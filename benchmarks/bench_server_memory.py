@@ -10,7 +10,6 @@ every 20 ms; the target is under 2.7 GB (Community Cloud's largest container).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
-from benchmarks.bench_deepdive import _save
+from benchmarks.bench_deepdive import save_real_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -39,13 +38,8 @@ def process_rss(pid: int) -> int:
 
 
 def main() -> None:
-    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
-        base, large = f"{folder}/base", f"{folder}/large"
-        for shape, path in (("base", base), ("large", large)):
-            saver = context.Process(target=_save, args=(shape, path))
-            saver.start()
-            saver.join()
+        base, large = save_real_shapes(folder)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]

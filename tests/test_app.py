@@ -177,11 +177,14 @@ def test_bad_and_stale_link_values_open_with_defaults_and_a_notice():
     assert (view.stage, view.top_k, view.highlight) == ("attn_residual", 15, ())
 
 
-def test_empty_text_gives_a_message_and_the_app_keeps_working():
+@pytest.mark.parametrize(
+    ("text", "message"), [("   ", "text is empty"), ("\x00\x01\x02\x1b", "no tokens the model can read")]
+)
+def test_unreadable_text_gives_a_message_and_the_app_keeps_working(text, message):
     app = open_app(TRAJECTORIES)
-    app.sidebar.text_area[0].input("   ").run()
+    app.sidebar.text_area[0].input(text).run()
     assert not app.exception
-    assert "text is empty" in app.error[0].value
+    assert message in app.error[0].value
     app.sidebar.text_area[0].input("Back again.").run()
     assert_clean(app)
     assert len(app.get("vega_lite_chart")) == 1

@@ -41,15 +41,6 @@ def test_odd_text_is_analysed_or_answered_never_rendered(page, name):
     assert not any(unescaped(bodies, markup) for markup in ("<script>", "<b>", "](javascript", "**star"))
 
 
-def test_text_of_only_control_characters_gets_a_message():
-    app = open_app(TRAJECTORIES)
-    app.sidebar.text_area[0].input("\x00\x01\x02\x1b").run()
-    assert not app.exception
-    assert "no tokens the model can read" in app.error[0].value
-    app.sidebar.text_area[0].input("Fine again.").run()
-    assert_clean(app)
-
-
 def test_text_over_the_limit_is_refused_in_the_page_and_in_a_link(monkeypatch):
     monkeypatch.setenv("TOKEN_TRAILS_MAX_TEXT_CHARS", "100")
     app = open_app(TRAJECTORIES)
