@@ -56,6 +56,8 @@ def test_the_cache_is_bounded(tmp_path, monkeypatch):
     analysis.load_model(str(tmp_path / "b"))
     assert analysis.load_model(str(tmp_path / "a")) is not first
     assert len(loading._models) == 1
+    analysis.release_models()
+    assert not loading._models
 
 
 @pytest.mark.parametrize(
