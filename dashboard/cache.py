@@ -48,17 +48,19 @@ def loaded_model(name: str, interactive: bool = True) -> analysis.EncoderModel:
     if interactive and name not in _resident:
         ensure_downloaded(name)
     with _resident_lock:
-        if name not in _resident:
+        if name in _resident:  # loaded: no need to hold other sessions while the cache answers
+            _resident.remove(name)
+            _resident.append(name)
+        else:  # a new model loads under the lock: one load at a time keeps memory within the budget
             budget = current.memory_budget_bytes
             needed = model_bytes(name) or budget + 1
             while _resident and sum(model_bytes(n) or budget + 1 for n in _resident) + needed > budget:
                 cached_model.clear(_resident.pop(0))
-        encoder = cached_model(name)
-        if name in _resident:
-            _resident.remove(name)
-        _resident.append(name)
-        del _resident[: -max_cached_models()]
-    return encoder
+            encoder = cached_model(name)
+            _resident.append(name)
+            del _resident[: -max_cached_models()]
+            return encoder
+    return cached_model(name)
 
 
 @st.cache_data(ttl=600, show_spinner=False)
