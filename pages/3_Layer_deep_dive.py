@@ -1,5 +1,6 @@
 """Layer deep dive: which tokens leap in rank at a layer and fall back at the next, and why."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -10,6 +11,8 @@ from analysis.spikes import SPIKE_DEFINITION, spike_scores, token_spikes, top_sp
 from dashboard import show
 from dashboard.cache import cached_analysis, cached_corpus, cached_heads
 from dashboard.sidebar import bind, render_sidebar, update_view
+
+MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
 context = render_sidebar("Layer deep dive")
 result, view = context.result, context.view
@@ -85,15 +88,19 @@ show.chart(
 
 st.subheader("Attention pattern and attention sinks")
 st.selectbox("Head", list(range(n_heads)), **bind("head", head))
+shown = min(len(labels), MAX_PATTERN_TOKENS)
 pattern = pd.DataFrame(
-    [
-        {"query": labels[q], "key": labels[k], "attention": float(parts.attention[head, q, k])}
-        for q in range(len(labels))
-        for k in range(len(labels))
-    ]
+    {
+        "query": np.repeat(labels[:shown], shown),
+        "key": np.tile(labels[:shown], shown),
+        "attention": parts.attention[head, :shown, :shown].reshape(-1),
+    }
 )
 st.caption(
-    show.literal(f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1.")
+    show.literal(
+        f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1."
+        + (f" Showing the first {shown} of {len(labels)} tokens as queries and keys." if shown < len(labels) else "")
+    )
 )
 show.chart(
     heatmap(pattern, "key", "query", "attention", ("key token", "query token", "attention weight"), False),

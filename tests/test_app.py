@@ -308,3 +308,12 @@ def test_base_vs_large_with_a_model_that_cannot_load_says_so():
     app = open_app(COMPARE, model_a="no/such-model")
     assert not app.exception
     assert "no/such\\-model" in app.error[0].value
+
+
+def test_deep_dive_attention_pattern_is_capped_for_long_text_and_says_so():
+    app = open_app(DEEP_DIVE)
+    app.sidebar.text_area[0].input("word " * 150).run()
+    assert_clean(app)
+    pattern = chart_rows(app, 2)
+    assert len(pattern) == 96 * 96
+    assert any("first 96 of 152 tokens" in caption.value for caption in app.caption)
