@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import STAGES, stage_vectors, token_table
-from analysis.checks import check_choice, check_count
+from analysis.capture import stage_vectors, token_table
+from analysis.checks import check_count
 from analysis.encoder import EncoderModel
 from analysis.metrics import overlap_counts, score_tokens
 from analysis.references import vocabulary_scorer
@@ -57,7 +57,7 @@ class AnalysisResult:
     reference: str
     top_k: int
     overlap_n: int
-    tokens: pd.DataFrame  # position, token, token_id, text, special, char_start, char_end
+    tokens: pd.DataFrame  # position, token, token_id, position_id, text, special, char_start, char_end
     metrics: pd.DataFrame  # METRICS_COLUMNS, one row per (layer, position)
     neighbors: pd.DataFrame  # NEIGHBORS_COLUMNS, top_k rows per (layer, position)
     overlap: pd.DataFrame  # OVERLAP_COLUMNS, one row per (layer, position)
@@ -109,7 +109,6 @@ def analyze(
     """
     if not isinstance(model, EncoderModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(model).__name__}.")
-    check_choice("stage", stage, STAGES)
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
     scorer = vocabulary_scorer(model, reference)

@@ -154,12 +154,13 @@ def stage_vectors(encoder: EncoderModel, text: str, stage: str) -> tuple[Tokens,
 
 
 def token_table(tokens: Tokens, text: str) -> pd.DataFrame:
-    """One row per token: position, piece, id, covered text, special flag, character span."""
+    """One row per token: position, piece, id, position-table row, covered text, special flag, character span."""
     return pd.DataFrame(
         {
             "position": np.arange(len(tokens)),
             "token": tokens.pieces,
             "token_id": tokens.ids,
+            "position_id": tokens.position_ids,
             "text": [
                 p if s else text[a:b]
                 for p, s, (a, b) in zip(tokens.pieces, tokens.special, tokens.offsets, strict=True)

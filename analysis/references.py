@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 
 from analysis.checks import check_choice
@@ -140,6 +142,16 @@ def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
         gamma_quad=_rowwise(word, lambda rows: ((rows - rows.mean(-1, keepdim=True)) ** 2) @ (gamma * gamma)),
         gamma_beta_dot=word @ h,
     )
+
+
+def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: str) -> np.ndarray:
+    """Each token's own reference vector, from a token table (token_id, position_id): `[tokens, hidden]`."""
+    scorer = vocabulary_scorer(encoder, reference)
+    with torch.inference_mode():
+        vectors = scorer.references(
+            torch.tensor(tokens["token_id"].to_numpy()), torch.tensor(tokens["position_id"].to_numpy())
+        )
+    return vectors.numpy()
 
 
 def vocabulary_scorer(encoder: EncoderModel, reference: str) -> VocabularyScorer:

@@ -6,7 +6,6 @@ import threading
 
 import pandas as pd
 import streamlit as st
-import torch
 from huggingface_hub import constants as hub_constants
 
 import analysis
@@ -21,7 +20,7 @@ from analysis.loading import (
     model_bytes,
     needs_download,
 )
-from analysis.references import vocabulary_scorer
+from analysis.references import own_references
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.state import check_model_allowed
@@ -119,10 +118,7 @@ def cached_heads(model: str, text: str, layer: int, reference: str) -> tuple[Hea
     """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
     encoder = loaded_model(model, interactive=False)
     parts = decompose_heads(encoder, text, layer)
-    scorer = vocabulary_scorer(encoder, reference)
-    positions = torch.tensor(parts.tokens["position"].to_numpy() + encoder.structure.embeddings.position_offset)
-    references = scorer.references(torch.tensor(parts.tokens["token_id"].to_numpy()), positions)
-    return parts, attribute_heads(parts, references.numpy())
+    return parts, attribute_heads(parts, own_references(encoder, parts.tokens, reference))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

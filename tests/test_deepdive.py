@@ -3,13 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import analysis
 from analysis.compare import cka_matrix, linear_cka, model_summary, word_vectors
 from analysis.corpus import corpus_sentences, corpus_spikes, wilson_interval
 from analysis.heads import attention_shares, attribute_heads, outlier_dimensions
-from analysis.references import vocabulary_scorer
+from analysis.references import own_references
 from analysis.spikes import spike_scores, token_spikes, top_spike_layer
 from analysis.synthetic import SEED_SENTENCE
 from analysis.wordclass import word_classes
@@ -46,10 +45,7 @@ def test_spike_score_by_hand():
 @pytest.mark.parametrize("layer", [0, 2])
 def test_head_attribution_adds_up_to_the_change_in_cosine(encoder, layer):
     parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
-    scorer = vocabulary_scorer(encoder, "position")
-    positions = torch.tensor(parts.tokens["position"].to_numpy() + encoder.structure.embeddings.position_offset)
-    references = scorer.references(torch.tensor(parts.tokens["token_id"].to_numpy()), positions).numpy()
-    split = attribute_heads(parts, references)
+    split = attribute_heads(parts, own_references(encoder, parts.tokens, "position"))
     assert split.per_head.shape == (encoder.num_heads, len(parts.tokens))
     np.testing.assert_allclose(split.per_head.sum(0) + split.bias + split.rescaling, split.total, atol=1e-4)
     residual = analysis.analyze(encoder, SEED_SENTENCE, stage="attn_residual", reference="position")
