@@ -86,6 +86,15 @@ def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
     return cosines.reshape(-1).double().clamp(-1.0, 1.0).numpy()
 
 
+def _own_cosine(vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
+    """cos(v, ref_i(p)) in float64 for vectors `[layers, tokens, hidden]` and references `[tokens, hidden]`:
+    exact to the digits shown (a vector against itself gives 1, not 0.99999994). Ranks stay float32 comparisons."""
+    vectors = vectors.double()
+    dots = (vectors * own_reference).sum(-1)
+    norms = torch.linalg.vector_norm(vectors, dim=-1) * torch.linalg.vector_norm(own_reference, dim=-1)
+    return dots / norms.clamp_min(1e-300)
+
+
 def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> pd.DataFrame:
     """Repeat the token columns for every layer: `[layers * tokens]` rows, layer-major."""
     frame = pd.concat([token_frame[columns]] * n_layers, ignore_index=True)
@@ -119,6 +128,7 @@ def analyze(
         own_reference = scorer.references(token_ids, position_ids)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
         scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
+        own_cosine = _own_cosine(vectors, scorer.references(token_ids, position_ids, torch.float64))
 
     n_layers, n_tokens = vectors.shape[:2]
     token_frame = token_table(tokens, text)
@@ -127,7 +137,7 @@ def analyze(
     reference_overlap = overlap_counts(ids_n[:n_layers], ids_n[n_layers].unsqueeze(0))
 
     metrics = _per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
-    metrics["cosine"] = _display_cosine(scores.cosine[:n_layers])
+    metrics["cosine"] = _display_cosine(own_cosine)
     metrics["rank"] = scores.rank[:n_layers].reshape(-1).numpy()
 
     overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])

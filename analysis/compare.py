@@ -15,7 +15,11 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA between representations of the same n items: x `[n, d1]`, y `[n, d2]` → a number in [0, 1]."""
+    """Linear CKA between representations of the same n items: x `[n, d1]`, y `[n, d2]` → a number in [0, 1].
+
+    Computed in float64 whatever the input dtype, so a representation against itself gives 1 to ~1e-15."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
     x = x - x.mean(0)
     y = y - y.mean(0)
     cross = np.linalg.norm(y.T @ x) ** 2

@@ -58,22 +58,27 @@ class VocabularyScorer:
         self.beta = norm.bias.detach()
         self.ln_eps = norm.eps
 
-    def position_vectors(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """q_p = position row + token-type row 0: `[positions, hidden]`."""
-        q = self.parts.position.weight.detach()[position_ids]
+    def position_vectors(self, position_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """q_p = position row + token-type row 0: `[positions, hidden]`, in `dtype` (default: the table's)."""
+        q = self.parts.position.weight.detach()[position_ids].to(dtype)
         if self.parts.token_type is not None:
-            q = q + self.parts.token_type.weight.detach()[0]
+            q = q + self.parts.token_type.weight.detach()[0].to(dtype)
         return q
 
-    def references(self, token_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """The explicit reference vector of each (token, position) pair: `[pairs, hidden]`."""
-        words = self.word[token_ids]
+    def references(
+        self, token_ids: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The explicit reference vector of each (token, position) pair: `[pairs, hidden]`, summed and normalised
+        in `dtype` (default: the tables' own float32; float64 for values shown as exact)."""
+        words = self.word[token_ids].to(dtype)
         if self.reference == "raw":
             return words
-        summed = words + self.position_vectors(position_ids)
+        summed = words + self.position_vectors(position_ids, dtype)
         if self.reference == "position":
             return summed
-        return torch.nn.functional.layer_norm(summed, (summed.shape[-1],), self.gamma, self.beta, self.ln_eps)
+        return torch.nn.functional.layer_norm(
+            summed, (summed.shape[-1],), self.gamma.to(summed.dtype), self.beta.to(summed.dtype), self.ln_eps
+        )
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""

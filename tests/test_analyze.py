@@ -4,12 +4,12 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 import analysis
 from analysis.references import vocabulary_scorer
 from analysis.synthetic import SEED_SENTENCE
 from tests.hooks import installed_hooks
+from tests.numerics import COSINE32, assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
 
 
 def test_tables_have_the_documented_shape(encoder):
@@ -38,22 +38,22 @@ def test_tables_have_the_documented_shape(encoder):
 
 
 def test_rank_is_one_based_and_matches_a_naive_argsort(encoder):
-    """Demo error 4: rank 1 = the own embedding is the nearest, the same in every table."""
+    """Demo error 4: rank 1 = the own embedding is the nearest, the same in every table. Checked against every
+    vocabulary reference materialised in float64; ranks may differ only where float32 cannot tell items apart."""
     result = analysis.analyze(encoder, SEED_SENTENCE, stage="attn_output", reference="position")
     scorer = vocabulary_scorer(encoder, "position")
-    vocab = torch.arange(encoder.vocab_size)
     for layer in (0, encoder.num_layers - 1):
         for position in (0, 3, len(result.tokens) - 1):
             row = result.metrics[(result.metrics.layer == layer) & (result.metrics.position == position)].iloc[0]
             position_id = position + encoder.structure.embeddings.position_offset
-            refs = scorer.references(vocab, torch.full_like(vocab, position_id))
-            vector = torch.from_numpy(result.vectors[layer, position])
-            cos = torch.nn.functional.cosine_similarity(vector[None], refs).double()
-            order = torch.argsort(cos, descending=True, stable=True).tolist()
-            assert row["rank"] == order.index(row["token_id"]) + 1
-            assert row["cosine"] == pytest.approx(cos[row["token_id"]].item(), abs=2e-6)
+            cos = exact_cosines(result.vectors[layer, position], exact_references(scorer, position_id))
+            low, high = rank_bounds(cos, row["token_id"])
+            assert low <= row["rank"] <= high
+            # float64 references and float32 stage vectors: the displayed cosine is exact to ~1e-15.
+            assert row["cosine"] == pytest.approx(cos[row["token_id"]], abs=1e-12)
             top = result.neighbors[(result.neighbors.layer == layer) & (result.neighbors.position == position)]
-            assert top["neighbor_id"].tolist() == order[:15]
+            assert_top_ids_consistent(top["neighbor_id"].tolist(), cos)
+            np.testing.assert_allclose(top["cosine"], cos[top["neighbor_id"]], rtol=0, atol=COSINE32)
 
 
 def test_overlap_counts_agree_with_the_neighbour_table(minilm):
@@ -140,6 +140,7 @@ def test_concurrent_calls_equal_serial_calls(minilm):
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
+    # Each thread runs the same code path on the same shapes (same kernels, same summation order): the same bits.
     for index in range(6):
         for text in texts:
             for stage, reference in settings:
