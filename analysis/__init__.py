@@ -6,12 +6,19 @@ result = analysis.analyze(encoder, "Time flies like an arrow.", stage="attn_resi
 result.metrics  # layer, position, token, token_id, text, special, cosine, rank
 """
 
-from analysis.analyze import AnalysisResult, analyze
-from analysis.capture import STAGES
-from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
+from analysis.capture import STAGES, Stage
+from analysis.encoder import EncoderModel, ModelInfo, UnsupportedModelError, wrap_model
 from analysis.heads import HeadDecomposition, decompose_heads
-from analysis.loading import BUNDLED_MODEL, ModelLoadError, load_model, release_models
-from analysis.references import REFERENCES
+from analysis.loading import (
+    BUNDLED_MODEL,
+    ModelLoadError,
+    configure_model_cache,
+    load_model,
+    release_models,
+    resident_models,
+)
+from analysis.references import REFERENCES, Reference
+from analysis.trace import AnalysisResult, analyze
 from analysis.version import __version__
 
 __all__ = [
@@ -21,12 +28,17 @@ __all__ = [
     "AnalysisResult",
     "EncoderModel",
     "HeadDecomposition",
+    "ModelInfo",
     "ModelLoadError",
+    "Reference",
+    "Stage",
     "UnsupportedModelError",
     "__version__",
     "analyze",
+    "configure_model_cache",
     "decompose_heads",
     "load_model",
     "release_models",
+    "resident_models",
     "wrap_model",
 ]

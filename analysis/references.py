@@ -9,6 +9,7 @@ products with the word table `W` and per-item / per-position constants, so memor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,15 @@ import torch
 from analysis.checks import check_choice
 from analysis.encoder import EmbeddingParts, EncoderModel
 
-REFERENCES: dict[str, str] = {
+Reference = Literal["raw", "position", "embedding"]
+"""What a token's "original embedding" is (see REFERENCES)."""
+
+REFERENCES: dict[Reference, str] = {
     "raw": "the token's row of the word-embedding table",
     "position": "word + position (+ token-type 0) embedding for the token's position, before LayerNorm",
     "embedding": "the embedding layer's output for the token at its position (the sum above, LayerNorm'd)",
 }
+assert tuple(REFERENCES) == get_args(Reference)
 
 _ROW_CHUNK = 8192
 _EPS = 1e-12
@@ -48,7 +53,7 @@ class VocabularyScorer:
     `cosine(vectors [groups, positions, hidden], position_ids [positions])` → `[groups, positions, vocab]`.
     """
 
-    def __init__(self, parts: EmbeddingParts, reference: str, constants: VocabConstants):
+    def __init__(self, parts: EmbeddingParts, reference: Reference, constants: VocabConstants):
         self.reference = check_choice("reference", reference, REFERENCES)
         self.word = parts.word.weight.detach()
         self.parts = parts
@@ -149,7 +154,7 @@ def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
     )
 
 
-def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: str) -> np.ndarray:
+def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: Reference) -> np.ndarray:
     """Each token's own reference vector, from a token table (token_id, position_id): `[tokens, hidden]`."""
     scorer = vocabulary_scorer(encoder, reference)
     with torch.inference_mode():
@@ -159,7 +164,7 @@ def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: str) 
     return vectors.numpy()
 
 
-def vocabulary_scorer(encoder: EncoderModel, reference: str) -> VocabularyScorer:
+def vocabulary_scorer(encoder: EncoderModel, reference: Reference) -> VocabularyScorer:
     """The scorer for `reference`, with its per-vocabulary constants computed once per model."""
     parts = encoder.structure.embeddings
     with torch.inference_mode():

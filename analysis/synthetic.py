@@ -87,11 +87,11 @@ def random_roberta(
         attn_implementation="eager",
     )
     torch.manual_seed(seed)
-    model = RobertaModel(config, add_pooling_layer=False)
+    hf_model = RobertaModel(config, add_pooling_layer=False)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in model.modules():
+        for module in hf_model.modules():
             if isinstance(module, torch.nn.LayerNorm):
                 module.weight.add_(0.1 * torch.randn(module.weight.shape, generator=generator))
                 module.bias.add_(0.1 * torch.randn(module.bias.shape, generator=generator))
-    return wrap_model(model, tokenizer, name)
+    return wrap_model(hf_model, tokenizer, name)

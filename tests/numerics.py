@@ -25,7 +25,7 @@ def exact_references(scorer, position_id: int) -> torch.Tensor:
 
 def exact_cosines(vector: np.ndarray, references: torch.Tensor) -> np.ndarray:
     """float64 cosine of one vector `[hidden]` with each reference `[vocab, hidden]` → `[vocab]`."""
-    v = torch.as_tensor(vector).double()
+    v = torch.tensor(vector, dtype=torch.float64)
     return (torch.nn.functional.cosine_similarity(v[None], references, dim=-1)).numpy()
 
 

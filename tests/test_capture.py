@@ -14,7 +14,7 @@ def plain_hidden_states(encoder, text):
     """hidden_states from an ordinary forward pass with no hooks: `[layers + 1, tokens, hidden]`."""
     ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
     with torch.no_grad():
-        output = encoder.model(input_ids=ids, output_hidden_states=True)
+        output = encoder.hf_model(input_ids=ids, output_hidden_states=True)
     return torch.stack([h[0] for h in output.hidden_states])
 
 
@@ -33,7 +33,7 @@ def test_attn_residual_feeds_the_rest_of_the_block(encoder):
     hidden = plain_hidden_states(encoder, SEED_SENTENCE)
     _, residual = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
     _, attn_output = stage_vectors(encoder, SEED_SENTENCE, "attn_output")
-    blocks = encoder.model.encoder.layer
+    blocks = encoder.hf_model.encoder.layer
     assert residual.shape == (len(blocks), hidden.shape[1], encoder.hidden_size)
     # Each sublayer recomputed on its own in float32: float32's default tolerances (rtol 1.3e-6, atol 1e-5).
     with torch.no_grad():
@@ -53,7 +53,7 @@ def test_attn_residual_is_the_attention_layernorms_input(encoder):
         block.attention.output.LayerNorm.register_forward_pre_hook(
             lambda module, args, layer=layer: seen.__setitem__(layer, args[0][0].clone())
         )
-        for layer, block in enumerate(encoder.model.encoder.layer)
+        for layer, block in enumerate(encoder.hf_model.encoder.layer)
     ]
     try:
         plain_hidden_states(encoder, SEED_SENTENCE)
@@ -82,7 +82,7 @@ def test_head_decomposition_adds_up_to_the_captured_vector(encoder, layer):
 def test_the_original_demos_value_and_output_products_do_not_add_up(minilm):
     """Demo error 1: untransposed value/output weights without biases are not what the model computes."""
     parts = analysis.decompose_heads(minilm, SEED_SENTENCE, 1)
-    block = minilm.model.encoder.layer[1]
+    block = minilm.hf_model.encoder.layer[1]
     heads, head_dim = minilm.num_heads, minilm.hidden_size // minilm.num_heads
     value_weight = block.attention.self.value.weight.detach().double().numpy()
     out_weight = block.attention.output.dense.weight.detach().double().numpy()

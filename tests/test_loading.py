@@ -12,18 +12,18 @@ from analysis import loading
 from analysis.synthetic import SEED_SENTENCE, TINY_SHAPE, bpe_tokenizer, random_roberta
 
 
-def test_bundled_model_loads_offline_with_its_facts(minilm):
-    assert minilm.facts() == {
-        "model": analysis.BUNDLED_MODEL,
-        "architecture": "BertModel",
-        "layers": 6,
-        "hidden size": 384,
-        "attention heads": 12,
-        "vocabulary size": 30522,
-        "max tokens": 512,
-    }
-    assert not minilm.model.training
-    assert minilm.model.config._attn_implementation == "eager"
+def test_bundled_model_loads_offline_with_its_sizes(minilm):
+    assert minilm.info == analysis.ModelInfo(
+        name=analysis.BUNDLED_MODEL,
+        architecture="BertModel",
+        layers=6,
+        hidden_size=384,
+        heads=12,
+        vocab_size=30522,
+        max_tokens=512,
+    )
+    assert not minilm.hf_model.training
+    assert minilm.hf_model.config._attn_implementation == "eager"
     assert minilm.structure.embeddings.position_offset == 0
 
 
@@ -33,9 +33,8 @@ def test_a_model_is_loaded_once_per_process():
     assert analysis.load_model(" sentence-transformers/all-MiniLM-L6-v2 ") is first
 
 
-def test_a_saved_roberta_folder_given_as_a_path_loads_and_gives_the_same_results(tmp_path, tiny_roberta, monkeypatch):
-    monkeypatch.setattr(loading, "max_cached_models", lambda: 3)
-    tiny_roberta.model.save_pretrained(tmp_path / "tiny")
+def test_a_saved_roberta_folder_given_as_a_path_loads_and_gives_the_same_results(tmp_path, tiny_roberta):
+    tiny_roberta.hf_model.save_pretrained(tmp_path / "tiny")
     tiny_roberta.tokenizer.save_pretrained(tmp_path / "tiny")
     loaded = analysis.load_model(tmp_path / "tiny")
     assert loaded.structure.embeddings.position_offset == 2
@@ -47,18 +46,50 @@ def test_a_saved_roberta_folder_given_as_a_path_loads_and_gives_the_same_results
     assert got.metrics["cosine"].equals(expected.metrics["cosine"])
 
 
-def test_the_cache_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(loading, "max_cached_models", lambda: 1)
+@pytest.fixture
+def three_tiny_folders(tmp_path):
+    """Three saved tiny RoBERTa folders, and the model cache restored to its defaults afterwards."""
     model = random_roberta(TINY_SHAPE, seed=3)
-    for name in ("a", "b"):
-        model.model.save_pretrained(tmp_path / name)
+    for name in ("a", "b", "c"):
+        model.hf_model.save_pretrained(tmp_path / name)
         model.tokenizer.save_pretrained(tmp_path / name)
-    first = analysis.load_model(str(tmp_path / "a"))
-    analysis.load_model(str(tmp_path / "b"))
-    assert analysis.load_model(str(tmp_path / "a")) is not first
-    assert len(loading._models) == 1
+    yield [str(tmp_path / name) for name in ("a", "b", "c")]
+    analysis.configure_model_cache(max_models=1, memory_budget_bytes=None)
     analysis.release_models()
-    assert not loading._models
+
+
+def test_the_cache_is_bounded_by_count_least_recently_used_first(three_tiny_folders):
+    a, b, c = three_tiny_folders
+    analysis.configure_model_cache(max_models=2)
+    first = analysis.load_model(a)
+    analysis.load_model(b)
+    assert analysis.load_model(a) is first  # resident: served, and now the most recently used
+    analysis.load_model(c)
+    assert analysis.resident_models() == [a, c]  # b was the least recently used
+    analysis.configure_model_cache(max_models=1)
+    analysis.load_model(b)
+    assert analysis.resident_models() == [b]
+    analysis.release_models()
+    assert analysis.resident_models() == []
+
+
+def test_the_cache_releases_models_that_would_pass_the_memory_budget(three_tiny_folders):
+    a, b, _ = three_tiny_folders
+    one_model = analysis.load_model(a).parameter_bytes
+    analysis.configure_model_cache(max_models=5, memory_budget_bytes=int(1.5 * one_model))
+    analysis.load_model(b)
+    assert analysis.resident_models() == [b]  # two would not fit: a was released before b loaded
+    analysis.configure_model_cache(max_models=5, memory_budget_bytes=3 * one_model)
+    analysis.load_model(a)
+    assert analysis.resident_models() == [b, a]
+    analysis.configure_model_cache(max_models=5, memory_budget_bytes=one_model // 2)
+    assert analysis.resident_models() == [a]  # a lower budget releases at once, but never the last model
+    assert analysis.load_model(a) is analysis.load_model(a)  # which then stays loaded, not reloaded per call
+
+
+def test_a_bad_cache_bound_is_refused():
+    with pytest.raises(ValueError, match="max_models must be a whole number of at least 1"):
+        analysis.configure_model_cache(max_models=0)
 
 
 @pytest.mark.parametrize(
@@ -153,10 +184,10 @@ def test_only_uncached_hub_ids_need_a_download(tmp_path, monkeypatch):
 
 
 def test_model_size_from_config_matches_the_loaded_weights(minilm, tiny_roberta, tmp_path):
-    actual = 4 * sum(p.numel() for p in minilm.model.parameters())
+    actual = 4 * sum(p.numel() for p in minilm.hf_model.parameters())
     assert loading.model_bytes(analysis.BUNDLED_MODEL) == pytest.approx(actual, rel=0.01)
-    tiny_roberta.model.save_pretrained(tmp_path)
-    tiny = 4 * sum(p.numel() for p in tiny_roberta.model.parameters())  # built without a pooler
+    tiny_roberta.hf_model.save_pretrained(tmp_path)
+    tiny = 4 * sum(p.numel() for p in tiny_roberta.hf_model.parameters())  # built without a pooler
     pooler = 4 * (32 * 32 + 32)
     assert loading.model_bytes(str(tmp_path)) == pytest.approx(tiny + pooler, rel=0.01)
     assert loading.model_bytes("roberta-large") is None  # not on this machine: unknown, not guessed

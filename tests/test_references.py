@@ -39,9 +39,9 @@ def test_position_reference_uses_each_tokens_own_position(tiny_roberta):
     scorer = vocabulary_scorer(tiny_roberta, "position")
     ids = torch.tensor([7, 7])
     refs = scorer.references(ids, torch.tensor([2, 5]))
-    position_table = tiny_roberta.model.embeddings.position_embeddings.weight
-    type_row = tiny_roberta.model.embeddings.token_type_embeddings.weight[0]
-    word = tiny_roberta.model.embeddings.word_embeddings.weight[7]
+    position_table = tiny_roberta.hf_model.embeddings.position_embeddings.weight
+    type_row = tiny_roberta.hf_model.embeddings.token_type_embeddings.weight[0]
+    word = tiny_roberta.hf_model.embeddings.word_embeddings.weight[7]
     torch.testing.assert_close(refs[1], word + position_table[5] + type_row)
     assert not torch.allclose(refs[0], refs[1])
 

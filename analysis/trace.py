@@ -9,11 +9,11 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import stage_vectors, token_table
+from analysis.capture import Stage, stage_vectors, token_table
 from analysis.checks import check_count
 from analysis.encoder import EncoderModel
 from analysis.metrics import overlap_counts, score_tokens
-from analysis.references import vocabulary_scorer
+from analysis.references import Reference, vocabulary_scorer
 from analysis.version import __version__
 
 METRICS_COLUMNS = {
@@ -52,9 +52,9 @@ OVERLAP_COLUMNS = {
 class AnalysisResult:
     """Everything one text yields for one model, stage and reference. Picklable: numpy and pandas only."""
 
-    model: str
-    stage: str
-    reference: str
+    model: str  # the model's name (hub id or folder)
+    stage: Stage
+    reference: Reference
     top_k: int
     overlap_n: int
     tokens: pd.DataFrame  # position, token, token_id, position_id, text, special, char_start, char_end
@@ -86,6 +86,12 @@ def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
     return cosines.reshape(-1).double().clamp(-1.0, 1.0).numpy()
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """`array`, no longer writable: results are shared between sessions and must not change under them."""
+    array.setflags(write=False)
+    return array
+
+
 def _own_cosine(vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
     """cos(v, ref_i(p)) in float64 for vectors `[layers, tokens, hidden]` and references `[tokens, hidden]`:
     exact to the digits shown (a vector against itself gives 1, not 0.99999994). Ranks stay float32 comparisons."""
@@ -103,25 +109,25 @@ def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> 
 
 
 def analyze(
-    model: EncoderModel,
+    encoder: EncoderModel,
     text: str,
     *,
-    stage: str = "attn_residual",
-    reference: str = "position",
+    stage: Stage = "attn_residual",
+    reference: Reference = "position",
     top_k: int = 15,
     overlap_n: int = 100,
 ) -> AnalysisResult:
-    """Trace every token of `text` through every layer of `model`.
+    """Trace every token of `text` through every layer of `encoder`.
 
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
     `analysis.references`). Raises ValueError on empty text or an unknown stage, reference or count.
     """
-    if not isinstance(model, EncoderModel):
-        raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(model).__name__}.")
+    if not isinstance(encoder, EncoderModel):
+        raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(encoder).__name__}.")
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
-    scorer = vocabulary_scorer(model, reference)
-    tokens, vectors = stage_vectors(model, text, stage)
+    scorer = vocabulary_scorer(encoder, reference)
+    tokens, vectors = stage_vectors(encoder, text, stage)
     token_ids = torch.tensor(tokens.ids)
     position_ids = torch.tensor(tokens.position_ids)
     with torch.inference_mode():
@@ -141,11 +147,11 @@ def analyze(
     metrics["rank"] = scores.rank[:n_layers].reshape(-1).numpy()
 
     overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
-    overlap["n"] = min(overlap_n, model.vocab_size)
+    overlap["n"] = min(overlap_n, encoder.vocab_size)
     overlap["previous"] = pd.array([pd.NA] * n_tokens + [c for row in previous for c in row], dtype="Int64")
     overlap["reference"] = reference_overlap.reshape(-1).numpy()
 
-    k = min(top_k, model.vocab_size)
+    k = min(top_k, encoder.vocab_size)
     top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).numpy()
     neighbors = pd.DataFrame(
         {
@@ -153,7 +159,7 @@ def analyze(
             "position": np.tile(np.repeat(np.arange(n_tokens), k), n_layers),
             "neighbor_rank": np.tile(np.arange(1, k + 1), n_layers * n_tokens),
             "neighbor_id": top_ids,
-            "neighbor": vocabulary_pieces(model)[top_ids],
+            "neighbor": vocabulary_pieces(encoder)[top_ids],
             "cosine": _display_cosine(scores.top_cosines[:n_layers, :, :k]),
         }
     )
@@ -162,10 +168,10 @@ def analyze(
     neighbors = neighbors[list(NEIGHBORS_COLUMNS)]
 
     provenance = {
-        "model": model.name,
-        "revision": model.revision,
-        "architecture": model.architecture,
-        "dtype": str(model.model.dtype).removeprefix("torch."),
+        "model": encoder.name,
+        "revision": encoder.revision,
+        "architecture": encoder.architecture,
+        "dtype": str(encoder.hf_model.dtype).removeprefix("torch."),
         "stage": stage,
         "reference": reference,
         "top_k": top_k,
@@ -179,7 +185,7 @@ def analyze(
         "torch_version": torch.__version__,
     }
     return AnalysisResult(
-        model=model.name,
+        model=encoder.name,
         stage=stage,
         reference=reference,
         top_k=top_k,
@@ -188,7 +194,7 @@ def analyze(
         metrics=metrics,
         neighbors=neighbors,
         overlap=overlap,
-        vectors=vectors.numpy().copy(),
+        vectors=_read_only(vectors.numpy().copy()),
         n_tokens_in_text=tokens.n_tokens_in_text,
         truncated_at_char=tokens.truncated_at_char,
         provenance=provenance,
