@@ -1,16 +1,31 @@
-"""Altair charts and tables of an AnalysisResult, shared by the app and scripts (no Streamlit here)."""
+"""Charts and tables of an AnalysisResult, shared by the app and scripts (no Streamlit here).
+
+Every chart is a `Figure`: a Vega-Lite spec that depends only on the chart's shape (built with Altair and
+validated once, then cached) and the rows it draws, whose style columns carry the highlighting. A highlight
+therefore changes only the rows, and redrawing costs no Altair building or schema validation.
+"""
 
 from __future__ import annotations
 
-import io
+import copy
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 import altair as alt
+import numpy as np
 import pandas as pd
+import vl_convert
 
-from analysis.analyze import AnalysisResult
+from analysis.trace import AnalysisResult
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
+
+DATA = "rows"
+"""Name of the dataset every figure's spec draws from."""
 
 FAINT = "#b8bec6"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
@@ -21,7 +36,7 @@ _TOOLTIP = [
     alt.Tooltip("cosine:Q", title="cosine", format=".4f"),
     alt.Tooltip("rank:Q", title="rank", format=","),
 ]
-# Styles come from data columns (scale=None) rather than conditions: the same picture, built several times faster.
+# Styles come from data columns (scale=None) rather than conditions: the spec stays the same whatever is highlighted.
 _STYLE = {
     "color": alt.Color("colour:N", scale=None, legend=None),
     "strokeWidth": alt.StrokeWidth("width:Q", scale=None),
@@ -29,6 +44,53 @@ _STYLE = {
     "order": alt.Order("highlighted:N"),
     "detail": alt.Detail("position:N"),
 }
+_VL_VERSION = "_".join(alt.SCHEMA_VERSION.split(".")[:2])  # "v6.4.1" -> "v6_4", as vl-convert names it
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A chart: `spec`, a Vega-Lite spec whose data is the dataset `DATA`, and `data`, the rows it draws."""
+
+    spec: dict
+    data: pd.DataFrame
+
+    def vega_lite(self) -> dict:
+        """The whole spec with the rows attached as a data frame (what `st.vega_lite_chart(spec=...)` takes)."""
+        return {**copy.deepcopy(self.spec), "datasets": {DATA: self.data}}
+
+    def to_json(self) -> dict:
+        """The whole spec with the rows inline as JSON records (missing values as null)."""
+        return {**copy.deepcopy(self.spec), "datasets": {DATA: json.loads(self.data.to_json(orient="records"))}}
+
+    def to_bytes(self, fmt: Literal["png", "svg"]) -> bytes:
+        """The chart rendered with vl-convert: PNG at twice the pixel size, or SVG."""
+        if fmt == "png":
+            return vl_convert.vegalite_to_png(self.to_json(), vl_version=_VL_VERSION, scale=2)
+        if fmt == "svg":
+            return vl_convert.vegalite_to_svg(self.to_json(), vl_version=_VL_VERSION).encode()
+        raise ValueError(f"Unknown image format {fmt!r}: choose png or svg.")
+
+    def save(self, path: str | Path) -> None:
+        """Write the chart to `path`: .png, .svg, .html (a standalone page) or .json (the Vega-Lite spec)."""
+        path = Path(path)
+        suffix = path.suffix.lower().lstrip(".")
+        if suffix in ("png", "svg"):
+            path.write_bytes(self.to_bytes(suffix))
+        elif suffix == "html":
+            path.write_text(vl_convert.vegalite_to_html(self.to_json(), vl_version=_VL_VERSION))
+        elif suffix == "json":
+            path.write_text(json.dumps(self.to_json(), indent=2))
+        else:
+            raise ValueError(f"Cannot save a chart as {path.name!r}: use .png, .svg, .html or .json.")
+
+
+def _spec(chart: alt.TopLevelMixin) -> dict:
+    """Validate an Altair chart that draws from `DATA` and return its Vega-Lite dict (done once per shape)."""
+    return chart.to_dict()
+
+
+def _rows() -> alt.NamedData:
+    return alt.NamedData(name=DATA)
 
 
 def token_label(position: int, text: str) -> str:
@@ -36,73 +98,80 @@ def token_label(position: int, text: str) -> str:
     return f"{position} · {text.strip() or repr(text)}"
 
 
-def _styled(frame: pd.DataFrame, highlight: list[int]) -> pd.DataFrame:
-    """Add label, highlighted, colour, width and alpha columns: highlighted tokens coloured and bold, the rest faint."""
+def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint_alpha: float = 0.35) -> pd.DataFrame:
+    """`frame[columns]` plus label, highlighted, colour, width and alpha: highlighted tokens coloured and bold, the
+    rest faint. Only the columns a chart draws are kept, since every row is sent to the browser."""
     colours = {position: PALETTE[i % len(PALETTE)] for i, position in enumerate(highlight)}
-    frame = frame.copy()
-    frame["label"] = [token_label(p, t) for p, t in zip(frame["position"], frame["text"], strict=True)]
-    frame["highlighted"] = frame["position"].isin(highlight)
-    frame["colour"] = [colours.get(position, FAINT) for position in frame["position"]]
-    frame["width"] = frame["highlighted"].map({True: 3.0, False: 1.0})
-    frame["alpha"] = frame["highlighted"].map({True: 1.0, False: 0.35})
-    return frame
+    tokens = frame.drop_duplicates("position")
+    labels = {p: token_label(p, t) for p, t in zip(tokens["position"], tokens["text"], strict=True)}
+    highlighted = frame["position"].isin(highlight)
+    return frame[columns].assign(
+        label=frame["position"].map(labels),
+        highlighted=highlighted,
+        colour=np.where(highlighted, frame["position"].map(colours), FAINT),
+        width=np.where(highlighted, 3.0, 1.0),
+        alpha=np.where(highlighted, 1.0, faint_alpha),
+    )
+
+
+_TRAJECTORY_COLUMNS = ["layer", "position", "cosine", "rank"]
+
+
+def _measure_axis(measure: str, rank_title: str = "rank of own embedding (1 = nearest, log scale)") -> alt.Y:
+    if measure == "rank":
+        return alt.Y(
+            "rank:Q",
+            title=rank_title,
+            scale=alt.Scale(type="log", reverse=True, domainMin=1),
+            axis=alt.Axis(format="~s"),
+        )
+    return alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
+
+
+@lru_cache(maxsize=64)
+def _trajectory_spec(measure: str, n_layers: int, x_title: str) -> dict:
+    pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
+    x = alt.X(
+        "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
+    )
+    y = _measure_axis(measure)
+    lines = (
+        alt.Chart()
+        .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
+        .encode(x=x, y=y, tooltip=_TOOLTIP, **_STYLE)
+        .add_params(pick)
+    )
+    labels = (
+        alt.Chart()
+        .transform_filter(alt.datum.highlighted & (alt.datum.layer == n_layers - 1))
+        .mark_text(align="left", dx=6, fontWeight="bold")
+        .encode(x=x, y=y, text="label:N", color=_STYLE["color"])
+    )
+    # Right padding leaves room for the labels of highlighted tokens at the last layer.
+    chart = alt.layer(lines, labels, data=_rows()).properties(height=420, width=720, padding={"right": 90})
+    return _spec(chart)
 
 
 def trajectory_chart(
     metrics: pd.DataFrame, measure: str, highlight: list[int], x_title: str = "layer (block index l)"
-) -> alt.LayerChart:
+) -> Figure:
     """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv: `measure` is
     "cosine" or "rank" (log scale, rank 1 at the top).
 
     Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. Clicking a
     line selects its `position` through the `PICK` selection.
     """
-    frame = _styled(metrics, highlight)
-    n_layers = int(frame["layer"].max()) + 1
-    pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
-    if measure == "rank":
-        y = alt.Y(
-            "rank:Q",
-            title="rank of own embedding (1 = nearest, log scale)",
-            scale=alt.Scale(type="log", reverse=True, domainMin=1),
-            axis=alt.Axis(format="~s"),
-        )
-    else:
-        y = alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
-    x = alt.X(
-        "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
-    )
-    lines = (
-        alt.Chart(frame)
-        .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
-        .encode(x=x, y=y, tooltip=_TOOLTIP, **_STYLE)
-        .add_params(pick)
-    )
-    last = frame[(frame["layer"] == n_layers - 1) & frame["highlighted"]]
-    labels = (
-        alt.Chart(last)
-        .mark_text(align="left", dx=6, fontWeight="bold")
-        .encode(x=x, y=y, text="label:N", color=_STYLE["color"])
-    )
-    # Right padding leaves room for the labels of highlighted tokens at the last layer.
-    return alt.layer(lines, labels).properties(height=420, width=720, padding={"right": 90})
+    n_layers = int(metrics["layer"].max()) + 1
+    return Figure(_trajectory_spec(measure, n_layers, x_title), _styled(metrics, highlight, _TRAJECTORY_COLUMNS))
 
 
-def overlap_chart(result: AnalysisResult, highlight: list[int]) -> alt.FacetChart:
-    """Neighbour overlap per layer: with the previous layer and with the token's original neighbourhood."""
-    n = int(result.overlap["n"].iloc[0])
-    previous, original = "previous layer (l-1)", "original neighbourhood"
-    frame = result.overlap.merge(result.tokens[["position", "text"]], on="position")
-    frame = frame.melt(
-        id_vars=["layer", "position", "text"],
-        value_vars=["previous", "reference"],
-        var_name="against",
-        value_name="shared",
-    ).dropna(subset=["shared"])
-    frame["against"] = frame["against"].map({"previous": previous, "reference": original})
-    frame["shared"] = frame["shared"].astype(int)
-    return (
-        alt.Chart(_styled(frame, highlight))
+OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original neighbourhood"}
+
+
+@lru_cache(maxsize=16)
+def _overlap_spec(n: int) -> dict:
+    chart = (
+        alt.Chart(_rows())
         .mark_line(point=alt.OverlayMarkDef(size=14, filled=True))
         .encode(
             x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -116,8 +185,39 @@ def overlap_chart(result: AnalysisResult, highlight: list[int]) -> alt.FacetChar
             **_STYLE,
         )
         .properties(height=300, width=320)
-        .facet(column=alt.Column("against:N", title=None, sort=[previous, original]))
+        .facet(column=alt.Column("against:N", title=None, sort=list(OVERLAP_AGAINST.values())))
     )
+    return _spec(chart)
+
+
+def overlap_rows(result: AnalysisResult) -> pd.DataFrame:
+    """Neighbour overlap in long form: layer, position, text, against (what it is compared with), shared.
+    Layer 0 has no `previous` row: there is no layer before it."""
+    overlap = result.overlap
+    text = result.tokens["text"].to_numpy()[overlap["position"].to_numpy()]
+    frames = []
+    for column, against in OVERLAP_AGAINST.items():
+        present = overlap[column].notna().to_numpy()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": overlap["layer"].to_numpy()[present],
+                    "position": overlap["position"].to_numpy()[present],
+                    "text": text[present],
+                    "against": against,
+                    "shared": overlap[column].to_numpy()[present].astype(int),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFrame | None = None) -> Figure:
+    """Neighbour overlap per layer: with the previous layer and with the token's original neighbourhood.
+    `rows`: `overlap_rows(result)` when the caller keeps it."""
+    n = int(result.overlap["n"].iloc[0])
+    rows = overlap_rows(result) if rows is None else rows
+    return Figure(_overlap_spec(n), _styled(rows, highlight, ["layer", "position", "against", "shared"]))
 
 
 def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame:
@@ -125,38 +225,27 @@ def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame
 
     The own token is marked `▶piece◀`; where it is outside the top k, a last row gives its rank.
     """
-    rows = result.neighbors[(result.neighbors["position"] == position) & (result.neighbors["neighbor_rank"] <= k)]
-    cells = rows["neighbor"].where(~rows["is_own"], "▶" + rows["neighbor"] + "◀")
-    grid = (
-        rows.assign(cell=cells, column="layer " + rows["layer"].astype(str))
-        .pivot(index="neighbor_rank", columns="column", values="cell")
-        .reindex(columns=[f"layer {layer}" for layer in sorted(rows["layer"].unique())])
-    )
-    grid.index = grid.index.astype(str)
+    neighbors = result.neighbors
+    rows = neighbors[(neighbors["position"] == position) & (neighbors["neighbor_rank"] <= k)]  # layer-major, best first
+    n_layers = int(result.metrics["layer"].max()) + 1
+    pieces = rows["neighbor"].to_numpy(dtype=object)
+    cells = np.where(rows["is_own"].to_numpy(), "▶" + pieces + "◀", pieces).reshape(n_layers, -1).T
+    columns = [f"layer {layer}" for layer in range(n_layers)]
+    grid = pd.DataFrame(cells, columns=columns, index=pd.Index([str(r) for r in range(1, len(cells) + 1)]))
+    own = result.metrics[result.metrics["position"] == position]
+    outside = [
+        f"▶{token}◀ rank {rank:,}" if rank > k else "" for token, rank in zip(own["token"], own["rank"], strict=True)
+    ]
+    if any(outside):
+        grid.loc["own token"] = outside
     grid.index.name = "neighbour rank"
-    own = result.metrics[result.metrics["position"] == position].set_index("layer")
-    outside = {
-        f"layer {layer}": f"▶{row['token']}◀ rank {row['rank']:,}" if row["rank"] > k else ""
-        for layer, row in own.iterrows()
-    }
-    if any(outside.values()):
-        grid.loc["own token"] = pd.Series(outside)
     return grid
 
 
-def chart_bytes(chart: alt.TopLevelMixin, fmt: str) -> bytes:
-    """Render `chart` to "png" or "svg" bytes with vl-convert."""
-    buffer = io.BytesIO() if fmt == "png" else io.StringIO()
-    chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
-    value = buffer.getvalue()
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def spike_chart(scores: pd.DataFrame, selected: int) -> alt.Chart:
-    """Spike score per layer (share of tokens that spike), the selected layer in colour."""
-    frame = scores.assign(selected=scores["layer"] == selected, score=scores["score"].fillna(0))
-    return (
-        alt.Chart(frame)
+@lru_cache(maxsize=1)
+def _spike_spec() -> dict:
+    chart = (
+        alt.Chart(_rows())
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="layer (block index l)"),
@@ -171,20 +260,26 @@ def spike_chart(scores: pd.DataFrame, selected: int) -> alt.Chart:
         )
         .properties(height=220, width=720)
     )
+    return _spec(chart)
 
 
-def heatmap(
-    frame: pd.DataFrame, x: str, y: str, value: str, titles: tuple[str, str, str], diverging: bool
-) -> alt.Chart:
-    """A rect heatmap of `value` over `x` (columns, in frame order) and `y` (rows, in frame order)."""
+def spike_chart(scores: pd.DataFrame, selected: int) -> Figure:
+    """Spike score per layer (share of tokens that spike), the selected layer in colour."""
+    return Figure(_spike_spec(), scores.assign(selected=scores["layer"] == selected, score=scores["score"].fillna(0)))
+
+
+@lru_cache(maxsize=64)
+def _heatmap_spec(
+    x: str, y: str, value: str, titles: tuple[str, str, str], x_order: tuple, y_order: tuple, diverging: bool
+) -> dict:
     scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if diverging else alt.Scale(scheme="blues")
     x_title, y_title, value_title = titles
-    return (
-        alt.Chart(frame)
+    chart = (
+        alt.Chart(_rows())
         .mark_rect()
         .encode(
-            x=alt.X(f"{x}:N", title=x_title, sort=list(dict.fromkeys(frame[x]))),
-            y=alt.Y(f"{y}:N", title=y_title, sort=list(dict.fromkeys(frame[y]))),
+            x=alt.X(f"{x}:N", title=x_title, sort=list(x_order)),
+            y=alt.Y(f"{y}:N", title=y_title, sort=list(y_order)),
             color=alt.Color(f"{value}:Q", title=value_title, scale=scale),
             tooltip=[
                 alt.Tooltip(f"{y}:N", title=y_title),
@@ -194,20 +289,25 @@ def heatmap(
         )
         .properties(width=720)
     )
+    return _spec(chart)
 
 
-def norms_chart(frame: pd.DataFrame) -> alt.Chart:
-    """Per token: norm of the residual stream (block input) against the norm of the attention update.
+def heatmap(
+    frame: pd.DataFrame, x: str, y: str, value: str, titles: tuple[str, str, str], *, diverging: bool
+) -> Figure:
+    """A rect heatmap of `value` over `x` (columns, in frame order) and `y` (rows, in frame order); a diverging
+    red-blue scale centred on 0, or a sequential blue one."""
+    x_order, y_order = (tuple(dict.fromkeys(frame[column].tolist())) for column in (x, y))
+    return Figure(_heatmap_spec(x, y, value, titles, x_order, y_order, diverging), frame)
 
-    `frame`: label, residual, attention update (one row per token, in order)."""
-    long = frame.melt(
-        id_vars="label", value_vars=["residual", "attention update"], var_name="vector", value_name="norm"
-    )
-    return (
-        alt.Chart(long)
+
+@lru_cache(maxsize=16)
+def _norms_spec(labels: tuple[str, ...]) -> dict:
+    chart = (
+        alt.Chart(_rows())
         .mark_bar()
         .encode(
-            x=alt.X("label:N", title="token", sort=list(frame["label"])),
+            x=alt.X("label:N", title="token", sort=list(labels)),
             xOffset="vector:N",
             y=alt.Y("norm:Q", title="L2 norm"),
             color=alt.Color(
@@ -219,11 +319,22 @@ def norms_chart(frame: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=260, width=720)
     )
+    return _spec(chart)
 
 
-def corpus_chart(table: pd.DataFrame) -> alt.LayerChart:
-    """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
-    base = alt.Chart(table).encode(
+def norms_chart(frame: pd.DataFrame) -> Figure:
+    """Per token: norm of the residual stream (block input) against the norm of the attention update.
+
+    `frame`: label, residual, attention update (one row per token, in order)."""
+    long = frame.melt(
+        id_vars="label", value_vars=["residual", "attention update"], var_name="vector", value_name="norm"
+    )
+    return Figure(_norms_spec(tuple(frame["label"])), long)
+
+
+@lru_cache(maxsize=1)
+def _corpus_spec() -> dict:
+    base = alt.Chart().encode(
         x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("word_class:N", title="word class"),
     )
@@ -240,37 +351,28 @@ def corpus_chart(table: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     bars = base.mark_errorbar().encode(y="ci_low:Q", y2="ci_high:Q")
-    return alt.layer(bars, lines).properties(height=300, width=720)
+    return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=720))
 
 
-def comparison_chart(results: list[AnalysisResult], measure: str, highlight: list[int], relative: bool) -> alt.Chart:
-    """Cosine or rank trajectories of several models: overlaid on relative depth (layer / (layers - 1)), or side
-    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per model."""
-    frames = []
-    for index, result in enumerate(results):
-        frame = _styled(result.metrics, highlight)
-        n_layers = int(frame["layer"].max()) + 1
-        frame["model"] = f"{index + 1}: {result.model}"
-        frame["depth"] = frame["layer"] / max(n_layers - 1, 1)
-        frame["alpha"] = frame["highlighted"].map({True: 1.0, False: 0.15})
-        frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True)
-    if measure == "rank":
-        y = alt.Y("rank:Q", title="rank of own embedding (log scale)", scale=alt.Scale(type="log", reverse=True))
-    else:
-        y = alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
+def corpus_chart(table: pd.DataFrame) -> Figure:
+    """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
+    return Figure(_corpus_spec(), table)
+
+
+@lru_cache(maxsize=16)
+def _comparison_spec(measure: str, relative: bool, n_models: int) -> dict:
     x = (
         alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=".0%"))
         if relative
         else alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
     )
     chart = (
-        alt.Chart(frame)
+        alt.Chart(_rows())
         .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
         .encode(
             x=x,
-            y=y,
-            color=alt.Color("model:N", title="model", scale=alt.Scale(range=PALETTE[: len(results)])),
+            y=_measure_axis(measure, rank_title="rank of own embedding (log scale)"),
+            color=alt.Color("model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models])),
             strokeWidth=_STYLE["strokeWidth"],
             opacity=_STYLE["opacity"],
             detail=alt.Detail(["model:N", "position:N"]),
@@ -278,5 +380,16 @@ def comparison_chart(results: list[AnalysisResult], measure: str, highlight: lis
         )
     )
     if relative:
-        return chart.properties(height=380, width=720)
-    return chart.properties(height=320, width=340).facet(column=alt.Column("model:N", title=None))
+        return _spec(chart.properties(height=380, width=720))
+    return _spec(chart.properties(height=320, width=340).facet(column=alt.Column("model:N", title=None)))
+
+
+def comparison_chart(results: list[AnalysisResult], measure: str, highlight: list[int], relative: bool) -> Figure:
+    """Cosine or rank trajectories of several models: overlaid on relative depth (layer / (layers - 1)), or side
+    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per model."""
+    frames = []
+    for index, result in enumerate(results):
+        n_layers = int(result.metrics["layer"].max()) + 1
+        frame = _styled(result.metrics, highlight, _TRAJECTORY_COLUMNS, faint_alpha=0.15)
+        frames.append(frame.assign(model=f"{index + 1}: {result.model}", depth=frame["layer"] / max(n_layers - 1, 1)))
+    return Figure(_comparison_spec(measure, relative, len(results)), pd.concat(frames, ignore_index=True))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.charts import chart_bytes
+from analysis.charts import Figure
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|:~$&=\"'])")
 
@@ -29,17 +28,18 @@ def caption(result: analysis.AnalysisResult, measured: str) -> None:
     )
 
 
-def chart(figure: alt.TopLevelMixin, name: str, key: str, on_select=None):
-    """Draw an Altair chart (clickable when `on_select` is given) with PNG and SVG downloads made on click."""
+def chart(figure: Figure, name: str, key: str, on_select=None):
+    """Draw a figure (clickable when `on_select` is given) with PNG and SVG downloads rendered on click."""
+    spec = figure.vega_lite()
     if on_select is None:
-        event = st.altair_chart(figure, width="stretch", key=key)
+        event = st.vega_lite_chart(spec=spec, width="stretch", key=key)
     else:
-        event = st.altair_chart(figure, width="stretch", key=key, on_select=on_select, selection_mode="pick")
+        event = st.vega_lite_chart(spec=spec, width="stretch", key=key, on_select=on_select, selection_mode="pick")
     left, right, _ = st.columns([1, 1, 4])
     for column, fmt, mime in ((left, "png", "image/png"), (right, "svg", "image/svg+xml")):
         column.download_button(
             f"Download {fmt.upper()}",
-            data=lambda fmt=fmt: chart_bytes(figure, fmt),
+            data=lambda fmt=fmt: figure.to_bytes(fmt),
             file_name=f"{name}.{fmt}",
             mime=mime,
             key=f"{key}_{fmt}",

@@ -3,7 +3,7 @@
 import pytest
 
 import analysis
-from analysis.charts import chart_bytes, neighbor_grid, overlap_chart, token_label, trajectory_chart
+from analysis.charts import DATA, FAINT, PALETTE, neighbor_grid, overlap_chart, token_label, trajectory_chart
 from analysis.synthetic import SEED_SENTENCE
 
 
@@ -13,24 +13,38 @@ def result(request):
 
 
 def test_rank_chart_is_log_scaled_with_rank_one_on_top(result):
-    spec = trajectory_chart(result.metrics, "rank", [2]).to_dict()
+    spec = trajectory_chart(result.metrics, "rank", [2]).spec
     y = spec["layer"][0]["encoding"]["y"]
     assert y["field"] == "rank" and y["scale"]["type"] == "log" and y["scale"]["reverse"] is True
     assert "log scale" in y["title"]
 
 
 def test_highlighted_tokens_are_flagged_and_labelled(result):
-    chart = trajectory_chart(result.metrics, "cosine", [2, 6])
-    lines, labels = chart.layer
-    assert set(lines.data.loc[lines.data["highlighted"], "position"]) == {2, 6}
-    assert set(labels.data["label"]) == {token_label(2, "flies"), token_label(6, ".")}
-    assert (labels.data["layer"] == 5).all()
-    assert len(lines.data) == len(result.metrics)
+    figure = trajectory_chart(result.metrics, "cosine", [2, 6])
+    rows = figure.data
+    assert set(rows.loc[rows["highlighted"], "position"]) == {2, 6}
+    assert len(rows) == len(result.metrics)
+    assert set(rows.loc[rows["highlighted"], "label"]) == {token_label(2, "flies"), token_label(6, ".")}
+    assert set(rows.loc[rows["highlighted"], "colour"]) == set(PALETTE[:2])
+    assert set(rows.loc[~rows["highlighted"], "colour"]) == {FAINT}
+    labels = figure.spec["layer"][1]
+    assert labels["mark"]["type"] == "text"  # drawn for highlighted rows at the last layer only
+    assert "datum.highlighted" in labels["transform"][0]["filter"] and "=== 5" in labels["transform"][0]["filter"]
+
+
+def test_a_highlight_changes_the_rows_and_never_the_spec(result):
+    plain = trajectory_chart(result.metrics, "cosine", [])
+    picked = trajectory_chart(result.metrics, "cosine", [3])
+    assert plain.spec == picked.spec
+    assert not plain.data["highlighted"].any() and picked.data["highlighted"].sum() == 6
+    spec = picked.vega_lite()
+    assert spec["data"] == {"name": DATA} and spec["datasets"][DATA] is picked.data
+    spec["layer"].clear()  # the figure hands out copies: its cached spec stays whole
+    assert len(picked.spec["layer"]) == 2
 
 
 def test_overlap_chart_has_both_comparisons_and_drops_layer_zeros_missing_previous(result):
-    chart = overlap_chart(result, [2])
-    frame = chart.data
+    frame = overlap_chart(result, [2]).data
     assert set(frame["against"]) == {"previous layer (l-1)", "original neighbourhood"}
     previous = frame[frame["against"] == "previous layer (l-1)"]
     assert previous["layer"].min() == 1
@@ -55,6 +69,15 @@ def test_neighbor_grid_marks_the_own_token_and_gives_its_rank_outside_the_top_k(
 
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("svg", b"<svg")])
 def test_charts_export_as_png_and_svg(result, fmt, magic):
-    data = chart_bytes(trajectory_chart(result.metrics, "cosine", [2]), fmt)
+    data = trajectory_chart(result.metrics, "cosine", [2]).to_bytes(fmt)
     assert data.startswith(magic)
     assert len(data) > 5_000
+
+
+@pytest.mark.parametrize(("suffix", "start"), [("html", "<!DOCTYPE html>"), ("json", "{")])
+def test_charts_save_as_html_and_json(result, tmp_path, suffix, start):
+    path = tmp_path / f"chart.{suffix}"
+    overlap_chart(result, [2]).save(path)
+    assert path.read_text().lstrip().startswith(start)
+    with pytest.raises(ValueError, match=r"use \.png, \.svg, \.html or \.json"):
+        overlap_chart(result, [2]).save(tmp_path / "chart.gif")
