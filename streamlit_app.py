@@ -1,13 +1,14 @@
-"""Token Trails home page: what the tool shows, the tokens of the current text, the model's facts, the pages."""
+"""Token Trails home page: what the tool shows, the tokens of the current text, the model's sizes, the pages."""
 
 import streamlit as st
 
 from analysis.charts import token_label
 from analysis.wordclass import WORD_CLASSES
+from dashboard.controller import open_page
 from dashboard.show import literal
-from dashboard.sidebar import bind, page_links, render_sidebar
+from dashboard.widgets import bind, page_links
 
-context = render_sidebar("Home")
+context = open_page("Home")
 result = context.result
 
 st.title("Token Trails")
@@ -43,12 +44,17 @@ with st.expander("Tokens as a table, with word classes"):
     )
 
 st.subheader("Model")
-facts = context.facts
-st.caption(literal(f"{facts['model']} ({facts['architecture']})"))
-for column, name in zip(
-    st.columns(5), ["layers", "hidden size", "attention heads", "vocabulary size", "max tokens"], strict=True
-):
-    column.metric(name, f"{facts[name]:,}")
+info = context.info
+st.caption(literal(f"{info.name} ({info.architecture})"))
+sizes = {
+    "layers": info.layers,
+    "hidden size": info.hidden_size,
+    "attention heads": info.heads,
+    "vocabulary size": info.vocab_size,
+    "max tokens": info.max_tokens,
+}
+for column, (label, value) in zip(st.columns(len(sizes)), sizes.items(), strict=True):
+    column.metric(label, f"{value:,}")
 
 st.subheader("Pages")
 page_links()

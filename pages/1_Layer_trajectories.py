@@ -2,16 +2,17 @@
 
 import streamlit as st
 
-from analysis.analyze import METRICS_COLUMNS
+from analysis.trace import METRICS_COLUMNS
 from dashboard import show
-from dashboard.sidebar import clickable_trajectories, render_sidebar
+from dashboard.controller import open_page
+from dashboard.widgets import clickable_trajectories
 
-context = render_sidebar("Layer trajectories")
+context = open_page("Layer trajectories")
 result = context.result
 
 st.header("Layer trajectories")
 show.caption(result, "Cosine similarity of each token's vector with its own original embedding, per layer")
-clickable_trajectories(context, "cosine", "cosine_trajectories")
+clickable_trajectories(result, context.highlighted, "cosine", "cosine_trajectories")
 st.caption("Hover a line for its token, position, layer, cosine and rank; click it to highlight the token.")
 
 st.subheader("The same data as a table")

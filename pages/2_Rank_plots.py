@@ -2,21 +2,22 @@
 
 import streamlit as st
 
-from analysis.analyze import NEIGHBORS_COLUMNS
 from analysis.charts import neighbor_grid, overlap_chart, token_label
+from analysis.trace import NEIGHBORS_COLUMNS
 from dashboard import show
-from dashboard.sidebar import bind, clickable_trajectories, render_sidebar, view
-from dashboard.state import TOP_K_RANGE
+from dashboard.controller import open_page
+from dashboard.view import TOP_K_RANGE, current_view
+from dashboard.widgets import bind, clickable_trajectories
 
 OVERLAP_SIZES = [10, 25, 50, 100, 200, 500, 1000]
 
-context = render_sidebar("Rank plots")
+context = open_page("Rank plots")
 result = context.result
-vocabulary = context.facts["vocabulary size"]
+vocabulary = context.info.vocab_size
 
 st.header("Rank plots")
 show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
-clickable_trajectories(context, "rank", "rank_trajectories")
+clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories")
 st.caption("Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic.")
 
 st.subheader("Nearest vocabulary neighbours per layer")
@@ -29,7 +30,7 @@ left.selectbox(
     list(labels),
     format_func=lambda p: token_label(p, labels[p]),
     help="The first highlighted token; picking one here highlights it.",
-    **bind("highlight", focus, widget="focus", convert=lambda p: tuple(dict.fromkeys((p, *view().highlight)))),
+    **bind("highlight", focus, widget="focus", convert=lambda p: tuple(dict.fromkeys((p, *current_view().highlight)))),
 )
 right.slider("Neighbours shown (k)", *TOP_K_RANGE, **bind("top_k"))
 k = context.view.top_k

@@ -10,13 +10,15 @@ from analysis.heads import attention_shares, outlier_dimensions
 from analysis.spikes import SPIKE_DEFINITION, spike_scores, token_spikes, top_spike_layer
 from dashboard import show
 from dashboard.cache import cached_analysis, cached_corpus, cached_heads
-from dashboard.sidebar import bind, render_sidebar, update_view
+from dashboard.controller import open_page
+from dashboard.view import update_view
+from dashboard.widgets import bind
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
-context = render_sidebar("Layer deep dive")
+context = open_page("Layer deep dive")
 result, view = context.result, context.view
-n_layers, n_heads = context.facts["layers"], context.facts["attention heads"]
+n_layers, n_heads = context.info.layers, context.info.heads
 labels = [token_label(p, t) for p, t in zip(result.tokens["position"], result.tokens["text"], strict=True)]
 
 top = top_spike_layer(result.metrics)
@@ -81,7 +83,9 @@ attribution_frame = pd.DataFrame(
     ]
 )
 show.chart(
-    heatmap(attribution_frame, "token", "part", "change in cosine", ("token", "part", "change in cosine"), True),
+    heatmap(
+        attribution_frame, "token", "part", "change in cosine", ("token", "part", "change in cosine"), diverging=True
+    ),
     f"head_attribution_layer_{layer}",
     key="attribution_chart",
 )
@@ -103,7 +107,7 @@ st.caption(
     )
 )
 show.chart(
-    heatmap(pattern, "key", "query", "attention", ("key token", "query token", "attention weight"), False),
+    heatmap(pattern, "key", "query", "attention", ("key token", "query token", "attention weight"), diverging=False),
     f"attention_layer_{layer}_head_{head}",
     key="pattern_chart",
 )
@@ -114,7 +118,7 @@ st.caption(
     "Per head, the share of attention (averaged over query tokens) on special tokens, punctuation and other tokens."
 )
 show.chart(
-    heatmap(shares, "keys", "head", "share", ("attention to", "head", "share of attention"), False),
+    heatmap(shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False),
     f"attention_sinks_layer_{layer}",
     key="sinks_chart",
 )

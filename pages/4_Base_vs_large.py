@@ -9,11 +9,12 @@ from analysis.compare import cka_matrix, model_summary
 from analysis.loading import model_bytes
 from dashboard import show
 from dashboard.cache import cached_analysis, hub_model_available
+from dashboard.controller import open_page
 from dashboard.settings import settings
-from dashboard.sidebar import bind, render_sidebar
-from dashboard.state import MODEL_PRESETS
+from dashboard.view import MODEL_PRESETS
+from dashboard.widgets import bind
 
-context = render_sidebar("Base vs large")
+context = open_page("Base vs large")
 view = context.view
 
 
@@ -118,7 +119,7 @@ else:
             "first model layer",
             "CKA",
             (f"{models[1]} layer", f"{models[0]} layer", "CKA"),
-            False,
+            diverging=False,
         ),
         "cka",
         key="cka_chart",

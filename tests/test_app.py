@@ -10,6 +10,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+import analysis
+
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
 TRAJECTORIES = "pages/1_Layer_trajectories.py"
@@ -20,6 +22,7 @@ COMPARE = "pages/4_Base_vs_large.py"
 
 def open_app(page: str | None = None, **query: str) -> AppTest:
     st.cache_data.clear()
+    st.cache_resource.clear()
     app = AppTest.from_file(HOME, default_timeout=120)
     for name, value in query.items():
         app.query_params[name] = value
@@ -82,8 +85,8 @@ def test_typing_new_text_updates_the_charts():
     app = open_app(TRAJECTORIES)
     app.sidebar.text_area[0].input("The cat sat on the mat.").run()
     assert_clean(app)
-    tokens = set(chart_rows(app, 0)["token"])
-    assert "cat" in tokens and "flies" not in tokens
+    labels = " ".join(chart_rows(app, 0)["label"])
+    assert "· cat" in labels and "flies" not in labels
     assert "cat" in set(app.dataframe[0].value["token"])
 
 
@@ -292,14 +295,12 @@ def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
 
 
 def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(tmp_path, monkeypatch, tiny_roberta):
-    from dashboard import cache
-
-    tiny_roberta.model.save_pretrained(tmp_path)
+    tiny_roberta.hf_model.save_pretrained(tmp_path)
     tiny_roberta.tokenizer.save_pretrained(tmp_path)
     monkeypatch.setenv("TOKEN_TRAILS_MEMORY_BUDGET_GB", "0.05")  # the bundled model alone is ~0.09 GB
     app = open_app(COMPARE, model_b=str(tmp_path))
     assert_clean(app)
-    assert cache._resident == [str(tmp_path)]  # the bundled model was released before the second loaded
+    assert analysis.resident_models() == [str(tmp_path)]  # the bundled model was released before the second loaded
     assert app.dataframe[0].value["layers"].tolist() == [6, 3]
     assert len(app.get("vega_lite_chart")) == 5
 

@@ -94,7 +94,7 @@ def test_model_names_with_control_characters_or_huge_length_are_refused():
 
 def test_the_allowlist_is_on_by_default_on_community_cloud(monkeypatch, tmp_path, tiny_roberta):
     monkeypatch.setenv("TOKEN_TRAILS_DEPLOYMENT", "cloud")
-    tiny_roberta.model.save_pretrained(tmp_path)
+    tiny_roberta.hf_model.save_pretrained(tmp_path)
     tiny_roberta.tokenizer.save_pretrained(tmp_path)
     app = open_app(model=str(tmp_path))
     assert_clean(app)
@@ -129,7 +129,7 @@ def test_models_over_the_size_limit_are_refused_with_their_size(monkeypatch):
 
 
 def test_check_model_size_reads_only_the_config(tmp_path, tiny_roberta):
-    tiny_roberta.model.save_pretrained(tmp_path)
+    tiny_roberta.hf_model.save_pretrained(tmp_path)
     loading.check_model_size(str(tmp_path), 10**9)
     with pytest.raises(analysis.ModelLoadError, match="over this deployment's limit"):
         loading.check_model_size(str(tmp_path), 1000)
@@ -139,6 +139,7 @@ def test_check_model_size_reads_only_the_config(tmp_path, tiny_roberta):
 
 def test_settings_come_from_streamlit_secrets_too():
     st.cache_data.clear()
+    st.cache_resource.clear()
     app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "streamlit_app.py"), default_timeout=120)
     app.secrets["allowed_models"] = "roberta-large"
     app.secrets["max_text_chars"] = 60
@@ -146,3 +147,23 @@ def test_settings_come_from_streamlit_secrets_too():
     assert not app.exception
     assert "serves only roberta\\-large" in app.error[0].value
     assert app.sidebar.text_area[0].proto.max_chars == 60
+
+
+def test_the_model_cache_bound_is_a_setting_like_the_others(tmp_path, tiny_roberta, monkeypatch):
+    """max_models, from Secrets or TOKEN_TRAILS_MAX_MODELS, bounds the package's one model cache."""
+    tiny_roberta.hf_model.save_pretrained(tmp_path)
+    tiny_roberta.tokenizer.save_pretrained(tmp_path)
+    try:
+        app = open_app(TRAJECTORIES)  # the bundled model, with the default bound of one model
+        app.secrets["max_models"] = 2
+        app.sidebar.selectbox[0].select("other").run()
+        app.sidebar.text_input[0].input(str(tmp_path)).run()
+        assert_clean(app)
+        assert analysis.resident_models() == [analysis.BUNDLED_MODEL, str(tmp_path)]
+        monkeypatch.setenv("TOKEN_TRAILS_MAX_MODELS", "1")
+        del app.secrets["max_models"]
+        app.sidebar.selectbox[0].select(analysis.BUNDLED_MODEL).run()
+        assert_clean(app)
+        assert analysis.resident_models() == [analysis.BUNDLED_MODEL]
+    finally:
+        analysis.configure_model_cache(max_models=1)

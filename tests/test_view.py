@@ -2,7 +2,7 @@
 
 import pytest
 
-from dashboard.state import View, view_from_query, view_to_query
+from dashboard.view import View, view_from_query, view_to_query
 
 
 def test_every_field_round_trips():

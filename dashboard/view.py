@@ -1,9 +1,12 @@
-"""The view: everything that defines what the pages show, and its round trip through the URL query string."""
+"""The view: everything that defines what the pages show, its round trip through the URL query string, and
+its place in the session (`current_view`, `update_view`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+
+import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
@@ -22,14 +25,18 @@ MODEL_PRESETS: dict[str, str] = {
 }
 
 
+VIEW = "view"
+"""The session-state key of the current View."""
+
+
 @dataclass(frozen=True)
 class View:
-    """What the pages show. Token positions refer to the tokens of `text` under `model`."""
+    """What the pages show. Token positions refer to the tokens of `text` under `model` (a model name)."""
 
     text: str = SEED_SENTENCE
     model: str = analysis.BUNDLED_MODEL
-    stage: str = "attn_residual"
-    reference: str = "position"
+    stage: analysis.Stage = "attn_residual"
+    reference: analysis.Reference = "position"
     highlight: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
     top_k: int = 15
@@ -122,3 +129,15 @@ def view_to_query(view: View) -> dict[str, str]:
         value = getattr(view, field.name)
         query[field.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return query
+
+
+def current_view() -> View:
+    """The view of this session."""
+    return st.session_state[VIEW]
+
+
+def update_view(**changes) -> None:
+    """Change the view; a new text or model resets the highlighted positions, which no longer apply."""
+    if {"text", "model"} & changes.keys():
+        changes.setdefault("highlight", ())
+    st.session_state[VIEW] = replace(current_view(), **changes)

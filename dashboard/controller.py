@@ -1,0 +1,126 @@
+"""What every page runs first: page setup, the view from the session or the link, the shared sidebar, the model
+and the (cached) analysis, every failure as a message in the page, and the view written back to the URL.
+`open_page` hands the page a `Context` to lay out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NoReturn
+
+import pandas as pd
+import streamlit as st
+
+import analysis
+from analysis.wordclass import word_classes
+from dashboard import widgets
+from dashboard.cache import cached_analysis, hub_model_available, loaded_encoder
+from dashboard.settings import settings
+from dashboard.show import literal
+from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
+
+NOTICES = "notices"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a page draws from: the view, the model's sizes, the analysis and the highlighted positions."""
+
+    view: View
+    info: analysis.ModelInfo
+    result: analysis.AnalysisResult
+    classes: pd.Series  # word class per position
+    highlighted: list[int]  # explicit picks plus every token of a highlighted word class
+
+
+def default_view() -> tuple[View, str | None]:
+    """roberta-base when it can load; otherwise the bundled model, with the reason."""
+    if hub_model_available("roberta-base"):
+        return View(model="roberta-base"), None
+    return View(), (
+        "roberta-base is not in the local Hugging Face cache and the hub cannot be reached, so the app opened on "
+        "the bundled all-MiniLM-L6-v2. To use roberta-base, connect to the internet once and pick it under Model "
+        "(it downloads about 500 MB into the Hugging Face cache), or point Model to a local copy."
+    )
+
+
+def _init_view() -> None:
+    if VIEW in st.session_state:
+        return
+    defaults, why = default_view()
+    params = st.query_params.to_dict()
+    loaded, notices = view_from_query(params, defaults)
+    if why and "model" not in params:
+        notices.insert(0, why)
+    st.session_state[VIEW] = loaded
+    st.session_state[NOTICES] = notices
+
+
+def _fail(message: str, offer_bundled: bool = False) -> NoReturn:
+    """Show `message` as an error, offer the bundled model where it may help, and end this run."""
+    st.error(literal(message), icon=":material/error:")
+    if offer_bundled and current_view().model != analysis.BUNDLED_MODEL and settings().allows(analysis.BUNDLED_MODEL):
+        st.button(
+            "Use the bundled all-MiniLM-L6-v2 instead",
+            on_click=lambda: update_view(model=analysis.BUNDLED_MODEL),
+        )
+    st.stop()
+
+
+def _drop_stale_highlights(result: analysis.AnalysisResult) -> None:
+    view = current_view()
+    stale = [p for p in view.highlight if p >= len(result.tokens)]
+    if stale:
+        update_view(highlight=tuple(p for p in view.highlight if p < len(result.tokens)))
+        st.info(literal(f"Dropped highlighted positions {stale}: the text has only {len(result.tokens)} tokens."))
+
+
+def open_page(page_title: str) -> Context:
+    """Set the page up, draw the shared sidebar, load the model and analysis (with spinners), and return what
+    the page lays out. Any failure is shown in the page and ends the run."""
+    st.set_page_config(page_title=f"{page_title} · Token Trails", page_icon=":material/route:", layout="wide")
+    _init_view()
+    view = current_view()
+    with st.sidebar:
+        widgets.page_links()
+        st.divider()
+        widgets.text_input()
+        widgets.model_picker(view.model)
+        info_slot = st.empty()
+        widgets.stage_and_reference()
+        highlight_slot = st.container()
+
+    for notice in st.session_state.pop(NOTICES, []):
+        st.info(literal(notice), icon=":material/info:")
+    try:
+        check_view_text(view.text)
+    except ValueError as error:
+        _fail(str(error))
+    try:
+        with st.spinner(literal(f"Loading {view.model}…")):
+            encoder = loaded_encoder(view.model)
+    except ValueError as error:
+        _fail(str(error), offer_bundled=True)
+    try:
+        with st.spinner("Tracing every token through every layer…"):
+            result = cached_analysis(view.model, view.text, view.stage, view.reference, view.top_k, view.overlap_n)
+    except ValueError as error:
+        _fail(str(error))
+    info = encoder.info
+    info_slot.caption(literal(widgets.model_info_line(info)))
+
+    _drop_stale_highlights(result)
+    with highlight_slot:
+        widgets.highlight_controls(result)
+    if result.truncated:
+        st.warning(
+            literal(
+                f"The text was cut to the model's {len(result.tokens)} tokens (of {result.n_tokens_in_text}): "
+                f"everything after character {result.truncated_at_char} is not analysed."
+            ),
+            icon=":material/content_cut:",
+        )
+    view = current_view()
+    st.query_params.from_dict(view_to_query(view))
+    classes = word_classes(result.tokens)
+    highlighted = sorted(set(view.highlight) | set(classes.index[classes.isin(view.classes)]))
+    return Context(view=view, info=info, result=result, classes=classes, highlighted=highlighted)

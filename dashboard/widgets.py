@@ -1,0 +1,140 @@
+"""The widgets shared by the pages, each tied to a field of the view: text, model, stage, reference,
+highlighting, clickable charts and page links. They draw and bind; the controller decides what to load."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+import analysis
+from analysis.charts import PICK, token_label, trajectory_chart
+from analysis.wordclass import WORD_CLASSES
+from dashboard import show
+from dashboard.settings import settings
+from dashboard.view import MODEL_PRESETS, current_view, update_view, view_to_query
+
+OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
+PAGES = {
+    "streamlit_app.py": ("Home", ":material/home:"),
+    "pages/1_Layer_trajectories.py": ("Layer trajectories", ":material/show_chart:"),
+    "pages/2_Rank_plots.py": ("Rank plots", ":material/leaderboard:"),
+    "pages/3_Layer_deep_dive.py": ("Layer deep dive", ":material/troubleshoot:"),
+    "pages/4_Base_vs_large.py": ("Base vs large", ":material/compare_arrows:"),
+}
+
+
+def bind(field: str, value: object = None, *, widget: str | None = None, convert: Callable = lambda v: v) -> dict:
+    """Keyword arguments that tie a widget to a view field: a key seeded from the view before the widget is drawn
+    (so values survive page switches), and an on_change that writes the widget's value, converted, back."""
+    key = f"w_{widget or field}"
+    st.session_state[key] = getattr(current_view(), field) if value is None else value
+    return {"key": key, "on_change": lambda: update_view(**{field: convert(st.session_state[key])})}
+
+
+def pick_from_chart(key: str, selection: str) -> None:
+    """`on_select` callback of a clickable chart: add the clicked token's position to the highlighted ones."""
+    points = st.session_state[key].selection.get(selection, [])
+    picked = [int(point["position"]) for point in points if "position" in point]
+    if picked:
+        update_view(highlight=tuple(dict.fromkeys((*current_view().highlight, *picked))))
+
+
+def clickable_trajectories(result: analysis.AnalysisResult, highlighted: list[int], measure: str, name: str) -> None:
+    """A trajectory chart (cosine or rank) whose lines highlight their token when clicked."""
+    key = f"{measure}_chart"
+    figure = trajectory_chart(result.metrics, measure, highlighted)
+    show.chart(figure, name, key=key, on_select=lambda: pick_from_chart(key, PICK))
+
+
+def page_links() -> None:
+    """Links to every page, carrying the current view in the query string."""
+    query = view_to_query(current_view())
+    for path, (label, icon) in PAGES.items():
+        st.page_link(path, label=label, icon=icon, query_params=query)
+
+
+def text_input() -> None:
+    st.text_area(
+        "Text",
+        max_chars=settings().max_text_chars,
+        height=120,
+        **bind("text"),
+        help="Any text. Past the model's length (512 tokens for these models) it is cut, and the page says where.",
+    )
+
+
+def _on_model_choice() -> None:
+    choice = st.session_state["w_model_choice"]
+    st.session_state[OTHER_MODEL] = choice == OTHER_MODEL
+    if choice != OTHER_MODEL:
+        update_view(model=choice)
+
+
+def model_picker(current: str) -> None:
+    """The model: a preset, or any hub id or folder typed in; only the allowlist where a deployment sets one."""
+    allowed = settings().allowed_models
+    if allowed is not None:
+        st.selectbox(
+            "Model",
+            list(dict.fromkeys([*allowed, current])),
+            format_func=lambda name: MODEL_PRESETS.get(name, name),
+            help="This deployment serves only these models (setting allowed_models).",
+            **bind("model", current),
+        )
+        return
+    other = st.session_state.get(OTHER_MODEL, False) or current not in MODEL_PRESETS
+    choice = OTHER_MODEL if other else current
+    st.session_state["w_model_choice"] = choice
+    st.selectbox(
+        "Model",
+        [*MODEL_PRESETS, OTHER_MODEL],
+        key="w_model_choice",
+        format_func=lambda name: MODEL_PRESETS.get(name, "Other: a hub id or a local folder…"),
+        on_change=_on_model_choice,
+        help="roberta-base and roberta-large come from the Hugging Face hub (downloaded once); the bundled "
+        "model works offline. Any BERT-family encoder with safetensors weights works.",
+    )
+    if choice == OTHER_MODEL:
+        st.text_input(
+            "Hub id or local folder",
+            placeholder="e.g. bert-base-uncased or /models/my-encoder",
+            **bind("model", "" if current in MODEL_PRESETS else current, widget="model_other", convert=str.strip),
+        )
+
+
+def stage_and_reference() -> None:
+    for field, label, options in (
+        ("stage", "Stage: where in each block the vector is read", analysis.STAGES),
+        ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES),
+    ):
+        st.radio(label, list(options), captions=list(options.values()), **bind(field))
+
+
+def model_info_line(info: analysis.ModelInfo) -> str:
+    """The model's sizes in one line, as the sidebar shows them."""
+    return (
+        f"{info.architecture}: {info.layers} layers · hidden size {info.hidden_size:,} · {info.heads} heads · "
+        f"vocabulary {info.vocab_size:,} · max {info.max_tokens} tokens"
+    )
+
+
+def highlight_controls(result: analysis.AnalysisResult) -> None:
+    """Pick tokens to follow, and word classes whose tokens are all followed."""
+    labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
+    st.multiselect(
+        "Highlighted tokens",
+        list(labels),
+        format_func=lambda p: token_label(p, labels[p]),
+        **bind("highlight", list(current_view().highlight), convert=tuple),
+        placeholder="Pick tokens to follow",
+        help="Followed tokens are drawn bold and labelled on every chart. Clicking a line or a token chip "
+        "picks it too.",
+    )
+    st.pills(
+        "Highlight a word class",
+        list(WORD_CLASSES),
+        selection_mode="multi",
+        **bind("classes", list(current_view().classes), convert=tuple),
+        help=" ".join(f"{name}: {meaning}." for name, meaning in WORD_CLASSES.items()),
+    )
