@@ -42,7 +42,7 @@ def corpus_speed() -> dict:
 def _save(shape_name: str, folder: str) -> None:
     shape = {"base": ROBERTA_BASE_SHAPE, "large": ROBERTA_LARGE_SHAPE}[shape_name]
     encoder = random_roberta(shape)
-    encoder.model.save_pretrained(folder)
+    encoder.hf_model.save_pretrained(folder)
     encoder.tokenizer.save_pretrained(folder)
 
 
