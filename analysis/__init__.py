@@ -8,6 +8,7 @@ result.metrics  # layer, position, token, token_id, text, special, cosine, rank
 
 from analysis.capture import STAGES, Stage
 from analysis.encoder import EncoderModel, ModelInfo, UnsupportedModelError, wrap_model
+from analysis.geometry import GEOMETRIES, Background, Geometry, background
 from analysis.heads import HeadDecomposition, decompose_heads
 from analysis.loading import (
     BUNDLED_MODEL,
@@ -17,16 +18,20 @@ from analysis.loading import (
     release_models,
     resident_models,
 )
+from analysis.original_demo import original_demo
 from analysis.references import REFERENCES, Reference
 from analysis.trace import AnalysisResult, analyze
 from analysis.version import __version__
 
 __all__ = [
     "BUNDLED_MODEL",
+    "GEOMETRIES",
     "REFERENCES",
     "STAGES",
     "AnalysisResult",
+    "Background",
     "EncoderModel",
+    "Geometry",
     "HeadDecomposition",
     "ModelInfo",
     "ModelLoadError",
@@ -35,9 +40,11 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "analyze",
+    "background",
     "configure_model_cache",
     "decompose_heads",
     "load_model",
+    "original_demo",
     "release_models",
     "resident_models",
     "wrap_model",

@@ -4,7 +4,6 @@ that spike at each layer over a shipped set of varied English sentences, with 95
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,16 +12,10 @@ from analysis.capture import Stage
 from analysis.encoder import EncoderModel
 from analysis.references import Reference
 from analysis.spikes import token_spikes
-from analysis.trace import analyze
+from analysis.trace import AnalysisResult, analyze
 from analysis.wordclass import word_classes
 
-CORPUS_FILE = Path(__file__).parent / "data" / "corpus.txt"
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
-
-
-def corpus_sentences() -> list[str]:
-    """The shipped sentences, one per line (written for this project)."""
-    return [line.strip() for line in CORPUS_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def wilson_interval(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +31,24 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarr
     return low, high
 
 
+def classified_spikes(result: AnalysisResult) -> pd.DataFrame:
+    """Per (layer, position) of one result: layer, word_class, spikes (whether the token spikes there)."""
+    spikes = token_spikes(result.metrics)
+    spikes["word_class"] = spikes["position"].map(word_classes(result.tokens))
+    return spikes[["layer", "word_class", "spikes"]]
+
+
+def spike_shares(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Pool `classified_spikes` frames: per layer and word class, tokens, spiking tokens, share and its 95%
+    Wilson interval. The last layer is left out: nothing follows it, so nothing can spike there."""
+    every = pd.concat(frames, ignore_index=True)
+    every = every[every["layer"] < every["layer"].max()]
+    table = every.groupby(["layer", "word_class"])["spikes"].agg(tokens="size", spiking="sum").reset_index()
+    table["share"] = table["spiking"] / table["tokens"]
+    table["ci_low"], table["ci_high"] = wilson_interval(table["spiking"], table["tokens"])
+    return table
+
+
 def corpus_spikes(
     encoder: EncoderModel,
     sentences: list[str],
@@ -49,15 +60,9 @@ def corpus_spikes(
     """Per layer and word class: tokens, spiking tokens, share and its 95% interval, over all `sentences`."""
     frames = []
     for done, sentence in enumerate(sentences, start=1):
-        result = analyze(encoder, sentence, stage=stage, reference=reference, top_k=1, overlap_n=1)
-        spikes = token_spikes(result.metrics)
-        spikes["word_class"] = spikes["position"].map(word_classes(result.tokens))
-        frames.append(spikes[["layer", "word_class", "spikes"]])
+        frames.append(
+            classified_spikes(analyze(encoder, sentence, stage=stage, reference=reference, top_k=1, overlap_n=1))
+        )
         if on_progress:
             on_progress(done, len(sentences))
-    every = pd.concat(frames, ignore_index=True)
-    every = every[every["layer"] < every["layer"].max()]  # nothing follows the last layer
-    table = every.groupby(["layer", "word_class"])["spikes"].agg(tokens="size", spiking="sum").reset_index()
-    table["share"] = table["spiking"] / table["tokens"]
-    table["ci_low"], table["ci_high"] = wilson_interval(table["spiking"], table["tokens"])
-    return table
+    return spike_shares(frames)

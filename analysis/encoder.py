@@ -166,6 +166,7 @@ class EncoderModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _key_locks: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_layers(self) -> int:
@@ -213,11 +214,22 @@ class EncoderModel:
         )
 
     def cached(self, key: str, build: Callable[[], T]) -> T:
-        """Per-model memo for derived constants (vocabulary norms and the like); built once, thread-safe."""
+        """Per-model memo for derived constants (vocabulary norms, corpus statistics, …); each built once.
+
+        Thread-safe with one lock per key, so a slow build neither blocks other keys nor deadlocks when it
+        asks for another cached value itself."""
         with self._cache_lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]
+            if key in self._cache:
+                return self._cache[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._cache_lock:
+                if key in self._cache:
+                    return self._cache[key]
+            value = build()
+            with self._cache_lock:
+                self._cache[key] = value
+            return value
 
 
 def wrap_model(

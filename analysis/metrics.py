@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from analysis.references import VocabularyScorer
-
 SCORE_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[groups, positions, vocab]` float32 score block; positions are chunked to fit."""
+
+
+class Scorer(Protocol):
+    """Cosines of vectors against every vocabulary item's reference at given positions."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """`[groups, positions, hidden]`, `[positions]` → `[groups, positions, vocab]`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,11 @@ class TokenScores:
     rank: torch.Tensor
     top_ids: torch.Tensor
     top_cosines: torch.Tensor
+
+    def stacked(self, other: TokenScores) -> TokenScores:
+        """These groups followed by `other`'s (same positions)."""
+        fields = TokenScores.__dataclass_fields__
+        return TokenScores(*(torch.cat([getattr(self, f), getattr(other, f)]) for f in fields))
 
 
 def own_rank(cosines: torch.Tensor, own_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,14 +64,14 @@ def _position_blocks(n_groups: int, n_positions: int, vocab: int) -> Iterator[sl
 
 
 def score_tokens(
-    scorer: VocabularyScorer,
+    scorer: Scorer,
     vectors: torch.Tensor,
     token_ids: torch.Tensor,
     position_ids: torch.Tensor,
     k: int,
 ) -> TokenScores:
     """Score `vectors [groups, positions, hidden]` against the whole vocabulary, one position block at a time."""
-    vocab = scorer.word.shape[0]
+    vocab = scorer.vocab_size
     k = min(k, vocab)
     parts: list[TokenScores] = []
     for block in _position_blocks(vectors.shape[0], vectors.shape[1], vocab):

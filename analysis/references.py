@@ -32,9 +32,9 @@ _ROW_CHUNK = 8192
 _EPS = 1e-12
 
 
-def _rowwise(table: torch.Tensor, fn) -> torch.Tensor:
-    """Apply `fn` to row chunks of `table` and concatenate, to bound temporaries to `[chunk, hidden]`."""
-    return torch.cat([fn(table[i : i + _ROW_CHUNK]) for i in range(0, table.shape[0], _ROW_CHUNK)])
+def _by_row_chunks(n_rows: int, fn) -> torch.Tensor:
+    """Apply `fn` to slices of `_ROW_CHUNK` rows and concatenate, to bound temporaries to `[chunk, hidden]`."""
+    return torch.cat([fn(slice(i, i + _ROW_CHUNK)) for i in range(0, n_rows, _ROW_CHUNK)])
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,15 @@ class VocabConstants:
     mean: torch.Tensor  # mean_i w_ui
     gamma_quad: torch.Tensor  # sum_i gamma_i^2 (w_ui - mean_u)^2
     gamma_beta_dot: torch.Tensor  # h . w_u with h = centred(gamma * beta)
+
+
+@dataclass(frozen=True)
+class PositionBlock:
+    """What every score at a block of positions shares: q_p `[positions, hidden]` and, for `embedding`, the
+    LayerNorm scale sigma of w_u + q_p `[positions, vocab]`."""
+
+    q: torch.Tensor
+    sigma: torch.Tensor | None
 
 
 class VocabularyScorer:
@@ -85,58 +94,99 @@ class VocabularyScorer:
             summed, (summed.shape[-1],), self.gamma.to(summed.dtype), self.beta.to(summed.dtype), self.ln_eps
         )
 
+    @property
+    def vocab_size(self) -> int:
+        return self.word.shape[0]
+
+    def block(self, position_ids: torch.Tensor) -> PositionBlock:
+        """The shared terms of a block of positions (compute once, score many vector groups against it)."""
+        q = self.position_vectors(position_ids)
+        return PositionBlock(q=q, sigma=self._sigma(q) if self.reference == "embedding" else None)
+
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
+        block = self.block(position_ids)
         vector_norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(_EPS)
-        if self.reference == "raw":
-            scores = vectors @ self.word.T
-            return scores.div_(vector_norm).div_(self.constants.norm_sq.sqrt().clamp_min(_EPS))
-        q = self.position_vectors(position_ids)
-        if self.reference == "position":
-            return self._position_cosine(vectors, vector_norm, q)
-        return self._embedding_cosine(vectors, vector_norm, q)
+        scores = self.dots(vectors, block)
+        return scores.div_(vector_norm).div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
 
-    def _sum_norm_sq(self, q: torch.Tensor, word_dot_q: torch.Tensor) -> torch.Tensor:
-        """|w_u + q_p|^2: `[positions, vocab]`."""
-        return self.constants.norm_sq + 2 * word_dot_q + (q * q).sum(-1, keepdim=True)
+    def dots(self, vectors: torch.Tensor, block: PositionBlock) -> torch.Tensor:
+        """a . r_u(p) for every vocabulary item u: vectors `[groups, positions, hidden]` → `[groups, positions, vocab]`.
 
-    def _position_cosine(self, vectors: torch.Tensor, vector_norm: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        word_dot_q = (self.word @ q.T).T
-        reference_norm = self._sum_norm_sq(q, word_dot_q).clamp_min(_EPS).sqrt_()
-        scores = vectors @ self.word.T
-        scores.add_((vectors * q).sum(-1, keepdim=True))
-        return scores.div_(vector_norm).div_(reference_norm)
-
-    def _embedding_cosine(self, vectors: torch.Tensor, vector_norm: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """cos(v, LN(e)) with e = w_u + q_p, LN(e) = gamma * (e - mean(e)) / sigma + beta.
-
-        v . LN(e) = g . e / sigma + v . beta with g = centred(v * gamma);
-        sigma^2 = |centred(e)|^2 / d + eps; |LN(e)|^2 = e'Me / sigma^2 + 2 h . e / sigma + |beta|^2
-        with M = C diag(gamma^2) C and h = C(gamma * beta), C the centring projection.
+        For `embedding`, r = LN(e) = gamma * C e / sigma + beta with e = w_u + q_p and C the centring projection,
+        so a . r = g . e / sigma + a . beta with g = C(a * gamma).
         """
-        hidden = q.shape[-1]
-        c = self.constants
-        gamma_sq = self.gamma * self.gamma
-        q_mean = q.mean(-1, keepdim=True)
-        m_q = gamma_sq * (q - q_mean)
-        m_q = m_q - m_q.mean(-1, keepdim=True)
-        both = (self.word @ torch.cat([q, m_q]).T).T
-        word_dot_q, word_dot_mq = both[: len(q)], both[len(q) :]
-        centred_sq = self._sum_norm_sq(q, word_dot_q) - hidden * (c.mean + q_mean) ** 2
-        sigma = (centred_sq / hidden + self.ln_eps).sqrt_()
-        h = self.gamma * self.beta
-        h = h - h.mean()
-        quad = c.gamma_quad + 2 * word_dot_mq + (gamma_sq * (q - q_mean) ** 2).sum(-1, keepdim=True)
-        linear = c.gamma_beta_dot + (q @ h).unsqueeze(-1)
-        reference_norm = (quad / sigma**2 + 2 * linear / sigma + (self.beta * self.beta).sum()).clamp_min(_EPS).sqrt_()
-
+        if self.reference == "raw":
+            return vectors @ self.word.T
+        q = block.q
+        if self.reference == "position":
+            return (vectors @ self.word.T).add_((vectors * q).sum(-1, keepdim=True))
         g = vectors * self.gamma
         g = g - g.mean(-1, keepdim=True)
-        scores = g @ self.word.T
-        scores.add_((g * q).sum(-1, keepdim=True))
-        scores.div_(sigma)
-        scores.add_((vectors * self.beta).sum(-1, keepdim=True))
-        return scores.div_(vector_norm).div_(reference_norm)
+        scores = (g @ self.word.T).add_((g * q).sum(-1, keepdim=True))
+        return scores.div_(block.sigma).add_((vectors * self.beta).sum(-1, keepdim=True))
+
+    def norm_sq(
+        self, block: PositionBlock, weights: torch.Tensor | None = None, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions, vocab]`.
+
+        weights None: all ones (|r - shift|^2); shift None: zero. Products with the word table run over the
+        dimensions where `weights` is non-zero only, so a few dimensions cost a few columns.
+        """
+        q = block.q
+        hidden = q.shape[-1]
+        plain = weights is None
+        weights = torch.ones(hidden, dtype=q.dtype) if weights is None else weights.to(q.dtype)
+        shift = torch.zeros(hidden, dtype=q.dtype) if shift is None else shift.to(q.dtype)
+        support = torch.nonzero(weights).squeeze(-1)
+        words = self.word if len(support) == hidden else self.word[:, support]
+        if self.reference == "embedding":
+            return self._embedding_norm_sq(block, weights, shift, support, words, plain)
+        w, m = weights[support], shift[support]
+        base = q[:, support] - m if self.reference == "position" else -m.expand(len(q), -1)
+        quadratic = self.constants.norm_sq if plain else _by_row_chunks(len(words), lambda rows: words[rows] ** 2 @ w)
+        cross = (words @ (w * base).T).T
+        return quadratic + 2 * cross + (w * base * base).sum(-1, keepdim=True)
+
+    def _sigma(self, q: torch.Tensor) -> torch.Tensor:
+        """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / hidden + eps), `[positions, vocab]`."""
+        hidden = q.shape[-1]
+        q_mean = q.mean(-1, keepdim=True)
+        word_dot_q = (self.word @ q.T).T
+        centred_sq = self.constants.norm_sq + 2 * word_dot_q + (q * q).sum(-1, keepdim=True)
+        centred_sq -= hidden * (self.constants.mean + q_mean) ** 2
+        return (centred_sq / hidden + self.ln_eps).sqrt_()
+
+    def _embedding_norm_sq(
+        self,
+        block: PositionBlock,
+        weights: torch.Tensor,
+        shift: torch.Tensor,
+        support: torch.Tensor,
+        words: torch.Tensor,
+        plain: bool,
+    ) -> torch.Tensor:
+        """sum_i weights_i (LN(e)_i - shift_i)^2 with LN(e) = gamma * C e / sigma + beta, e = w_u + q_p:
+
+        = sum_i nu_i (C e)_i^2 / sigma^2 + 2 sum_i z_i (C e)_i / sigma + sum_i weights_i (beta_i - shift_i)^2,
+        nu = weights * gamma^2, z = weights * gamma * (beta - shift); (C e)_i = (w_ui - mean_u) + (C q_p)_i.
+        """
+        q, sigma = block.q, block.sigma
+        nu = (weights * self.gamma * self.gamma)[support]
+        z = (weights * self.gamma * (self.beta - shift))[support]
+        word_mean = self.constants.mean.unsqueeze(-1)  # [vocab, 1]: the mean over all dimensions, not the support
+        q_centred = (q - q.mean(-1, keepdim=True))[:, support]
+        if plain:
+            word_quadratic = self.constants.gamma_quad
+        else:
+            word_quadratic = _by_row_chunks(len(words), lambda rows: (words[rows] - word_mean[rows]) ** 2 @ nu)
+        nu_q = nu * q_centred  # [positions, support]
+        cross = (words @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
+        quadratic = word_quadratic + 2 * cross + (nu_q * q_centred).sum(-1, keepdim=True)
+        linear = (words @ z) - self.constants.mean * z.sum() + (q_centred @ z).unsqueeze(-1)
+        constant = (weights * (self.beta - shift) ** 2).sum()
+        return quadratic / sigma**2 + 2 * linear / sigma + constant
 
 
 def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
@@ -147,9 +197,11 @@ def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
     h = h - h.mean()
     mean = word.mean(-1)
     return VocabConstants(
-        norm_sq=_rowwise(word, lambda rows: (rows * rows).sum(-1)),
+        norm_sq=_by_row_chunks(len(word), lambda rows: (word[rows] ** 2).sum(-1)),
         mean=mean,
-        gamma_quad=_rowwise(word, lambda rows: ((rows - rows.mean(-1, keepdim=True)) ** 2) @ (gamma * gamma)),
+        gamma_quad=_by_row_chunks(
+            len(word), lambda rows: ((word[rows] - word[rows].mean(-1, keepdim=True)) ** 2) @ (gamma * gamma)
+        ),
         gamma_beta_dot=word @ h,
     )
 

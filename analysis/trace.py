@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import Stage, stage_vectors, token_table
-from analysis.checks import check_count
+from analysis.capture import STAGES, Stage, Tokens, stage_vectors, token_table
+from analysis.checks import check_choice, check_count
 from analysis.encoder import EncoderModel
-from analysis.metrics import overlap_counts, score_tokens
+from analysis.geometry import Geometry, geometry_scorer, own_cosine
+from analysis.metrics import TokenScores, overlap_counts, score_tokens
 from analysis.references import Reference, vocabulary_scorer
 from analysis.version import __version__
 
@@ -53,8 +55,10 @@ class AnalysisResult:
     """Everything one text yields for one model, stage and reference. Picklable: numpy and pandas only."""
 
     model: str  # the model's name (hub id or folder)
-    stage: Stage
+    stage: Stage | Literal["original_demo"]
     reference: Reference
+    geometry: Geometry
+    rogue_k: int
     top_k: int
     overlap_n: int
     tokens: pd.DataFrame  # position, token, token_id, position_id, text, special, char_start, char_end
@@ -92,15 +96,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _own_cosine(vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
-    """cos(v, ref_i(p)) in float64 for vectors `[layers, tokens, hidden]` and references `[tokens, hidden]`:
-    exact to the digits shown (a vector against itself gives 1, not 0.99999994). Ranks stay float32 comparisons."""
-    vectors = vectors.double()
-    dots = (vectors * own_reference).sum(-1)
-    norms = torch.linalg.vector_norm(vectors, dim=-1) * torch.linalg.vector_norm(own_reference, dim=-1)
-    return dots / norms.clamp_min(1e-300)
-
-
 def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> pd.DataFrame:
     """Repeat the token columns for every layer: `[layers * tokens]` rows, layer-major."""
     frame = pd.concat([token_frame[columns]] * n_layers, ignore_index=True)
@@ -114,28 +109,73 @@ def analyze(
     *,
     stage: Stage = "attn_residual",
     reference: Reference = "position",
+    geometry: Geometry = "cosine",
+    rogue_k: int = 3,
     top_k: int = 15,
     overlap_n: int = 100,
 ) -> AnalysisResult:
     """Trace every token of `text` through every layer of `encoder`.
 
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
-    `analysis.references`). Raises ValueError on empty text or an unknown stage, reference or count.
+    `analysis.references`), under `geometry` (see `analysis.geometry`; `rogue_k` dimensions for `no_rogue`).
+    The overlap with the token's original neighbourhood uses that neighbourhood under plain cosine: it
+    belongs to no layer. Raises ValueError on empty text or an unknown stage, reference, geometry or count.
     """
     if not isinstance(encoder, EncoderModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(encoder).__name__}.")
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
+    check_choice("stage", stage, STAGES)
     scorer = vocabulary_scorer(encoder, reference)
+    layer_scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k)
     tokens, vectors = stage_vectors(encoder, text, stage)
     token_ids = torch.tensor(tokens.ids)
     position_ids = torch.tensor(tokens.position_ids)
+    k_scored = max(top_k, overlap_n)
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
-        groups = torch.cat([vectors, own_reference.unsqueeze(0)])
-        scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
-        own_cosine = _own_cosine(vectors, scorer.references(token_ids, position_ids, torch.float64))
+        layer_scores = score_tokens(layer_scorer, vectors, token_ids, position_ids, k_scored)
+        reference_scores = score_tokens(scorer, own_reference.unsqueeze(0), token_ids, position_ids, k_scored)
+        cosine = own_cosine(layer_scorer, vectors, scorer.references(token_ids, position_ids, torch.float64))
+    return assemble_result(
+        encoder,
+        text,
+        tokens,
+        vectors,
+        layer_scores.stacked(reference_scores),
+        cosine,
+        stage=stage,
+        reference=reference,
+        geometry=geometry,
+        rogue_k=rogue_k,
+        top_k=top_k,
+        overlap_n=overlap_n,
+        provenance={
+            "rogue_k": rogue_k if geometry == "no_rogue" else None,
+            "background_corpus": None if layer_scorer.background is None else layer_scorer.background.corpus,
+        },
+    )
 
+
+def assemble_result(
+    encoder: EncoderModel,
+    text: str,
+    tokens: Tokens,
+    vectors: torch.Tensor,
+    scores: TokenScores,
+    cosine: torch.Tensor,
+    *,
+    stage: Stage | Literal["original_demo"],
+    reference: Reference,
+    geometry: Geometry,
+    rogue_k: int,
+    top_k: int,
+    overlap_n: int,
+    provenance: dict,
+) -> AnalysisResult:
+    """The tidy tables of one text: `vectors [layers, tokens, hidden]`, `scores` of the layers followed by one
+    group for the tokens' own references, the displayed own `cosine [layers, tokens]`; `provenance` adds to
+    (or overrides) the common record."""
     n_layers, n_tokens = vectors.shape[:2]
     token_frame = token_table(tokens, text)
     ids_n = scores.top_ids[..., :overlap_n]
@@ -143,7 +183,7 @@ def analyze(
     reference_overlap = overlap_counts(ids_n[:n_layers], ids_n[n_layers].unsqueeze(0))
 
     metrics = _per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
-    metrics["cosine"] = _display_cosine(own_cosine)
+    metrics["cosine"] = _display_cosine(cosine)
     metrics["rank"] = scores.rank[:n_layers].reshape(-1).numpy()
 
     overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
@@ -167,13 +207,14 @@ def analyze(
     neighbors["is_own"] = neighbors["neighbor_id"] == neighbors["token_id"]
     neighbors = neighbors[list(NEIGHBORS_COLUMNS)]
 
-    provenance = {
+    record = {
         "model": encoder.name,
         "revision": encoder.revision,
         "architecture": encoder.architecture,
         "dtype": str(encoder.hf_model.dtype).removeprefix("torch."),
         "stage": stage,
         "reference": reference,
+        "geometry": geometry,
         "top_k": top_k,
         "overlap_n": overlap_n,
         "n_tokens": n_tokens,
@@ -188,6 +229,8 @@ def analyze(
         model=encoder.name,
         stage=stage,
         reference=reference,
+        geometry=geometry,
+        rogue_k=rogue_k,
         top_k=top_k,
         overlap_n=overlap_n,
         tokens=token_frame,
@@ -197,5 +240,5 @@ def analyze(
         vectors=_read_only(vectors.numpy().copy()),
         n_tokens_in_text=tokens.n_tokens_in_text,
         truncated_at_char=tokens.truncated_at_char,
-        provenance=provenance,
+        provenance={**record, **provenance},
     )

@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from streamlit.testing.v1 import AppTest
 
-from analysis.corpus import corpus_sentences, corpus_spikes
+from analysis.corpus import corpus_spikes
+from analysis.sentences import corpus_sentences
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_roberta
 from benchmarks.memory import PeakRss, rss_bytes
 

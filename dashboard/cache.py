@@ -13,10 +13,11 @@ import streamlit as st
 from huggingface_hub import constants as hub_constants
 
 import analysis
-from analysis.corpus import corpus_sentences, corpus_spikes
+from analysis.corpus import corpus_spikes
 from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.references import own_references
+from analysis.sentences import corpus_sentences
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import check_model_allowed

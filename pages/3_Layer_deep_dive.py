@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis.charts import corpus_chart, heatmap, norms_chart, spike_chart, token_label
-from analysis.corpus import corpus_sentences
 from analysis.heads import attention_shares, outlier_dimensions
+from analysis.sentences import corpus_sentences
 from analysis.spikes import SPIKE_DEFINITION, spike_scores, token_spikes, top_spike_layer
 from dashboard import show
 from dashboard.cache import cached_analysis, cached_corpus, cached_heads

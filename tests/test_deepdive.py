@@ -6,9 +6,10 @@ import pytest
 
 import analysis
 from analysis.compare import cka_matrix, linear_cka, model_summary, word_vectors
-from analysis.corpus import corpus_sentences, corpus_spikes, wilson_interval
+from analysis.corpus import corpus_spikes, wilson_interval
 from analysis.heads import attention_shares, attribute_heads, outlier_dimensions
 from analysis.references import own_references
+from analysis.sentences import corpus_sentences
 from analysis.spikes import spike_scores, token_spikes, top_spike_layer
 from analysis.synthetic import SEED_SENTENCE
 from analysis.wordclass import word_classes

@@ -1,0 +1,201 @@
+"""Geometry controls and the original demo's computation, each against an explicit float64 computation."""
+
+import numpy as np
+import pytest
+import torch
+
+import analysis
+from analysis.capture import stage_vectors
+from analysis.geometry import GEOMETRIES, compute_background, geometry_scorer
+from analysis.original_demo import original_demo
+from analysis.references import vocabulary_scorer
+from analysis.sentences import corpus_sentences
+from analysis.synthetic import SEED_SENTENCE
+from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
+
+
+def stage_and_references(encoder, sentences, stage, reference):
+    """Every non-special token's stage vectors `[layers, n, hidden]` and own references `[n, hidden]`, float64."""
+    scorer = vocabulary_scorer(encoder, reference)
+    xs, ys = [], []
+    for sentence in sentences:
+        tokens, vectors = stage_vectors(encoder, sentence, stage)
+        keep = ~np.array(tokens.special)
+        xs.append(vectors.double().numpy()[:, keep])
+        ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
+        ys.append(scorer.references(ids, positions, torch.float64).numpy())
+    return np.concatenate(xs, axis=1), np.concatenate(ys)
+
+
+def test_background_statistics_match_a_direct_numpy_computation(tiny_roberta):
+    sentences = corpus_sentences()[:12]
+    found = compute_background(tiny_roberta, "attn_residual", "position", sentences=sentences)
+    x, y = stage_and_references(tiny_roberta, sentences, "attn_residual", "position")
+    n = x.shape[1]
+    assert found.n_tokens == n and found.n_sentences == 12
+    np.testing.assert_allclose(found.stage_mean, x.mean(1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found.stage_std, np.maximum(x.std(1), 1e-6), rtol=1e-10)
+    np.testing.assert_allclose(found.reference_mean, y.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found.reference_std, np.maximum(y.std(0), 1e-6), rtol=1e-10)
+    unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    for layer in range(tiny_roberta.num_layers):
+        pairs = unit[layer] @ unit[layer].T
+        mean_distinct = (pairs.sum() - np.trace(pairs)) / (n * (n - 1))  # the mean over ordered pairs a != b
+        assert found.anisotropy[layer] == pytest.approx(mean_distinct, rel=1e-10)
+    np.testing.assert_allclose(found.rogue_contribution.sum(-1), found.anisotropy, rtol=1e-10)
+    expected_order = np.argsort(-found.rogue_contribution, axis=-1, kind="stable")
+    np.testing.assert_array_equal(found.rogue_order, expected_order)
+    assert (np.diff(np.take_along_axis(found.rogue_contribution, found.rogue_order, -1), axis=-1) <= 0).all()
+
+
+def test_the_shipped_background_is_computed_once_per_model_stage_and_reference(minilm):
+    first = analysis.background(minilm, "layer_output", "raw")
+    assert analysis.background(minilm, "layer_output", "raw") is first
+    assert first.n_sentences == len(corpus_sentences())
+    assert first.stage_mean.shape == first.stage_std.shape == (6, 384) and first.stage_mean.dtype == np.float64
+    assert first.corpus["sentences"] == first.n_sentences and len(first.corpus["sha256"]) == 64
+    assert (first.anisotropy[1:] > 0).all()  # contextual vectors sit in a cone (Ethayarajh 2019)
+
+
+def explicit_geometry_cosines(encoder, stage, reference, geometry, vectors, layers, position_ids, rogue_k):
+    """cos(f(v), g(r)) for every vocabulary item with every reference materialised in float64: `vectors`
+    `[layers, positions, hidden]` holds the vectors at `position_ids` → `[len(layers), positions, vocab]`."""
+    scorer = vocabulary_scorer(encoder, reference)
+    found = analysis.background(encoder, stage, reference) if geometry != "cosine" else None
+    out = np.empty((len(layers), len(position_ids), scorer.vocab_size))
+    for p, position_id in enumerate(position_ids):
+        references = exact_references(scorer, position_id).numpy()
+        for i, layer in enumerate(layers):
+            v, r = vectors[layer, p].astype(np.float64), references
+            if geometry in ("centered", "standardized"):
+                v, r = v - found.stage_mean[layer], r - found.reference_mean
+                if geometry == "standardized":
+                    v, r = v / found.stage_std[layer], r / found.reference_std
+            elif geometry == "no_rogue":
+                removed = found.rogue_order[layer, :rogue_k]
+                v, r = v.copy(), r.copy()
+                v[removed], r[:, removed] = 0, 0
+            norms = np.linalg.norm(r, axis=1) * np.linalg.norm(v)
+            out[i, p] = np.divide(r @ v, norms, out=np.zeros(len(r)), where=norms > 0)  # a zero row (pad): 0
+    return out
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("reference", list(analysis.REFERENCES))
+@pytest.mark.parametrize("stage", list(analysis.STAGES))
+def test_each_geometry_scores_every_vocabulary_item_exactly(encoder, stage, reference, geometry):
+    tokens, vectors = stage_vectors(encoder, SEED_SENTENCE, stage)
+    first = vectors[:, :3]  # the first three tokens (position ids 2, 3, 4 for RoBERTa)
+    positions = tokens.position_ids[:3]
+    scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k=3)
+    with torch.inference_mode():
+        fast = scorer.cosine(first.clone(), torch.tensor(positions)).double().numpy()
+    layers = [0, encoder.num_layers - 1]
+    slow = explicit_geometry_cosines(encoder, stage, reference, geometry, first.numpy(), layers, positions, 3)
+    # float32 scores against float64 ones; standardizing rescales dimensions, so allow 10x the plain tolerance.
+    np.testing.assert_allclose(fast[layers], slow, rtol=0, atol=10 * COSINE32)
+
+
+@pytest.mark.parametrize("geometry", ["centered", "standardized", "no_rogue"])
+def test_analyze_follows_the_geometry_in_every_table(minilm, geometry):
+    result = analysis.analyze(minilm, SEED_SENTENCE, stage="layer_output", reference="embedding", geometry=geometry)
+    assert result.geometry == geometry and result.provenance["geometry"] == geometry
+    assert result.provenance["background_corpus"]["sentences"] == len(corpus_sentences())
+    _, vectors = stage_vectors(minilm, SEED_SENTENCE, "layer_output")
+    layers = [1, 4]
+    positions = [0, 3, 6]
+    at_positions = vectors.numpy()[:, positions]  # MiniLM has no position offset: position ids are positions
+    slow = explicit_geometry_cosines(minilm, "layer_output", "embedding", geometry, at_positions, layers, positions, 3)
+    for i, layer in enumerate(layers):
+        for p, position in enumerate(positions):
+            row = result.metrics[(result.metrics.layer == layer) & (result.metrics.position == position)].iloc[0]
+            cos = slow[i, p]
+            assert row["cosine"] == pytest.approx(cos[row["token_id"]], abs=1e-9)  # float64 own cosine
+            low, high = rank_bounds(cos, row["token_id"], tol=10 * COSINE32)
+            assert low <= row["rank"] <= high
+            top = result.neighbors[(result.neighbors.layer == layer) & (result.neighbors.position == position)]
+            assert_top_ids_consistent(top["neighbor_id"].tolist(), cos, tol=10 * COSINE32)
+
+
+def test_the_original_neighbourhood_stays_the_plain_cosine_one(minilm):
+    """The overlap column `reference` compares each layer's top N under the geometry with the top N of the
+    token's own reference vector under plain cosine, which belongs to no layer."""
+    result = analysis.analyze(minilm, SEED_SENTENCE, geometry="centered", top_k=20, overlap_n=20)
+    scorer = vocabulary_scorer(minilm, "position")
+    ids = torch.tensor(result.tokens["token_id"].to_numpy())
+    positions = torch.tensor(result.tokens["position_id"].to_numpy())
+    with torch.inference_mode():
+        original = scorer.cosine(scorer.references(ids, positions)[None], positions)[0].topk(20).indices
+    neighbours = result.neighbors.groupby(["layer", "position"])["neighbor_id"].apply(set)
+    for row in result.overlap.itertuples():
+        assert row.reference == len(neighbours[(row.layer, row.position)] & set(original[row.position].tolist()))
+
+
+def test_no_rogue_with_no_dimensions_removed_is_plain_cosine(tiny_roberta):
+    plain = analysis.analyze(tiny_roberta, SEED_SENTENCE)
+    none_removed = analysis.analyze(tiny_roberta, SEED_SENTENCE, geometry="no_rogue", rogue_k=0)
+    np.testing.assert_allclose(none_removed.metrics["cosine"], plain.metrics["cosine"], rtol=0, atol=1e-12)
+    assert none_removed.neighbors["neighbor_id"].equals(plain.neighbors["neighbor_id"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"geometry": "whitened"},
+            "Unknown geometry 'whitened': choose one of cosine, centered, standardized, no_rogue",
+        ),
+        ({"geometry": "no_rogue", "rogue_k": 384}, "rogue_k must be a whole number from 0 to 383"),
+        ({"geometry": "no_rogue", "rogue_k": -1}, "rogue_k must be a whole number from 0 to 383"),
+        ({"geometry": "no_rogue", "rogue_k": 2.0}, "rogue_k must be a whole number"),
+    ],
+)
+def test_bad_geometry_settings_give_a_value_error_listing_the_choices(minilm, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        analysis.analyze(minilm, SEED_SENTENCE, **kwargs)
+
+
+def explicit_demo_vectors(encoder, text):
+    """The demo's formulas written out from the model's own hidden states and attention weights (float64)."""
+    ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        output = encoder.hf_model(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    heads, hidden = encoder.num_heads, encoder.hidden_size
+    head_dim = hidden // heads
+    vectors = []
+    for layer, block in enumerate(encoder.hf_model.encoder.layer):
+        x = output.hidden_states[layer][0].double()
+        attention = output.attentions[layer][0].double()
+        value = x @ block.attention.self.value.weight.double()
+        z = torch.cat([attention[h] @ value[:, h * head_dim : (h + 1) * head_dim] for h in range(heads)], dim=-1)
+        vectors.append(x + z @ block.attention.output.dense.weight.double())
+    return torch.stack(vectors)
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_the_original_demo_reproduces_its_formulas(encoder, positional):
+    result = original_demo(encoder, SEED_SENTENCE, positional=positional)
+    assert result.stage == "original_demo" and result.provenance["positional"] is positional
+    expected = explicit_demo_vectors(encoder, SEED_SENTENCE)
+    # The demo's products in float32 (package) and float64 (here), over two products of `hidden` terms each.
+    torch.testing.assert_close(torch.tensor(result.vectors, dtype=torch.float64), expected, rtol=1e-5, atol=1e-4)
+    embeddings = encoder.hf_model.embeddings
+    words = embeddings.word_embeddings.weight.detach().double()
+    offset = encoder.structure.embeddings.position_offset
+    position_zero = embeddings.position_embeddings.weight[offset].detach().double()  # for every token: error 2
+    references = words + position_zero if positional else words
+    for layer in (0, encoder.num_layers - 1):
+        for position in (1, 6):
+            row = result.metrics[(result.metrics.layer == layer) & (result.metrics.position == position)].iloc[0]
+            vector = torch.tensor(result.vectors[layer, position], dtype=torch.float64)
+            cos = torch.nn.functional.cosine_similarity(vector[None], references).numpy()
+            assert row["cosine"] == pytest.approx(cos[row["token_id"]], abs=1e-9)
+            low, high = rank_bounds(cos, row["token_id"])
+            assert low <= row["rank"] <= high
+
+
+def test_the_original_demo_is_not_what_the_model_computes(minilm):
+    demo = original_demo(minilm, SEED_SENTENCE)
+    exact = analysis.analyze(minilm, SEED_SENTENCE, stage="attn_residual", reference="raw")
+    assert np.abs(demo.vectors - exact.vectors).max() > 1e-2
+    assert list(demo.metrics.columns) == list(exact.metrics.columns)
