@@ -1,4 +1,5 @@
-"""Command line: `python -m analysis export --model NAME --text TEXT --out DIR`."""
+"""Command line: `python -m analysis export --model NAME --text TEXT --out DIR` and
+`python -m analysis verdict --model NAME --out DIR`."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import sys
 from pathlib import Path
 
 import transformers
+from tqdm import tqdm
 
 from analysis.capture import STAGES
 from analysis.checks import check_text
-from analysis.export import EXPORT_FILES, write_export
+from analysis.export import EXPORT_FILES, write_export, write_verdict
+from analysis.geometry import GEOMETRIES, background, check_rogue_k
 from analysis.loading import BUNDLED_MODEL, load_model
 from analysis.references import REFERENCES
+from analysis.sentences import corpus_sentences
 from analysis.trace import analyze
+from analysis.verdict import METHODS, VERDICT_COLUMNS, spike_verdict, verdict_summary
+from analysis.version import __version__
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -21,6 +27,12 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _whole(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value!r}")
+    return int(value)
 
 
 def _positive(value: str) -> int:
@@ -50,22 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_columns_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument(
-        "--model", required=True, help=f"hub id (roberta-base), local folder, or {BUNDLED_MODEL} (offline)"
-    )
+    _model_argument(export)
     export.add_argument("--text", required=True, help="the text to analyse (truncated to the model's length, reported)")
-    export.add_argument(
-        "--stage",
-        choices=list(STAGES),
-        default="attn_residual",
-        help="where in each block to read the vector: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()),
-    )
-    export.add_argument(
-        "--reference",
-        choices=list(REFERENCES),
-        default="position",
-        help="what 'original embedding' means: " + "; ".join(f"{k}: {v}" for k, v in REFERENCES.items()),
-    )
+    _stage_and_reference_arguments(export)
+    _geometry_arguments(export)
     export.add_argument(
         "--top-k", type=_positive, default=15, help="nearest vocabulary neighbours kept per token and layer (15)"
     )
@@ -73,28 +73,109 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap-n", type=_positive, default=100, help="neighbourhood size N for the overlap counts (100)"
     )
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
+
+    verdict = commands.add_parser(
+        "verdict",
+        help="is the spike real? spike shares per method over the shipped corpus",
+        description="Over the shipped corpus, the share of function and content words that spike at each layer "
+        "under the original demo's computation and under each geometry, with 95% Wilson intervals: "
+        "verdict.csv, verdict.png, verdict.txt (a summary sentence) and provenance.json in DIR.",
+        epilog="verdict.csv columns:\n" + "\n".join(f"  {k:<11} {v}" for k, v in VERDICT_COLUMNS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_argument(verdict)
+    _stage_and_reference_arguments(verdict)
+    verdict.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+    verdict.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        check_text(args.text)
-        encoder = load_model(args.model)
-        result = analyze(
-            encoder, args.text, stage=args.stage, reference=args.reference, top_k=args.top_k, overlap_n=args.overlap_n
-        )
-        written = write_export(result, args.out)
-    except (ValueError, OSError) as error:
-        print(f"python -m analysis: error: {error}", file=sys.stderr)
-        return 1
+def _model_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--model", required=True, help=f"hub id (roberta-base), local folder, or {BUNDLED_MODEL} (offline)"
+    )
+
+
+def _stage_and_reference_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--stage",
+        choices=list(STAGES),
+        default="attn_residual",
+        help="where in each block to read the vector: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()),
+    )
+    command.add_argument(
+        "--reference",
+        choices=list(REFERENCES),
+        default="position",
+        help="what 'original embedding' means: " + "; ".join(f"{k}: {v}" for k, v in REFERENCES.items()),
+    )
+
+
+def _geometry_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--geometry",
+        choices=list(GEOMETRIES),
+        default="cosine",
+        help="how vectors and references are compared: " + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
+    )
+    command.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+
+
+def _export(args: argparse.Namespace) -> list[Path]:
+    check_text(args.text)
+    encoder = load_model(args.model)
+    result = analyze(
+        encoder,
+        args.text,
+        stage=args.stage,
+        reference=args.reference,
+        geometry=args.geometry,
+        rogue_k=args.rogue_k,
+        top_k=args.top_k,
+        overlap_n=args.overlap_n,
+    )
     if result.truncated:
         print(
             f"note: the text was truncated to {len(result.tokens)} tokens (of {result.n_tokens_in_text} in the text), "
             f"cut at character {result.truncated_at_char}.",
             file=sys.stderr,
         )
+    return write_export(result, args.out)
+
+
+def _verdict(args: argparse.Namespace) -> list[Path]:
+    encoder = load_model(args.model)
+    check_rogue_k(args.rogue_k, encoder.hidden_size)
+    with tqdm(total=len(corpus_sentences()), desc="verdict", unit="sentence", file=sys.stderr) as bar:
+        verdict = spike_verdict(
+            encoder,
+            stage=args.stage,
+            reference=args.reference,
+            rogue_k=args.rogue_k,
+            on_progress=lambda done, total: bar.update(done - bar.n),
+        )
+    found = background(encoder, args.stage, args.reference)
+    provenance = {
+        "model": encoder.name,
+        "revision": encoder.revision,
+        "stage": args.stage,
+        "reference": args.reference,
+        "rogue_k": args.rogue_k,
+        "methods": METHODS,
+        "corpus": found.corpus,
+        "analysis_version": __version__,
+    }
+    return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        written = _export(args) if args.command == "export" else _verdict(args)
+    except (ValueError, OSError) as error:
+        print(f"python -m analysis: error: {error}", file=sys.stderr)
+        return 1
     for path in written:
         print(path)
     return 0

@@ -20,6 +20,7 @@ import pandas as pd
 import vl_convert
 
 from analysis.trace import AnalysisResult
+from analysis.verdict import METHODS
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
@@ -332,8 +333,8 @@ def norms_chart(frame: pd.DataFrame) -> Figure:
     return Figure(_norms_spec(tuple(frame["label"])), long)
 
 
-@lru_cache(maxsize=1)
-def _corpus_spec() -> dict:
+@lru_cache(maxsize=2)
+def _shares_spec(by_method: bool) -> dict:
     base = alt.Chart().encode(
         x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("word_class:N", title="word class"),
@@ -341,22 +342,31 @@ def _corpus_spec() -> dict:
     lines = base.mark_line(point=True).encode(
         y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format="%")),
         tooltip=[
+            *([alt.Tooltip("method:N", title="method")] if by_method else []),
             alt.Tooltip("word_class:N", title="word class"),
             alt.Tooltip("layer:Q", title="layer"),
-            alt.Tooltip("spiking:Q", title="spiking tokens"),
+            alt.Tooltip("spikes:Q", title="spiking tokens"),
             alt.Tooltip("tokens:Q", title="tokens"),
             alt.Tooltip("share:Q", title="share", format=".1%"),
-            alt.Tooltip("ci_low:Q", title="95% CI low", format=".1%"),
-            alt.Tooltip("ci_high:Q", title="95% CI high", format=".1%"),
+            alt.Tooltip("low:Q", title="95% CI low", format=".1%"),
+            alt.Tooltip("high:Q", title="95% CI high", format=".1%"),
         ],
     )
-    bars = base.mark_errorbar().encode(y="ci_low:Q", y2="ci_high:Q")
-    return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=720))
+    bars = base.mark_errorbar().encode(y="low:Q", y2="high:Q")
+    if not by_method:
+        return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=720))
+    panels = alt.layer(bars, lines).properties(height=220, width=170)
+    return _spec(panels.facet(alt.Facet("method:N", title=None, sort=list(METHODS)), columns=5, data=_rows()))
 
 
 def corpus_chart(table: pd.DataFrame) -> Figure:
     """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
-    return Figure(_corpus_spec(), table)
+    return Figure(_shares_spec(by_method=False), table)
+
+
+def verdict_chart(verdict: pd.DataFrame) -> Figure:
+    """The verdict: share of function and content tokens spiking per layer with 95% intervals, one panel per method."""
+    return Figure(_shares_spec(by_method=True), verdict)
 
 
 @lru_cache(maxsize=16)

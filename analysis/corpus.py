@@ -39,13 +39,13 @@ def classified_spikes(result: AnalysisResult) -> pd.DataFrame:
 
 
 def spike_shares(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Pool `classified_spikes` frames: per layer and word class, tokens, spiking tokens, share and its 95%
-    Wilson interval. The last layer is left out: nothing follows it, so nothing can spike there."""
+    """Pool `classified_spikes` frames: per layer and word class, spikes (tokens that spike), tokens, share and
+    its 95% Wilson interval (low, high). The last layer is left out: nothing follows it, so nothing can spike."""
     every = pd.concat(frames, ignore_index=True)
     every = every[every["layer"] < every["layer"].max()]
-    table = every.groupby(["layer", "word_class"])["spikes"].agg(tokens="size", spiking="sum").reset_index()
-    table["share"] = table["spiking"] / table["tokens"]
-    table["ci_low"], table["ci_high"] = wilson_interval(table["spiking"], table["tokens"])
+    table = every.groupby(["layer", "word_class"])["spikes"].agg(spikes="sum", tokens="size").reset_index()
+    table["share"] = table["spikes"] / table["tokens"]
+    table["low"], table["high"] = wilson_interval(table["spikes"], table["tokens"])
     return table
 
 

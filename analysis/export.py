@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
+from analysis.charts import verdict_chart
 from analysis.trace import METRICS_COLUMNS, NEIGHBORS_COLUMNS, OVERLAP_COLUMNS, AnalysisResult
 
 EXPORT_FILES = {
@@ -32,3 +35,14 @@ def write_export(result: AnalysisResult, out_dir: Path) -> list[Path]:
     provenance.write_text(json.dumps(result.provenance, indent=2) + "\n")
     written.append(provenance)
     return written
+
+
+def write_verdict(verdict: pd.DataFrame, summary: str, provenance: dict, out_dir: Path) -> list[Path]:
+    """Write verdict.csv, verdict.png, verdict.txt (the summary sentence) and provenance.json into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / name for name in ("verdict.csv", "verdict.png", "verdict.txt", "provenance.json")]
+    verdict.to_csv(paths[0], index=False)
+    verdict_chart(verdict).save(paths[1])
+    paths[2].write_text(summary + "\n")
+    paths[3].write_text(json.dumps(provenance, indent=2) + "\n")
+    return paths

@@ -66,17 +66,15 @@ def spike_verdict(
         table = spike_shares(method_frames)
         table = table[table["word_class"].isin(VERDICT_CLASSES)]
         tables.append(table.assign(method=method, top_layer=_top_layer(table)))
-    verdict = pd.concat(tables, ignore_index=True).rename(
-        columns={"spiking": "spikes", "ci_low": "low", "ci_high": "high"}
-    )
+    verdict = pd.concat(tables, ignore_index=True)
     verdict["top_layer"] = verdict["top_layer"].astype("Int64")
     return verdict[list(VERDICT_COLUMNS)]
 
 
 def _top_layer(table: pd.DataFrame) -> int | None:
     """The layer where the largest share of function and content tokens spike (earliest on ties); None if none do."""
-    pooled = table.groupby("layer")[["spiking", "tokens"]].sum()
-    share = pooled["spiking"] / pooled["tokens"]
+    pooled = table.groupby("layer")[["spikes", "tokens"]].sum()
+    share = pooled["spikes"] / pooled["tokens"]
     return int(share.idxmax()) if share.max() > 0 else None
 
 
@@ -99,11 +97,11 @@ def verdict_summary(verdict: pd.DataFrame) -> str:
     tops = [method for method, shares in by_method.items() if shares.max() > 0 and int(shares.idxmax()) == layer]
     exact = by_method.get("cosine")
     exact_part = (
-        f" Under the exact computation (cosine), {exact.get(layer, 0):.0%} of function words spike there."
+        f" Under the exact computation (cosine), {exact.get(layer, 0):.1%} of function words spike there."
         if exact is not None
         else ""
     )
     return (
-        f"Under the original demo, function words spike most at layer {layer} ({demo[layer]:.0%}); that layer is "
+        f"Under the original demo, function words spike most at layer {layer} ({demo[layer]:.1%}); that layer is "
         f"the function-word peak in {len(tops)} of {len(by_method)} methods ({', '.join(tops)})." + exact_part
     )

@@ -42,6 +42,22 @@ def test_export_writes_tables_and_provenance(tmp_path):
     assert "revision" in provenance and provenance["analysis_version"]
 
 
+def test_export_with_a_geometry_records_it_and_its_background(tmp_path):
+    out = tmp_path / "out"
+    done = run_cli(
+        "export", "--model", "all-MiniLM-L6-v2", "--text", "Time flies like an arrow.", "--geometry", "no_rogue",
+        "--rogue-k", "2", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["geometry"] == "no_rogue" and provenance["rogue_k"] == 2
+    corpus = provenance["background_corpus"]
+    assert corpus["file"] == "corpus.txt" and corpus["sentences"] == 110 and corpus["tokens"] > 1000
+    assert len(corpus["sha256"]) == 64
+    bad = run_cli("export", "--model", "all-MiniLM-L6-v2", "--text", "x", "--geometry", "whitened", "--out", str(out))
+    assert bad.returncode == 2 and "invalid choice: 'whitened'" in bad.stderr
+
+
 def test_help_explains_every_option_and_column():
     done = run_cli("export", "--help")
     assert done.returncode == 0

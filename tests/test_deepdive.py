@@ -138,4 +138,4 @@ def test_corpus_spikes_count_every_token_once_per_layer(tiny_roberta):
     per_layer = table.groupby("layer")["tokens"].sum()
     assert list(per_layer.index) == list(range(tiny_roberta.num_layers - 1))
     assert (per_layer == n_tokens).all()
-    assert ((table["ci_low"] <= table["share"]) & (table["share"] <= table["ci_high"])).all()
+    assert ((table["low"] <= table["share"]) & (table["share"] <= table["high"])).all()

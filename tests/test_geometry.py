@@ -1,16 +1,22 @@
 """Geometry controls and the original demo's computation, each against an explicit float64 computation."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import analysis
+from analysis.__main__ import main as cli_main
 from analysis.capture import stage_vectors
+from analysis.corpus import corpus_spikes
 from analysis.geometry import GEOMETRIES, compute_background, geometry_scorer
 from analysis.original_demo import original_demo
 from analysis.references import vocabulary_scorer
 from analysis.sentences import corpus_sentences
 from analysis.synthetic import SEED_SENTENCE
+from analysis.verdict import METHODS, VERDICT_COLUMNS, spike_verdict, verdict_summary
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
 
 
@@ -199,3 +205,60 @@ def test_the_original_demo_is_not_what_the_model_computes(minilm):
     exact = analysis.analyze(minilm, SEED_SENTENCE, stage="attn_residual", reference="raw")
     assert np.abs(demo.vectors - exact.vectors).max() > 1e-2
     assert list(demo.metrics.columns) == list(exact.metrics.columns)
+
+
+def test_the_verdicts_cosine_rows_equal_the_corpus_check(tiny_roberta):
+    sentences = corpus_sentences()[:8]
+    seen = []
+    verdict = spike_verdict(tiny_roberta, sentences=sentences, on_progress=lambda done, total: seen.append(done))
+    assert seen == list(range(1, 9))
+    assert list(verdict.columns) == list(VERDICT_COLUMNS)
+    assert list(dict.fromkeys(verdict["method"])) == list(METHODS)
+    assert set(verdict["word_class"]) <= {"function", "content"}
+    check = corpus_spikes(tiny_roberta, sentences)
+    check = check[check["word_class"].isin(["function", "content"])].reset_index(drop=True)
+    cosine = verdict[verdict["method"] == "cosine"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(cosine[list(check.columns)], check)
+    for _, rows in verdict.groupby("method"):
+        assert rows["top_layer"].nunique(dropna=False) == 1  # one top layer per method
+        top = rows["top_layer"].iloc[0]
+        pooled = rows.groupby("layer")[["spikes", "tokens"]].sum()
+        if pd.isna(top):
+            assert pooled["spikes"].sum() == 0
+        else:
+            assert (pooled["spikes"] / pooled["tokens"]).idxmax() == top
+
+
+def verdict_rows(shares: dict[str, list[float]]) -> pd.DataFrame:
+    """A hand-built verdict: function-word shares per layer for each method, 100 tokens each."""
+    rows = [
+        {"method": method, "layer": layer, "word_class": "function", "share": share}
+        for method, by_layer in shares.items()
+        for layer, share in enumerate(by_layer)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_summary_sentence_is_computed_from_the_verdict():
+    summary = verdict_summary(
+        verdict_rows({"original_demo": [0, 0.2, 0.5, 0], "cosine": [0, 0.1, 0.4, 0], "centered": [0, 0.3, 0.1, 0]})
+    )
+    assert "function words spike most at layer 2 (50.0%)" in summary
+    assert "peak in 2 of 3 methods (original_demo, cosine)" in summary
+    assert "(cosine), 40.0% of function words spike there" in summary
+    nothing = verdict_summary(verdict_rows({"original_demo": [0, 0], "cosine": [0, 0]}))
+    assert nothing == "No method finds function words spiking at any layer of this corpus."
+
+
+def test_the_verdict_command_writes_its_table_chart_and_summary(tmp_path, tiny_roberta):
+    folder = tmp_path / "tiny"
+    tiny_roberta.hf_model.save_pretrained(folder)
+    tiny_roberta.tokenizer.save_pretrained(folder)
+    assert cli_main(["verdict", "--model", str(folder), "--out", str(tmp_path / "out"), "--rogue-k", "2"]) == 0
+    verdict = pd.read_csv(tmp_path / "out" / "verdict.csv")
+    assert set(verdict["method"]) == set(METHODS)
+    assert (tmp_path / "out" / "verdict.png").read_bytes().startswith(b"\x89PNG")
+    assert "method" in (tmp_path / "out" / "verdict.txt").read_text()  # the summary sentence, whatever it finds
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["rogue_k"] == 2 and provenance["corpus"]["sentences"] == len(corpus_sentences())
+    assert cli_main(["verdict", "--model", str(folder), "--out", str(tmp_path / "x"), "--rogue-k", "32"]) == 1
