@@ -129,17 +129,32 @@ def _measure_axis(measure: str, rank_title: str = "rank of own embedding (1 = ne
     return alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
 
 
+WORD_CLASS_COLOURS = {"function": "#1f77b4", "content": "#2ca02c", "punctuation": "#ff7f0e", "special": "#9467bd"}
+BASELINE = -1
+"""The `position` of the anisotropy baseline's rows in a trajectory chart's data (no token has it)."""
+
+
 @lru_cache(maxsize=64)
-def _trajectory_spec(measure: str, n_layers: int, x_title: str) -> dict:
+def _trajectory_spec(measure: str, n_layers: int, x_title: str, by_class: bool, baseline: bool) -> dict:
     pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
     x = alt.X(
         "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
     )
     y = _measure_axis(measure)
+    style = dict(_STYLE)
+    tooltip = list(_TOOLTIP)
+    if by_class:
+        style["color"] = alt.Color(
+            "word_class:N",
+            title="word class",
+            scale=alt.Scale(domain=list(WORD_CLASS_COLOURS), range=list(WORD_CLASS_COLOURS.values())),
+        )
+        tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
     lines = (
         alt.Chart()
+        .transform_filter(alt.datum.position >= 0)
         .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
-        .encode(x=x, y=y, tooltip=_TOOLTIP, **_STYLE)
+        .encode(x=x, y=y, tooltip=tooltip, **style)
         .add_params(pick)
     )
     labels = (
@@ -148,22 +163,62 @@ def _trajectory_spec(measure: str, n_layers: int, x_title: str) -> dict:
         .mark_text(align="left", dx=6, fontWeight="bold")
         .encode(x=x, y=y, text="label:N", color=_STYLE["color"])
     )
+    layers = [lines, labels]
+    if baseline:
+        layers.append(
+            alt.Chart()
+            .transform_filter(alt.datum.position == BASELINE)
+            .mark_line(color="#444444", strokeDash=[6, 4], strokeWidth=2)
+            .encode(
+                x=x,
+                y=y,
+                tooltip=[
+                    alt.Tooltip("label:N", title="line"),
+                    alt.Tooltip("layer:Q", title="layer"),
+                    alt.Tooltip("cosine:Q", title="mean cosine of corpus token pairs", format=".4f"),
+                ],
+            )
+        )
     # Right padding leaves room for the labels of highlighted tokens at the last layer.
-    chart = alt.layer(lines, labels, data=_rows()).properties(height=420, width=720, padding={"right": 90})
+    chart = alt.layer(*layers, data=_rows()).properties(height=420, width=720, padding={"right": 90})
     return _spec(chart)
 
 
 def trajectory_chart(
-    metrics: pd.DataFrame, measure: str, highlight: list[int], x_title: str = "layer (block index l)"
+    metrics: pd.DataFrame,
+    measure: str,
+    highlight: list[int],
+    x_title: str = "layer (block index l)",
+    *,
+    classes: pd.Series | None = None,
+    baseline: np.ndarray | None = None,
 ) -> Figure:
     """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv: `measure` is
     "cosine" or "rank" (log scale, rank 1 at the top).
 
-    Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. Clicking a
-    line selects its `position` through the `PICK` selection.
+    Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. With nothing
+    highlighted and `classes` (word class per position) given, lines are coloured by word class with a legend.
+    `baseline` `[layers]` (cosine only): the anisotropy baseline as a dashed line. Clicking a line selects its
+    `position` through the `PICK` selection.
     """
     n_layers = int(metrics["layer"].max()) + 1
-    return Figure(_trajectory_spec(measure, n_layers, x_title), _styled(metrics, highlight, _TRAJECTORY_COLUMNS))
+    by_class = classes is not None and not highlight
+    rows = _styled(metrics, highlight, _TRAJECTORY_COLUMNS)
+    if by_class:
+        rows = rows.assign(word_class=metrics["position"].map(classes).to_numpy(), alpha=0.7, width=1.5)
+    with_baseline = baseline is not None and measure == "cosine"
+    if with_baseline:
+        line = pd.DataFrame(
+            {
+                "layer": np.arange(n_layers),
+                "position": BASELINE,
+                "cosine": np.asarray(baseline, dtype=float),
+                "label": "anisotropy baseline",
+                "highlighted": False,
+            }
+        )
+        rows = pd.concat([rows, line], ignore_index=True)
+    return Figure(_trajectory_spec(measure, n_layers, x_title, by_class, with_baseline), rows)
 
 
 OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original neighbourhood"}
@@ -394,12 +449,20 @@ def _comparison_spec(measure: str, relative: bool, n_models: int) -> dict:
     return _spec(chart.properties(height=320, width=340).facet(column=alt.Column("model:N", title=None)))
 
 
-def comparison_chart(results: list[AnalysisResult], measure: str, highlight: list[int], relative: bool) -> Figure:
-    """Cosine or rank trajectories of several models: overlaid on relative depth (layer / (layers - 1)), or side
-    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per model."""
+def comparison_chart(
+    results: list[AnalysisResult],
+    measure: str,
+    highlight: list[int],
+    relative: bool,
+    names: list[str] | None = None,
+) -> Figure:
+    """Cosine or rank trajectories of several results: overlaid on relative depth (layer / (layers - 1)), or side
+    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per result, named by
+    `names` (default: `1: model`, `2: model`, …)."""
+    names = names or [f"{index + 1}: {result.model}" for index, result in enumerate(results)]
     frames = []
-    for index, result in enumerate(results):
+    for name, result in zip(names, results, strict=True):
         n_layers = int(result.metrics["layer"].max()) + 1
         frame = _styled(result.metrics, highlight, _TRAJECTORY_COLUMNS, faint_alpha=0.15)
-        frames.append(frame.assign(model=f"{index + 1}: {result.model}", depth=frame["layer"] / max(n_layers - 1, 1)))
+        frames.append(frame.assign(model=name, depth=frame["layer"] / max(n_layers - 1, 1)))
     return Figure(_comparison_spec(measure, relative, len(results)), pd.concat(frames, ignore_index=True))

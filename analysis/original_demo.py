@@ -89,6 +89,7 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
         vectors,
         layer_scores.stacked(reference_scores),
         cosine,
+        own_reference,
         stage="original_demo",
         reference="position" if positional else "raw",
         geometry="cosine",

@@ -66,6 +66,7 @@ class AnalysisResult:
     neighbors: pd.DataFrame  # NEIGHBORS_COLUMNS, top_k rows per (layer, position)
     overlap: pd.DataFrame  # OVERLAP_COLUMNS, one row per (layer, position)
     vectors: np.ndarray  # [layers, tokens, hidden] stage vectors
+    own_references: np.ndarray  # [tokens, hidden] each token's own reference vector ref_i(p)
     n_tokens_in_text: int
     truncated_at_char: int | None
     provenance: dict
@@ -144,6 +145,7 @@ def analyze(
         vectors,
         layer_scores.stacked(reference_scores),
         cosine,
+        own_reference,
         stage=stage,
         reference=reference,
         geometry=geometry,
@@ -164,6 +166,7 @@ def assemble_result(
     vectors: torch.Tensor,
     scores: TokenScores,
     cosine: torch.Tensor,
+    own_reference: torch.Tensor,
     *,
     stage: Stage | Literal["original_demo"],
     reference: Reference,
@@ -174,8 +177,8 @@ def assemble_result(
     provenance: dict,
 ) -> AnalysisResult:
     """The tidy tables of one text: `vectors [layers, tokens, hidden]`, `scores` of the layers followed by one
-    group for the tokens' own references, the displayed own `cosine [layers, tokens]`; `provenance` adds to
-    (or overrides) the common record."""
+    group for the tokens' own references, the displayed own `cosine [layers, tokens]`, the `own_reference`
+    vectors `[tokens, hidden]`; `provenance` adds to (or overrides) the common record."""
     n_layers, n_tokens = vectors.shape[:2]
     token_frame = token_table(tokens, text)
     ids_n = scores.top_ids[..., :overlap_n]
@@ -238,6 +241,7 @@ def assemble_result(
         neighbors=neighbors,
         overlap=overlap,
         vectors=_read_only(vectors.numpy().copy()),
+        own_references=_read_only(own_reference.numpy().copy()),
         n_tokens_in_text=tokens.n_tokens_in_text,
         truncated_at_char=tokens.truncated_at_char,
         provenance={**record, **provenance},

@@ -18,9 +18,10 @@ from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, 
 from analysis.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.references import own_references
 from analysis.sentences import corpus_sentences
+from analysis.verdict import spike_verdict
 from dashboard.settings import settings
 from dashboard.show import literal
-from dashboard.view import check_model_allowed
+from dashboard.view import View, check_model_allowed
 
 
 def loaded_encoder(model: str, interactive: bool = True) -> analysis.EncoderModel:
@@ -47,7 +48,14 @@ def checked_size(model: str, max_bytes: int) -> None:
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_analysis(
-    model: str, text: str, stage: analysis.Stage, reference: analysis.Reference, top_k: int, overlap_n: int
+    model: str,
+    text: str,
+    stage: analysis.Stage,
+    reference: analysis.Reference,
+    geometry: analysis.Geometry,
+    rogue_k: int,
+    top_k: int,
+    overlap_n: int,
 ) -> analysis.AnalysisResult:
     """The analysis of one text; keyed on everything that changes it (highlighting and page do not).
 
@@ -57,9 +65,32 @@ def cached_analysis(
         text,
         stage=stage,
         reference=reference,
+        geometry=geometry,
+        rogue_k=rogue_k,
         top_k=top_k,
         overlap_n=overlap_n,
     )
+
+
+def view_analysis(view: View, **overrides) -> analysis.AnalysisResult:
+    """`cached_analysis` of the view's settings, with `overrides` (model, stage, …) where a page needs others."""
+    settings_ = {
+        "model": view.model,
+        "text": view.text,
+        "stage": view.stage,
+        "reference": view.reference,
+        "geometry": view.geometry,
+        "rogue_k": view.rogue_k,
+        "top_k": view.top_k,
+        "overlap_n": view.overlap_n,
+    }
+    return cached_analysis(**{**settings_, **overrides})
+
+
+@st.cache_resource(max_entries=8, ttl=3600, show_spinner=False)
+def cached_background(model: str, stage: analysis.Stage, reference: analysis.Reference) -> analysis.Background:
+    """The corpus statistics of one model, stage and reference (one forward pass per corpus sentence)."""
+    return analysis.background(loaded_encoder(model, interactive=False), stage, reference)
 
 
 def ensure_downloaded(model: str) -> None:
@@ -103,6 +134,21 @@ def cached_heads(
     encoder = loaded_encoder(model, interactive=False)
     parts = decompose_heads(encoder, text, layer)
     return parts, attribute_heads(parts, own_references(encoder, parts.tokens, reference))
+
+
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+def cached_original_demo(model: str, text: str) -> analysis.AnalysisResult:
+    """The original demo's computation of one text (for comparison with the exact one)."""
+    return analysis.original_demo(loaded_encoder(model, interactive=False), text)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def cached_verdict(
+    model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int, _on_progress=None
+) -> pd.DataFrame:
+    """The spike verdict over the shipped corpus for one model, stage and reference (minutes: computed once)."""
+    encoder = loaded_encoder(model, interactive=False)
+    return spike_verdict(encoder, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=_on_progress)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)

@@ -13,7 +13,7 @@ import streamlit as st
 import analysis
 from analysis.wordclass import word_classes
 from dashboard import widgets
-from dashboard.cache import cached_analysis, hub_model_available, loaded_encoder
+from dashboard.cache import cached_background, hub_model_available, loaded_encoder, view_analysis
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
@@ -87,6 +87,7 @@ def open_page(page_title: str) -> Context:
         widgets.model_picker(view.model)
         info_slot = st.empty()
         widgets.stage_and_reference()
+        widgets.geometry_picker()
         highlight_slot = st.container()
 
     for notice in st.session_state.pop(NOTICES, []):
@@ -101,8 +102,13 @@ def open_page(page_title: str) -> Context:
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
     try:
+        if view.geometry != "cosine":
+            with st.spinner(
+                "Computing the corpus statistics the geometry needs (once per model, stage and reference)…"
+            ):
+                cached_background(view.model, view.stage, view.reference)
         with st.spinner("Tracing every token through every layer…"):
-            result = cached_analysis(view.model, view.text, view.stage, view.reference, view.top_k, view.overlap_n)
+            result = view_analysis(view)
     except ValueError as error:
         _fail(str(error))
     info = encoder.info

@@ -23,9 +23,16 @@ def caption(result: analysis.AnalysisResult, measured: str) -> None:
     st.caption(
         literal(
             f"{measured}. Model {result.model}; stage {result.stage} ({analysis.STAGES[result.stage]}); "
-            f"reference {result.reference} ({analysis.REFERENCES[result.reference]}); {len(result.tokens)} tokens."
+            f"reference {result.reference} ({analysis.REFERENCES[result.reference]}); geometry {_geometry(result)}; "
+            f"{len(result.tokens)} tokens."
         )
     )
+
+
+def _geometry(result: analysis.AnalysisResult) -> str:
+    if result.geometry == "no_rogue":
+        return f"no_rogue, {result.rogue_k} dimensions removed"
+    return f"{result.geometry} ({analysis.GEOMETRIES[result.geometry]})"
 
 
 def chart(figure: Figure, name: str, key: str, on_select=None):

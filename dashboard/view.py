@@ -16,6 +16,7 @@ from analysis.wordclass import WORD_CLASSES
 from dashboard.settings import settings
 
 TOP_K_RANGE = (1, 50)
+ROGUE_K_RANGE = (0, 64)
 OVERLAP_N_RANGE = (1, 1000)
 
 MODEL_PRESETS: dict[str, str] = {
@@ -37,6 +38,8 @@ class View:
     model: str = analysis.BUNDLED_MODEL
     stage: analysis.Stage = "attn_residual"
     reference: analysis.Reference = "position"
+    geometry: analysis.Geometry = "cosine"
+    rogue_k: int = 3  # dimensions removed by the no_rogue geometry
     highlight: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
     top_k: int = 15
@@ -96,6 +99,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "model": check_model_allowed,
     "stage": lambda value: check_choice("stage", value, analysis.STAGES),
     "reference": lambda value: check_choice("reference", value, analysis.REFERENCES),
+    "geometry": lambda value: check_choice("geometry", value, analysis.GEOMETRIES),
+    "rogue_k": _int_in(*ROGUE_K_RANGE),
     "highlight": _positions,
     "classes": _classes,
     "top_k": _int_in(*TOP_K_RANGE),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 import analysis
@@ -12,7 +14,7 @@ from analysis.charts import PICK, token_label, trajectory_chart
 from analysis.wordclass import WORD_CLASSES
 from dashboard import show
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS, current_view, update_view, view_to_query
+from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, update_view, view_to_query
 
 OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
 PAGES = {
@@ -33,17 +35,27 @@ def bind(field: str, value: object = None, *, widget: str | None = None, convert
 
 
 def pick_from_chart(key: str, selection: str) -> None:
-    """`on_select` callback of a clickable chart: add the clicked token's position to the highlighted ones."""
+    """`on_select` callback of a clickable chart: add the clicked token's position to the highlighted ones
+    (a click on a reference line, which has no token, picks nothing)."""
     points = st.session_state[key].selection.get(selection, [])
-    picked = [int(point["position"]) for point in points if "position" in point]
+    picked = [int(point["position"]) for point in points if point.get("position", -1) >= 0]
     if picked:
         update_view(highlight=tuple(dict.fromkeys((*current_view().highlight, *picked))))
 
 
-def clickable_trajectories(result: analysis.AnalysisResult, highlighted: list[int], measure: str, name: str) -> None:
-    """A trajectory chart (cosine or rank) whose lines highlight their token when clicked."""
+def clickable_trajectories(
+    result: analysis.AnalysisResult,
+    highlighted: list[int],
+    measure: str,
+    name: str,
+    *,
+    classes: pd.Series | None = None,
+    baseline: np.ndarray | None = None,
+) -> None:
+    """A trajectory chart (cosine or rank) whose lines highlight their token when clicked; with nothing
+    highlighted, lines coloured by word class; `baseline` as a dashed reference line (cosine)."""
     key = f"{measure}_chart"
-    figure = trajectory_chart(result.metrics, measure, highlighted)
+    figure = trajectory_chart(result.metrics, measure, highlighted, classes=classes, baseline=baseline)
     show.chart(figure, name, key=key, on_select=lambda: pick_from_chart(key, PICK))
 
 
@@ -111,6 +123,27 @@ def stage_and_reference() -> None:
         st.radio(label, list(options), captions=list(options.values()), **bind(field))
 
 
+def geometry_picker() -> None:
+    """How vectors and references are compared; how many rogue dimensions `no_rogue` removes."""
+    st.radio(
+        "Geometry: how vectors and references are compared",
+        list(analysis.GEOMETRIES),
+        captions=list(analysis.GEOMETRIES.values()),
+        help="Controls against anisotropy and rogue dimensions, from statistics of the shipped corpus: a spike "
+        "that survives every geometry is not an artefact of a few dominant dimensions.",
+        **bind("geometry"),
+    )
+    if current_view().geometry == "no_rogue":
+        st.number_input(
+            "rogue_k: dimensions removed",
+            *ROGUE_K_RANGE,
+            step=1,
+            help="The layer's dimensions with the largest share of the mean cosine between corpus tokens are set to "
+            "zero in the vectors and the references.",
+            **bind("rogue_k"),
+        )
+
+
 def model_info_line(info: analysis.ModelInfo) -> str:
     """The model's sizes in one line, as the sidebar shows them."""
     return (
@@ -138,3 +171,12 @@ def highlight_controls(result: analysis.AnalysisResult) -> None:
         **bind("classes", list(current_view().classes), convert=tuple),
         help=" ".join(f"{name}: {meaning}." for name, meaning in WORD_CLASSES.items()),
     )
+
+
+def run_once_button(key: tuple, label: str) -> bool:
+    """Whether the person has asked, in this session, for the slow computation `key`; until then, a button."""
+    runs = st.session_state.setdefault("runs", set())
+    if key in runs:
+        return True
+    st.button(label, on_click=lambda: runs.add(key), icon=":material/play_arrow:")
+    return False

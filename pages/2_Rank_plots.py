@@ -17,8 +17,11 @@ vocabulary = context.info.vocab_size
 
 st.header("Rank plots")
 show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
-clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories")
-st.caption("Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic.")
+clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
+st.caption(
+    "Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic. With nothing "
+    "highlighted, lines are coloured by word class."
+)
 
 st.subheader("Nearest vocabulary neighbours per layer")
 labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))

@@ -1,27 +1,68 @@
-"""Layer deep dive: which tokens leap in rank at a layer and fall back at the next, and why."""
+"""Layer deep dive: is the spike real, which tokens leap in rank at a layer and fall back at the next, and why."""
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
-from analysis.charts import corpus_chart, heatmap, norms_chart, spike_chart, token_label
-from analysis.heads import attention_shares, outlier_dimensions
+from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
+from analysis.reports import (
+    attention_pattern,
+    baseline_table,
+    layer_report,
+    layernorm_table,
+    opening_layer,
+    rogue_table,
+    token_labels,
+)
 from analysis.sentences import corpus_sentences
-from analysis.spikes import SPIKE_DEFINITION, spike_scores, token_spikes, top_spike_layer
+from analysis.spikes import SPIKE_DEFINITION, spike_scores
+from analysis.verdict import METHODS, VERDICT_COLUMNS, verdict_summary
 from dashboard import show
-from dashboard.cache import cached_analysis, cached_corpus, cached_heads
+from dashboard.cache import (
+    cached_background,
+    cached_corpus,
+    cached_heads,
+    cached_original_demo,
+    cached_verdict,
+    view_analysis,
+)
 from dashboard.controller import open_page
 from dashboard.view import update_view
-from dashboard.widgets import bind
+from dashboard.widgets import bind, run_once_button
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
 context = open_page("Layer deep dive")
 result, view = context.result, context.view
 n_layers, n_heads = context.info.layers, context.info.heads
-labels = [token_label(p, t) for p, t in zip(result.tokens["position"], result.tokens["text"], strict=True)]
+labels = token_labels(result)
+sentences = corpus_sentences()
 
-top = top_spike_layer(result.metrics)
+st.header("Layer deep dive")
+st.subheader("Is the spike real?")
+st.caption(
+    show.literal(
+        f"Over {len(sentences)} varied sentences shipped with Token Trails: the share of function and content "
+        f"words that spike at each layer in {view.model} (stage {view.stage}, reference {view.reference}), under the "
+        "original demo's computation and under each geometry of the exact one, with 95% Wilson intervals. A spike "
+        "that the geometry controls remove comes from anisotropy or a few rogue dimensions, not from the tokens."
+    )
+)
+st.caption(" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in METHODS.items()))
+verdict_key = ("verdict", view.model, view.stage, view.reference, view.rogue_k)
+if run_once_button(verdict_key, f"Run the verdict ({len(sentences)} sentences x {len(METHODS)} methods)"):
+    progress = st.progress(0.0, text="Running the verdict…")
+    verdict = cached_verdict(
+        view.model,
+        view.stage,
+        view.reference,
+        view.rogue_k,
+        _on_progress=lambda done, total: progress.progress(done / total, text=f"Sentence {done} of {total}"),
+    )
+    progress.empty()
+    st.info(show.literal(verdict_summary(verdict)), icon=":material/fact_check:")
+    show.chart(verdict_chart(verdict), "spike_verdict", key="verdict_chart")
+    show.table(verdict, "spike_verdict", key="verdict_table", column_help=VERDICT_COLUMNS)
+
+top, why = opening_layer(result.metrics)
 if view.layer >= n_layers or view.head >= n_heads:
     update_view(layer=-1 if view.layer >= n_layers else view.layer, head=0 if view.head >= n_heads else view.head)
     st.info(
@@ -30,42 +71,71 @@ if view.layer >= n_layers or view.head >= n_heads:
 layer = view.layer if 0 <= view.layer < n_layers else top
 head = min(view.head, n_heads - 1)
 
-st.header(f"Layer {layer} deep dive")
+st.subheader(f"Layer {layer}")
+if why and view.layer < 0:
+    st.info(show.literal(why), icon=":material/info:")
 st.caption(show.literal(SPIKE_DEFINITION))
-scores = spike_scores(result.metrics)
-show.chart(spike_chart(scores, layer), "spike_scores", key="spike_chart")
+show.chart(spike_chart(spike_scores(result.metrics), layer), "spike_scores", key="spike_chart")
+opening = "the top-scoring layer" if why is None else "the layer with the largest median rank change"
 st.selectbox(
     "Layer",
     [-1, *range(n_layers)],
-    format_func=lambda value: f"the top-scoring layer ({top})" if value == -1 else f"layer {value}",
-    help="The page opens on the layer with the highest spike score.",
+    format_func=lambda value: f"{opening} ({top})" if value == -1 else f"layer {value}",
+    help="The page opens on the layer with the highest spike score, or, when nothing spikes, on the layer where "
+    "ranks change most.",
     **bind("layer", view.layer if 0 <= view.layer < n_layers else -1),
 )
 
-st.subheader("Which tokens leap")
-spikes = token_spikes(result.metrics)
-spikes = spikes[spikes["layer"] == layer].assign(word_class=spikes["position"].map(context.classes))
-table = spikes[["position", "token", "text", "word_class", "rank_before", "rank", "rank_after", "spikes"]]
-table = table.sort_values(["word_class", "position"]).rename(
-    columns={
-        "rank_before": f"rank at {layer - 1 if layer else 'embedding'}",
-        "rank": f"rank at {layer}",
-        "rank_after": f"rank at {layer + 1}",
-        "word_class": "word class",
-    }
-)
-leapers = spikes[spikes["spikes"]]
-counts = leapers["word_class"].value_counts()
-show.caption(
-    result,
-    f"{len(leapers)} of {len(spikes)} tokens spike at layer {layer}"
-    + (": " + ", ".join(f"{n} {cls}" for cls, n in counts.items()) if len(leapers) else ""),
-)
-show.table(table, f"spikes_layer_{layer}", key="spike_table")
-
-st.subheader("Why: the heads of the attention sublayer")
 with st.spinner(f"Decomposing layer {layer}'s attention into its {n_heads} heads…"):
     parts, attribution = cached_heads(view.model, view.text, layer, view.reference)
+report = layer_report(result, context.classes, parts, attribution)
+
+st.subheader("Which tokens leap")
+show.caption(result, report.leap_summary)
+show.table(report.leaps, f"spikes_layer_{layer}", key="spike_table")
+
+st.subheader("Against the anisotropy baseline")
+with st.spinner("Computing the corpus statistics (once per model and stage)…"):
+    background = cached_background(view.model, view.stage, view.reference)
+st.caption(
+    show.literal(
+        f"Per layer: the mean cosine between the {view.stage} vectors of two different tokens of the corpus "
+        f"({background.n_tokens:,} tokens), beside this text's token cosines to their own references under the "
+        f"{view.geometry} geometry. Where the baseline is high, every vector is near every other."
+    )
+)
+show.table(baseline_table(background, result), "anisotropy_baseline", key="baseline_table")
+
+st.subheader(f"Rogue dimensions of layer {layer}")
+followed = context.highlighted[:6]
+st.caption(
+    show.literal(
+        f"The dimensions that carry most of the mean cosine between corpus tokens at layer {layer}, and their share "
+        "of each highlighted token's cosine with its own reference"
+        + (" (showing the first six highlighted tokens)." if len(context.highlighted) > 6 else ".")
+        + ("" if followed else " Highlight tokens in the sidebar to see their shares.")
+    )
+)
+show.table(rogue_table(background, result, layer, followed), f"rogue_dimensions_layer_{layer}", key="rogue_table")
+
+st.subheader("The original demo beside the exact computation")
+with st.spinner("Running the original demo's computation…"):
+    demo = cached_original_demo(view.model, view.text)
+st.caption(
+    show.literal(
+        "Rank of each token's own embedding per layer: left, as the original demo computed it (untransposed value "
+        "and output weights, no biases, raw word rows); right, the exact vector of this view "
+        f"(stage {view.stage}, reference {view.reference}, geometry {view.geometry}). Log scale, rank 1 on top."
+    )
+)
+names = ["original demo", "exact (this view)"]
+show.chart(
+    comparison_chart([demo, result], "rank", context.highlighted, relative=False, names=names),
+    "original_demo_vs_exact",
+    key="demo_chart",
+)
+
+st.subheader("Why: the heads of the attention sublayer")
 st.caption(
     show.literal(
         f"Change in cosine to each token's own reference ({view.reference}) from the block input to attn_residual "
@@ -73,18 +143,9 @@ st.caption(
         "rescaling of the residual by the new norm add up to the total (red: towards, blue: away)."
     )
 )
-rows = [(f"head {h}", attribution.per_head[h]) for h in range(n_heads)]
-rows += [("output bias", attribution.bias), ("rescaling", attribution.rescaling), ("total", attribution.total)]
-attribution_frame = pd.DataFrame(
-    [
-        {"part": part, "token": labels[t], "change in cosine": float(values[t])}
-        for part, values in rows
-        for t in range(len(labels))
-    ]
-)
 show.chart(
     heatmap(
-        attribution_frame, "token", "part", "change in cosine", ("token", "part", "change in cosine"), diverging=True
+        report.attribution, "token", "part", "change in cosine", ("token", "part", "change in cosine"), diverging=True
     ),
     f"head_attribution_layer_{layer}",
     key="attribution_chart",
@@ -92,14 +153,8 @@ show.chart(
 
 st.subheader("Attention pattern and attention sinks")
 st.selectbox("Head", list(range(n_heads)), **bind("head", head))
+pattern = attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS)
 shown = min(len(labels), MAX_PATTERN_TOKENS)
-pattern = pd.DataFrame(
-    {
-        "query": np.repeat(labels[:shown], shown),
-        "key": np.tile(labels[:shown], shown),
-        "attention": parts.attention[head, :shown, :shown].reshape(-1),
-    }
-)
 st.caption(
     show.literal(
         f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1."
@@ -111,33 +166,25 @@ show.chart(
     f"attention_layer_{layer}_head_{head}",
     key="pattern_chart",
 )
-groups = context.classes.where(context.classes.isin(["special", "punctuation"]), "other")
-shares = attention_shares(parts, groups).reset_index().melt(id_vars="head", var_name="keys", value_name="share")
-shares["head"] = "head " + shares["head"].astype(str)
 st.caption(
     "Per head, the share of attention (averaged over query tokens) on special tokens, punctuation and other tokens."
 )
 show.chart(
-    heatmap(shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False),
+    heatmap(
+        report.sink_shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False
+    ),
     f"attention_sinks_layer_{layer}",
     key="sinks_chart",
 )
 
 st.subheader("Residual stream against attention update")
-norms = pd.DataFrame(
-    {
-        "label": labels,
-        "residual": (parts.residual**2).sum(-1) ** 0.5,
-        "attention update": (parts.attention_update() ** 2).sum(-1) ** 0.5,
-    }
-)
 st.caption(
     show.literal(f"L2 norm per token at layer {layer}: the block input against what the attention sublayer adds.")
 )
-show.chart(norms_chart(norms), f"norms_layer_{layer}", key="norms_chart")
+show.chart(norms_chart(report.norms), f"norms_layer_{layer}", key="norms_chart")
 
 st.subheader("Outlier dimensions")
-if layer == 0:
+if report.outliers is None:
     st.caption("Layer 0 has no previous layer to change from; pick a later layer.")
 else:
     show.caption(
@@ -145,29 +192,21 @@ else:
         f"The hidden dimensions that carry most of the squared change of the stage vectors into layer {layer}, "
         "with their share of the change into the layer before",
     )
-    show.table(outlier_dimensions(result.vectors, layer), f"outlier_dimensions_layer_{layer}", key="outlier_table")
+    show.table(report.outliers, f"outlier_dimensions_layer_{layer}", key="outlier_table")
 
 st.subheader("What the attention LayerNorm does")
 with st.spinner("Reading attn_residual and attn_output…"):
-    before_norm = cached_analysis(view.model, view.text, "attn_residual", view.reference, view.top_k, view.overlap_n)
-    after_norm = cached_analysis(view.model, view.text, "attn_output", view.reference, view.top_k, view.overlap_n)
-pick = ["position", "token", "cosine", "rank"]
-layernorm = before_norm.metrics.loc[before_norm.metrics["layer"] == layer, pick].merge(
-    after_norm.metrics.loc[after_norm.metrics["layer"] == layer, pick],
-    on=["position", "token"],
-    suffixes=(" before LayerNorm", " after LayerNorm"),
-)
+    before_norm = view_analysis(view, stage="attn_residual")
+    after_norm = view_analysis(view, stage="attn_output")
 st.caption(
     show.literal(
         f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after), "
-        f"reference {view.reference}."
+        f"reference {view.reference}, geometry {view.geometry}."
     )
 )
-show.table(layernorm, f"layernorm_layer_{layer}", key="layernorm_table")
+show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
 
 st.subheader("Corpus check: does it happen regardless of the text?")
-sentences = corpus_sentences()
-corpus_key = (view.model, view.stage, view.reference)
 st.caption(
     show.literal(
         f"{len(sentences)} varied English sentences shipped with Token Trails, run through {view.model} "
@@ -175,15 +214,13 @@ st.caption(
         "each layer, with 95% Wilson intervals."
     )
 )
-if corpus_key not in st.session_state.setdefault("corpus_runs", set()):
-    st.button(
-        f"Run the corpus check ({len(sentences)} sentences)",
-        on_click=lambda: st.session_state["corpus_runs"].add(corpus_key),
-    )
-else:
+corpus_key = ("corpus", view.model, view.stage, view.reference)
+if run_once_button(corpus_key, f"Run the corpus check ({len(sentences)} sentences)"):
     progress = st.progress(0.0, text="Running the corpus check…")
     corpus = cached_corpus(
-        *corpus_key,
+        view.model,
+        view.stage,
+        view.reference,
         _on_progress=lambda done, total: progress.progress(done / total, text=f"Sentence {done} of {total}"),
     )
     progress.empty()

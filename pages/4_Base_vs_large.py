@@ -1,14 +1,13 @@
 """Base vs large: the same text through two models, on relative depth, with per-model summaries and CKA."""
 
-import pandas as pd
 import streamlit as st
 
 import analysis
 from analysis.charts import comparison_chart, heatmap
-from analysis.compare import cka_matrix, model_summary
 from analysis.loading import model_bytes
+from analysis.reports import comparison_report
 from dashboard import show
-from dashboard.cache import cached_analysis, hub_model_available
+from dashboard.cache import hub_model_available, view_analysis
 from dashboard.controller import open_page
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS
@@ -57,7 +56,7 @@ results = []
 for name in models:
     try:
         with st.spinner(show.literal(f"Tracing the text through {name}…")):
-            results.append(cached_analysis(name, view.text, view.stage, view.reference, view.top_k, view.overlap_n))
+            results.append(view_analysis(view, model=name))
     except ValueError as error:
         st.error(show.literal(f"{name}: {error}"), icon=":material/error:")
         st.stop()
@@ -74,7 +73,8 @@ st.caption(
         "one model is released before the other loads, and only the small results are kept."
     )
 )
-if any(not result.tokens["token_id"].equals(results[0].tokens["token_id"]) for result in results):
+comparison = comparison_report(results[0], results[1], view.text)
+if not comparison.same_tokens:
     st.caption("The two models tokenize the text differently: highlighted positions follow the sidebar's model.")
 
 st.subheader("Trajectories on relative depth")
@@ -96,25 +96,20 @@ st.caption(
     "Spike layers: where tokens leap at least 10 times down the ranking and come back (see Layer deep dive). "
     "Drift: mean drop of the cosine to the original embedding from the first to the last layer."
 )
-summary = pd.DataFrame([model_summary(result) for result in results])
-show.table(summary, "model_summary", key="summary_table")
+show.table(comparison.summary, "model_summary", key="summary_table")
 
 st.subheader("Layer-to-layer similarity (linear CKA)")
-try:
-    cka = cka_matrix(results[0], results[1], view.text)
-except ValueError as error:
-    st.info(show.literal(str(error)))
+if comparison.cka_cells is None:
+    st.info(show.literal(comparison.cka_note))
 else:
     show.caption(
         results[0],
         f"Linear CKA between every layer of {models[0]} (rows) and {models[1]} (columns) over the words of the text "
         "(token vectors averaged per word, so different tokenizers compare); 1 = the same geometry",
     )
-    cells = cka.stack().rename("CKA").reset_index()
-    cells.columns = ["first model layer", "second model layer", "CKA"]
     show.chart(
         heatmap(
-            cells,
+            comparison.cka_cells,
             "second model layer",
             "first model layer",
             "CKA",
@@ -124,11 +119,4 @@ else:
         "cka",
         key="cka_chart",
     )
-    best = pd.DataFrame(
-        {
-            f"{models[0]} layer": cka.index,
-            f"best-matching {models[1]} layer": cka.to_numpy().argmax(1),
-            "CKA": cka.to_numpy().max(1),
-        }
-    )
-    show.table(best, "cka_best_match", key="cka_best", export=cells)
+    show.table(comparison.best_match, "cka_best_match", key="cka_best", export=comparison.cka_cells)

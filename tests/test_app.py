@@ -11,6 +11,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import analysis
+from analysis.reports import opening_layer
+from analysis.synthetic import SEED_SENTENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
@@ -65,7 +67,7 @@ def test_home_opens_offline_with_tokens_facts_and_links():
     assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 5
 
 
-@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 5), (COMPARE, 5)])
+@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 6), (COMPARE, 5)])
 def test_each_page_opens_offline_and_draws_its_charts(page, charts):
     app = open_app(page)
     assert_clean(app)
@@ -252,25 +254,28 @@ def test_changing_n_and_k_on_the_rank_page():
 
 def test_deep_dive_follows_layer_text_and_head_changes():
     app = open_app(DEEP_DIVE)
-    assert app.header[0].value == "Layer 0 deep dive"  # the bundled model has no spikes: the earliest layer
+    # The bundled model has no spikes: the page opens on the layer whose median rank changes most, and says so.
+    expected, why = opening_layer(analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), SEED_SENTENCE).metrics)
+    assert app.subheader[1].value == f"Layer {expected}"
+    assert why in " ".join(info.value for info in app.info).replace("\\", "")
     app.selectbox(key="w_layer").set_value(3).run()
     assert_clean(app)
-    assert app.header[0].value == "Layer 3 deep dive"
+    assert app.subheader[1].value == "Layer 3"
     assert app.query_params["layer"] == "3"
     app.selectbox(key="w_head").set_value(7).run()
-    pattern = chart_rows(app, 2)
+    pattern = chart_rows(app, 3)
     assert pattern["attention"].sum() == pytest.approx(len(set(pattern["query"])), abs=1e-4)  # rows sum to 1
     app.sidebar.text_area[0].input("The cat sat on the mat.").run()
     assert_clean(app)
-    assert "cat" in " ".join(chart_rows(app, 1)["token"])
-    assert len(app.get("vega_lite_chart")) == 5
+    assert "cat" in " ".join(chart_rows(app, 2)["token"])
+    assert len(app.get("vega_lite_chart")) == 6
 
 
 def test_the_corpus_check_runs_on_request_and_downloads():
     app = open_app(DEEP_DIVE)
-    app.button[0].click().run()
+    app.button[1].click().run()  # the second button: the first runs the verdict
     assert_clean(app)
-    corpus = chart_rows(app, 5)
+    corpus = chart_rows(app, 6)
     assert set(corpus["word_class"]) >= {"function", "content"}
     assert (corpus["tokens"] > 0).all()
     assert any(button.proto.id.endswith("corpus_table_csv") for button in app.get("download_button"))
@@ -279,8 +284,8 @@ def test_the_corpus_check_runs_on_request_and_downloads():
 def test_a_link_to_a_layer_the_model_lacks_opens_on_the_default():
     app = open_app(DEEP_DIVE, layer="40", head="99")
     assert_clean(app)
-    assert "does not exist in this model" in app.info[-1].value
-    assert app.header[0].value == "Layer 0 deep dive"
+    assert any("does not exist in this model" in info.value for info in app.info)
+    assert app.session_state["view"].layer == -1  # back to the opening layer
 
 
 def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
@@ -315,6 +320,6 @@ def test_deep_dive_attention_pattern_is_capped_for_long_text_and_says_so():
     app = open_app(DEEP_DIVE)
     app.sidebar.text_area[0].input("word " * 150).run()
     assert_clean(app)
-    pattern = chart_rows(app, 2)
+    pattern = chart_rows(app, 3)
     assert len(pattern) == 96 * 96
     assert any("first 96 of 152 tokens" in caption.value for caption in app.caption)

@@ -1,0 +1,193 @@
+"""Ready-to-draw reports for the pages: pure functions from analysis results to frozen records of frames.
+The pages lay these out and do no arithmetic of their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.charts import token_label
+from analysis.compare import cka_matrix, model_summary
+from analysis.geometry import Background
+from analysis.heads import HeadAttribution, HeadDecomposition, attention_shares, outlier_dimensions
+from analysis.spikes import token_spikes, top_spike_layer
+from analysis.trace import AnalysisResult
+
+
+def token_labels(result: AnalysisResult) -> list[str]:
+    """`position · text` for every token, in order."""
+    return [token_label(p, t) for p, t in zip(result.tokens["position"], result.tokens["text"], strict=True)]
+
+
+def opening_layer(metrics: pd.DataFrame) -> tuple[int, str | None]:
+    """The layer the deep dive opens on: the top spike layer; when nothing spikes, the layer with the largest
+    median change of rank from the layer before (at layer 0, from the own embedding's rank 1; ties go to the
+    larger mean change, then the earlier layer), and why."""
+    spikes = token_spikes(metrics)
+    if spikes["spikes"].any():
+        return top_spike_layer(metrics), None
+    change = (spikes["rank"] - spikes["rank_before"]).abs().groupby(spikes["layer"]).agg(["median", "mean"])
+    layer = int(change.sort_values(["median", "mean"], ascending=False, kind="stable").index[0])
+    return layer, (
+        f"No token spikes in this text, so the page opened on layer {layer}, where ranks change most from the layer "
+        f"before (median change {change.at[layer, 'median']:,.0f} ranks, mean {change.at[layer, 'mean']:,.1f}; "
+        "the mean breaks ties)."
+    )
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Everything the deep dive shows about one layer of one text."""
+
+    layer: int
+    leaps: pd.DataFrame  # which tokens leap: position, token, text, word class, ranks before, at and after
+    leap_summary: str  # "3 of 16 tokens spike at layer 5: 2 function, 1 punctuation"
+    attribution: pd.DataFrame  # part, token, change in cosine (heads, output bias, rescaling, total)
+    sink_shares: pd.DataFrame  # head, keys (special / punctuation / other), share
+    norms: pd.DataFrame  # label, residual, attention update
+    outliers: pd.DataFrame | None  # hidden dimensions carrying the change into the layer; None at layer 0
+
+
+def layer_report(
+    result: AnalysisResult,
+    classes: pd.Series,
+    parts: HeadDecomposition,
+    attribution: HeadAttribution,
+) -> LayerReport:
+    """The deep dive's tables for the layer of `parts` (its per-head decomposition and attribution)."""
+    layer = parts.layer
+    labels = token_labels(result)
+    spikes = token_spikes(result.metrics)
+    spikes = spikes[spikes["layer"] == layer].assign(word_class=spikes["position"].map(classes))
+    leaps = spikes[["position", "token", "text", "word_class", "rank_before", "rank", "rank_after", "spikes"]]
+    leaps = leaps.sort_values(["word_class", "position"]).rename(
+        columns={
+            "rank_before": f"rank at {layer - 1 if layer else 'embedding'}",
+            "rank": f"rank at {layer}",
+            "rank_after": f"rank at {layer + 1}",
+            "word_class": "word class",
+        }
+    )
+    leapers = spikes[spikes["spikes"]]
+    counts = leapers["word_class"].value_counts()
+    leap_summary = f"{len(leapers)} of {len(spikes)} tokens spike at layer {layer}" + (
+        ": " + ", ".join(f"{n} {name}" for name, n in counts.items()) if len(leapers) else ""
+    )
+    rows = [(f"head {h}", attribution.per_head[h]) for h in range(len(attribution.per_head))]
+    rows += [("output bias", attribution.bias), ("rescaling", attribution.rescaling), ("total", attribution.total)]
+    attribution_frame = pd.DataFrame(
+        {
+            "part": np.repeat([part for part, _ in rows], len(labels)),
+            "token": np.tile(labels, len(rows)),
+            "change in cosine": np.concatenate([values for _, values in rows]).astype(float),
+        }
+    )
+    groups = classes.where(classes.isin(["special", "punctuation"]), "other")
+    shares = attention_shares(parts, groups).reset_index().melt(id_vars="head", var_name="keys", value_name="share")
+    shares["head"] = "head " + shares["head"].astype(str)
+    norms = pd.DataFrame(
+        {
+            "label": labels,
+            "residual": np.linalg.norm(parts.residual, axis=-1),
+            "attention update": np.linalg.norm(parts.attention_update(), axis=-1),
+        }
+    )
+    return LayerReport(
+        layer=layer,
+        leaps=leaps,
+        leap_summary=leap_summary,
+        attribution=attribution_frame,
+        sink_shares=shares,
+        norms=norms,
+        outliers=outlier_dimensions(result.vectors, layer) if layer >= 1 else None,
+    )
+
+
+def attention_pattern(parts: HeadDecomposition, labels: list[str], head: int, max_tokens: int) -> pd.DataFrame:
+    """Head `head`'s attention weights as query, key, attention rows, for the first `max_tokens` tokens."""
+    shown = min(len(labels), max_tokens)
+    return pd.DataFrame(
+        {
+            "query": np.repeat(labels[:shown], shown),
+            "key": np.tile(labels[:shown], shown),
+            "attention": parts.attention[head, :shown, :shown].reshape(-1),
+        }
+    )
+
+
+def layernorm_table(before: AnalysisResult, after: AnalysisResult, layer: int) -> pd.DataFrame:
+    """Cosine and rank at `layer` before (attn_residual) and after (attn_output) the attention LayerNorm."""
+    pick = ["position", "token", "cosine", "rank"]
+    return before.metrics.loc[before.metrics["layer"] == layer, pick].merge(
+        after.metrics.loc[after.metrics["layer"] == layer, pick],
+        on=["position", "token"],
+        suffixes=(" before LayerNorm", " after LayerNorm"),
+    )
+
+
+def baseline_table(background: Background, result: AnalysisResult) -> pd.DataFrame:
+    """Per layer: the anisotropy baseline (mean cosine of distinct corpus token pairs) beside the text's token
+    cosines to their own references (median, and the share of tokens above the baseline)."""
+    tokens = result.metrics[~result.metrics["special"]]
+    above = tokens["cosine"].to_numpy() > background.anisotropy[tokens["layer"].to_numpy()]
+    by_layer = tokens.assign(above=above).groupby("layer")
+    return pd.DataFrame(
+        {
+            "layer": np.arange(len(background.anisotropy)),
+            "anisotropy baseline": background.anisotropy,
+            "median token cosine": by_layer["cosine"].median().to_numpy(),
+            "share of tokens above the baseline": by_layer["above"].mean().to_numpy(),
+        }
+    )
+
+
+def rogue_table(
+    background: Background, result: AnalysisResult, layer: int, positions: list[int], top: int = 8
+) -> pd.DataFrame:
+    """The layer's `top` rogue dimensions: each one's share of the mean corpus cosine (anisotropy), and of the
+    cosine of each token at `positions` with its own reference (v_i r_i / v . r; shares over all dimensions
+    sum to 1)."""
+    dims = background.rogue_order[layer, :top]
+    contribution = background.rogue_contribution[layer, dims]
+    table = pd.DataFrame(
+        {"dimension": dims, "share of the mean corpus cosine": contribution / background.anisotropy[layer]}
+    )
+    labels = token_labels(result)
+    for position in positions:
+        v = result.vectors[layer, position].astype(np.float64)
+        r = result.own_references[position].astype(np.float64)
+        table[f"share of the cosine of {labels[position]}"] = v[dims] * r[dims] / (v @ r)
+    return table
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Base vs large for one text: a summary per model and the layer-to-layer CKA."""
+
+    summary: pd.DataFrame  # one row per model
+    same_tokens: bool  # whether both models read the text as the same token ids
+    cka_cells: pd.DataFrame | None  # first model layer, second model layer, CKA
+    best_match: pd.DataFrame | None  # each first-model layer's best-matching second-model layer
+    cka_note: str | None  # why there is no CKA (too few shared words)
+
+
+def comparison_report(first: AnalysisResult, second: AnalysisResult, text: str) -> Comparison:
+    """Summaries of both results and linear CKA between every pair of their layers over the words of `text`."""
+    summary = pd.DataFrame([model_summary(result) for result in (first, second)])
+    same = first.tokens["token_id"].equals(second.tokens["token_id"])
+    try:
+        cka = cka_matrix(first, second, text)
+    except ValueError as error:
+        return Comparison(summary, same, None, None, str(error))
+    cells = cka.stack().rename("CKA").reset_index()
+    cells.columns = ["first model layer", "second model layer", "CKA"]
+    best = pd.DataFrame(
+        {
+            f"{first.model} layer": cka.index,
+            f"best-matching {second.model} layer": cka.to_numpy().argmax(1),
+            "CKA": cka.to_numpy().max(1),
+        }
+    )
+    return Comparison(summary, same, cells, best, None)

@@ -1,0 +1,102 @@
+"""The pages' reports: pure functions from results to ready-to-draw frames, tested without Streamlit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.heads import attribute_heads
+from analysis.reports import (
+    baseline_table,
+    comparison_report,
+    layer_report,
+    layernorm_table,
+    opening_layer,
+    rogue_table,
+)
+from analysis.synthetic import SEED_SENTENCE
+from analysis.wordclass import word_classes
+from tests.test_deepdive import metrics_from_ranks
+
+
+def test_the_deep_dive_opens_on_the_top_spike_layer_or_says_why_not():
+    spiking = metrics_from_ranks({"a": [1, 20, 1, 1], "b": [1, 1, 1, 1]})
+    assert opening_layer(spiking) == (1, None)
+    # No spikes: layer 2 has the largest median change (|40 - 1| and |2 - 1| -> 20.5); layer 3 the same median
+    # as layer 1 (0.5), so only the median decides here.
+    calm = metrics_from_ranks({"a": [1, 1, 40, 40], "b": [1, 2, 1, 2]})
+    layer, why = opening_layer(calm)
+    assert layer == 2 and "opened on layer 2" in why and "median change 20 ranks" in why
+    # Equal medians everywhere: the larger mean change wins.
+    tied = metrics_from_ranks({"a": [1, 1, 1, 1], "b": [1, 1, 1, 1], "c": [1, 1, 9, 9]})
+    assert opening_layer(tied)[0] == 2
+
+
+@pytest.fixture(scope="module")
+def seed_result(request):
+    return analysis.analyze(request.getfixturevalue("minilm"), SEED_SENTENCE, reference="position")
+
+
+def test_layer_report_lays_out_the_layers_decomposition(minilm, seed_result):
+    parts = analysis.decompose_heads(minilm, SEED_SENTENCE, 2)
+    attribution = attribute_heads(parts, seed_result.own_references.astype(np.float64))
+    report = layer_report(seed_result, word_classes(seed_result.tokens), parts, attribution)
+    n_tokens = len(seed_result.tokens)
+    assert report.layer == 2 and len(report.leaps) == n_tokens
+    assert {"rank at 1", "rank at 2", "rank at 3", "word class"} <= set(report.leaps.columns)
+    assert report.leap_summary.startswith(f"0 of {n_tokens} tokens spike at layer 2")
+    by_part = report.attribution.pivot(index="token", columns="part", values="change in cosine")
+    parts_sum = by_part[[f"head {h}" for h in range(minilm.num_heads)] + ["output bias", "rescaling"]].sum(axis=1)
+    np.testing.assert_allclose(parts_sum, by_part["total"], atol=1e-4)  # float32 attn_residual vs float64 parts
+    np.testing.assert_allclose(report.norms["residual"], np.linalg.norm(parts.residual, axis=-1))
+    assert report.sink_shares.groupby("head")["share"].sum().to_numpy() == pytest.approx(1.0, abs=1e-6)
+    assert report.outliers is not None and len(report.outliers) == 8
+    first = layer_report(seed_result, word_classes(seed_result.tokens), *_heads(minilm, seed_result, 0))
+    assert first.outliers is None
+
+
+def _heads(encoder, result, layer):
+    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+    return parts, attribute_heads(parts, result.own_references.astype(np.float64))
+
+
+def test_the_layernorm_table_pairs_before_and_after(minilm):
+    before = analysis.analyze(minilm, SEED_SENTENCE, stage="attn_residual")
+    after = analysis.analyze(minilm, SEED_SENTENCE, stage="attn_output")
+    table = layernorm_table(before, after, 3)
+    assert len(table) == len(before.tokens)
+    at_three = before.metrics[before.metrics["layer"] == 3]
+    np.testing.assert_array_equal(table["rank before LayerNorm"], at_three["rank"])
+
+
+def test_baseline_and_rogue_tables_add_up(minilm, seed_result):
+    background = analysis.background(minilm, "attn_residual", "position")
+    baseline = baseline_table(background, seed_result)
+    assert list(baseline["layer"]) == list(range(minilm.num_layers))
+    np.testing.assert_array_equal(baseline["anisotropy baseline"], background.anisotropy)
+    words = seed_result.metrics[~seed_result.metrics["special"]]
+    at_two = words[words["layer"] == 2]["cosine"]
+    assert baseline.loc[2, "median token cosine"] == pytest.approx(at_two.median())
+    assert baseline.loc[2, "share of tokens above the baseline"] == pytest.approx(
+        (at_two > background.anisotropy[2]).mean()
+    )
+    every = rogue_table(background, seed_result, 2, [3, 6], top=minilm.hidden_size)
+    assert every["share of the mean corpus cosine"].sum() == pytest.approx(1.0)
+    for column in ("share of the cosine of 3 · like", "share of the cosine of 6 · ."):
+        assert every[column].sum() == pytest.approx(1.0)  # over all dimensions, the whole dot product
+    top = rogue_table(background, seed_result, 2, [3], top=3)
+    assert top["dimension"].tolist() == background.rogue_order[2, :3].tolist()
+
+
+def test_comparison_report_of_a_model_with_itself(seed_result):
+    comparison = comparison_report(seed_result, seed_result, SEED_SENTENCE)
+    assert comparison.same_tokens and comparison.cka_note is None
+    assert list(comparison.summary["layers"]) == [6, 6]
+    diagonal = comparison.cka_cells[
+        comparison.cka_cells["first model layer"] == comparison.cka_cells["second model layer"]
+    ]
+    np.testing.assert_allclose(diagonal["CKA"], 1.0, rtol=1e-12)
+    assert (comparison.best_match.iloc[:, 1] == comparison.best_match.iloc[:, 0]).all()
+    short = comparison_report(seed_result, seed_result, "Hi")
+    assert short.cka_cells is None and "at least three words" in short.cka_note
+    assert isinstance(short.summary, pd.DataFrame)
