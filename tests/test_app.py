@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -12,7 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 import analysis
 from analysis.reports import opening_layer
+from analysis.sentences import corpus_sentences
 from analysis.synthetic import SEED_SENTENCE
+from analysis.verdict import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
@@ -323,3 +326,45 @@ def test_deep_dive_attention_pattern_is_capped_for_long_text_and_says_so():
     pattern = chart_rows(app, 3)
     assert len(pattern) == 96 * 96
     assert any("first 96 of 152 tokens" in caption.value for caption in app.caption)
+
+
+def test_the_geometry_comes_from_the_sidebar_and_the_link():
+    app = open_app(TRAJECTORIES, geometry="no_rogue", rogue_k="2")
+    assert_clean(app)
+    assert app.sidebar.radio[2].value == "no_rogue" and app.sidebar.number_input[0].value == 2
+    assert any("no\\_rogue, 2 dimensions removed" in caption.value for caption in app.caption)
+    plain = analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), SEED_SENTENCE, geometry="no_rogue", rogue_k=2)
+    rows = chart_rows(app, 0)
+    tokens = rows[rows["position"] >= 0].sort_values(["layer", "position"])
+    np.testing.assert_allclose(tokens["cosine"], plain.metrics["cosine"])
+    app.sidebar.radio[2].set_value("centered").run()
+    assert_clean(app)
+    assert app.query_params["geometry"] == "centered"
+    assert not app.sidebar.number_input  # rogue_k only where it applies
+    assert not (chart_rows(app, 0)["position"] < 0).any()  # the anisotropy baseline is drawn under plain cosine
+
+
+def test_trajectories_draw_the_anisotropy_baseline_and_colour_by_word_class():
+    app = open_app(TRAJECTORIES)
+    assert_clean(app)
+    rows = chart_rows(app, 0)
+    baseline = rows[rows["position"] < 0].sort_values("layer")
+    background = analysis.background(analysis.load_model(analysis.BUNDLED_MODEL), "attn_residual", "position")
+    np.testing.assert_allclose(baseline["cosine"], background.anisotropy)
+    tokens = rows[rows["position"] >= 0]
+    assert set(tokens["word_class"]) == {"function", "content", "punctuation", "special"}
+    assert '"word class"' in specs(app)[0]  # a legend for the colours
+    app.sidebar.multiselect[0].select(2).run()
+    highlighted = chart_rows(app, 0)
+    assert "word_class" not in highlighted.columns or highlighted["word_class"].isna().all()
+
+
+def test_the_verdict_runs_on_request_with_a_summary(monkeypatch):
+    monkeypatch.setattr("analysis.verdict.corpus_sentences", lambda: corpus_sentences()[:3])
+    app = open_app(DEEP_DIVE)
+    app.button[0].click().run()
+    assert_clean(app)
+    verdict = chart_rows(app, 0)
+    assert set(verdict["method"]) == set(METHODS)
+    assert any("method" in info.value for info in app.info)
+    assert any(button.proto.id.endswith("verdict_table_csv") for button in app.get("download_button"))

@@ -30,7 +30,7 @@ PAGES = [
     ("", "home", 0),
     ("Layer_trajectories", "layer_trajectories", 1),
     ("Rank_plots", "rank_plots", 2),
-    ("Layer_deep_dive", "layer_deep_dive", 5),
+    ("Layer_deep_dive", "layer_deep_dive", 6),
     ("Base_vs_large", "base_vs_large", 5),
 ]
 

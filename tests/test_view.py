@@ -7,8 +7,8 @@ from dashboard.view import View, view_from_query, view_to_query
 
 def test_every_field_round_trips():
     view = View(text="A, b & c?", model="roberta-large", stage="layer_input", reference="raw",
-                highlight=(4, 1), classes=("special", "function"), top_k=3, overlap_n=40, layer=5, head=2,
-                model_a="roberta-base", model_b="all-MiniLM-L6-v2")  # fmt: skip
+                geometry="no_rogue", rogue_k=5, highlight=(4, 1), classes=("special", "function"), top_k=3,
+                overlap_n=40, layer=5, head=2, model_a="roberta-base", model_b="all-MiniLM-L6-v2")  # fmt: skip
     loaded, notices = view_from_query(view_to_query(view), View())
     assert loaded == view and notices == []
 
@@ -22,6 +22,9 @@ def test_every_field_round_trips():
         ("model", "../../etc"),
         ("stage", "attention"),
         ("reference", "<b>"),
+        ("geometry", "whitened"),
+        ("rogue_k", "-1"),
+        ("rogue_k", "65"),
         ("highlight", "1,two"),
         ("highlight", "-1"),
         ("classes", "nouns"),

@@ -1,0 +1,103 @@
+"""Cost of the geometry controls on random-weight real shapes, each against plain cosine in the same run.
+
+    python -m benchmarks.bench_geometry [--skip-large]
+
+1. Background statistics on the roberta-base shape (attn_residual, position): one forward pass per corpus
+   sentence (target < 30 s).
+2. analyze on the seed sentence, roberta-base shape, under each geometry, against geometry="cosine"
+   (background excluded: it is computed once per model; target within 1.2x).
+3. The verdict's cost: sentences per second for each method (the original demo, each geometry), on the first
+   20 corpus sentences.
+4. 510 tokens on the roberta-large shape under each geometry: time and peak RSS growth above the loaded model
+   (target at most 1 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import analysis
+from analysis.geometry import GEOMETRIES
+from analysis.original_demo import original_demo
+from analysis.sentences import corpus_sentences
+from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
+from benchmarks.bench_analysis import best_of
+from benchmarks.memory import PeakRss, rss_bytes
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def base_benchmarks() -> dict:
+    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    start = time.perf_counter()
+    found = analysis.background(encoder, "attn_residual", "position")
+    background_s = time.perf_counter() - start
+    for geometry in GEOMETRIES:  # warm-up: vocabulary constants, first-call allocations
+        analysis.analyze(encoder, SEED_SENTENCE, geometry=geometry)
+    seconds = {g: best_of(lambda g=g: analysis.analyze(encoder, SEED_SENTENCE, geometry=g), 7)[0] for g in GEOMETRIES}
+    sentences = corpus_sentences()[:20]
+    per_method = {"original_demo": lambda s: original_demo(encoder, s)}
+    per_method |= {
+        g: (lambda s, g=g: analysis.analyze(encoder, s, geometry=g, top_k=1, overlap_n=1)) for g in GEOMETRIES
+    }
+    rates = {}
+    for method, run in per_method.items():
+        start = time.perf_counter()
+        for sentence in sentences:
+            run(sentence)
+        rates[method] = len(sentences) / (time.perf_counter() - start)
+    return {
+        "background_s": background_s,
+        "background_tokens": found.n_tokens,
+        "seed_seconds": seconds,
+        "seed_over_cosine": {g: seconds[g] / seconds["cosine"] for g in GEOMETRIES},
+        "verdict_sentences_per_s": rates,
+        "verdict_sentences_per_s_all_methods": 1 / sum(1 / rate for rate in rates.values()),
+    }
+
+
+def large_benchmark() -> dict:
+    encoder = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
+    start = time.perf_counter()
+    analysis.background(encoder, "attn_residual", "position")
+    background_s = time.perf_counter() - start
+    for geometry in GEOMETRIES:
+        analysis.analyze(encoder, "warm up the vocabulary constants", geometry=geometry)
+    text = " ".join(["flies"] * 600)
+    report = {"background_s": background_s}
+    for geometry in GEOMETRIES:
+        loaded = rss_bytes()
+        with PeakRss() as memory:
+            start = time.perf_counter()
+            result = analysis.analyze(encoder, text, geometry=geometry)
+            elapsed = time.perf_counter() - start
+        report[geometry] = {
+            "tokens": len(result.tokens),
+            "seconds": elapsed,
+            "peak_growth_gb": (memory.peak - loaded) / 2**30,
+        }
+        del result
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-large", action="store_true", help="only the roberta-base shape")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    report = {"torch_threads": torch.get_num_threads(), "roberta_base": base_benchmarks()}
+    print(json.dumps(report["roberta_base"], indent=2))
+    if not args.skip_large:
+        report["long_roberta_large"] = large_benchmark()
+        print(json.dumps(report["long_roberta_large"], indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_geometry.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
