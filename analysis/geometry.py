@@ -28,7 +28,7 @@ import torch
 from analysis.capture import Stage, stage_vectors
 from analysis.checks import check_choice
 from analysis.encoder import EncoderModel
-from analysis.references import PositionBlock, Reference, VocabularyScorer, vocabulary_scorer
+from analysis.references import Reference, VocabularyScorer, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
 
 Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
@@ -160,7 +160,8 @@ class GeometryScorer:
     """Scores the stage vectors of every layer against all vocabulary references under one geometry.
 
     `cosine(vectors [layers, positions, hidden], position_ids)` → `[layers, positions, vocab]`; group g of
-    `vectors` is layer g (blocks of positions, never of layers, are passed in).
+    `vectors` is layer g (blocks of positions, never of layers, are passed in). Built once per model, stage,
+    reference, geometry and rogue_k: its weightings are one pass over the word table each.
     """
 
     def __init__(self, scorer: VocabularyScorer, geometry: Geometry, background: Background | None, rogue_k: int):
@@ -169,61 +170,70 @@ class GeometryScorer:
         self.vocab_size = scorer.vocab_size
         if geometry != "cosine" and background is None:
             raise ValueError(f"The geometry {geometry!r} needs background statistics.")
-        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # noqa: E731
         self.background = background
-        self.stage_scale = self.reference_scale = None
+        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # noqa: E731
+        self.rogue_dims = None
         if geometry in ("centered", "standardized"):
-            self.stage_mean = as_tensor(background.stage_mean)
+            standardized = geometry == "standardized"
+            self.stage_mean = as_tensor(background.stage_mean)  # [layers, hidden]
+            self.stage_scale = as_tensor(1 / background.stage_std) if standardized else None
             self.reference_mean = as_tensor(background.reference_mean)
-            scale = geometry == "standardized"
-            self.stage_scale = as_tensor(1 / background.stage_std) if scale else None
-            self.reference_scale = as_tensor(1 / background.reference_std) if scale else None
-        self.rogue_dims = (
-            torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
-            if (geometry == "no_rogue")
-            else None
-        )
+            self.reference_scale = as_tensor(1 / background.reference_std) if standardized else None
+            weights = self.reference_scale**2 if standardized else torch.ones_like(self.reference_mean)
+            self.weighting = scorer.weighting(weights, self.reference_mean)
+        if geometry == "no_rogue":
+            self.rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
+            masks = torch.zeros(len(self.rogue_dims), scorer.word.shape[1]).scatter_(1, self.rogue_dims, 1.0)
+            self.kept = 1 - masks  # [layers, hidden]
+            self.removed = [scorer.weighting(mask) if rogue_k else None for mask in masks]
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Groups 0..layers-1 are layers, scored under the geometry; any group after them (a token's own
+        reference, whose neighbourhood belongs to no layer) under plain cosine. All from one product with the
+        word table."""
         if self.geometry == "cosine":
             return self.scorer.cosine(vectors, position_ids)
         block = self.scorer.block(position_ids)
+        n_layers = len(self.background.anisotropy)
+        layers, plain = vectors[:n_layers], vectors[n_layers:]
         if self.geometry == "no_rogue":
-            return self._no_rogue(vectors, block)
-        transformed = vectors - self.stage_mean.unsqueeze(1)  # f(v), layer by layer
-        weights = None
-        if self.stage_scale is not None:
-            transformed = transformed * self.stage_scale.unsqueeze(1)
-            weights = self.reference_scale**2
-        a = transformed if self.reference_scale is None else transformed * self.reference_scale
-        scores = self.scorer.dots(a, block).sub_((a @ self.reference_mean).unsqueeze(-1))
-        reference_norm = self.scorer.norm_sq(block, weights, self.reference_mean).clamp_min_(1e-24).sqrt_()
-        vector_norm = torch.linalg.vector_norm(transformed, dim=-1, keepdim=True).clamp_min(1e-12)
-        return scores.div_(vector_norm).div_(reference_norm)
-
-    def _no_rogue(self, vectors: torch.Tensor, block: PositionBlock) -> torch.Tensor:
-        """|g(r)|^2 = |r|^2 - sum over the removed dimensions of r_i^2: one full norm, then a rank-k term per layer."""
-        masks = torch.zeros(vectors.shape[0], vectors.shape[-1], dtype=vectors.dtype)
-        masks.scatter_(1, self.rogue_dims, 1.0)
-        kept = vectors * (1 - masks).unsqueeze(1)
-        scores = self.scorer.dots(kept, block)
-        vector_norm = torch.linalg.vector_norm(kept, dim=-1, keepdim=True).clamp_min(1e-12)
-        full_norm_sq = self.scorer.norm_sq(block)
-        for layer, mask in enumerate(masks):
-            removed_sq = self.scorer.norm_sq(block, mask) if mask.any() else 0
-            reference_norm = (full_norm_sq - removed_sq).clamp_min_(1e-24).sqrt_()
-            scores[layer].div_(vector_norm[layer]).div_(reference_norm)
-        return scores
+            a = layers * self.kept.unsqueeze(1)
+            transformed = a
+        else:
+            transformed = layers - self.stage_mean.unsqueeze(1)  # f(v), layer by layer
+            if self.stage_scale is not None:
+                transformed = transformed * self.stage_scale.unsqueeze(1)
+            a = transformed if self.reference_scale is None else transformed * self.reference_scale
+        scores = self.scorer.dots(torch.cat([a, plain]), block)
+        full_norm = self.scorer.norm_sq(block)  # |r|^2
+        if self.geometry == "no_rogue":
+            for layer, removed in enumerate(self.removed):  # |g(r)|^2 = |r|^2 - the removed dimensions' share
+                removed_sq = self.scorer.norm_sq(block, removed) if removed is not None else 0
+                scores[layer].div_(torch.sub(full_norm, removed_sq).clamp_min_(1e-24).sqrt_())
+        else:
+            scores[:n_layers].sub_((a @ self.reference_mean).unsqueeze(-1))
+            scores[:n_layers].div_(self.scorer.norm_sq(block, self.weighting).clamp_min_(1e-24).sqrt_())
+        scores[n_layers:].div_(full_norm.clamp_min(1e-24).sqrt_())
+        vector_norm = torch.linalg.vector_norm(torch.cat([transformed, plain]), dim=-1, keepdim=True)
+        return scores.div_(vector_norm.clamp_min_(1e-12))
 
 
 def geometry_scorer(
     encoder: EncoderModel, stage: Stage, reference: Reference, geometry: Geometry, rogue_k: int
 ) -> GeometryScorer:
-    """The scorer for `geometry`, with the background it needs (computed once per model)."""
+    """The scorer for `geometry`, with the background it needs; both built once per model and settings."""
     check_choice("geometry", geometry, GEOMETRIES)
     rogue_k = check_rogue_k(rogue_k, encoder.hidden_size)
-    needed = None if geometry == "cosine" else background(encoder, stage, reference)
-    return GeometryScorer(vocabulary_scorer(encoder, reference), geometry, needed, rogue_k)
+    if geometry == "cosine":
+        return GeometryScorer(vocabulary_scorer(encoder, reference), geometry, None, rogue_k)
+
+    def build() -> GeometryScorer:
+        with torch.inference_mode():
+            scorer = vocabulary_scorer(encoder, reference)
+            return GeometryScorer(scorer, geometry, background(encoder, stage, reference), rogue_k)
+
+    key = f"geometry/{stage}/{reference}/{geometry}/{rogue_k if geometry == 'no_rogue' else ''}"
+    return encoder.cached(key, build)
 
 
 def own_cosine(geometry: GeometryScorer, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
@@ -239,7 +249,7 @@ def own_cosine(geometry: GeometryScorer, vectors: torch.Tensor, own_reference: t
             v = v / torch.from_numpy(found.stage_std).unsqueeze(1)
             r = r / torch.from_numpy(found.reference_std)
     elif geometry.geometry == "no_rogue":
-        keep = torch.ones(v.shape[0], v.shape[-1], dtype=v.dtype).scatter_(1, geometry.rogue_dims, 0.0).unsqueeze(1)
+        keep = geometry.kept.double().unsqueeze(1)
         v, r = v * keep, r * keep
     norms = torch.linalg.vector_norm(v, dim=-1) * torch.linalg.vector_norm(r, dim=-1)
     return (v * r).sum(-1) / norms.clamp_min(1e-300)

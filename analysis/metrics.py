@@ -35,11 +35,6 @@ class TokenScores:
     top_ids: torch.Tensor
     top_cosines: torch.Tensor
 
-    def stacked(self, other: TokenScores) -> TokenScores:
-        """These groups followed by `other`'s (same positions)."""
-        fields = TokenScores.__dataclass_fields__
-        return TokenScores(*(torch.cat([getattr(self, f), getattr(other, f)]) for f in fields))
-
 
 def own_rank(cosines: torch.Tensor, own_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Own cosine and 1-based rank: 1 + how many other items score strictly higher than the own item.

@@ -78,8 +78,8 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
     top_k = overlap_n = 100
     with torch.inference_mode():
         own_reference = scorer.references(token_ids)
-        layer_scores = score_tokens(scorer, vectors, token_ids, position_ids, top_k)
-        reference_scores = score_tokens(scorer, own_reference.unsqueeze(0), token_ids, position_ids, top_k)
+        groups = torch.cat([vectors, own_reference.unsqueeze(0)])
+        scores = score_tokens(scorer, groups, token_ids, position_ids, top_k)
         exact_reference = word[token_ids].double() + shift.double()
         cosine = torch.nn.functional.cosine_similarity(vectors.double(), exact_reference, dim=-1)
     return assemble_result(
@@ -87,7 +87,7 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
         text,
         tokens,
         vectors,
-        layer_scores.stacked(reference_scores),
+        scores,
         cosine,
         own_reference,
         stage="original_demo",

@@ -56,6 +56,18 @@ class PositionBlock:
     sigma: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class Weighting:
+    """The weights and shift of a weighted reference norm, sum_i weights_i (r_i - shift_i)^2, with the per-item
+    terms that depend on them alone (one pass over the word table: build once, reuse for every text)."""
+
+    weights: torch.Tensor  # [hidden]
+    shift: torch.Tensor  # [hidden]
+    support: torch.Tensor  # [s] the dimensions with non-zero weight
+    quadratic: torch.Tensor  # [vocab] sum_i w_i w_ui^2, or for `embedding` sum_i nu_i (w_ui - mean_u)^2
+    linear: torch.Tensor | None  # [vocab] for `embedding`: z . (w_u - mean_u) with z = weights*gamma*(beta-shift)
+
+
 class VocabularyScorer:
     """Scores vectors against all vocabulary references at given positions.
 
@@ -126,28 +138,54 @@ class VocabularyScorer:
         scores = (g @ self.word.T).add_((g * q).sum(-1, keepdim=True))
         return scores.div_(block.sigma).add_((vectors * self.beta).sum(-1, keepdim=True))
 
-    def norm_sq(
-        self, block: PositionBlock, weights: torch.Tensor | None = None, shift: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions, vocab]`.
+    def weighting(self, weights: torch.Tensor, shift: torch.Tensor | None = None) -> Weighting:
+        """The `Weighting` for `weights` `[hidden]` and `shift` `[hidden]` (default zero)."""
+        weights = weights.to(self.word.dtype)
+        shift = torch.zeros_like(weights) if shift is None else shift.to(self.word.dtype)
+        support = torch.nonzero(weights).squeeze(-1)
+        words = self._columns(support)
+        if self.reference != "embedding":
+            w = weights[support]
+            quadratic = _by_row_chunks(len(words), lambda rows: words[rows] ** 2 @ w)
+            return Weighting(weights, shift, support, quadratic, None)
+        nu = (weights * self.gamma * self.gamma)[support]
+        z = (weights * self.gamma * (self.beta - shift))[support]
+        mean = self.constants.mean.unsqueeze(-1)  # the mean over all dimensions, not the support
+        quadratic = _by_row_chunks(len(words), lambda rows: (words[rows] - mean[rows]) ** 2 @ nu)
+        return Weighting(weights, shift, support, quadratic, words @ z - self.constants.mean * z.sum())
 
-        weights None: all ones (|r - shift|^2); shift None: zero. Products with the word table run over the
-        dimensions where `weights` is non-zero only, so a few dimensions cost a few columns.
+    def _columns(self, support: torch.Tensor) -> torch.Tensor:
+        """The word table restricted to the dimensions `support` (the table itself when that is all of them)."""
+        return self.word if len(support) == self.word.shape[1] else self.word[:, support]
+
+    def norm_sq(self, block: PositionBlock, weighting: Weighting | None = None) -> torch.Tensor:
+        """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions, vocab]`; without a
+        weighting, |r_u(p)|^2. Products with the word table run over the weighting's support only, so a few
+        dimensions cost a few columns.
         """
         q = block.q
-        hidden = q.shape[-1]
-        plain = weights is None
-        weights = torch.ones(hidden, dtype=q.dtype) if weights is None else weights.to(q.dtype)
-        shift = torch.zeros(hidden, dtype=q.dtype) if shift is None else shift.to(q.dtype)
-        support = torch.nonzero(weights).squeeze(-1)
-        words = self.word if len(support) == hidden else self.word[:, support]
+        if weighting is None:
+            if self.reference == "position":  # |w_u + q_p|^2, the common case
+                return self.constants.norm_sq + 2 * (self.word @ q.T).T + (q * q).sum(-1, keepdim=True)
+            if self.reference == "raw":
+                return self.constants.norm_sq.repeat(len(q), 1)
+            weighting = self._plain
         if self.reference == "embedding":
-            return self._embedding_norm_sq(block, weights, shift, support, words, plain)
-        w, m = weights[support], shift[support]
+            return self._embedding_norm_sq(block, weighting)
+        support, w = weighting.support, weighting.weights[weighting.support]
+        m = weighting.shift[support]
         base = q[:, support] - m if self.reference == "position" else -m.expand(len(q), -1)
-        quadratic = self.constants.norm_sq if plain else _by_row_chunks(len(words), lambda rows: words[rows] ** 2 @ w)
-        cross = (words @ (w * base).T).T
-        return quadratic + 2 * cross + (w * base * base).sum(-1, keepdim=True)
+        cross = (self._columns(support) @ (w * base).T).T
+        return weighting.quadratic + 2 * cross + (w * base * base).sum(-1, keepdim=True)
+
+    @property
+    def _plain(self) -> Weighting:
+        """Unit weights, no shift: |r|^2, from the constants every scorer has."""
+        hidden = self.word.shape[1]
+        ones, zeros = torch.ones(hidden, dtype=self.word.dtype), torch.zeros(hidden, dtype=self.word.dtype)
+        if self.reference != "embedding":
+            return Weighting(ones, zeros, torch.arange(hidden), self.constants.norm_sq, None)
+        return Weighting(ones, zeros, torch.arange(hidden), self.constants.gamma_quad, self.constants.gamma_beta_dot)
 
     def _sigma(self, q: torch.Tensor) -> torch.Tensor:
         """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / hidden + eps), `[positions, vocab]`."""
@@ -158,33 +196,21 @@ class VocabularyScorer:
         centred_sq -= hidden * (self.constants.mean + q_mean) ** 2
         return (centred_sq / hidden + self.ln_eps).sqrt_()
 
-    def _embedding_norm_sq(
-        self,
-        block: PositionBlock,
-        weights: torch.Tensor,
-        shift: torch.Tensor,
-        support: torch.Tensor,
-        words: torch.Tensor,
-        plain: bool,
-    ) -> torch.Tensor:
+    def _embedding_norm_sq(self, block: PositionBlock, weighting: Weighting) -> torch.Tensor:
         """sum_i weights_i (LN(e)_i - shift_i)^2 with LN(e) = gamma * C e / sigma + beta, e = w_u + q_p:
 
         = sum_i nu_i (C e)_i^2 / sigma^2 + 2 sum_i z_i (C e)_i / sigma + sum_i weights_i (beta_i - shift_i)^2,
         nu = weights * gamma^2, z = weights * gamma * (beta - shift); (C e)_i = (w_ui - mean_u) + (C q_p)_i.
         """
         q, sigma = block.q, block.sigma
+        weights, shift, support = weighting.weights, weighting.shift, weighting.support
         nu = (weights * self.gamma * self.gamma)[support]
         z = (weights * self.gamma * (self.beta - shift))[support]
-        word_mean = self.constants.mean.unsqueeze(-1)  # [vocab, 1]: the mean over all dimensions, not the support
         q_centred = (q - q.mean(-1, keepdim=True))[:, support]
-        if plain:
-            word_quadratic = self.constants.gamma_quad
-        else:
-            word_quadratic = _by_row_chunks(len(words), lambda rows: (words[rows] - word_mean[rows]) ** 2 @ nu)
         nu_q = nu * q_centred  # [positions, support]
-        cross = (words @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
-        quadratic = word_quadratic + 2 * cross + (nu_q * q_centred).sum(-1, keepdim=True)
-        linear = (words @ z) - self.constants.mean * z.sum() + (q_centred @ z).unsqueeze(-1)
+        cross = (self._columns(support) @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
+        quadratic = weighting.quadratic + 2 * cross + (nu_q * q_centred).sum(-1, keepdim=True)
+        linear = weighting.linear + (q_centred @ z).unsqueeze(-1)
         constant = (weights * (self.beta - shift) ** 2).sum()
         return quadratic / sigma**2 + 2 * linear / sigma + constant
 

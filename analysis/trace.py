@@ -135,15 +135,15 @@ def analyze(
     k_scored = max(top_k, overlap_n)
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
-        layer_scores = score_tokens(layer_scorer, vectors, token_ids, position_ids, k_scored)
-        reference_scores = score_tokens(scorer, own_reference.unsqueeze(0), token_ids, position_ids, k_scored)
+        groups = torch.cat([vectors, own_reference.unsqueeze(0)])  # the reference group is scored by plain cosine
+        scores = score_tokens(layer_scorer, groups, token_ids, position_ids, k_scored)
         cosine = own_cosine(layer_scorer, vectors, scorer.references(token_ids, position_ids, torch.float64))
     return assemble_result(
         encoder,
         text,
         tokens,
         vectors,
-        layer_scores.stacked(reference_scores),
+        scores,
         cosine,
         own_reference,
         stage=stage,
