@@ -11,10 +11,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
@@ -23,8 +20,7 @@ from analysis.capture import stage_vectors
 from analysis.references import vocabulary_scorer
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
 from benchmarks.memory import PeakRss, rss_bytes
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.runner import run
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
@@ -100,17 +96,7 @@ def large_benchmark() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-large", action="store_true", help="only the seed-sentence comparison")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    report = {"torch_threads": torch.get_num_threads(), "seed_roberta_base": seed_benchmark()}
-    print(json.dumps(report["seed_roberta_base"], indent=2))
-    if not args.skip_large:
-        report["long_roberta_large"] = large_benchmark()
-        print(json.dumps(report["long_roberta_large"], indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_analysis.json").write_text(json.dumps(report, indent=2) + "\n")
+    run("bench_analysis", __doc__, ("seed_roberta_base", seed_benchmark), ("long_roberta_large", large_benchmark))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,7 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
-
-import torch
 
 import analysis
 from analysis.geometry import GEOMETRIES
@@ -28,8 +23,7 @@ from analysis.sentences import corpus_sentences
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
 from benchmarks.bench_analysis import best_of
 from benchmarks.memory import PeakRss, rss_bytes
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.runner import run
 
 
 def base_benchmarks() -> dict:
@@ -46,10 +40,10 @@ def base_benchmarks() -> dict:
         g: (lambda s, g=g: analysis.analyze(encoder, s, geometry=g, top_k=1, overlap_n=1)) for g in GEOMETRIES
     }
     rates = {}
-    for method, run in per_method.items():
+    for method, one_sentence in per_method.items():
         start = time.perf_counter()
         for sentence in sentences:
-            run(sentence)
+            one_sentence(sentence)
         rates[method] = len(sentences) / (time.perf_counter() - start)
     return {
         "background_s": background_s,
@@ -86,17 +80,7 @@ def large_benchmark() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-large", action="store_true", help="only the roberta-base shape")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    report = {"torch_threads": torch.get_num_threads(), "roberta_base": base_benchmarks()}
-    print(json.dumps(report["roberta_base"], indent=2))
-    if not args.skip_large:
-        report["long_roberta_large"] = large_benchmark()
-        print(json.dumps(report["long_roberta_large"], indent=2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_geometry.json").write_text(json.dumps(report, indent=2) + "\n")
+    run("bench_geometry", __doc__, ("roberta_base", base_benchmarks), ("long_roberta_large", large_benchmark))
 
 
 if __name__ == "__main__":
