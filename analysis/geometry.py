@@ -172,7 +172,6 @@ class GeometryScorer:
             raise ValueError(f"The geometry {geometry!r} needs background statistics.")
         self.background = background
         as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # noqa: E731
-        self.rogue_dims = None
         if geometry in ("centered", "standardized"):
             standardized = geometry == "standardized"
             self.stage_mean = as_tensor(background.stage_mean)  # [layers, hidden]
@@ -182,8 +181,8 @@ class GeometryScorer:
             weights = self.reference_scale**2 if standardized else torch.ones_like(self.reference_mean)
             self.weighting = scorer.weighting(weights, self.reference_mean)
         if geometry == "no_rogue":
-            self.rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
-            masks = torch.zeros(len(self.rogue_dims), scorer.word.shape[1]).scatter_(1, self.rogue_dims, 1.0)
+            rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
+            masks = torch.zeros(len(rogue_dims), scorer.word.shape[1]).scatter_(1, rogue_dims, 1.0)
             self.kept = 1 - masks  # [layers, hidden]
             self.removed = [scorer.weighting(mask) if rogue_k else None for mask in masks]
 
