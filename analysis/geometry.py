@@ -25,10 +25,10 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from analysis.capture import Stage, stage_vectors
+from analysis.capture import STAGES, Stage, stage_vectors
 from analysis.checks import check_choice
 from analysis.encoder import EncoderModel
-from analysis.references import Reference, VocabularyScorer, vocabulary_scorer
+from analysis.references import REFERENCES, Reference, VocabularyScorer, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
 
 Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
@@ -144,8 +144,8 @@ def compute_background(
 
 def background(encoder: EncoderModel, stage: Stage = "attn_residual", reference: Reference = "position") -> Background:
     """The background statistics of the shipped corpus, computed once per model, stage and reference."""
-    check_choice("stage", stage, {s: s for s in get_args(Stage)})
-    check_choice("reference", reference, {r: r for r in get_args(Reference)})
+    check_choice("stage", stage, STAGES)
+    check_choice("reference", reference, REFERENCES)
     return encoder.cached(f"background/{stage}/{reference}", lambda: compute_background(encoder, stage, reference))
 
 
@@ -166,7 +166,7 @@ class GeometryScorer:
 
     def __init__(self, scorer: VocabularyScorer, geometry: Geometry, background: Background | None, rogue_k: int):
         self.scorer = scorer
-        self.geometry = check_choice("geometry", geometry, GEOMETRIES)
+        self.geometry = geometry
         self.vocab_size = scorer.vocab_size
         if geometry != "cosine" and background is None:
             raise ValueError(f"The geometry {geometry!r} needs background statistics.")

@@ -17,6 +17,7 @@ import torch
 from analysis.capture import Tap, forward_pass
 from analysis.encoder import EncoderModel
 from analysis.metrics import score_tokens
+from analysis.references import vocabulary_scorer
 from analysis.trace import AnalysisResult, assemble_result
 
 DEMO_DEFINITION = (
@@ -28,10 +29,11 @@ DEMO_DEFINITION = (
 class DemoScorer:
     """Cosines against w_u + shift for every vocabulary item u, one shift for every position (the demo's)."""
 
-    def __init__(self, word: torch.Tensor, shift: torch.Tensor):
+    def __init__(self, word: torch.Tensor, word_norm_sq: torch.Tensor, shift: torch.Tensor):
+        """`word_norm_sq` `[vocab]`: |w_u|^2, the model's cached vocabulary constant."""
         self.word = word
         self.shift = shift
-        self.reference_norm = ((word * word).sum(-1) + 2 * (word @ shift) + shift @ shift).clamp_min(1e-24).sqrt()
+        self.reference_norm = (word_norm_sq + 2 * (word @ shift) + shift @ shift).clamp_min(1e-24).sqrt()
 
     @property
     def vocab_size(self) -> int:
@@ -71,15 +73,15 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
     embeddings = encoder.structure.embeddings
     word = embeddings.word.weight.detach()
     shift = embeddings.position.weight.detach()[embeddings.position_offset] if positional else torch.zeros_like(word[0])
-    scorer = DemoScorer(word, shift)
+    scorer = DemoScorer(word, vocabulary_scorer(encoder, "raw").constants.norm_sq, shift)
     tokens, vectors = demo_vectors(encoder, text)
     token_ids = torch.tensor(tokens.ids)
     position_ids = torch.tensor(tokens.position_ids)
-    top_k = overlap_n = 100
+    top_k, overlap_n = 15, 100  # analyze's defaults
     with torch.inference_mode():
         own_reference = scorer.references(token_ids)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
-        scores = score_tokens(scorer, groups, token_ids, position_ids, top_k)
+        scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
         exact_reference = word[token_ids].double() + shift.double()
         cosine = torch.nn.functional.cosine_similarity(vectors.double(), exact_reference, dim=-1)
     return assemble_result(
@@ -94,7 +96,7 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
         reference="position" if positional else "raw",
         geometry="cosine",
         rogue_k=0,
-        top_k=15,
+        top_k=top_k,
         overlap_n=overlap_n,
         provenance={
             "what": "the original demo's computation, for comparison only: " + DEMO_DEFINITION,

@@ -165,8 +165,8 @@ class VocabularyScorer:
         """
         q = block.q
         if weighting is None:
-            if self.reference == "position":  # |w_u + q_p|^2, the common case
-                return self.constants.norm_sq + 2 * (self.word @ q.T).T + (q * q).sum(-1, keepdim=True)
+            if self.reference == "position":  # the common case
+                return self._sum_norm_sq(q)
             if self.reference == "raw":
                 return self.constants.norm_sq.repeat(len(q), 1)
             weighting = self._plain
@@ -187,13 +187,14 @@ class VocabularyScorer:
             return Weighting(ones, zeros, torch.arange(hidden), self.constants.norm_sq, None)
         return Weighting(ones, zeros, torch.arange(hidden), self.constants.gamma_quad, self.constants.gamma_beta_dot)
 
+    def _sum_norm_sq(self, q: torch.Tensor) -> torch.Tensor:
+        """|w_u + q_p|^2 for every vocabulary item: `[positions, vocab]`."""
+        return self.constants.norm_sq + 2 * (self.word @ q.T).T + (q * q).sum(-1, keepdim=True)
+
     def _sigma(self, q: torch.Tensor) -> torch.Tensor:
         """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / hidden + eps), `[positions, vocab]`."""
         hidden = q.shape[-1]
-        q_mean = q.mean(-1, keepdim=True)
-        word_dot_q = (self.word @ q.T).T
-        centred_sq = self.constants.norm_sq + 2 * word_dot_q + (q * q).sum(-1, keepdim=True)
-        centred_sq -= hidden * (self.constants.mean + q_mean) ** 2
+        centred_sq = self._sum_norm_sq(q) - hidden * (self.constants.mean + q.mean(-1, keepdim=True)) ** 2
         return (centred_sq / hidden + self.ln_eps).sqrt_()
 
     def _embedding_norm_sq(self, block: PositionBlock, weighting: Weighting) -> torch.Tensor:

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import STAGES, Stage, Tokens, stage_vectors, token_table
-from analysis.checks import check_choice, check_count
+from analysis.capture import Stage, Tokens, stage_vectors, token_table
+from analysis.checks import check_count
 from analysis.encoder import EncoderModel
 from analysis.geometry import Geometry, geometry_scorer, own_cosine
 from analysis.metrics import TokenScores, overlap_counts, score_tokens
@@ -126,7 +126,6 @@ def analyze(
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(encoder).__name__}.")
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
-    check_choice("stage", stage, STAGES)
     scorer = vocabulary_scorer(encoder, reference)
     layer_scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k)
     tokens, vectors = stage_vectors(encoder, text, stage)
