@@ -44,7 +44,7 @@ class View:
     classes: tuple[str, ...] = ()
     top_k: int = 15
     overlap_n: int = 100
-    layer: int = -1  # deep-dive layer; -1 = the top-scoring spike layer
+    layer: int = -1  # deep-dive layer; -1 = the opening layer (top spike layer, else where ranks change most)
     head: int = 0  # deep-dive attention head
     model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
     model_b: str = ""
