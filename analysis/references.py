@@ -64,6 +64,7 @@ class Weighting:
     weights: torch.Tensor  # [hidden]
     shift: torch.Tensor  # [hidden]
     support: torch.Tensor  # [s] the dimensions with non-zero weight
+    columns: torch.Tensor  # [vocab, s] the word table on the support (the table itself when that is everything)
     quadratic: torch.Tensor  # [vocab] sum_i w_i w_ui^2, or for `embedding` sum_i nu_i (w_ui - mean_u)^2
     linear: torch.Tensor | None  # [vocab] for `embedding`: z . (w_u - mean_u) with z = weights*gamma*(beta-shift)
 
@@ -143,20 +144,16 @@ class VocabularyScorer:
         weights = weights.to(self.word.dtype)
         shift = torch.zeros_like(weights) if shift is None else shift.to(self.word.dtype)
         support = torch.nonzero(weights).squeeze(-1)
-        words = self._columns(support)
+        words = self.word if len(support) == self.word.shape[1] else self.word[:, support]
         if self.reference != "embedding":
             w = weights[support]
             quadratic = _by_row_chunks(len(words), lambda rows: words[rows] ** 2 @ w)
-            return Weighting(weights, shift, support, quadratic, None)
+            return Weighting(weights, shift, support, words, quadratic, None)
         nu = (weights * self.gamma * self.gamma)[support]
         z = (weights * self.gamma * (self.beta - shift))[support]
         mean = self.constants.mean.unsqueeze(-1)  # the mean over all dimensions, not the support
         quadratic = _by_row_chunks(len(words), lambda rows: (words[rows] - mean[rows]) ** 2 @ nu)
-        return Weighting(weights, shift, support, quadratic, words @ z - self.constants.mean * z.sum())
-
-    def _columns(self, support: torch.Tensor) -> torch.Tensor:
-        """The word table restricted to the dimensions `support` (the table itself when that is all of them)."""
-        return self.word if len(support) == self.word.shape[1] else self.word[:, support]
+        return Weighting(weights, shift, support, words, quadratic, words @ z - self.constants.mean * z.sum())
 
     def norm_sq(self, block: PositionBlock, weighting: Weighting | None = None) -> torch.Tensor:
         """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions, vocab]`; without a
@@ -175,7 +172,7 @@ class VocabularyScorer:
         support, w = weighting.support, weighting.weights[weighting.support]
         m = weighting.shift[support]
         base = q[:, support] - m if self.reference == "position" else -m.expand(len(q), -1)
-        cross = (self._columns(support) @ (w * base).T).T
+        cross = (weighting.columns @ (w * base).T).T
         return weighting.quadratic + 2 * cross + (w * base * base).sum(-1, keepdim=True)
 
     @property
@@ -183,9 +180,10 @@ class VocabularyScorer:
         """Unit weights, no shift: |r|^2, from the constants every scorer has."""
         hidden = self.word.shape[1]
         ones, zeros = torch.ones(hidden, dtype=self.word.dtype), torch.zeros(hidden, dtype=self.word.dtype)
+        every = torch.arange(hidden)
         if self.reference != "embedding":
-            return Weighting(ones, zeros, torch.arange(hidden), self.constants.norm_sq, None)
-        return Weighting(ones, zeros, torch.arange(hidden), self.constants.gamma_quad, self.constants.gamma_beta_dot)
+            return Weighting(ones, zeros, every, self.word, self.constants.norm_sq, None)
+        return Weighting(ones, zeros, every, self.word, self.constants.gamma_quad, self.constants.gamma_beta_dot)
 
     def _sum_norm_sq(self, q: torch.Tensor) -> torch.Tensor:
         """|w_u + q_p|^2 for every vocabulary item: `[positions, vocab]`."""
@@ -209,7 +207,7 @@ class VocabularyScorer:
         z = (weights * self.gamma * (self.beta - shift))[support]
         q_centred = (q - q.mean(-1, keepdim=True))[:, support]
         nu_q = nu * q_centred  # [positions, support]
-        cross = (self._columns(support) @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
+        cross = (weighting.columns @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
         quadratic = weighting.quadratic + 2 * cross + (nu_q * q_centred).sum(-1, keepdim=True)
         linear = weighting.linear + (q_centred @ z).unsqueeze(-1)
         constant = (weights * (self.beta - shift) ** 2).sum()
