@@ -1,4 +1,4 @@
-"""Token Trails analysis: how each token's encoding moves through an encoder, layer by layer.
+"""Token Trails analysis: how each token's encoding moves through a transformer, layer by layer.
 
 import analysis
 encoder = analysis.load_model("roberta-base")
@@ -6,6 +6,7 @@ result = analysis.analyze(encoder, "Time flies like an arrow.", stage="attn_resi
 result.metrics  # layer, position, token, token_id, text, special, cosine, rank
 """
 
+from analysis.capabilities import Capabilities, capabilities
 from analysis.capture import STAGES, Stage
 from analysis.encoder import EncoderModel, ModelInfo, UnsupportedModelError, wrap_model
 from analysis.geometry import GEOMETRIES, Background, Geometry, background
@@ -30,6 +31,7 @@ __all__ = [
     "STAGES",
     "AnalysisResult",
     "Background",
+    "Capabilities",
     "EncoderModel",
     "Geometry",
     "HeadDecomposition",
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "analyze",
     "background",
+    "capabilities",
     "configure_model_cache",
     "decompose_heads",
     "load_model",

@@ -15,10 +15,11 @@ from analysis.checks import check_text
 from analysis.export import EXPORT_FILES, write_export, write_verdict
 from analysis.geometry import GEOMETRIES, background, check_rogue_k
 from analysis.loading import BUNDLED_MODEL, load_model
-from analysis.references import REFERENCES
+from analysis.original_demo import demo_unavailable
+from analysis.references import REFERENCES, default_reference
 from analysis.sentences import corpus_sentences
 from analysis.trace import analyze
-from analysis.verdict import METHODS, VERDICT_COLUMNS, spike_verdict, verdict_summary
+from analysis.verdict import VERDICT_COLUMNS, spike_verdict, verdict_methods, verdict_summary
 from analysis.version import __version__
 
 
@@ -106,8 +107,9 @@ def _stage_and_reference_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--reference",
         choices=list(REFERENCES),
-        default="position",
-        help="what 'original embedding' means: " + "; ".join(f"{k}: {v}" for k, v in REFERENCES.items()),
+        default=None,
+        help="what 'original embedding' means (default: position where the model has an absolute position table, "
+        "else embedding): " + "; ".join(f"{k}: {v}" for k, v in REFERENCES.items()),
     )
 
 
@@ -146,22 +148,23 @@ def _export(args: argparse.Namespace) -> list[Path]:
 def _verdict(args: argparse.Namespace) -> list[Path]:
     encoder = load_model(args.model)
     check_rogue_k(args.rogue_k, encoder.hidden_size)
+    reference = args.reference or default_reference(encoder)
     with tqdm(total=len(corpus_sentences()), desc="verdict", unit="sentence", file=sys.stderr) as bar:
         verdict = spike_verdict(
             encoder,
             stage=args.stage,
-            reference=args.reference,
+            reference=reference,
             rogue_k=args.rogue_k,
             on_progress=lambda done, total: bar.update(done - bar.n),
         )
-    found = background(encoder, args.stage, args.reference)
+    found = background(encoder, args.stage, reference)
     provenance = {
         "model": encoder.name,
         "revision": encoder.revision,
         "stage": args.stage,
-        "reference": args.reference,
+        "reference": reference,
         "rogue_k": args.rogue_k,
-        "methods": METHODS,
+        "methods": verdict_methods(demo_unavailable(encoder) is None),
         "corpus": found.corpus,
         "analysis_version": __version__,
     }

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from analysis.architectures import LayerParts
 from analysis.checks import check_choice, check_text
 from analysis.encoder import EncoderModel
 
@@ -18,11 +20,32 @@ Stage = Literal["layer_input", "attn_residual", "attn_output", "layer_output"]
 
 STAGES: dict[Stage, str] = {
     "layer_input": "the input of block l (for l = 0, the embedding layer's output)",
-    "attn_residual": "input + attention sublayer output, before the attention LayerNorm",
-    "attn_output": "the attention LayerNorm's output (attn_residual after LayerNorm)",
-    "layer_output": "the output of block l (the input of block l + 1)",
+    "attn_residual": "input + attention sublayer output: before the attention LayerNorm in post-LN blocks, before "
+    "the MLP's norm in pre-LN blocks, the two summed in parallel blocks",
+    "attn_output": "the norm of attn_residual: the attention LayerNorm (post-LN) or the MLP's input norm (pre-LN)",
+    "layer_output": "the output of block l (the input of block l + 1; before any final norm)",
 }
 assert tuple(STAGES) == get_args(Stage)
+
+
+def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:
+    """The stages this model does not have, each with the reason."""
+    if encoder.structure.kind == "parallel":
+        return {
+            "attn_output": f"{encoder.structure.label} runs attention and MLP side by side on the block input, so no "
+            "norm is ever applied to attn_residual"
+        }
+    return {}
+
+
+def check_stage(encoder: EncoderModel, stage: object) -> Stage:
+    """A stage this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
+    check_choice("stage", stage, STAGES)
+    missing = unavailable_stages(encoder)
+    if stage in missing:
+        available = ", ".join(name for name in STAGES if name not in missing)
+        raise ValueError(f"{encoder.name} has no stage {stage!r}: {missing[stage]}. It has: {available}.")
+    return stage
 
 
 @dataclass(frozen=True)
@@ -47,17 +70,19 @@ class Tokens:
 
 @dataclass(frozen=True)
 class Tap:
-    """Where to read a tensor: a module's first positional input, or an item of its output."""
+    """Where to read a tensor: a module's first input (positional, or `hidden_states`), or an item of its output
+    (the output itself when it is a tensor), at its `call`-th run in the forward pass (0: the first; a module
+    shared by several depths, as in ALBERT, runs once per depth)."""
 
     module: nn.Module
     read: Literal["input", "output"]
     item: int | None = None
+    call: int = 0
 
 
 @dataclass(frozen=True)
 class ForwardPass:
     tokens: Tokens
-    hidden_states: torch.Tensor  # [layers + 1, tokens, hidden]
     taps: dict[str, torch.Tensor]  # each without the batch dimension
 
 
@@ -97,64 +122,119 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     )
 
 
-def _read(storage: dict[str, torch.Tensor], name: str, tap: Tap):
-    def pre_hook(module, args):
-        storage[name] = args[0][0].detach().clone()
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    return kwargs["hidden_states"]
 
-    def post_hook(module, args, output):
-        value = output if tap.item is None else output[tap.item]
-        if value is None:
-            raise RuntimeError(
-                f"{type(module).__name__} returned no tensor at item {tap.item}: eager attention is needed."
-            )
-        storage[name] = value[0].detach().clone()
 
+def _output_item(output: object, item: int | None) -> torch.Tensor:
+    value = output if isinstance(output, torch.Tensor) else output[item or 0]
+    if value is None:
+        raise RuntimeError(f"The module returned no tensor at item {item}: eager attention is needed.")
+    return value
+
+
+def _record(calls: list[torch.Tensor], tap: Tap):
+    """A hook appending what `tap` reads, batch dimension dropped, to `calls` on every call of its module."""
     if tap.read == "input":
-        return tap.module.register_forward_pre_hook(pre_hook)
-    return tap.module.register_forward_hook(post_hook)
+        return tap.module.register_forward_pre_hook(
+            lambda module, args, kwargs: calls.append(_first_input(args, kwargs)[0].detach().clone()),
+            with_kwargs=True,
+        )
+    return tap.module.register_forward_hook(
+        lambda module, args, output: calls.append(_output_item(output, tap.item)[0].detach().clone())
+    )
 
 
-def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap] | None = None) -> ForwardPass:
+def model_inputs(encoder: EncoderModel, tokens: Tokens) -> dict[str, torch.Tensor]:
+    """The forward pass's inputs for one text, on the model's device: ids, a full attention mask, and the position
+    ids and all-zero token types where the model takes them (decoders apply their causal mask themselves)."""
+    device = encoder.device
+    input_ids = torch.tensor([tokens.ids], device=device)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    accepted = encoder.forward_parameters
+    if "position_ids" in accepted:
+        inputs["position_ids"] = torch.tensor([tokens.position_ids], device=device)
+    if encoder.structure.embeddings.token_type is not None and "token_type_ids" in accepted:
+        inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    return inputs
+
+
+def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap]) -> ForwardPass:
     """Tokenise and run the model once, reading `taps` with hooks that exist only during this call."""
     check_text(text)
-    storage: dict[str, torch.Tensor] = {}
+    calls: dict[tuple[int, str, int | None], list[torch.Tensor]] = {}
+    handles = []
     with encoder.lock:
         tokens = tokenize(encoder, text)
-        input_ids = torch.tensor([tokens.ids])
-        inputs = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "position_ids": torch.tensor([tokens.position_ids]),
-        }
-        if encoder.structure.embeddings.token_type is not None:
-            inputs["token_type_ids"] = torch.zeros_like(input_ids)
-        handles = [_read(storage, name, tap) for name, tap in (taps or {}).items()]
+        for tap in taps.values():
+            key = (id(tap.module), tap.read, tap.item)
+            if key not in calls:
+                calls[key] = []
+                handles.append(_record(calls[key], tap))
+        wants_attention = any(tap.read == "output" and tap.item == 1 for tap in taps.values())
         try:
             with torch.inference_mode():
-                output = encoder.hf_model(**inputs, output_hidden_states=True, return_dict=True)
+                encoder.hf_model(**model_inputs(encoder, tokens), output_attentions=wants_attention, use_cache=False)
         finally:
             for handle in handles:
                 handle.remove()
-    hidden_states = torch.stack([h[0] for h in output.hidden_states])
-    return ForwardPass(tokens=tokens, hidden_states=hidden_states, taps=storage)
+    storage = {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
+    return ForwardPass(tokens=tokens, taps=storage)
+
+
+def depth_call(encoder: EncoderModel, layer: int) -> int:
+    """How many earlier layers run the same block module as `layer` (0 unless layers share weights)."""
+    block = encoder.structure.layers[layer].block
+    return sum(parts.block is block for parts in encoder.structure.layers[:layer])
+
+
+def layer_tap(encoder: EncoderModel, layer: int, read: Callable[[LayerParts], Tap]) -> Tap:
+    """`read`'s tap on layer `layer`'s parts, at the call of that depth."""
+    return replace(read(encoder.structure.layers[layer]), call=depth_call(encoder, layer))
+
+
+def layer_taps(encoder: EncoderModel, read: Callable[[LayerParts], Tap]) -> dict[str, Tap]:
+    """One tap per block, named by its index."""
+    return {str(i): layer_tap(encoder, i, read) for i in range(encoder.num_layers)}
+
+
+def stacked(run: ForwardPass, n_layers: int, prefix: str = "") -> torch.Tensor:
+    """The per-block readings `prefix + index` of a run: `[layers, tokens, hidden]`."""
+    return torch.stack([run.taps[f"{prefix}{i}"] for i in range(n_layers)])
+
+
+def stage_taps(encoder: EncoderModel, stage: Stage) -> dict[str, Tap]:
+    """The hooks that read `stage` in every block (see `analysis.architectures` for each block kind)."""
+    check_stage(encoder, stage)
+    if stage == "layer_input":
+        return layer_taps(encoder, lambda parts: Tap(parts.block, "input"))
+    if stage == "layer_output":
+        return layer_taps(encoder, lambda parts: Tap(parts.block, "output"))
+    if stage == "attn_output":
+        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "output"))
+    if encoder.structure.kind != "parallel":
+        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "input"))
+    return {
+        **{f"in{i}": tap for i, tap in layer_taps(encoder, lambda parts: Tap(parts.block, "input")).items()},
+        **{f"attn{i}": tap for i, tap in layer_taps(encoder, lambda parts: Tap(parts.attention, "output", 0)).items()},
+    }
+
+
+def read_stage(encoder: EncoderModel, run: ForwardPass, stage: Stage) -> torch.Tensor:
+    """`stage` from a run made with (a superset of) `stage_taps`: `[layers, tokens, hidden]`. In a parallel
+    block the model never forms attn_residual; it is the block input plus the attention output, summed here."""
+    n_layers = encoder.num_layers
+    if stage == "attn_residual" and encoder.structure.kind == "parallel":
+        return stacked(run, n_layers, "in") + stacked(run, n_layers, "attn")
+    return stacked(run, n_layers)
 
 
 def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Tokens, torch.Tensor]:
     """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
-    check_choice("stage", stage, STAGES)
-    layers = encoder.structure.layers
-    taps = {}
-    if stage in ("attn_residual", "attn_output"):
-        read = "input" if stage == "attn_residual" else "output"
-        taps = {str(i): Tap(parts.attention_norm, read) for i, parts in enumerate(layers)}
-    run = forward_pass(encoder, text, taps)
-    if stage == "layer_input":
-        vectors = run.hidden_states[:-1]
-    elif stage == "layer_output":
-        vectors = run.hidden_states[1:]
-    else:
-        vectors = torch.stack([run.taps[str(i)] for i in range(len(layers))])
-    return run.tokens, vectors
+    run = forward_pass(encoder, text, stage_taps(encoder, stage))
+    return run.tokens, read_stage(encoder, run, stage)
 
 
 def token_table(tokens: Tokens, text: str) -> pd.DataFrame:

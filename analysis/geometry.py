@@ -25,10 +25,10 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from analysis.capture import STAGES, Stage, stage_vectors
+from analysis.capture import Stage, check_stage, stage_vectors
 from analysis.checks import check_choice
 from analysis.encoder import EncoderModel
-from analysis.references import REFERENCES, Reference, VocabularyScorer, vocabulary_scorer
+from analysis.references import Reference, VocabularyScorer, check_reference, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
 
 Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
@@ -111,9 +111,9 @@ def compute_background(
     for done, sentence in enumerate(sentences, start=1):
         tokens, vectors = stage_vectors(encoder, sentence, stage)
         keep = ~np.array(tokens.special)
-        x = vectors.numpy()[:, keep].astype(np.float64)  # [layers, n, hidden]
+        x = vectors.cpu().numpy()[:, keep].astype(np.float64)  # [layers, n, hidden]
         ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
-        y = scorer.references(ids, positions, torch.float64).numpy()  # [n, hidden]
+        y = scorer.references(ids, positions, torch.float64).cpu().numpy()  # [n, hidden]
         stage_moments.add(x, axis=1)
         reference_moments.add(y, axis=0)
         unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
@@ -144,8 +144,8 @@ def compute_background(
 
 def background(encoder: EncoderModel, stage: Stage = "attn_residual", reference: Reference = "position") -> Background:
     """The background statistics of the shipped corpus, computed once per model, stage and reference."""
-    check_choice("stage", stage, STAGES)
-    check_choice("reference", reference, REFERENCES)
+    check_stage(encoder, stage)
+    check_reference(encoder, reference)
     return encoder.cached(f"background/{stage}/{reference}", lambda: compute_background(encoder, stage, reference))
 
 
@@ -182,7 +182,7 @@ class GeometryScorer:
             self.weighting = scorer.weighting(weights, self.reference_mean)
         if geometry == "no_rogue":
             rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
-            masks = torch.zeros(len(rogue_dims), scorer.word.shape[1]).scatter_(1, rogue_dims, 1.0)
+            masks = torch.zeros(len(rogue_dims), scorer.hidden_size).scatter_(1, rogue_dims, 1.0)
             self.kept = 1 - masks  # [layers, hidden]
             self.removed = [scorer.weighting(mask) if rogue_k else None for mask in masks]
 

@@ -1,7 +1,9 @@
-"""Exact per-head decomposition of `attn_residual` at one layer.
+"""Exact per-head decomposition of `attn_residual` at one layer, for every block kind.
 
-attn_residual = residual + sum_h A_h (x W_V,h^T + b_V,h) W_O[:, h]^T + b_O, with x the block input,
-A_h the head's attention weights as the model computed them, W_O the attention output projection.
+attn_residual = x + sum_h z_h W_O[:, h]^T + b_O, with x the block input, z_h head h's context as the model
+computed it (A_h times its values: the input of the attention output projection, read by a hook) and W_O,
+b_O that projection's weight and bias. The same holds in post-LN, pre-LN and parallel blocks and with
+grouped-query attention (each query head has its own context; key/value heads are shared upstream of it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture import Tap, forward_pass, token_table
+from analysis.architectures import output_matrix
+from analysis.capture import Tap, forward_pass, layer_tap, read_stage, stage_taps, token_table
 from analysis.checks import check_text
 from analysis.encoder import EncoderModel
 
@@ -25,9 +28,9 @@ class HeadDecomposition:
     tokens: pd.DataFrame  # as AnalysisResult.tokens
     residual: np.ndarray  # [tokens, hidden] block input x
     head_contributions: np.ndarray  # [heads, tokens, hidden]
-    output_bias: np.ndarray  # [hidden] b_O
+    output_bias: np.ndarray  # [hidden] b_O (zeros where the projection has no bias)
     attn_residual: np.ndarray  # [tokens, hidden] captured from the model's forward pass
-    attention: np.ndarray  # [heads, tokens (query), tokens (key)], rows sum to 1
+    attention: np.ndarray  # [heads, tokens (query), tokens (key)], rows sum to 1 (0 above the diagonal if causal)
 
     def reconstructed(self) -> np.ndarray:
         """residual + sum of head contributions + output bias: `[tokens, hidden]`."""
@@ -39,34 +42,37 @@ class HeadDecomposition:
 
 
 def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecomposition:
-    """Run `text` once, reading layer `layer`'s attention weights and attention LayerNorm input."""
+    """Run `text` once, reading layer `layer`'s input, attention weights, head contexts and attn_residual."""
     check_text(text)
     n_layers = encoder.num_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be a whole number from 0 to {n_layers - 1}, not {layer!r}.")
     parts = encoder.structure.layers[layer]
-    run = forward_pass(
-        encoder,
-        text,
-        {"attention": Tap(parts.self_attention, "output", item=1), "attn_residual": Tap(parts.attention_norm, "input")},
-    )
+    taps = {
+        **stage_taps(encoder, "attn_residual"),
+        "residual": layer_tap(encoder, layer, lambda p: Tap(p.block, "input")),
+        "attention": layer_tap(encoder, layer, lambda p: Tap(p.attention, "output", item=1)),
+        "contexts": layer_tap(encoder, layer, lambda p: Tap(p.attention_out, "input")),
+    }
+    run = forward_pass(encoder, text, taps)
     heads = encoder.num_heads
+    projection = parts.attention_out
     with torch.inference_mode():
-        x = run.hidden_states[layer].double()
-        attention = run.taps["attention"].double()
-        values = (x @ parts.value.weight.double().T + parts.value.bias.double()).view(len(x), heads, -1).transpose(0, 1)
-        mixed = attention @ values  # [heads, tokens, head_dim]
-        out_weight = parts.attention_dense.weight.double()  # [hidden, heads * head_dim]
+        contexts = run.taps["contexts"].double()  # [tokens, heads * head_dim]
+        per_head = contexts.view(len(contexts), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]
+        out_weight = output_matrix(projection).double()  # [hidden, heads * head_dim]
         per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
-        contributions = mixed @ per_head_out.transpose(1, 2)
+        contributions = per_head @ per_head_out.transpose(1, 2)
+        bias = projection.bias if projection.bias is not None else torch.zeros(out_weight.shape[0])
+        attn_residual = read_stage(encoder, run, "attn_residual")[layer]
     return HeadDecomposition(
         layer=layer,
         tokens=token_table(run.tokens, text),
-        residual=x.numpy(),
-        head_contributions=contributions.numpy(),
-        output_bias=parts.attention_dense.bias.detach().double().numpy(),
-        attn_residual=run.taps["attn_residual"].double().numpy(),
-        attention=attention.numpy(),
+        residual=run.taps["residual"].double().cpu().numpy(),
+        head_contributions=contributions.cpu().numpy(),
+        output_bias=bias.detach().double().cpu().numpy(),
+        attn_residual=attn_residual.double().cpu().numpy(),
+        attention=run.taps["attention"].double().cpu().numpy(),
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
+import json
 import os
 import re
 import socket
@@ -20,7 +22,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
 
@@ -154,13 +156,18 @@ def download(name: str, on_progress: Callable[[str, float, float], None]) -> Non
         raise _hub_error(source, error) from error
 
 
-def parameter_bytes(config) -> int:
-    """float32 size of a BERT-family encoder (embeddings, blocks, pooler) from its config alone."""
-    hidden, ffn = config.hidden_size, config.intermediate_size
-    embeddings = (config.vocab_size + config.max_position_embeddings + getattr(config, "type_vocab_size", 0)) * hidden
-    block = 4 * hidden * hidden + 2 * hidden * ffn + 9 * hidden + ffn  # q, k, v, o; FFN; biases; two LayerNorms
-    pooler = hidden * hidden + hidden
-    return 4 * (embeddings + 2 * hidden + config.num_hidden_layers * block + pooler)
+def parameter_bytes(config: PretrainedConfig) -> int:
+    """float32 size of the base model `config` describes, any architecture: the model is built on PyTorch's meta
+    device (shapes only, no memory, no weights) and its parameters counted, shared ones once."""
+    return 4 * _parameter_count(config.to_json_string(use_diff=False))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameter_count(config_json: str) -> int:
+    config = AutoConfig.for_model(**json.loads(config_json))
+    with torch.device("meta"):
+        hf_model = AutoModel.from_config(config)
+    return sum(p.numel() for p in hf_model.parameters())
 
 
 def model_bytes(name_or_path: str) -> int | None:
@@ -169,7 +176,7 @@ def model_bytes(name_or_path: str) -> int | None:
         source = resolve_model(name_or_path)
         config = AutoConfig.from_pretrained(source.location, local_files_only=True, trust_remote_code=False)
         return parameter_bytes(config)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, KeyError):
         return None
 
 
@@ -224,9 +231,10 @@ def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
 def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderModel:
     options = {"trust_remote_code": False, "local_files_only": local_files_only}
     config = AutoConfig.from_pretrained(source.location, **options)
-    if getattr(config, "is_decoder", False) or getattr(config, "is_encoder_decoder", False):
+    if getattr(config, "is_encoder_decoder", False):
         raise UnsupportedModelError(
-            f"{source.name} ({config.model_type}) is not an encoder; pick a BERT-family encoder."
+            f"{source.name} ({config.model_type}) is an encoder-decoder model; pick an encoder (BERT, RoBERTa, "
+            "DeBERTa, ModernBERT, …) or a decoder-only language model (GPT-2, Pythia, Llama, Qwen2, …)."
         )
     try:
         hf_model = AutoModel.from_pretrained(
@@ -239,7 +247,7 @@ def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderMode
         )
     except ValueError as error:
         raise UnsupportedModelError(
-            f"The architecture {config.model_type} of {source.name} cannot be loaded as an encoder: {error}"
+            f"The architecture {config.model_type} of {source.name} cannot be loaded: {error}"
         ) from error
     tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
     return wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
@@ -341,7 +349,7 @@ _cache = ModelCache()
 
 
 def load_model(name_or_path: str | os.PathLike) -> EncoderModel:
-    """Load a BERT-family encoder once per process: eval mode, eager attention, float32, safetensors only.
+    """Load an encoder or decoder once per process: eval mode, eager attention, float32, safetensors only.
 
     `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled
     `sentence-transformers/all-MiniLM-L6-v2`. Raises ModelLoadError / UnsupportedModelError (both ValueError)

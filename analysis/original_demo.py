@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from analysis.capture import Tap, forward_pass
+from analysis.capture import Tap, forward_pass, layer_taps
 from analysis.encoder import EncoderModel
 from analysis.metrics import score_tokens
 from analysis.references import vocabulary_scorer
@@ -49,21 +49,46 @@ class DemoScorer:
         return scores.div_(vector_norm).div_(self.reference_norm)
 
 
+def demo_unavailable(encoder: EncoderModel) -> str | None:
+    """Why the demo's computation is not defined for this model, or None: it needs a post-LayerNorm encoder with
+    hidden-size embeddings and square value and attention-output matrices, as roberta-base has."""
+    structure = encoder.structure
+    hidden = encoder.hidden_size
+    square = all(
+        parts.value is not None
+        and tuple(parts.value.weight.shape) == (hidden, hidden)
+        and isinstance(parts.attention_out, torch.nn.Linear)
+        and tuple(parts.attention_out.weight.shape) == (hidden, hidden)
+        for parts in structure.layers
+    )
+    if structure.kind != "post_ln" or structure.embeddings.projection is not None or not square:
+        return (
+            f"the original demo's computation is defined for post-LayerNorm encoders with hidden-size embeddings "
+            f"and square value and output matrices (the RoBERTa family); {encoder.name} is a {structure.label}"
+        )
+    return None
+
+
 def demo_vectors(encoder: EncoderModel, text: str):
     """The demo's u_l for every layer: `(Tokens, [layers, tokens, hidden])`, from the model's own X_l and A_l,h."""
-    layers = encoder.structure.layers
-    taps = {str(i): Tap(parts.self_attention, "output", item=1) for i, parts in enumerate(layers)}
+    why = demo_unavailable(encoder)
+    if why is not None:
+        raise ValueError(why[0].upper() + why[1:] + ".")
+    taps = {
+        **{f"x{i}": tap for i, tap in layer_taps(encoder, lambda p: Tap(p.block, "input")).items()},
+        **{f"a{i}": tap for i, tap in layer_taps(encoder, lambda p: Tap(p.attention, "output", item=1)).items()},
+    }
     run = forward_pass(encoder, text, taps)
     heads = encoder.num_heads
     vectors = []
     with torch.inference_mode():
-        for index, parts in enumerate(layers):
-            x = run.hidden_states[index]  # [tokens, hidden]
-            attention = run.taps[str(index)]  # [heads, tokens, tokens]
+        for index, parts in enumerate(encoder.structure.layers):
+            x = run.taps[f"x{index}"]  # [tokens, hidden]
+            attention = run.taps[f"a{index}"]  # [heads, tokens, tokens]
             values = x @ parts.value.weight  # the stored matrix, not its transpose; no bias
             per_head = values.view(len(x), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]
             mixed = (attention @ per_head).transpose(0, 1).reshape(len(x), -1)  # concat_h Z_h
-            vectors.append(x + mixed @ parts.attention_dense.weight)  # stored matrix again, no bias
+            vectors.append(x + mixed @ parts.attention_out.weight)  # stored matrix again, no bias
     return run.tokens, torch.stack(vectors)
 
 
@@ -71,12 +96,14 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
     """Every token's vector, cosine and rank at every layer as the seed's demo computed them (see module doc), in
     the tidy columns of `analyze` with stage "original_demo". For comparison only."""
     embeddings = encoder.structure.embeddings
+    if positional and embeddings.position is None:
+        raise ValueError(f"{encoder.name} has no absolute position table for the demo's positional references.")
+    tokens, vectors = demo_vectors(encoder, text)
     word = embeddings.word.weight.detach()
     shift = embeddings.position.weight.detach()[embeddings.position_offset] if positional else torch.zeros_like(word[0])
     scorer = DemoScorer(word, vocabulary_scorer(encoder, "raw").constants.norm_sq, shift)
-    tokens, vectors = demo_vectors(encoder, text)
-    token_ids = torch.tensor(tokens.ids)
-    position_ids = torch.tensor(tokens.position_ids)
+    token_ids = torch.tensor(tokens.ids, device=vectors.device)
+    position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     top_k, overlap_n = 15, 100  # analyze's defaults
     with torch.inference_mode():
         own_reference = scorer.references(token_ids)

@@ -1,32 +1,51 @@
 """Cosine of stage vectors against every vocabulary item's reference vector, without materialising references.
 
-For reference `position` the vocabulary item u at position p is `w_u + q_p` (q_p: position row plus
-token-type row 0); for `embedding` it is `LayerNorm(w_u + q_p)`. Both cosines follow exactly from
-products with the word table `W` and per-item / per-position constants, so memory stays
-`[rows, vocab]` for the scores however many positions there are.
+Every reference of every supported model has one form: for vocabulary item u at position p,
+
+    r_u(p) = (T_u + Q_p) / s_u(p) + c
+
+- `raw`: T_u = w_u (the word row), no Q, s = 1, c = 0;
+- `position`: as raw plus Q_p = q_p, the absolute position row (+ token-type row 0);
+- `embedding`: what the embedding layer outputs. With a LayerNorm (BERT, ModernBERT), LN(w_u + q_p) =
+  gamma * C(w_u + q_p) / sigma + beta: T_u = gamma * C w_u, Q_p = gamma * C q_p, s = sigma_u(p) (the
+  LayerNorm's scale of w_u + q_p), c = beta. Without one (GPT-2, Llama) it is the plain sum, or the word row.
+- where the embedding size differs from the hidden size (ALBERT, ELECTRA-small), the model's own projection
+  P(x) = W x + b applies to each: T_u = W (…) and Q_p = W (…) are the projected terms, c = W beta + b or b.
+
+So a . r and |r|^2 (and any diagonal-weighted, shifted |r - m|^2, for the geometry controls) follow exactly
+from products with the table of T and per-item / per-position constants: memory stays `[rows, vocab]` for
+the scores however many positions there are. T is held implicitly (the word table, with gamma and the
+centring C applied on the vector side) except under a projection, where it is materialised once per model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
+from analysis.architectures import EmbeddingParts
 from analysis.checks import check_choice
-from analysis.encoder import EmbeddingParts, EncoderModel
+from analysis.encoder import EncoderModel
 
 Reference = Literal["raw", "position", "embedding"]
 """What a token's "original embedding" is (see REFERENCES)."""
 
 REFERENCES: dict[Reference, str] = {
-    "raw": "the token's row of the word-embedding table",
-    "position": "word + position (+ token-type 0) embedding for the token's position, before LayerNorm",
-    "embedding": "the embedding layer's output for the token at its position (the sum above, LayerNorm'd)",
+    "raw": "the token's row of the input-embedding table (through the model's projection where the embedding "
+    "size differs from the hidden size)",
+    "position": "word + absolute position row (+ token-type 0) for the token's position, before any norm; only "
+    "models with an absolute position table",
+    "embedding": "what the model's embedding layer outputs for the token at its position: the LayerNorm'd sum "
+    "(BERT), the plain sum (GPT-2), the normalised word row (ModernBERT), the word row itself (Llama)",
 }
 assert tuple(REFERENCES) == get_args(Reference)
+
+Memo = Callable[[str, Callable[[], Any]], Any]
 
 _ROW_CHUNK = 8192
 _EPS = 1e-12
@@ -37,36 +56,59 @@ def _by_row_chunks(n_rows: int, fn) -> torch.Tensor:
     return torch.cat([fn(slice(i, i + _ROW_CHUNK)) for i in range(0, n_rows, _ROW_CHUNK)])
 
 
+def unavailable_references(encoder: EncoderModel) -> dict[Reference, str]:
+    """The references this model does not have, each with the reason."""
+    if encoder.structure.embeddings.position is None:
+        return {
+            "position": f"{encoder.structure.label} has no absolute position table (its positions act inside "
+            "attention), so word + position row does not exist"
+        }
+    return {}
+
+
+def default_reference(encoder: EncoderModel) -> Reference:
+    """`position` where the model has an absolute position table (the seed's choice), else `embedding`."""
+    return "embedding" if "position" in unavailable_references(encoder) else "position"
+
+
+def check_reference(encoder: EncoderModel, reference: object) -> Reference:
+    """A reference this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
+    check_choice("reference", reference, REFERENCES)
+    missing = unavailable_references(encoder)
+    if reference in missing:
+        available = ", ".join(name for name in REFERENCES if name not in missing)
+        raise ValueError(f"{encoder.name} has no reference {reference!r}: {missing[reference]}. It has: {available}.")
+    return reference
+
+
 @dataclass(frozen=True)
 class VocabConstants:
-    """Per-vocabulary-item constants: each `[vocab]`."""
+    """Per-vocabulary-item constants of the word table, in the embedding space: each `[vocab]`."""
 
     norm_sq: torch.Tensor  # |w_u|^2
     mean: torch.Tensor  # mean_i w_ui
-    gamma_quad: torch.Tensor  # sum_i gamma_i^2 (w_ui - mean_u)^2
-    gamma_beta_dot: torch.Tensor  # h . w_u with h = centred(gamma * beta)
 
 
 @dataclass(frozen=True)
 class PositionBlock:
-    """What every score at a block of positions shares: q_p `[positions, hidden]` and, for `embedding`, the
-    LayerNorm scale sigma of w_u + q_p `[positions, vocab]`."""
+    """What every score at a block of positions shares: Q_p `[positions, hidden]` (None where the reference has
+    no position term) and, for a LayerNorm'd reference, its scale s `[positions or 1, vocab]`."""
 
-    q: torch.Tensor
+    q: torch.Tensor | None
     sigma: torch.Tensor | None
 
 
 @dataclass(frozen=True)
 class Weighting:
     """The weights and shift of a weighted reference norm, sum_i weights_i (r_i - shift_i)^2, with the per-item
-    terms that depend on them alone (one pass over the word table: build once, reuse for every text)."""
+    terms that depend on them alone (one pass over the table: build once, reuse for every text)."""
 
     weights: torch.Tensor  # [hidden]
     shift: torch.Tensor  # [hidden]
     support: torch.Tensor  # [s] the dimensions with non-zero weight
-    columns: torch.Tensor  # [vocab, s] the word table on the support (the table itself when that is everything)
-    quadratic: torch.Tensor  # [vocab] sum_i w_i w_ui^2, or for `embedding` sum_i nu_i (w_ui - mean_u)^2
-    linear: torch.Tensor | None  # [vocab] for `embedding`: z . (w_u - mean_u) with z = weights*gamma*(beta-shift)
+    columns: torch.Tensor  # [vocab, s] the table on the support (the table itself when that is everything)
+    quadratic: torch.Tensor  # [vocab] sum_i weights_i T_ui^2
+    linear: torch.Tensor | None  # [vocab] T_u . (weights * (c - shift)); None where that is zero
 
 
 class VocabularyScorer:
@@ -75,46 +117,102 @@ class VocabularyScorer:
     `cosine(vectors [groups, positions, hidden], position_ids [positions])` → `[groups, positions, vocab]`.
     """
 
-    def __init__(self, parts: EmbeddingParts, reference: Reference, constants: VocabConstants):
+    def __init__(self, parts: EmbeddingParts, reference: Reference, memo: Memo = lambda key, build: build()):
+        """`memo(key, build)` keeps per-model terms (`EncoderModel.cached`; default: build every time)."""
         self.reference = check_choice("reference", reference, REFERENCES)
-        self.word = parts.word.weight.detach()
+        if reference == "position" and parts.position is None:
+            raise ValueError("The reference 'position' needs an absolute position table.")
         self.parts = parts
-        self.constants = constants
+        self.word = parts.word.weight.detach()  # [vocab, embedding size]
+        self.constants = memo("vocab_constants", lambda: vocab_constants(parts))
+        self.normalised = reference == "embedding" and parts.norm is not None
+        self.uses_positions = reference != "raw"
         norm = parts.norm
-        self.gamma = norm.weight.detach()
-        self.beta = norm.bias.detach()
-        self.ln_eps = norm.eps
-
-    def position_vectors(self, position_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """q_p = position row + token-type row 0: `[positions, hidden]`, in `dtype` (default: the table's)."""
-        q = self.parts.position.weight.detach()[position_ids].to(dtype)
-        if self.parts.token_type is not None:
-            q = q + self.parts.token_type.weight.detach()[0].to(dtype)
-        return q
-
-    def references(
-        self, token_ids: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
-        """The explicit reference vector of each (token, position) pair: `[pairs, hidden]`, summed and normalised
-        in `dtype` (default: the tables' own float32; float64 for values shown as exact)."""
-        words = self.word[token_ids].to(dtype)
-        if self.reference == "raw":
-            return words
-        summed = words + self.position_vectors(position_ids, dtype)
-        if self.reference == "position":
-            return summed
-        return torch.nn.functional.layer_norm(
-            summed, (summed.shape[-1],), self.gamma.to(summed.dtype), self.beta.to(summed.dtype), self.ln_eps
-        )
+        self.ln_gain = norm.weight.detach() if self.normalised and norm.weight is not None else None
+        self.ln_bias = norm.bias.detach() if self.normalised and norm.bias is not None else None
+        self.ln_eps = norm.eps if self.normalised else 0.0
+        projection = parts.projection
+        self.projection = projection.weight.detach() if projection is not None else None  # [hidden, embedding]
+        self.projection_bias = projection.bias.detach() if projection is not None else None
+        if projection is None:
+            self.table, self.gain, self.centred = self.word, self.ln_gain, self.normalised
+        else:
+            self.table = memo(f"projected_table/{self.normalised}", self._projected_table)
+            self.gain, self.centred = None, False
+        self.offset = self._offset()
+        self.plain = memo(f"plain_weighting/{reference}", self._plain)
 
     @property
     def vocab_size(self) -> int:
         return self.word.shape[0]
 
+    @property
+    def hidden_size(self) -> int:
+        return self.table.shape[1]
+
+    def _projected_table(self) -> torch.Tensor:
+        """T for every item under the projection: W w_u, or W (gamma * C w_u) for a LayerNorm'd reference."""
+        return _by_row_chunks(self.vocab_size, lambda rows: self._to_hidden(self.word[rows]))
+
+    def _to_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear part of the reference map applied to embedding-space rows x `[n, embedding]` → `[n, hidden]`:
+        gamma * C x for a LayerNorm'd reference, then W where there is a projection."""
+        if self.normalised:
+            x = x - x.mean(-1, keepdim=True)
+            if self.ln_gain is not None:
+                x = x * self.ln_gain
+        return x if self.projection is None else x @ self.projection.T
+
+    def _offset(self) -> torch.Tensor | None:
+        """c: beta for a LayerNorm'd reference, mapped by the projection and plus its bias where there is one."""
+        c = self.ln_bias
+        if self.projection is not None:
+            c = self.projection_bias if c is None else c @ self.projection.T + self.projection_bias
+        return c
+
+    def _plain(self) -> Weighting:
+        ones = torch.ones(self.hidden_size, dtype=self.table.dtype, device=self.table.device)
+        return self.weighting(ones)
+
+    def position_vectors(self, position_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        """q_p in the embedding space = position row (+ token-type row 0): `[positions, embedding]` in `dtype`
+        (default: the table's); None where the reference has no position term."""
+        if not self.uses_positions or (self.parts.position is None and self.parts.token_type is None):
+            return None
+        q = torch.zeros(len(position_ids), self.word.shape[1], dtype=dtype or self.word.dtype, device=self.word.device)
+        if self.parts.position is not None:
+            q = q + self.parts.position.weight.detach()[position_ids.to(self.word.device)].to(q.dtype)
+        if self.parts.token_type is not None:
+            q = q + self.parts.token_type.weight.detach()[0].to(q.dtype)
+        return q
+
+    def references(
+        self, token_ids: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The explicit reference vector of each (token, position) pair: `[pairs, hidden]`, summed, normalised and
+        projected in `dtype` (default: the tables' own float32; float64 for values shown as exact)."""
+        summed = self.word[token_ids.to(self.word.device)].to(dtype)
+        q = self.position_vectors(position_ids, summed.dtype)
+        if q is not None:
+            summed = summed + q
+        if self.normalised:
+            cast = lambda t: None if t is None else t.to(summed.dtype)  # noqa: E731
+            summed = torch.nn.functional.layer_norm(
+                summed, (summed.shape[-1],), cast(self.ln_gain), cast(self.ln_bias), self.ln_eps
+            )
+        if self.projection is not None:
+            summed = torch.nn.functional.linear(
+                summed, self.projection.to(summed.dtype), self.projection_bias.to(summed.dtype)
+            )
+        return summed
+
     def block(self, position_ids: torch.Tensor) -> PositionBlock:
         """The shared terms of a block of positions (compute once, score many vector groups against it)."""
         q = self.position_vectors(position_ids)
-        return PositionBlock(q=q, sigma=self._sigma(q) if self.reference == "embedding" else None)
+        return PositionBlock(
+            q=None if q is None else self._to_hidden(q),
+            sigma=self._sigma(q) if self.normalised else None,
+        )
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
@@ -123,112 +221,90 @@ class VocabularyScorer:
         scores = self.dots(vectors, block)
         return scores.div_(vector_norm).div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
 
-    def dots(self, vectors: torch.Tensor, block: PositionBlock) -> torch.Tensor:
-        """a . r_u(p) for every vocabulary item u: vectors `[groups, positions, hidden]` → `[groups, positions, vocab]`.
+    def _pullback(self, a: torch.Tensor) -> torch.Tensor:
+        """g with T_u . a = table_u . g: a itself, or C(gamma * a) where T_u = gamma * C w_u is implicit."""
+        if self.gain is not None:
+            a = a * self.gain
+        return a - a.mean(-1, keepdim=True) if self.centred else a
 
-        For `embedding`, r = LN(e) = gamma * C e / sigma + beta with e = w_u + q_p and C the centring projection,
-        so a . r = g . e / sigma + a . beta with g = C(a * gamma).
-        """
-        if self.reference == "raw":
-            return vectors @ self.word.T
-        q = block.q
-        if self.reference == "position":
-            return (vectors @ self.word.T).add_((vectors * q).sum(-1, keepdim=True))
-        g = vectors * self.gamma
-        g = g - g.mean(-1, keepdim=True)
-        scores = (g @ self.word.T).add_((g * q).sum(-1, keepdim=True))
-        return scores.div_(block.sigma).add_((vectors * self.beta).sum(-1, keepdim=True))
+    def dots(self, vectors: torch.Tensor, block: PositionBlock) -> torch.Tensor:
+        """a . r_u(p) for every vocabulary item u: vectors `[groups, positions, hidden]` → `[groups, positions, vocab]`;
+        a . r = (T_u . a + Q_p . a) / s + c . a."""
+        scores = self._pullback(vectors) @ self.table.T
+        if block.q is not None:
+            scores.add_((vectors * block.q).sum(-1, keepdim=True))
+        if block.sigma is not None:
+            scores.div_(block.sigma)
+        if self.offset is not None:
+            scores.add_((vectors @ self.offset).unsqueeze(-1))
+        return scores
+
+    def _table_dot(self, y: torch.Tensor, weighting: Weighting) -> torch.Tensor:
+        """T_u . y for rows y `[n, hidden]` that vanish off the weighting's support → `[n, vocab]`, from the
+        table's columns on the support alone (a few dimensions cost a few columns)."""
+        support = weighting.support
+        g = y[:, support] if self.gain is None else (y * self.gain)[:, support]
+        dots = g @ weighting.columns.T
+        return dots.sub_(self.constants.mean * g.sum(-1, keepdim=True)) if self.centred else dots
 
     def weighting(self, weights: torch.Tensor, shift: torch.Tensor | None = None) -> Weighting:
         """The `Weighting` for `weights` `[hidden]` and `shift` `[hidden]` (default zero)."""
-        weights = weights.to(self.word.dtype)
-        shift = torch.zeros_like(weights) if shift is None else shift.to(self.word.dtype)
+        weights = weights.to(self.table.dtype)
+        shift = torch.zeros_like(weights) if shift is None else shift.to(self.table.dtype)
         support = torch.nonzero(weights).squeeze(-1)
-        words = self.word if len(support) == self.word.shape[1] else self.word[:, support]
-        if self.reference != "embedding":
-            w = weights[support]
-            quadratic = _by_row_chunks(len(words), lambda rows: words[rows] ** 2 @ w)
-            return Weighting(weights, shift, support, words, quadratic, None)
-        nu = (weights * self.gamma * self.gamma)[support]
-        z = (weights * self.gamma * (self.beta - shift))[support]
-        mean = self.constants.mean.unsqueeze(-1)  # the mean over all dimensions, not the support
-        quadratic = _by_row_chunks(len(words), lambda rows: (words[rows] - mean[rows]) ** 2 @ nu)
-        return Weighting(weights, shift, support, words, quadratic, words @ z - self.constants.mean * z.sum())
+        columns = self.table if len(support) == self.table.shape[1] else self.table[:, support]
+        w = weights[support]
+        mean = self.constants.mean.unsqueeze(-1)
+
+        def quadratic(rows: slice) -> torch.Tensor:
+            t = columns[rows] - mean[rows] if self.centred else columns[rows]
+            if self.gain is not None:
+                t = t * self.gain[support]
+            return t**2 @ w
+
+        offset = -shift if self.offset is None else self.offset - shift
+        d = weights * offset
+        partial = Weighting(weights, shift, support, columns, _by_row_chunks(self.vocab_size, quadratic), None)
+        if not d.any():
+            return partial
+        linear = self._table_dot(d.unsqueeze(0), partial)[0]
+        return Weighting(weights, shift, support, columns, partial.quadratic, linear)
 
     def norm_sq(self, block: PositionBlock, weighting: Weighting | None = None) -> torch.Tensor:
-        """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions, vocab]`; without a
-        weighting, |r_u(p)|^2. Products with the word table run over the weighting's support only, so a few
-        dimensions cost a few columns.
-        """
-        q = block.q
-        if weighting is None:
-            if self.reference == "position":  # the common case
-                return self._sum_norm_sq(q)
-            if self.reference == "raw":
-                return self.constants.norm_sq.repeat(len(q), 1)
-            weighting = self._plain
-        if self.reference == "embedding":
-            return self._embedding_norm_sq(block, weighting)
-        support, w = weighting.support, weighting.weights[weighting.support]
-        m = weighting.shift[support]
-        base = q[:, support] - m if self.reference == "position" else -m.expand(len(q), -1)
-        cross = (weighting.columns @ (w * base).T).T
-        return weighting.quadratic + 2 * cross + (w * base * base).sum(-1, keepdim=True)
+        """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions or 1, vocab]`; without a
+        weighting, |r_u(p)|^2. With e = T_u + Q_p and d = weights * (c - shift):
+        (sum w e^2) / s^2 + 2 (e . d) / s + sum w (c - shift)^2."""
+        weighting = weighting or self.plain
+        w, q = weighting.weights, block.q
+        offset = -weighting.shift if self.offset is None else self.offset - weighting.shift
+        d = w * offset
+        quadratic = weighting.quadratic.unsqueeze(0)
+        linear = weighting.linear.unsqueeze(0) if weighting.linear is not None else None
+        if q is not None:
+            quadratic = quadratic + 2 * self._table_dot(w * q, weighting) + (w * q * q).sum(-1, keepdim=True)
+            if weighting.linear is not None:
+                linear = linear + (q @ d).unsqueeze(-1)
+        if block.sigma is not None:
+            quadratic = quadratic / block.sigma**2
+            if linear is not None:
+                linear = linear / block.sigma
+        total = quadratic if linear is None else quadratic + 2 * linear
+        return total + (w * offset * offset).sum()
 
-    @property
-    def _plain(self) -> Weighting:
-        """Unit weights, no shift: |r|^2, from the constants every scorer has."""
-        hidden = self.word.shape[1]
-        ones, zeros = torch.ones(hidden, dtype=self.word.dtype), torch.zeros(hidden, dtype=self.word.dtype)
-        every = torch.arange(hidden)
-        if self.reference != "embedding":
-            return Weighting(ones, zeros, every, self.word, self.constants.norm_sq, None)
-        return Weighting(ones, zeros, every, self.word, self.constants.gamma_quad, self.constants.gamma_beta_dot)
-
-    def _sum_norm_sq(self, q: torch.Tensor) -> torch.Tensor:
-        """|w_u + q_p|^2 for every vocabulary item: `[positions, vocab]`."""
-        return self.constants.norm_sq + 2 * (self.word @ q.T).T + (q * q).sum(-1, keepdim=True)
-
-    def _sigma(self, q: torch.Tensor) -> torch.Tensor:
-        """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / hidden + eps), `[positions, vocab]`."""
-        hidden = q.shape[-1]
-        centred_sq = self._sum_norm_sq(q) - hidden * (self.constants.mean + q.mean(-1, keepdim=True)) ** 2
-        return (centred_sq / hidden + self.ln_eps).sqrt_()
-
-    def _embedding_norm_sq(self, block: PositionBlock, weighting: Weighting) -> torch.Tensor:
-        """sum_i weights_i (LN(e)_i - shift_i)^2 with LN(e) = gamma * C e / sigma + beta, e = w_u + q_p:
-
-        = sum_i nu_i (C e)_i^2 / sigma^2 + 2 sum_i z_i (C e)_i / sigma + sum_i weights_i (beta_i - shift_i)^2,
-        nu = weights * gamma^2, z = weights * gamma * (beta - shift); (C e)_i = (w_ui - mean_u) + (C q_p)_i.
-        """
-        q, sigma = block.q, block.sigma
-        weights, shift, support = weighting.weights, weighting.shift, weighting.support
-        nu = (weights * self.gamma * self.gamma)[support]
-        z = (weights * self.gamma * (self.beta - shift))[support]
-        q_centred = (q - q.mean(-1, keepdim=True))[:, support]
-        nu_q = nu * q_centred  # [positions, support]
-        cross = (weighting.columns @ nu_q.T).T - self.constants.mean * nu_q.sum(-1, keepdim=True)
-        quadratic = weighting.quadratic + 2 * cross + (nu_q * q_centred).sum(-1, keepdim=True)
-        linear = weighting.linear + (q_centred @ z).unsqueeze(-1)
-        constant = (weights * (self.beta - shift) ** 2).sum()
-        return quadratic / sigma**2 + 2 * linear / sigma + constant
+    def _sigma(self, q: torch.Tensor | None) -> torch.Tensor:
+        """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / d + eps), `[positions or 1, vocab]`."""
+        d = self.word.shape[1]
+        norm_sq, mean = self.constants.norm_sq.unsqueeze(0), self.constants.mean.unsqueeze(0)
+        if q is not None:
+            norm_sq = norm_sq + 2 * (q @ self.word.T) + (q * q).sum(-1, keepdim=True)
+            mean = mean + q.mean(-1, keepdim=True)
+        return ((norm_sq - d * mean**2) / d + self.ln_eps).sqrt_()
 
 
 def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
+    """|w_u|^2 and the mean of w_u for every item."""
     word = parts.word.weight.detach()
-    gamma = parts.norm.weight.detach()
-    beta = parts.norm.bias.detach()
-    h = gamma * beta
-    h = h - h.mean()
-    mean = word.mean(-1)
-    return VocabConstants(
-        norm_sq=_by_row_chunks(len(word), lambda rows: (word[rows] ** 2).sum(-1)),
-        mean=mean,
-        gamma_quad=_by_row_chunks(
-            len(word), lambda rows: ((word[rows] - word[rows].mean(-1, keepdim=True)) ** 2) @ (gamma * gamma)
-        ),
-        gamma_beta_dot=word @ h,
-    )
+    return VocabConstants(norm_sq=_by_row_chunks(len(word), lambda rows: (word[rows] ** 2).sum(-1)), mean=word.mean(-1))
 
 
 def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: Reference) -> np.ndarray:
@@ -238,12 +314,12 @@ def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: Refer
         vectors = scorer.references(
             torch.tensor(tokens["token_id"].to_numpy()), torch.tensor(tokens["position_id"].to_numpy())
         )
-    return vectors.numpy()
+    return vectors.cpu().numpy()
 
 
 def vocabulary_scorer(encoder: EncoderModel, reference: Reference) -> VocabularyScorer:
-    """The scorer for `reference`, with its per-vocabulary constants computed once per model."""
-    parts = encoder.structure.embeddings
+    """The scorer for `reference` (one the model has; see `check_reference`); its per-vocabulary terms are
+    computed once per model."""
+    check_reference(encoder, reference)
     with torch.inference_mode():
-        constants = encoder.cached("vocab_constants", lambda: vocab_constants(parts))
-    return VocabularyScorer(parts, reference, constants)
+        return VocabularyScorer(encoder.structure.embeddings, reference, encoder.cached)

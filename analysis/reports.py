@@ -45,7 +45,7 @@ class LayerReport:
     leaps: pd.DataFrame  # which tokens leap: position, token, text, word class, ranks before, at and after
     leap_summary: str  # "3 of 16 tokens spike at layer 5: 2 function, 1 punctuation"
     attribution: pd.DataFrame  # part, token, change in cosine (heads, output bias, rescaling, total)
-    sink_shares: pd.DataFrame  # head, keys (special / punctuation / other), share
+    sink_shares: pd.DataFrame  # head, keys (special / first token / punctuation / other), share
     norms: pd.DataFrame  # label, residual, attention update
     outliers: pd.DataFrame | None  # hidden dimensions carrying the change into the layer; None at layer 0
 
@@ -85,6 +85,8 @@ def layer_report(
         }
     )
     groups = classes.where(classes.isin(["special", "punctuation"]), "other")
+    if not result.tokens["special"].iat[0]:  # a decoder without a BOS token: its first token is the usual sink
+        groups.iat[0] = "first token"
     shares = attention_shares(parts, groups).reset_index().melt(id_vars="head", var_name="keys", value_name="share")
     shares["head"] = "head " + shares["head"].astype(str)
     norms = pd.DataFrame(

@@ -1,14 +1,26 @@
-"""Random-weight RoBERTa models with a byte-level BPE tokenizer trained in milliseconds.
+"""Random-weight models with tokenizers trained in milliseconds: no network, no downloads.
 
-For tests (a tiny model exercising RoBERTa's position offset 2 and pad id 1) and for benchmarks (the real
-roberta-base and roberta-large shapes); no network, no downloads.
+For tests (a tiny RoBERTa exercising position offset 2 and pad id 1; a tiny model of every supported family,
+saved as safetensors + tokenizer like a user's folder) and for benchmarks (the real roberta-base,
+roberta-large, gpt2 and SmolLM2-135M shapes).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from tokenizers import ByteLevelBPETokenizer, processors
-from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+from tokenizers import (
+    ByteLevelBPETokenizer,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast, RobertaConfig, RobertaModel
 
 from analysis.encoder import EncoderModel, wrap_model
 
@@ -88,10 +100,150 @@ def random_roberta(
     )
     torch.manual_seed(seed)
     hf_model = RobertaModel(config, add_pooling_layer=False)
+    perturb_norms(hf_model, seed)
+    return wrap_model(hf_model, tokenizer, name)
+
+
+def perturb_norms(hf_model: torch.nn.Module, seed: int = 0) -> None:
+    """Move every norm's gain and bias (LayerNorm, RMSNorm) off their 1 and 0 initialisation, so that every term
+    of the reference algebra is exercised."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in hf_model.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.add_(0.1 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.add_(0.1 * torch.randn(module.bias.shape, generator=generator))
-    return wrap_model(hf_model, tokenizer, name)
+            if isinstance(module, torch.nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
+                for parameter in (getattr(module, "weight", None), getattr(module, "bias", None)):
+                    if isinstance(parameter, torch.Tensor):
+                        parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
+GPT2_SHAPE = {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024}
+SMOLLM2_135M_SHAPE = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": True,
+}
+
+_TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
+_DECODER_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+_ENCODER_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "cls_token_id": 0, "sep_token_id": 2}
+TINY_FAMILIES: dict[str, tuple[str, dict]] = {
+    "bert": ("wordpiece", {**_TINY, "max_position_embeddings": 66, "type_vocab_size": 2}),
+    "roberta": ("byte_level", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
+    "xlm-roberta": ("sentencepiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
+    "electra": ("wordpiece", {**_TINY, "embedding_size": 16, "max_position_embeddings": 66}),
+    "albert": ("sentencepiece", {**_TINY, "embedding_size": 16, "max_position_embeddings": 66, **_ENCODER_IDS}),
+    "distilbert": (
+        "wordpiece",
+        {"dim": 32, "n_layers": 3, "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 66},
+    ),
+    "mpnet": ("wordpiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
+    "deberta-v2": (
+        "sentencepiece",
+        {
+            **_TINY,
+            **_ENCODER_IDS,
+            "relative_attention": True,
+            "position_biased_input": False,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_buckets": 16,
+            "max_relative_positions": -1,
+            "norm_rel_ebd": "layer_norm",
+            "type_vocab_size": 0,
+            "max_position_embeddings": 64,
+        },
+    ),
+    "modernbert": (
+        "byte_level",
+        {**_TINY, **_ENCODER_IDS, "global_attn_every_n_layers": 2, "local_attention": 8, "max_position_embeddings": 64},
+    ),
+    "gpt2": ("byte_level_plain", {"n_embd": 32, "n_layer": 3, "n_head": 4, "n_positions": 64, **_DECODER_IDS}),
+    "gpt_neox": ("byte_level_plain", {**_TINY, "rotary_pct": 0.25, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "llama": ("sentencepiece_bos", {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "qwen2": ("byte_level_plain", {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "mistral": (
+        "sentencepiece_bos",
+        {**_TINY, "num_key_value_heads": 1, "max_position_embeddings": 64, **_DECODER_IDS},
+    ),
+}
+"""model_type -> (tokenizer kind, config overrides) of a tiny random model of each supported family: ELECTRA and
+ALBERT with a smaller embedding size (ALBERT's 3 layers share one block), DeBERTa in its v3 form (relative
+positions only), ModernBERT with local attention, Llama and Mistral with grouped-query attention."""
+
+
+def _fast(tokenizer: Tokenizer, max_length: int, **special: str) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length, **special)
+
+
+def wordpiece_tokenizer(sentences: list[str] = TRAINING_SENTENCES, max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A BERT-style tokenizer: [PAD]=0 … [MASK]=4, `##` continuation pieces, [CLS] text [SEP]."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(sentences, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tokenizer.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+    tokenizer.decoder = decoders.WordPiece()
+    return _fast(
+        tokenizer, max_length, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )  # fmt: skip
+
+
+def sentencepiece_tokenizer(
+    sentences: list[str] = TRAINING_SENTENCES, max_length: int = 512, *, decoder: bool = False
+) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style tokenizer (`▁` marks a word start). Encoder form: <s>=0, <pad>=1, </s>=2, <unk>=3,
+    <mask>=4, `<s> text </s>`; decoder form (Llama): <pad>=0, <s>=1, </s>=2, <unk>=3, `<s> text`."""
+    specials = ["<pad>", "<s>", "</s>", "<unk>"] if decoder else ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(sentences, trainers.BpeTrainer(vocab_size=300, special_tokens=specials))
+    bos, eos = ("<s>", specials.index("<s>")), ("</s>", specials.index("</s>"))
+    single = "<s> $A" if decoder else "<s> $A </s>"
+    tokenizer.post_processor = processors.TemplateProcessing(single=single, special_tokens=[bos, eos])
+    extra = {} if decoder else {"mask_token": "<mask>", "cls_token": "<s>", "sep_token": "</s>"}
+    return _fast(
+        tokenizer, max_length, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", **extra
+    )
+
+
+def byte_level_tokenizer(sentences: list[str] = TRAINING_SENTENCES, max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A GPT-2-style tokenizer: byte-level pieces with `Ġ` for a leading space, no special tokens added;
+    <|endoftext|>=0 … so that ids 0-2 exist for the configs' bos/eos/pad."""
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<|endoftext|>", "<|bos|>", "<|eos|>"]
+    bpe.train_from_iterator(sentences, vocab_size=400, min_frequency=1, special_tokens=specials, show_progress=False)
+    return _fast(bpe._tokenizer, max_length, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|endoftext|>")
+
+
+def tiny_model(model_type: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny random base model of family `model_type` (see TINY_FAMILIES) and its tokenizer."""
+    kind, overrides = TINY_FAMILIES[model_type]
+    max_length = 60
+    tokenizer = {
+        "wordpiece": lambda: wordpiece_tokenizer(max_length=max_length),
+        "byte_level": lambda: bpe_tokenizer(),
+        "byte_level_plain": lambda: byte_level_tokenizer(max_length=max_length),
+        "sentencepiece": lambda: sentencepiece_tokenizer(max_length=max_length),
+        "sentencepiece_bos": lambda: sentencepiece_tokenizer(max_length=max_length, decoder=True),
+    }[kind]()
+    tokenizer.model_max_length = max_length
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **overrides)
+    torch.manual_seed(seed)
+    hf_model = AutoModel.from_config(config, attn_implementation="eager")
+    perturb_norms(hf_model, seed)
+    return hf_model, tokenizer
+
+
+def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
+    """Save a tiny random model of `model_type` as a user's folder would hold it: safetensors and a tokenizer."""
+    hf_model, tokenizer = tiny_model(model_type, seed)
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

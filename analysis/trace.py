@@ -10,12 +10,12 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import Stage, Tokens, stage_vectors, token_table
+from analysis.capture import Stage, Tokens, check_stage, stage_vectors, token_table
 from analysis.checks import check_count
 from analysis.encoder import EncoderModel
 from analysis.geometry import Geometry, geometry_scorer, own_cosine
 from analysis.metrics import TokenScores, overlap_counts, score_tokens
-from analysis.references import Reference, vocabulary_scorer
+from analysis.references import Reference, default_reference, vocabulary_scorer
 from analysis.version import __version__
 
 METRICS_COLUMNS = {
@@ -88,7 +88,7 @@ def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
 
 def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
     """Flattened float64 cosines, clipped to [-1, 1] (float32 rounding can reach 1 + 4e-7)."""
-    return cosines.reshape(-1).double().clamp(-1.0, 1.0).numpy()
+    return cosines.reshape(-1).double().clamp(-1.0, 1.0).cpu().numpy()
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -109,7 +109,7 @@ def analyze(
     text: str,
     *,
     stage: Stage = "attn_residual",
-    reference: Reference = "position",
+    reference: Reference | None = None,
     geometry: Geometry = "cosine",
     rogue_k: int = 3,
     top_k: int = 15,
@@ -117,20 +117,24 @@ def analyze(
 ) -> AnalysisResult:
     """Trace every token of `text` through every layer of `encoder`.
 
+    `reference` None: `position` where the model has an absolute position table, else `embedding`.
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
     `analysis.references`), under `geometry` (see `analysis.geometry`; `rogue_k` dimensions for `no_rogue`).
     The overlap with the token's original neighbourhood uses that neighbourhood under plain cosine: it
-    belongs to no layer. Raises ValueError on empty text or an unknown stage, reference, geometry or count.
+    belongs to no layer. Raises ValueError on empty text, an unknown stage, reference, geometry or count, or a
+    stage or reference this model does not have (the message names the ones it has).
     """
     if not isinstance(encoder, EncoderModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(encoder).__name__}.")
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
+    check_stage(encoder, stage)
+    reference = default_reference(encoder) if reference is None else reference
     scorer = vocabulary_scorer(encoder, reference)
     layer_scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k)
     tokens, vectors = stage_vectors(encoder, text, stage)
-    token_ids = torch.tensor(tokens.ids)
-    position_ids = torch.tensor(tokens.position_ids)
+    token_ids = torch.tensor(tokens.ids, device=vectors.device)
+    position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     k_scored = max(top_k, overlap_n)
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
@@ -186,15 +190,15 @@ def assemble_result(
 
     metrics = _per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
     metrics["cosine"] = _display_cosine(cosine)
-    metrics["rank"] = scores.rank[:n_layers].reshape(-1).numpy()
+    metrics["rank"] = scores.rank[:n_layers].reshape(-1).cpu().numpy()
 
     overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
     overlap["n"] = min(overlap_n, encoder.vocab_size)
     overlap["previous"] = pd.array([pd.NA] * n_tokens + [c for row in previous for c in row], dtype="Int64")
-    overlap["reference"] = reference_overlap.reshape(-1).numpy()
+    overlap["reference"] = reference_overlap.reshape(-1).cpu().numpy()
 
     k = min(top_k, encoder.vocab_size)
-    top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).numpy()
+    top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).cpu().numpy()
     neighbors = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(n_layers), n_tokens * k),
@@ -239,8 +243,8 @@ def assemble_result(
         metrics=metrics,
         neighbors=neighbors,
         overlap=overlap,
-        vectors=_read_only(vectors.numpy().copy()),
-        own_references=_read_only(own_reference.numpy().copy()),
+        vectors=_read_only(vectors.cpu().numpy().copy()),
+        own_references=_read_only(own_reference.cpu().numpy().copy()),
         n_tokens_in_text=tokens.n_tokens_in_text,
         truncated_at_char=tokens.truncated_at_char,
         provenance={**record, **provenance},

@@ -11,8 +11,8 @@ from analysis.capture import Stage
 from analysis.corpus import classified_spikes, spike_shares
 from analysis.encoder import EncoderModel
 from analysis.geometry import GEOMETRIES, check_rogue_k
-from analysis.original_demo import original_demo
-from analysis.references import Reference
+from analysis.original_demo import demo_unavailable, original_demo
+from analysis.references import Reference, default_reference
 from analysis.sentences import corpus_sentences
 from analysis.trace import analyze
 
@@ -38,21 +38,25 @@ def spike_verdict(
     encoder: EncoderModel,
     *,
     stage: Stage = "attn_residual",
-    reference: Reference = "position",
+    reference: Reference | None = None,
     rogue_k: int = 3,
     sentences: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """One row per (method, layer, word class) over `sentences` (default: the shipped corpus), in VERDICT_COLUMNS.
 
-    Methods: the original demo (its own vector and raw references) and `analyze` under each geometry at `stage`
-    and `reference`. `on_progress(done, total)` counts sentences.
+    Methods: the original demo (its own vector and raw references; only where it is defined, see
+    `demo_unavailable`) and `analyze` under each geometry at `stage` and `reference` (None: as `analyze` chooses).
+    `on_progress(done, total)` counts sentences.
     """
     rogue_k = check_rogue_k(rogue_k, encoder.hidden_size)
+    reference = default_reference(encoder) if reference is None else reference
     sentences = corpus_sentences() if sentences is None else sentences
-    frames: dict[str, list[pd.DataFrame]] = {method: [] for method in METHODS}
+    with_demo = demo_unavailable(encoder) is None
+    frames: dict[str, list[pd.DataFrame]] = {method: [] for method in verdict_methods(with_demo)}
     for done, sentence in enumerate(sentences, start=1):
-        frames["original_demo"].append(classified_spikes(original_demo(encoder, sentence)))
+        if with_demo:
+            frames["original_demo"].append(classified_spikes(original_demo(encoder, sentence)))
         for geometry in GEOMETRIES:
             result = analyze(
                 encoder, sentence, stage=stage, reference=reference, geometry=geometry, rogue_k=rogue_k, top_k=1,
@@ -69,6 +73,11 @@ def spike_verdict(
     verdict = pd.concat(tables, ignore_index=True)
     verdict["top_layer"] = verdict["top_layer"].astype("Int64")
     return verdict[list(VERDICT_COLUMNS)]
+
+
+def verdict_methods(with_original_demo: bool) -> dict[str, str]:
+    """The verdict's methods and what each means; the original demo only where its computation is defined."""
+    return {method: meaning for method, meaning in METHODS.items() if with_original_demo or method != "original_demo"}
 
 
 def _top_layer(table: pd.DataFrame) -> int | None:
@@ -88,8 +97,9 @@ def verdict_summary(verdict: pd.DataFrame) -> str:
         spiking = [method for method, shares in by_method.items() if shares.max() > 0]
         if not spiking:
             return "No method finds function words spiking at any layer of this corpus."
+        opening = "The original demo finds no function-word spike; " if demo is not None else ""
         return (
-            "The original demo finds no function-word spike; "
+            opening
             + ", ".join(f"{method} peaks at layer {int(by_method[method].idxmax())}" for method in spiking)
             + "."
         )

@@ -8,7 +8,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest
 
 import analysis
-from analysis.synthetic import TINY_SHAPE, random_roberta
+from analysis.synthetic import TINY_SHAPE, random_roberta, save_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +27,17 @@ def tiny_roberta() -> analysis.EncoderModel:
 def encoder(request) -> analysis.EncoderModel:
     """Each test using this runs on the real BERT model and on the RoBERTa fixture."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def family_folder(tmp_path_factory):
+    """model_type -> the folder of a tiny random model of that family, saved as safetensors + tokenizer like a
+    user's checkpoint (built once per session)."""
+    folders = {}
+
+    def folder(model_type: str):
+        if model_type not in folders:
+            folders[model_type] = save_tiny_model(model_type, tmp_path_factory.mktemp(model_type))
+        return folders[model_type]
+
+    return folder

@@ -97,3 +97,19 @@ def test_a_bad_model_or_text_gives_a_one_line_error(tmp_path):
         assert len(done.stderr.strip().splitlines()) == 1
         assert done.stderr.startswith("python -m analysis: error:")
         assert message in done.stderr
+
+
+def test_a_stage_or_reference_the_model_lacks_names_what_it_has(tmp_path, family_folder):
+    """A decoder export works; asking a parallel block for attn_output fails in one line naming its stages."""
+    decoder = str(family_folder("gpt_neox"))
+    done = run_cli(
+        "export", "--model", decoder, "--text", "Time flies.", "--stage", "layer_output", "--out", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "provenance.json").read_text())["architecture"] == "GPTNeoXModel"
+    done = run_cli("export", "--model", decoder, "--text", "t", "--stage", "attn_output", "--out", str(tmp_path))
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        "has no stage 'attn_output'" in done.stderr
+        and "It has: layer_input, attn_residual, layer_output" in done.stderr
+    )

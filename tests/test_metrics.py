@@ -10,9 +10,9 @@ from torch import nn
 
 import analysis
 from analysis import metrics
-from analysis.encoder import EmbeddingParts
+from analysis.architectures import EmbeddingParts
 from analysis.metrics import overlap_counts, own_rank, score_tokens
-from analysis.references import VocabularyScorer, vocab_constants, vocabulary_scorer
+from analysis.references import VocabularyScorer, vocabulary_scorer
 from analysis.synthetic import SEED_SENTENCE
 from tests.numerics import assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
 
@@ -29,8 +29,9 @@ def hand_built_scorer() -> VocabularyScorer:
         token_type=None,
         norm=nn.LayerNorm(3),
         position_offset=0,
+        projection=None,
     )
-    return VocabularyScorer(parts, "raw", vocab_constants(parts))
+    return VocabularyScorer(parts, "raw")
 
 
 def test_rank_topk_and_overlap_by_hand():

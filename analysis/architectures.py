@@ -1,0 +1,358 @@
+"""Where each architecture keeps the parts Token Trails reads: a small table per family, checked on the model.
+
+The stages are read with hooks on these parts (see `analysis.capture`); nothing here re-implements a model.
+Every path is an attribute path from the base model (`AutoModel`'s output) or, for block parts, from one
+block. A family the table does not name is read as a post-LayerNorm BERT-style encoder if its structure
+fits; anything else raises `UnsupportedModelError` naming what was missing.
+
+| block kind | attn_residual | attn_output |
+|---|---|---|
+| post_ln (BERT, RoBERTa, ALBERT, DistilBERT, MPNet, DeBERTa) | input of the attention LayerNorm | its output |
+| pre_ln (GPT-2, Llama, Qwen2, Mistral, ModernBERT) | input of the MLP's norm | its output |
+| parallel (GPT-NeoX, Pythia) | block input + attention output (summed here) | not available |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+from torch import nn
+
+BlockKind = Literal["post_ln", "pre_ln", "parallel"]
+
+BLOCK_KINDS: dict[BlockKind, str] = {
+    "post_ln": "post-LayerNorm block: LN(x + attention), then LN(that + MLP)",
+    "pre_ln": "pre-LayerNorm block: x + attention(norm(x)), then that + MLP(norm(that))",
+    "parallel": "parallel block: x + attention(norm(x)) + MLP(norm(x)), one residual sum",
+}
+
+
+class UnsupportedModelError(ValueError):
+    """The model's structure is not one Token Trails can read; the message names what was missing."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where one architecture family keeps its parts (attribute paths; None where the family has none)."""
+
+    label: str
+    kind: BlockKind
+    blocks: str | Callable[[nn.Module], list[nn.Module]]  # from the base model; a callable for shared layers
+    attention: str  # from a block: the module returning (update, attention weights)
+    attention_out: str  # from a block: the attention's output projection; its input holds every head's context
+    mid_norm: str | None  # from a block: post_ln the attention LayerNorm, pre_ln the MLP's norm
+    value: str | None  # from a block: the separate value projection (the original demo needs it)
+    position: str | None  # from the base model: the absolute position table
+    token_type: str | None
+    embedding_norm: str | None
+    projection: str | None = None  # from the base model: embedding size -> hidden size, after the embeddings
+    causal: bool = False
+
+
+def _albert_blocks(base: nn.Module) -> list[nn.Module]:
+    """ALBERT runs its layer groups in turn, sharing weights: block i is group int(i / (layers / groups))."""
+    config = base.config
+    groups = base.encoder.albert_layer_groups
+    per_group = config.num_hidden_layers / config.num_hidden_groups
+    return [
+        groups[int(i / per_group)].albert_layers[inner]
+        for i in range(config.num_hidden_layers)
+        for inner in range(config.inner_group_num)
+    ]
+
+
+_BERT = Family(
+    label="BERT-style post-LayerNorm encoder",
+    kind="post_ln",
+    blocks="encoder.layer",
+    attention="attention.self",
+    attention_out="attention.output.dense",
+    mid_norm="attention.output.LayerNorm",
+    value="attention.self.value",
+    position="embeddings.position_embeddings",
+    token_type="embeddings.token_type_embeddings",
+    embedding_norm="embeddings.LayerNorm",
+)
+_LLAMA = Family(
+    label="Llama-style decoder (RMSNorm, rotary positions)",
+    kind="pre_ln",
+    blocks="layers",
+    attention="self_attn",
+    attention_out="self_attn.o_proj",
+    mid_norm="post_attention_layernorm",
+    value="self_attn.v_proj",
+    position=None,
+    token_type=None,
+    embedding_norm=None,
+    causal=True,
+)
+
+FAMILIES: dict[str, Family] = {
+    "bert": _BERT,
+    "roberta": replace(_BERT, label="RoBERTa (post-LayerNorm encoder)"),
+    "xlm-roberta": replace(_BERT, label="XLM-RoBERTa (post-LayerNorm encoder)"),
+    "camembert": replace(_BERT, label="CamemBERT (post-LayerNorm encoder)"),
+    "electra": replace(_BERT, label="ELECTRA (post-LayerNorm encoder)", projection="embeddings_project"),
+    "albert": Family(
+        label="ALBERT (post-LayerNorm encoder, factorised embeddings, shared layers)",
+        kind="post_ln",
+        blocks=_albert_blocks,
+        attention="attention",
+        attention_out="attention.dense",
+        mid_norm="attention.LayerNorm",
+        value="attention.value",
+        position="embeddings.position_embeddings",
+        token_type="embeddings.token_type_embeddings",
+        embedding_norm="embeddings.LayerNorm",
+        projection="encoder.embedding_hidden_mapping_in",
+    ),
+    "distilbert": Family(
+        label="DistilBERT (post-LayerNorm encoder)",
+        kind="post_ln",
+        blocks="transformer.layer",
+        attention="attention",
+        attention_out="attention.out_lin",
+        mid_norm="sa_layer_norm",
+        value="attention.v_lin",
+        position="embeddings.position_embeddings",
+        token_type=None,
+        embedding_norm="embeddings.LayerNorm",
+    ),
+    "mpnet": Family(
+        label="MPNet (post-LayerNorm encoder, relative position bias)",
+        kind="post_ln",
+        blocks="encoder.layer",
+        attention="attention.attn",
+        attention_out="attention.attn.o",
+        mid_norm="attention.LayerNorm",
+        value="attention.attn.v",
+        position="embeddings.position_embeddings",
+        token_type=None,
+        embedding_norm="embeddings.LayerNorm",
+    ),
+    "deberta-v2": Family(
+        label="DeBERTa-v2/v3 (post-LayerNorm encoder, disentangled relative positions)",
+        kind="post_ln",
+        blocks="encoder.layer",
+        attention="attention.self",
+        attention_out="attention.output.dense",
+        mid_norm="attention.output.LayerNorm",
+        value="attention.self.value_proj",
+        position="embeddings.position_embeddings",
+        token_type="embeddings.token_type_embeddings",
+        embedding_norm="embeddings.LayerNorm",
+    ),
+    "modernbert": Family(
+        label="ModernBERT (pre-LayerNorm encoder, rotary positions)",
+        kind="pre_ln",
+        blocks="layers",
+        attention="attn",
+        attention_out="attn.Wo",
+        mid_norm="mlp_norm",
+        value=None,
+        position=None,
+        token_type=None,
+        embedding_norm="embeddings.norm",
+    ),
+    "gpt2": Family(
+        label="GPT-2 (pre-LayerNorm decoder, learned positions)",
+        kind="pre_ln",
+        blocks="h",
+        attention="attn",
+        attention_out="attn.c_proj",
+        mid_norm="ln_2",
+        value=None,
+        position="wpe",
+        token_type=None,
+        embedding_norm=None,
+        causal=True,
+    ),
+    "gpt_neox": Family(
+        label="GPT-NeoX / Pythia (parallel attention and MLP, rotary positions)",
+        kind="parallel",
+        blocks="layers",
+        attention="attention",
+        attention_out="attention.dense",
+        mid_norm=None,
+        value=None,
+        position=None,
+        token_type=None,
+        embedding_norm=None,
+        causal=True,
+    ),
+    "llama": _LLAMA,
+    "qwen2": replace(_LLAMA, label="Qwen2 (Llama-style decoder)"),
+    "qwen3": replace(_LLAMA, label="Qwen3 (Llama-style decoder)"),
+    "mistral": replace(_LLAMA, label="Mistral (Llama-style decoder)"),
+}
+"""Model types (config.model_type) read by name. SmolLM and SmolLM2 are model_type "llama"."""
+
+
+@dataclass(frozen=True)
+class EmbeddingParts:
+    """The embedding tables, the embedding norm and any projection to the hidden size (None where absent)."""
+
+    word: nn.Embedding
+    position: nn.Embedding | None
+    position_offset: int  # row of position 0 (padding_idx + 1 for RoBERTa, XLM-R and MPNet)
+    token_type: nn.Embedding | None
+    norm: nn.LayerNorm | None
+    projection: nn.Linear | None
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """One block: the block itself, its attention, the attention's output projection and the mid norm."""
+
+    block: nn.Module
+    attention: nn.Module
+    attention_out: nn.Module  # nn.Linear, or transformers' Conv1D (GPT-2) with its [in, out] weight
+    mid_norm: nn.Module | None
+    value: nn.Linear | None
+
+
+@dataclass(frozen=True)
+class EncoderStructure:
+    """What `find_structure` located: the family, block kind, embeddings and blocks (a shared block repeats)."""
+
+    family: str
+    label: str
+    kind: BlockKind
+    causal: bool
+    embeddings: EmbeddingParts
+    layers: tuple[LayerParts, ...]
+    num_heads: int
+
+
+def architecture(hf_model: nn.Module) -> str:
+    """The class name the checkpoint was saved as (BertForMaskedLM, GPT2LMHeadModel, …)."""
+    architectures = getattr(getattr(hf_model, "config", None), "architectures", None)
+    return architectures[0] if architectures else type(hf_model).__name__
+
+
+def unsupported(hf_model: nn.Module, why: str) -> UnsupportedModelError:
+    families = ", ".join(sorted(FAMILIES))
+    return UnsupportedModelError(
+        f"The architecture {architecture(hf_model)} is not supported: {why}. Token Trails reads these model "
+        f"types: {families}, and other post-LayerNorm BERT-style encoders."
+    )
+
+
+def _get(root: nn.Module, path: str | None) -> nn.Module | None:
+    if path is None:
+        return None
+    module: object = root
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module if isinstance(module, nn.Module) else None
+
+
+def _need(hf_model: nn.Module, root: nn.Module, path: str, kind: type | tuple[type, ...], what: str) -> nn.Module:
+    found = _get(root, path)
+    if not isinstance(found, kind):
+        raise unsupported(hf_model, f"{what} ({path!r}) was not found")
+    return found
+
+
+def _linear_like(module: nn.Module | None) -> bool:
+    """A Linear, or transformers' Conv1D (a linear layer stored [in, out])."""
+    return isinstance(module, nn.Linear) or (
+        type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor)
+    )
+
+
+def _is_norm(module: nn.Module | None) -> bool:
+    """A LayerNorm or an RMSNorm (each family names its own RMSNorm class)."""
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
+
+
+def output_matrix(module: nn.Module) -> torch.Tensor:
+    """The weight of a linear layer as [out, in], whichever way it stores it."""
+    weight = module.weight.detach()
+    return weight if isinstance(module, nn.Linear) else weight.T
+
+
+def _generic_family(hf_model: nn.Module) -> Family:
+    """A post-LayerNorm BERT-style encoder under another model type, found by its module names."""
+    config = hf_model.config
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise unsupported(hf_model, "it uses relative position embeddings and is not in the family table")
+    blocks = _get(hf_model, _BERT.blocks)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) != config.num_hidden_layers:
+        raise unsupported(hf_model, f"no list of {config.num_hidden_layers} blocks at {_BERT.blocks!r} was found")
+    return replace(_BERT, label=f"{config.model_type} (read as a BERT-style post-LayerNorm encoder)")
+
+
+def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
+    word = hf_model.get_input_embeddings()
+    if not isinstance(word, nn.Embedding):
+        raise unsupported(hf_model, "no word-embedding table was found")
+    position = _get(hf_model, family.position)
+    owner = _get(hf_model, family.position.rpartition(".")[0]) if family.position else None
+    padding_idx = getattr(owner, "padding_idx", None)
+    norm = _get(hf_model, family.embedding_norm)
+    if norm is not None and not isinstance(norm, nn.LayerNorm):
+        raise unsupported(hf_model, f"its embedding norm ({family.embedding_norm!r}) is not a LayerNorm")
+    token_type = _get(hf_model, family.token_type)
+    projection = _get(hf_model, family.projection)
+    if _get(hf_model, "embeddings.embed_proj") is not None:
+        raise unsupported(hf_model, "it projects its embeddings before their LayerNorm (embedding_size != hidden)")
+    hidden = hf_model.config.hidden_size
+    if projection is None and word.embedding_dim != hidden:
+        raise unsupported(hf_model, "its word embeddings are not the hidden size and no projection was found")
+    return EmbeddingParts(
+        word=word,
+        position=position if isinstance(position, nn.Embedding) else None,
+        position_offset=padding_idx + 1 if isinstance(padding_idx, int) else 0,
+        token_type=token_type if isinstance(token_type, nn.Embedding) else None,
+        norm=norm,
+        projection=projection if isinstance(projection, nn.Linear) else None,
+    )
+
+
+def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> LayerParts:
+    attention = _need(hf_model, block, family.attention, nn.Module, "the attention module")
+    attention_out = _get(block, family.attention_out)
+    if not _linear_like(attention_out):
+        raise unsupported(hf_model, f"the attention output projection ({family.attention_out!r}) was not found")
+    mid_norm = None
+    if family.mid_norm is not None:
+        mid_norm = _get(block, family.mid_norm)
+        if not _is_norm(mid_norm):
+            raise unsupported(hf_model, f"the norm after the attention ({family.mid_norm!r}) was not found")
+    value = _get(block, family.value)
+    return LayerParts(
+        block=block,
+        attention=attention,
+        attention_out=attention_out,
+        mid_norm=mid_norm,
+        value=value if isinstance(value, nn.Linear) else None,
+    )
+
+
+def find_structure(hf_model: nn.Module) -> EncoderStructure:
+    """Locate the embeddings and blocks of `hf_model` (a base model, not a task head) by its family's table."""
+    config = hf_model.config
+    if getattr(config, "is_encoder_decoder", False):
+        raise unsupported(hf_model, "it is an encoder-decoder model; load an encoder or a decoder-only model")
+    family = FAMILIES.get(config.model_type) or _generic_family(hf_model)
+    if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
+        family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
+    if callable(family.blocks):
+        blocks = family.blocks(hf_model)
+    else:
+        blocks = _get(hf_model, family.blocks)
+        if not isinstance(blocks, nn.ModuleList) or not len(blocks):
+            raise unsupported(hf_model, f"no list of blocks at {family.blocks!r} was found")
+    return EncoderStructure(
+        family=config.model_type,
+        label=family.label,
+        kind=family.kind,
+        causal=family.causal,
+        embeddings=_embedding_parts(hf_model, family),
+        layers=tuple(_layer_parts(hf_model, family, block) for block in blocks),
+        num_heads=config.num_attention_heads,
+    )

@@ -1,0 +1,231 @@
+"""Every supported family, on a tiny random model saved as safetensors + tokenizer and loaded like a user's folder:
+stage vectors against the model's own computation read by this test's own hooks, references against explicit
+computations, the head decomposition, and what each model lacks."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+import analysis
+from analysis.capture import stage_vectors
+from analysis.references import vocabulary_scorer
+from analysis.synthetic import SEED_SENTENCE, TINY_FAMILIES, wordpiece_tokenizer
+from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
+
+# Where each family keeps its parts, written here from the transformers model sources, independently of
+# analysis.architectures: the blocks, the norm after the attention (None: a parallel block) and the attention.
+BLOCKS = {"distilbert": "transformer.layer", "modernbert": "layers", "gpt2": "h", "gpt_neox": "layers"}
+BLOCKS |= dict.fromkeys(["llama", "qwen2", "mistral"], "layers")
+MID_NORM = {
+    "albert": "attention.LayerNorm",
+    "distilbert": "sa_layer_norm",
+    "mpnet": "attention.LayerNorm",
+    "modernbert": "mlp_norm",
+    "gpt2": "ln_2",
+    "gpt_neox": None,
+} | dict.fromkeys(["llama", "qwen2", "mistral"], "post_attention_layernorm")
+ATTENTION = {"gpt_neox": "attention"}
+MLP = {"gpt2": "mlp", "modernbert": "mlp", "gpt_neox": "mlp", "llama": "mlp", "qwen2": "mlp", "mistral": "mlp"}
+PROJECTION = {"electra": "embeddings_project", "albert": "encoder.embedding_hidden_mapping_in"}
+DECODERS = {"gpt2", "gpt_neox", "llama", "qwen2", "mistral"}
+
+
+def attribute(module, path):
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def blocks_of(hf_model, family):
+    if family == "albert":  # one shared block runs at every depth
+        return [hf_model.encoder.albert_layer_groups[0].albert_layers[0]] * hf_model.config.num_hidden_layers
+    return list(attribute(hf_model, BLOCKS.get(family, "encoder.layer")))
+
+
+@pytest.fixture(scope="module", params=list(TINY_FAMILIES))
+def family_model(request, family_folder):
+    """(model_type, the tiny model of that family loaded from its saved folder through load_model)."""
+    yield request.param, analysis.load_model(family_folder(request.param))
+    analysis.release_models()
+
+
+def own_readings(encoder, family, text):
+    """A plain forward pass (the model's default positions, no package code) with this test's own hooks:
+    per block its input, output, the mid norm's input and output and the attention's output."""
+    hf_model = encoder.hf_model
+    seen = {key: [] for key in ("input", "output", "norm_in", "norm_out", "attention")}
+    handles = []
+    unique_blocks = list({id(b): b for b in blocks_of(hf_model, family)}.values())
+    for block in unique_blocks:
+        handles.append(
+            block.register_forward_pre_hook(
+                lambda m, args, kwargs: seen["input"].append((args[0] if args else kwargs["hidden_states"])[0]),
+                with_kwargs=True,
+            )
+        )
+        handles.append(
+            block.register_forward_hook(
+                lambda m, a, out: seen["output"].append((out if torch.is_tensor(out) else out[0])[0])
+            )
+        )
+        norm_path = MID_NORM.get(family, "attention.output.LayerNorm")
+        if norm_path is not None:
+            norm = attribute(block, norm_path)
+            handles.append(norm.register_forward_pre_hook(lambda m, args: seen["norm_in"].append(args[0][0])))
+            handles.append(norm.register_forward_hook(lambda m, a, out: seen["norm_out"].append(out[0])))
+        else:
+            attention = attribute(block, ATTENTION[family])
+            handles.append(attention.register_forward_hook(lambda m, a, out: seen["attention"].append(out[0][0])))
+    ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
+    try:
+        with torch.no_grad():
+            hf_model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {key: torch.stack(values) if values else None for key, values in seen.items()}
+
+
+def test_every_stage_is_what_the_model_computes(family_model):
+    family, encoder = family_model
+    own = own_readings(encoder, family, SEED_SENTENCE)
+    available = analysis.capabilities(encoder).stages
+    got = {stage: stage_vectors(encoder, SEED_SENTENCE, stage)[1] for stage in available}
+    # Two forward passes through the same kernels, one with explicit position ids and mask: float32 defaults.
+    torch.testing.assert_close(got["layer_input"], own["input"])
+    torch.testing.assert_close(got["layer_output"], own["output"])
+    if MID_NORM.get(family, "") is None:  # parallel block: the model never forms attn_residual
+        assert "attn_output" not in available
+        torch.testing.assert_close(got["attn_residual"], own["input"] + own["attention"])
+    else:
+        torch.testing.assert_close(got["attn_residual"], own["norm_in"])
+        torch.testing.assert_close(got["attn_output"], own["norm_out"])
+
+
+def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_model):
+    """layer_output = attn_residual + MLP(norm(·)) with the model's own MLP: in pre-LN blocks the norm is the
+    mid norm of attn_residual, in parallel blocks the MLP's norm of the block input. (Post-LN blocks are checked
+    against their LayerNorms in test_capture.)"""
+    family, encoder = family_model
+    _, x = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
+    _, residual = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
+    _, output = stage_vectors(encoder, SEED_SENTENCE, "layer_output")
+    for layer, block in enumerate(blocks_of(encoder.hf_model, family) if family in MLP else []):
+        with torch.no_grad():
+            if family == "gpt_neox":
+                mlp_input = block.post_attention_layernorm(x[layer])
+            else:
+                mlp_input = attribute(block, MID_NORM[family])(residual[layer])
+            mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
+        torch.testing.assert_close(output[layer], residual[layer] + mlp_output)  # float32 defaults
+    assert (encoder.info.block != "post_ln") == (family in MLP)
+
+
+def explicit_reference(encoder, family, reference, token_ids, positions):
+    """The reference written out from the model's own modules: word rows (+ position and type rows), the
+    embedding LayerNorm for `embedding`, then the projection where the family has one."""
+    hf_model = encoder.hf_model
+    vectors = hf_model.get_input_embeddings()(token_ids)
+    embeddings = getattr(hf_model, "embeddings", None)
+    if reference != "raw":
+        if family == "gpt2":
+            vectors = vectors + hf_model.wpe(positions)
+        elif getattr(embeddings, "position_embeddings", None) is not None:
+            offset = 2 if family in ("xlm-roberta", "mpnet", "roberta") else 0
+            vectors = vectors + embeddings.position_embeddings(positions + offset)
+        if getattr(embeddings, "token_type_embeddings", None) is not None:
+            vectors = vectors + embeddings.token_type_embeddings.weight[0]
+    if reference == "embedding":
+        norm = getattr(embeddings, "LayerNorm", None) or getattr(embeddings, "norm", None)
+        vectors = norm(vectors) if norm is not None else vectors
+    if family in PROJECTION:
+        vectors = attribute(hf_model, PROJECTION[family])(vectors)
+    return vectors
+
+
+def test_references_are_the_explicit_computation_and_embedding_feeds_block_zero(family_model):
+    family, encoder = family_model
+    tokens, layer_input = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
+    ids, position_ids = torch.tensor(tokens.ids), torch.tensor(tokens.position_ids)
+    positions = torch.arange(len(ids))
+    with torch.no_grad():
+        for reference in analysis.capabilities(encoder).references:
+            scorer = vocabulary_scorer(encoder, reference)
+            expected = explicit_reference(encoder, family, reference, ids, positions)
+            torch.testing.assert_close(scorer.references(ids, position_ids), expected)  # float32 defaults
+        # What block 0 reads is the embedding layer's output: the `embedding` reference of each token.
+        embedding = vocabulary_scorer(encoder, "embedding").references(ids, position_ids)
+        torch.testing.assert_close(embedding, layer_input[0])
+
+
+def test_cosines_and_ranks_match_materialised_references(family_model):
+    family, encoder = family_model
+    for reference in analysis.capabilities(encoder).references:
+        result = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_output", reference=reference)
+        scorer = vocabulary_scorer(encoder, reference)
+        rows = result.metrics[result.metrics["layer"].isin([0, encoder.num_layers - 1])]
+        for row in rows.itertuples():
+            position_id = int(result.tokens.at[row.position, "position_id"])
+            cosines = exact_cosines(result.vectors[row.layer, row.position], exact_references(scorer, position_id))
+            assert row.cosine == pytest.approx(cosines[row.token_id], abs=COSINE32)
+            low, high = rank_bounds(cosines, row.token_id)
+            assert low <= row.rank <= high, (family, reference, row)
+
+
+def test_head_decomposition_adds_up_and_decoders_are_causal(family_model):
+    family, encoder = family_model
+    for layer in (0, encoder.num_layers - 1):
+        parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+        n = len(parts.tokens)
+        assert parts.head_contributions.shape == (encoder.num_heads, n, encoder.hidden_size)
+        # float64 sums of the model's float32 pieces against its float32 attn_residual (values of order 1-10).
+        assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
+        np.testing.assert_allclose(parts.attention.sum(-1), 1.0, atol=1e-5)
+        above_diagonal = parts.attention[:, np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]]
+        if family in DECODERS:
+            assert encoder.info.causal and np.abs(above_diagonal).max() == 0
+        else:
+            assert not encoder.info.causal and np.abs(above_diagonal).max() > 0
+
+
+def test_what_a_model_lacks_is_refused_with_what_it_has(family_model):
+    family, encoder = family_model
+    found = analysis.capabilities(encoder)
+    for missing, why in found.unavailable.items():
+        assert why
+        kind = "stage" if missing in analysis.STAGES else "reference"
+        has = ", ".join(found.stages if kind == "stage" else found.references)
+        with pytest.raises(ValueError, match=re.escape(f"has no {kind} {missing!r}") + ".*" + re.escape(has)):
+            analysis.analyze(encoder, SEED_SENTENCE, **{kind: missing})
+    expected_missing = set()
+    if family == "gpt_neox":
+        expected_missing.add("attn_output")
+    if family in ("deberta-v2", "modernbert", "gpt_neox", "llama", "qwen2", "mistral"):
+        expected_missing.add("position")
+    assert set(found.unavailable) == expected_missing
+    assert (found.original_demo is None) == (
+        family in ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "deberta-v2")
+    )
+
+
+def test_an_unrecognised_structure_names_what_is_missing(tmp_path):
+    config = AutoConfig.for_model("bert", vocab_size=300, **{"hidden_size": 32, "num_hidden_layers": 2})
+    config.num_attention_heads, config.intermediate_size = 4, 64
+    hf_model = AutoModel.from_config(config)
+    for block in hf_model.encoder.layer:
+        del block.attention.output.dense
+    hf_model.save_pretrained(tmp_path, safe_serialization=True)
+    wordpiece_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(analysis.UnsupportedModelError, match=re.escape("'attention.output.dense') was not found")):
+        analysis.wrap_model(hf_model, wordpiece_tokenizer(), "broken")
+
+
+def test_an_encoder_decoder_model_is_refused(tmp_path):
+    config = AutoConfig.for_model("t5", vocab_size=300, d_model=32, d_ff=64, num_layers=1, num_heads=4, d_kv=8)
+    AutoModel.from_config(config).save_pretrained(tmp_path)
+    wordpiece_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(analysis.UnsupportedModelError, match="encoder-decoder"):
+        analysis.load_model(tmp_path)
