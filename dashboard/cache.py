@@ -72,6 +72,12 @@ def cached_analysis(
     )
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def cached_capabilities(model: str) -> analysis.Capabilities:
+    """What a model offers, kept after the model itself is released (the pages check every view against it)."""
+    return analysis.capabilities(loaded_encoder(model, interactive=False))
+
+
 def view_analysis(view: View, **overrides) -> analysis.AnalysisResult:
     """`cached_analysis` of the view's settings, with `overrides` (model, stage, …) where a page needs others."""
     settings_ = {

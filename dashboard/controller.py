@@ -13,7 +13,13 @@ import streamlit as st
 import analysis
 from analysis.wordclass import word_classes
 from dashboard import widgets
-from dashboard.cache import cached_background, hub_model_available, loaded_encoder, view_analysis
+from dashboard.cache import (
+    cached_background,
+    cached_capabilities,
+    hub_model_available,
+    loaded_encoder,
+    view_analysis,
+)
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
@@ -27,6 +33,7 @@ class Context:
 
     view: View
     info: analysis.ModelInfo
+    capabilities: analysis.Capabilities
     result: analysis.AnalysisResult
     classes: pd.Series  # word class per position
     highlighted: list[int]  # explicit picks plus every token of a highlighted word class
@@ -86,7 +93,7 @@ def open_page(page_title: str) -> Context:
         widgets.text_input()
         widgets.model_picker(view.model)
         info_slot = st.empty()
-        widgets.stage_and_reference()
+        choices_slot = st.container()
         widgets.geometry_picker()
         highlight_slot = st.container()
 
@@ -101,6 +108,10 @@ def open_page(page_title: str) -> Context:
             encoder = loaded_encoder(view.model)
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
+    found = cached_capabilities(view.model)
+    view = _fall_back_to_available(view, found)
+    with choices_slot:
+        widgets.stage_and_reference(found)
     try:
         if view.geometry != "cosine":
             with st.spinner(
@@ -129,4 +140,31 @@ def open_page(page_title: str) -> Context:
     st.query_params.from_dict(view_to_query(view))
     classes = word_classes(result.tokens)
     highlighted = sorted(set(view.highlight) | set(classes.index[classes.isin(view.classes)]))
-    return Context(view=view, info=info, result=result, classes=classes, highlighted=highlighted)
+    return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
+
+
+FALLBACKS = {"attn_output": "attn_residual", "position": "embedding"}
+"""What a view shows instead of a stage or reference the model lacks (the nearest one every model has)."""
+
+
+def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, str], list[str]]:
+    """The view's stage and reference that the model of `found` lacks, each with its replacement, and a notice
+    for each saying why."""
+    changes, notices = {}, []
+    for field in ("stage", "reference"):
+        asked = getattr(view, field)
+        why = found.reason(asked)
+        if why is not None:
+            changes[field] = FALLBACKS[asked]
+            notices.append(f"{found.model} has no {field} {asked}: {why}. Showing {field} {changes[field]} instead.")
+    return changes, notices
+
+
+def _fall_back_to_available(view: View, found: analysis.Capabilities) -> View:
+    """The view with any stage or reference the model lacks replaced, saying so in the page."""
+    changes, notices = replacements(view, found)
+    for notice in notices:
+        st.info(literal(notice), icon=":material/info:")
+    if changes:
+        update_view(**changes)
+    return current_view()

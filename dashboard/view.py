@@ -19,11 +19,46 @@ TOP_K_RANGE = (1, 50)
 ROGUE_K_RANGE = (0, 64)
 OVERLAP_N_RANGE = (1, 1000)
 
-MODEL_PRESETS: dict[str, str] = {
-    "roberta-base": "roberta-base (hub)",
-    "roberta-large": "roberta-large (hub)",
-    analysis.BUNDLED_MODEL: "all-MiniLM-L6-v2 (bundled, offline)",
+
+@dataclass(frozen=True)
+class Preset:
+    """A model offered in the pickers: a real hub id (or the bundled model), its family and published size."""
+
+    name: str
+    family: str
+    parameters: float  # millions, as published on the model card
+
+    def label(self, max_model_bytes: int) -> str:
+        """ "gpt2 · GPT-2 decoder · 124M (hub)", marked when its float32 size passes the deployment's limit."""
+        where = "bundled, offline" if self.name == analysis.BUNDLED_MODEL else "hub"
+        short = self.name.removeprefix("sentence-transformers/")
+        over = 4 * self.parameters * 1e6 > max_model_bytes
+        return f"{short} · {self.family} · {self.parameters:,.0f}M ({where})" + (
+            " · over this deployment's size limit" if over else ""
+        )
+
+
+MODEL_PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("roberta-base", "RoBERTa encoder", 125),
+        Preset("roberta-large", "RoBERTa encoder", 355),
+        Preset(analysis.BUNDLED_MODEL, "BERT encoder", 23),
+        Preset("bert-base-uncased", "BERT encoder", 110),
+        Preset("distilroberta-base", "RoBERTa encoder, 6 layers", 82),
+        Preset("microsoft/deberta-v3-base", "DeBERTa-v3 encoder", 184),
+        Preset("answerdotai/ModernBERT-base", "ModernBERT encoder", 149),
+        Preset("gpt2", "GPT-2 decoder", 124),
+        Preset("EleutherAI/pythia-160m", "Pythia (GPT-NeoX) decoder", 162),
+        Preset("HuggingFaceTB/SmolLM2-135M", "SmolLM2 (Llama-style) decoder", 135),
+    )
 }
+
+
+def model_label(name: str) -> str:
+    """A preset's label with its family and size; any other model by its name."""
+    preset = MODEL_PRESETS.get(name)
+    return preset.label(settings().max_model_bytes) if preset else name
 
 
 VIEW = "view"

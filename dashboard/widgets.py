@@ -14,7 +14,7 @@ from analysis.charts import PICK, token_label, trajectory_chart
 from analysis.wordclass import WORD_CLASSES
 from dashboard import show
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, update_view, view_to_query
+from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, model_label, update_view, view_to_query
 
 OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
 PAGES = {
@@ -90,7 +90,7 @@ def model_picker(current: str) -> None:
         st.selectbox(
             "Model",
             list(dict.fromkeys([*allowed, current])),
-            format_func=lambda name: MODEL_PRESETS.get(name, name),
+            format_func=model_label,
             help="This deployment serves only these models (setting allowed_models).",
             **bind("model", current),
         )
@@ -102,10 +102,12 @@ def model_picker(current: str) -> None:
         "Model",
         [*MODEL_PRESETS, OTHER_MODEL],
         key="w_model_choice",
-        format_func=lambda name: MODEL_PRESETS.get(name, "Other: a hub id or a local folder…"),
+        format_func=lambda name: "Other: a hub id or a local folder…" if name == OTHER_MODEL else model_label(name),
         on_change=_on_model_choice,
-        help="roberta-base and roberta-large come from the Hugging Face hub (downloaded once); the bundled "
-        "model works offline. Any BERT-family encoder with safetensors weights works.",
+        help="Hub models are downloaded once into the Hugging Face cache; the bundled model works offline. Any "
+        "encoder (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, MPNet, DeBERTa, ModernBERT) or decoder "
+        "(GPT-2, GPT-NeoX/Pythia, Llama, Qwen2, Mistral, SmolLM) with safetensors weights works. Sizes are "
+        "parameters, in millions.",
     )
     if choice == OTHER_MODEL:
         st.text_input(
@@ -115,12 +117,23 @@ def model_picker(current: str) -> None:
         )
 
 
-def stage_and_reference() -> None:
-    for field, label, options in (
-        ("stage", "Stage: where in each block the vector is read", analysis.STAGES),
-        ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES),
+def stage_and_reference(found: analysis.Capabilities) -> None:
+    """The stage and reference pickers with the model's choices; the ones it lacks below, disabled, with why."""
+    for field, label, options, available in (
+        ("stage", "Stage: where in each block the vector is read", analysis.STAGES, found.stages),
+        ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES, found.references),
     ):
-        st.radio(label, list(options), captions=list(options.values()), **bind(field))
+        st.radio(label, list(available), captions=[options[name] for name in available], **bind(field))
+        missing = [name for name in options if name not in available]
+        if missing:
+            st.radio(
+                f"Not available for this model ({field})",
+                missing,
+                captions=[found.reason(name) for name in missing],
+                index=None,
+                disabled=True,
+                key=f"w_missing_{field}",
+            )
 
 
 def geometry_picker() -> None:
@@ -147,7 +160,10 @@ def geometry_picker() -> None:
 def model_info_line(info: analysis.ModelInfo) -> str:
     """The model's sizes in one line, as the sidebar shows them."""
     return (
-        f"{info.architecture}: {info.layers} layers · hidden size {info.hidden_size:,} · {info.heads} heads · "
+        f"{info.family}, {info.architecture}: "
+        + (f"{info.parameters / 1e6:,.0f}M" if info.parameters >= 10**6 else f"{info.parameters:,}")
+        + f" parameters · "
+        f"{info.layers} layers · hidden size {info.hidden_size:,} · {info.heads} heads · "
         f"vocabulary {info.vocab_size:,} · max {info.max_tokens} tokens"
     )
 

@@ -14,7 +14,7 @@ from analysis.reports import (
 )
 from analysis.sentences import corpus_sentences
 from analysis.spikes import SPIKE_DEFINITION, spike_scores
-from analysis.verdict import METHODS, VERDICT_COLUMNS, verdict_summary
+from analysis.verdict import VERDICT_COLUMNS, verdict_methods, verdict_summary
 from dashboard import show
 from dashboard.cache import (
     cached_background,
@@ -46,9 +46,10 @@ st.caption(
         "that the geometry controls remove comes from anisotropy or a few rogue dimensions, not from the tokens."
     )
 )
-st.caption(" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in METHODS.items()))
+methods = verdict_methods(context.capabilities.original_demo is None)
+st.caption(" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in methods.items()))
 verdict_key = ("verdict", view.model, view.stage, view.reference, view.rogue_k)
-if run_once_button(verdict_key, f"Run the verdict ({len(sentences)} sentences x {len(METHODS)} methods)"):
+if run_once_button(verdict_key, f"Run the verdict ({len(sentences)} sentences x {len(methods)} methods)"):
     progress = st.progress(0.0, text="Running the verdict…")
     verdict = cached_verdict(
         view.model,
@@ -119,21 +120,25 @@ st.caption(
 show.table(rogue_table(background, result, layer, followed), f"rogue_dimensions_layer_{layer}", key="rogue_table")
 
 st.subheader("The original demo beside the exact computation")
-with st.spinner("Running the original demo's computation…"):
-    demo = cached_original_demo(view.model, view.text)
-st.caption(
-    show.literal(
-        "Rank of each token's own embedding per layer: left, as the original demo computed it (untransposed value "
-        "and output weights, no biases, raw word rows); right, the exact vector of this view "
-        f"(stage {view.stage}, reference {view.reference}, geometry {view.geometry}). Log scale, rank 1 on top."
+if context.capabilities.original_demo is not None:
+    st.info(show.literal(f"Not shown: {context.capabilities.original_demo}."), icon=":material/block:")
+else:
+    with st.spinner("Running the original demo's computation…"):
+        demo = cached_original_demo(view.model, view.text)
+    st.caption(
+        show.literal(
+            "Rank of each token's own embedding per layer: left, as the original demo computed it (untransposed "
+            "value and output weights, no biases, raw word rows); right, the exact vector of this view "
+            f"(stage {view.stage}, reference {view.reference}, geometry {view.geometry}). Log scale, rank 1 on top."
+        )
     )
-)
-names = ["original demo", "exact (this view)"]
-show.chart(
-    comparison_chart([demo, result], "rank", context.highlighted, relative=False, names=names),
-    "original_demo_vs_exact",
-    key="demo_chart",
-)
+    show.chart(
+        comparison_chart(
+            [demo, result], "rank", context.highlighted, relative=False, names=["original demo", "exact (this view)"]
+        ),
+        "original_demo_vs_exact",
+        key="demo_chart",
+    )
 
 st.subheader("Why: the heads of the attention sublayer")
 st.caption(
@@ -167,7 +172,8 @@ show.chart(
     key="pattern_chart",
 )
 st.caption(
-    "Per head, the share of attention (averaged over query tokens) on special tokens, punctuation and other tokens."
+    "Per head, the share of attention (averaged over query tokens) on special tokens, the first token where it is "
+    "not special (the attention sink of decoders without a BOS token), punctuation and other tokens."
 )
 show.chart(
     heatmap(
@@ -194,17 +200,22 @@ else:
     )
     show.table(report.outliers, f"outlier_dimensions_layer_{layer}", key="outlier_table")
 
-st.subheader("What the attention LayerNorm does")
-with st.spinner("Reading attn_residual and attn_output…"):
-    before_norm = view_analysis(view, stage="attn_residual")
-    after_norm = view_analysis(view, stage="attn_output")
-st.caption(
-    show.literal(
-        f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after), "
-        f"reference {view.reference}, geometry {view.geometry}."
+st.subheader("What the norm after the attention does")
+missing_norm = context.capabilities.reason("attn_output")
+if missing_norm is not None:
+    st.info(show.literal(f"Not shown: {missing_norm}."), icon=":material/block:")
+else:
+    with st.spinner("Reading attn_residual and attn_output…"):
+        before_norm = view_analysis(view, stage="attn_residual")
+        after_norm = view_analysis(view, stage="attn_output")
+    st.caption(
+        show.literal(
+            f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after) the "
+            + ("attention LayerNorm" if context.info.block == "post_ln" else "MLP's input norm")
+            + f", reference {view.reference}, geometry {view.geometry}."
+        )
     )
-)
-show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
+    show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
 
 st.subheader("Corpus check: does it happen regardless of the text?")
 st.caption(

@@ -7,10 +7,10 @@ from analysis.charts import comparison_chart, heatmap
 from analysis.loading import model_bytes
 from analysis.reports import comparison_report
 from dashboard import show
-from dashboard.cache import hub_model_available, view_analysis
-from dashboard.controller import open_page
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
+from dashboard.controller import open_page, replacements
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS
+from dashboard.view import MODEL_PRESETS, model_label
 from dashboard.widgets import bind
 
 context = open_page("Base vs large")
@@ -46,7 +46,7 @@ for column, field, current in ((left, "model_a", models[0]), (right, "model_b", 
         "First model" if field == "model_a" else "Second model",
         list(dict.fromkeys([*(MODEL_PRESETS if allowed is None else allowed), current])),
         accept_new_options=allowed is None,
-        format_func=lambda name: MODEL_PRESETS.get(name, name),
+        format_func=model_label,
         **bind(field, current, convert=str.strip),
         help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
         "they would not fit the memory budget.",
@@ -56,7 +56,12 @@ results = []
 for name in models:
     try:
         with st.spinner(show.literal(f"Tracing the text through {name}…")):
-            results.append(view_analysis(view, model=name))
+            loaded_encoder(name)  # the checks, and a download with a progress bar, before a first load
+            found = cached_capabilities(name)
+            changes, notices = replacements(view, found)
+            for notice in notices:
+                st.info(show.literal(notice), icon=":material/info:")
+            results.append(view_analysis(view, model=name, **changes))
     except ValueError as error:
         st.error(show.literal(f"{name}: {error}"), icon=":material/error:")
         st.stop()

@@ -101,7 +101,11 @@ def test_the_allowlist_is_on_by_default_on_community_cloud(monkeypatch, tmp_path
     assert "this deployment serves only roberta\\-base" in " ".join(info.value for info in app.info)
     assert app.session_state["view"].model == analysis.BUNDLED_MODEL
     picker = app.sidebar.selectbox[0]
-    assert picker.options == ["roberta-base (hub)", "roberta-large (hub)", "all-MiniLM-L6-v2 (bundled, offline)"]
+    assert picker.options == [
+        "roberta-base · RoBERTa encoder · 125M (hub)",
+        "roberta-large · RoBERTa encoder · 355M (hub)",
+        "all-MiniLM-L6-v2 · BERT encoder · 23M (bundled, offline)",
+    ]
     assert not app.sidebar.text_input  # no free-form model field
     compare = open_app(model_b=str(tmp_path))
     assert "model\\_b" in " ".join(info.value for info in compare.info)

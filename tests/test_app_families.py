@@ -1,0 +1,97 @@
+"""The pages on decoders and on models that lack a stage or reference: tiny random checkpoints loaded from their
+folders like a user's, through Streamlit's AppTest."""
+
+import pytest
+
+import analysis
+from analysis.heads import attribute_heads
+from analysis.reports import layer_report
+from analysis.synthetic import SEED_SENTENCE
+from analysis.wordclass import word_classes
+from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, open_app
+
+
+def notices(app) -> str:
+    return " ".join(info.value for info in app.info).replace("\\", "")
+
+
+def test_a_link_to_a_missing_stage_opens_with_a_notice_and_the_choice_disabled(family_folder):
+    folder = str(family_folder("gpt_neox"))
+    app = open_app(model=folder, stage="attn_output", reference="position")
+    assert_clean(app)
+    said = notices(app)
+    assert "has no stage attn_output: GPT-NeoX / Pythia" in said and "Showing stage attn_residual instead" in said
+    assert "has no reference position" in said and "Showing reference embedding instead" in said
+    view = app.session_state["view"]
+    assert (view.stage, view.reference) == ("attn_residual", "embedding")
+    stage, missing_stage, reference, missing_reference = app.sidebar.radio[:4]
+    assert stage.options == ["layer_input", "attn_residual", "layer_output"]
+    assert missing_stage.options == ["attn_output"] and missing_stage.disabled
+    assert reference.options == ["raw", "embedding"]
+    assert missing_reference.options == ["position"] and missing_reference.disabled
+    assert "GPT-NeoX / Pythia" in " ".join(caption.value for caption in app.sidebar.caption).replace("\\", "")
+    assert "runs attention and MLP side by side" in missing_stage.proto.captions[0]
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "albert"])
+@pytest.mark.parametrize("page", [TRAJECTORIES, RANKS, DEEP_DIVE])
+def test_every_page_draws_other_families(family_folder, family, page):
+    app = open_app(page, model=str(family_folder(family)))
+    assert_clean(app)
+    assert app.session_state["view"].model == str(family_folder(family))
+    assert app.get("vega_lite_chart")
+
+
+def test_the_deep_dive_explains_what_a_parallel_decoder_lacks(family_folder):
+    app = open_app(DEEP_DIVE, model=str(family_folder("gpt_neox")), stage="layer_output", reference="raw")
+    assert_clean(app)
+    said = notices(app)
+    assert "Not shown: the original demo's computation is defined for post-LayerNorm encoders" in said
+    assert "Not shown: GPT-NeoX / Pythia (parallel attention and MLP, rotary positions) runs attention" in said
+    assert len(app.get("vega_lite_chart")) >= 4  # attribution, pattern, sinks, norms
+
+
+def test_a_pre_ln_decoder_shows_its_mlp_norm_and_the_first_token_sink(family_folder):
+    app = open_app(DEEP_DIVE, model=str(family_folder("gpt2")), stage="attn_residual", reference="position")
+    assert_clean(app)
+    assert not app.info or "has no" not in notices(app)
+    assert any("MLP's input norm" in caption.value.replace("\\", "") for caption in app.caption)
+    assert len(app.get("dataframe")) >= 2
+
+
+def test_sink_shares_name_the_first_token_of_a_decoder_without_bos(family_folder):
+    gpt2 = analysis.load_model(family_folder("gpt2"))
+    result = analysis.analyze(gpt2, SEED_SENTENCE, reference="position")
+    parts = analysis.decompose_heads(gpt2, SEED_SENTENCE, 1)
+    report = layer_report(result, word_classes(result.tokens), parts, attribute_heads(parts, result.own_references))
+    shares = report.sink_shares
+    assert "first token" in set(shares["keys"]) and "special" not in set(shares["keys"])
+    # each head's shares still add up to 1 over the key groups
+    assert shares.groupby("head")["share"].sum().round(6).eq(1).all()
+
+
+def test_base_vs_large_compares_an_encoder_with_a_decoder_on_relative_depth(family_folder):
+    decoder = str(family_folder("gpt_neox"))
+    app = open_app(COMPARE, model_a=analysis.BUNDLED_MODEL, model_b=decoder, stage="attn_output")
+    assert_clean(app)
+    assert f"{decoder} has no stage attn_output" in notices(app)
+    summary = app.dataframe[0].value
+    assert summary["layers"].tolist() == [6, 3]
+    assert any("relative depth" in chart.proto.spec for chart in app.get("vega_lite_chart"))
+
+
+def test_presets_show_family_and_size_and_mark_those_over_the_limit(monkeypatch):
+    monkeypatch.setenv("TOKEN_TRAILS_MAX_MODEL_GB", "0.6")
+    app = open_app()
+    assert_clean(app)
+    options = app.sidebar.selectbox[0].options
+    for expected in (
+        "gpt2 · GPT-2 decoder · 124M (hub)",
+        "EleutherAI/pythia-160m · Pythia (GPT-NeoX) decoder · 162M (hub) · over this deployment's size limit",
+        "HuggingFaceTB/SmolLM2-135M · SmolLM2 (Llama-style) decoder · 135M (hub)",
+        "microsoft/deberta-v3-base · DeBERTa-v3 encoder · 184M (hub) · over this deployment's size limit",
+        "answerdotai/ModernBERT-base · ModernBERT encoder · 149M (hub)",
+        "bert-base-uncased · BERT encoder · 110M (hub)",
+        "distilroberta-base · RoBERTa encoder, 6 layers · 82M (hub)",
+    ):
+        assert expected in options
