@@ -13,7 +13,8 @@ result = context.result
 
 st.title("Token Trails")
 st.markdown(
-    "Follow every token of a text through every layer of an encoder transformer. For each token and layer the "
+    "Follow every token of a text through every layer of a transformer, encoder or decoder. For each token and "
+    "layer the "
     "pages show the **cosine similarity** of its vector to its original embedding, its **rank** among all "
     "vocabulary embeddings (rank 1 = its own embedding is the nearest), its **nearest vocabulary neighbours**, "
     "and how much that neighbourhood **overlaps** the previous layer's. Pick the text, model, stage and "
@@ -45,7 +46,7 @@ with st.expander("Tokens as a table, with word classes"):
 
 st.subheader("Model")
 info = context.info
-st.caption(literal(f"{info.name} ({info.architecture})"))
+st.caption(literal(f"{info.name}: {info.family} ({info.architecture})"))
 sizes = {
     "layers": info.layers,
     "hidden size": info.hidden_size,

@@ -158,6 +158,8 @@ def model_inputs(encoder: EncoderModel, tokens: Tokens) -> dict[str, torch.Tenso
         inputs["position_ids"] = torch.tensor([tokens.position_ids], device=device)
     if encoder.structure.embeddings.token_type is not None and "token_type_ids" in accepted:
         inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    if "use_cache" in accepted:  # a decoder keeps no key/value cache for a single pass
+        inputs["use_cache"] = False
     return inputs
 
 
@@ -173,10 +175,12 @@ def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap]) -> Forw
             if key not in calls:
                 calls[key] = []
                 handles.append(_record(calls[key], tap))
-        wants_attention = any(tap.read == "output" and tap.item == 1 for tap in taps.values())
+        inputs = model_inputs(encoder, tokens)
+        if any(tap.read == "output" and tap.item == 1 for tap in taps.values()):
+            inputs["output_attentions"] = True  # item 1 of an attention module's output: its weights
         try:
             with torch.inference_mode():
-                encoder.hf_model(**model_inputs(encoder, tokens), output_attentions=wants_attention, use_cache=False)
+                encoder.hf_model(**inputs)
         finally:
             for handle in handles:
                 handle.remove()

@@ -20,7 +20,7 @@ from tokenizers import (
     processors,
     trainers,
 )
-from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast
 
 from analysis.encoder import EncoderModel, wrap_model
 
@@ -88,20 +88,29 @@ def bpe_tokenizer(sentences: list[str] = TRAINING_SENTENCES, vocab_size: int = 4
 def random_roberta(
     shape: dict, tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0, name: str = "random-roberta"
 ) -> EncoderModel:
-    """A RobertaModel with random weights of `shape`; LayerNorm gains and biases randomised too, so that
-    every term of the reference algebra is exercised. `vocab_size` defaults to the tokenizer's."""
+    """A RobertaModel (no pooler) with random weights of `shape` and norms moved off 1 and 0, so that every term
+    of the reference algebra is exercised. `vocab_size` defaults to the tokenizer's."""
     tokenizer = tokenizer or bpe_tokenizer()
-    config = RobertaConfig(
-        **{"vocab_size": len(tokenizer), **shape},
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    hf_model = RobertaModel(config, add_pooling_layer=False)
-    perturb_norms(hf_model, seed)
+    ids = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+    hf_model = random_hf_model("roberta", {**shape, **ids}, tokenizer, seed, add_pooling_layer=False)
     return wrap_model(hf_model, tokenizer, name)
+
+
+def random_model(model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFast, name: str) -> EncoderModel:
+    """Any family's base model with random weights of `shape` (e.g. GPT2_SHAPE), wrapped for analysis."""
+    return wrap_model(random_hf_model(model_type, shape, tokenizer), tokenizer, name)
+
+
+def random_hf_model(
+    model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFast, seed: int = 0, **model_options
+) -> PreTrainedModel:
+    """The base model of `model_type` with random weights of `shape` (vocab_size defaults to the tokenizer's) and
+    perturbed norms (see `perturb_norms`)."""
+    config = AutoConfig.for_model(model_type, **{"vocab_size": len(tokenizer), **shape})
+    torch.manual_seed(seed)
+    hf_model = AutoModel.from_config(config, attn_implementation="eager", **model_options)
+    perturb_norms(hf_model, seed)
+    return hf_model
 
 
 def perturb_norms(hf_model: torch.nn.Module, seed: int = 0) -> None:
@@ -234,11 +243,7 @@ def tiny_model(model_type: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrai
         "sentencepiece_bos": lambda: sentencepiece_tokenizer(max_length=max_length, decoder=True),
     }[kind]()
     tokenizer.model_max_length = max_length
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **overrides)
-    torch.manual_seed(seed)
-    hf_model = AutoModel.from_config(config, attn_implementation="eager")
-    perturb_norms(hf_model, seed)
-    return hf_model, tokenizer
+    return random_hf_model(model_type, overrides, tokenizer, seed), tokenizer
 
 
 def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:

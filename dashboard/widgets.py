@@ -72,7 +72,8 @@ def text_input() -> None:
         max_chars=settings().max_text_chars,
         height=120,
         **bind("text"),
-        help="Any text. Past the model's length (512 tokens for these models) it is cut, and the page says where.",
+        help="Any text. Past the model's length (shown under Model: 512 tokens for BERT-style encoders, 1,024 for "
+        "GPT-2) it is cut, and the page says where.",
     )
 
 

@@ -12,7 +12,9 @@ from transformers import AutoConfig, AutoModel
 import analysis
 from analysis.capture import stage_vectors
 from analysis.references import vocabulary_scorer
+from analysis.reports import token_labels
 from analysis.synthetic import SEED_SENTENCE, TINY_FAMILIES, wordpiece_tokenizer
+from analysis.wordclass import word_classes
 from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
 
 # Where each family keeps its parts, written here from the transformers model sources, independently of
@@ -229,3 +231,17 @@ def test_an_encoder_decoder_model_is_refused(tmp_path):
     wordpiece_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(analysis.UnsupportedModelError, match="encoder-decoder"):
         analysis.load_model(tmp_path)
+
+
+def test_word_classes_and_chips_read_byte_level_and_sentencepiece_pieces(family_model):
+    """Ġ and ▁ pieces: chips show the covered text, word classes follow the words the pieces spell."""
+    _, encoder = family_model
+    result = analysis.analyze(encoder, "Time flies like an arrow.", stage="layer_output", top_k=1, overlap_n=1)
+    labels = token_labels(result)
+    assert not any(marker in label for label in labels for marker in ("Ġ", "▁", "##"))
+    classes = word_classes(result.tokens)
+    spans = result.tokens[["char_start", "char_end"]].to_numpy()
+    by_word = {word: set(classes[(spans[:, 0] < end) & (spans[:, 1] > start) & ~result.tokens["special"]])
+               for word, (start, end) in {"flies": (5, 10), "like": (11, 15), "an": (16, 18)}.items()}  # fmt: skip
+    assert by_word == {"flies": {"content"}, "like": {"function"}, "an": {"function"}}
+    assert set(classes[result.tokens["special"]]) <= {"special"}

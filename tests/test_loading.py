@@ -4,12 +4,13 @@ import json
 import re
 
 import pytest
+import torch
 from huggingface_hub import constants as hub_constants
 from transformers import OPTConfig, OPTModel
 
 import analysis
 from analysis import loading
-from analysis.synthetic import SEED_SENTENCE, TINY_SHAPE, bpe_tokenizer, random_roberta
+from analysis.synthetic import SEED_SENTENCE, TINY_SHAPE, bpe_tokenizer, random_roberta, tiny_model
 
 
 def test_bundled_model_loads_offline_with_its_sizes(minilm):
@@ -197,3 +198,18 @@ def test_model_size_from_config_matches_the_loaded_weights(minilm, tiny_roberta,
     pooler = 4 * (32 * 32 + 32)
     assert loading.model_bytes(str(tmp_path)) == tiny + pooler  # AutoModel builds RoBERTa with its pooler
     assert loading.model_bytes("roberta-large") is None  # not on this machine: unknown, not guessed
+
+
+def test_a_hub_repository_with_only_pickled_weights_is_refused(tmp_path, monkeypatch):
+    """A decoder repository in the local hub cache offering only pytorch_model.bin: refused, never unpickled."""
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    hf_model, tokenizer = tiny_model("gpt2")
+    repo = tmp_path / "models--someone--pickled-gpt"
+    snapshot = repo / "snapshots" / "abc123"
+    hf_model.config.save_pretrained(snapshot)
+    tokenizer.save_pretrained(snapshot)
+    torch.save(hf_model.state_dict(), snapshot / "pytorch_model.bin")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    with pytest.raises(analysis.ModelLoadError, match=re.escape("has no .safetensors weights on the hub")):
+        analysis.load_model("someone/pickled-gpt")

@@ -1,0 +1,89 @@
+"""Speed and memory of `analyze` on decoder shapes beside the roberta-base shape, random weights.
+
+    python -m benchmarks.bench_families [--skip-large]
+
+1. Seed sentence, stage attn_residual, each model's default reference (position: word + position row):
+   roberta-base shape (vocab 50,265) and gpt2 shape (vocab 50,257), each against its floor in the same
+   run (one forward pass plus one [rows, hidden] x [hidden, vocab] product). Target: within 1.3x.
+2. 512 tokens on the SmolLM2-135M shape (Llama-style: RMSNorm, rotary, GQA; vocab 49,152; 30 layers),
+   stage attn_residual, reference embedding: time and peak RSS growth above the loaded model. Target: 1 GB.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import analysis
+from analysis.capture import stage_vectors
+from analysis.synthetic import (
+    GPT2_SHAPE,
+    ROBERTA_BASE_SHAPE,
+    SEED_SENTENCE,
+    SMOLLM2_135M_SHAPE,
+    byte_level_tokenizer,
+    random_model,
+    random_roberta,
+    sentencepiece_tokenizer,
+)
+from benchmarks.bench_analysis import best_of
+from benchmarks.memory import PeakRss, rss_bytes
+from benchmarks.runner import run
+
+
+def floor(encoder: analysis.EncoderModel, text: str) -> None:
+    """One forward pass plus one `[rows, hidden] x [hidden, vocab]` product: no method can do less."""
+    _, vectors = stage_vectors(encoder, text, "attn_residual")
+    with torch.inference_mode():
+        vectors.reshape(-1, vectors.shape[-1]) @ encoder.structure.embeddings.word.weight.T
+
+
+def against_floor(encoder: analysis.EncoderModel) -> dict:
+    analysis.analyze(encoder, SEED_SENTENCE)  # per-model constants, built once
+    ours, result = best_of(lambda: analysis.analyze(encoder, SEED_SENTENCE), 7)
+    floor_time, _ = best_of(lambda: floor(encoder, SEED_SENTENCE), 7)
+    return {
+        "reference": result.reference,
+        "tokens": len(result.tokens),
+        "layers": encoder.num_layers,
+        "vocab": encoder.vocab_size,
+        "ours_s": ours,
+        "floor_s": floor_time,
+        "ours_over_floor": ours / floor_time,
+    }
+
+
+def seed_benchmarks() -> dict:
+    roberta = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    gpt2 = random_model("gpt2", GPT2_SHAPE, byte_level_tokenizer(), "random gpt2 shape")
+    return {"roberta_base": against_floor(roberta), "gpt2": against_floor(gpt2)}
+
+
+def long_llama_benchmark() -> dict:
+    tokenizer = sentencepiece_tokenizer(max_length=512, decoder=True)
+    encoder = random_model("llama", SMOLLM2_135M_SHAPE, tokenizer, "random SmolLM2-135M shape")
+    text = " ".join(["flies"] * 600)
+    analysis.analyze(encoder, "warm up the vocabulary constants", stage="attn_residual")
+    loaded = rss_bytes()
+    with PeakRss() as memory:
+        start = time.perf_counter()
+        result = analysis.analyze(encoder, text, stage="attn_residual")
+        elapsed = time.perf_counter() - start
+    return {
+        "parameters_m": encoder.info.parameters / 1e6,
+        "reference": result.reference,
+        "tokens": len(result.tokens),
+        "truncated": result.truncated,
+        "seconds": elapsed,
+        "rss_loaded_gb": loaded / 2**30,
+        "peak_growth_gb": (memory.peak - loaded) / 2**30,
+    }
+
+
+def main() -> None:
+    run("bench_families", __doc__, ("seed_sentence", seed_benchmarks), ("long_smollm2_135m", long_llama_benchmark))
+
+
+if __name__ == "__main__":
+    main()
