@@ -28,7 +28,7 @@ import torch
 from analysis.capture import Stage, check_stage, stage_vectors
 from analysis.checks import check_choice
 from analysis.encoder import EncoderModel
-from analysis.references import Reference, VocabularyScorer, check_reference, vocabulary_scorer
+from analysis.references import Reference, VocabularyScorer, Weighting, check_reference, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
 
 Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
@@ -171,6 +171,7 @@ class GeometryScorer:
         if geometry != "cosine" and background is None:
             raise ValueError(f"The geometry {geometry!r} needs background statistics.")
         self.background = background
+        self.weighting: Weighting | None = None  # centered / standardized: the weighted reference norm
         as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # noqa: E731
         if geometry in ("centered", "standardized"):
             standardized = geometry == "standardized"
@@ -192,7 +193,6 @@ class GeometryScorer:
         word table."""
         if self.geometry == "cosine":
             return self.scorer.cosine(vectors, position_ids)
-        block = self.scorer.block(position_ids)
         n_layers = len(self.background.anisotropy)
         layers, plain = vectors[:n_layers], vectors[n_layers:]
         if self.geometry == "no_rogue":
@@ -203,7 +203,7 @@ class GeometryScorer:
             if self.stage_scale is not None:
                 transformed = transformed * self.stage_scale.unsqueeze(1)
             a = transformed if self.reference_scale is None else transformed * self.reference_scale
-        scores = self.scorer.dots(torch.cat([a, plain]), block)
+        scores, block = self.scorer.dots(torch.cat([a, plain]), position_ids, self.weighting)
         full_norm = self.scorer.norm_sq(block)  # |r|^2
         if self.geometry == "no_rogue":
             for layer, removed in enumerate(self.removed):  # |g(r)|^2 = |r|^2 - the removed dimensions' share

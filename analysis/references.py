@@ -92,10 +92,12 @@ class VocabConstants:
 @dataclass(frozen=True)
 class PositionBlock:
     """What every score at a block of positions shares: Q_p `[positions, hidden]` (None where the reference has
-    no position term) and, for a LayerNorm'd reference, its scale s `[positions or 1, vocab]`."""
+    no position term), for a LayerNorm'd reference its scale s `[positions or 1, vocab]`, and the cross terms of
+    the weighted norms computed with the scores (the plain |r|^2's always)."""
 
     q: torch.Tensor | None
     sigma: torch.Tensor | None
+    crosses: dict[int, torch.Tensor]  # id(weighting) -> T_u . (weights * Q_p) `[positions, vocab]`
 
 
 @dataclass(frozen=True)
@@ -206,19 +208,10 @@ class VocabularyScorer:
             )
         return summed
 
-    def block(self, position_ids: torch.Tensor) -> PositionBlock:
-        """The shared terms of a block of positions (compute once, score many vector groups against it)."""
-        q = self.position_vectors(position_ids)
-        return PositionBlock(
-            q=None if q is None else self._to_hidden(q),
-            sigma=self._sigma(q) if self.normalised else None,
-        )
-
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
-        block = self.block(position_ids)
+        scores, block = self.dots(vectors, position_ids)
         vector_norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(_EPS)
-        scores = self.dots(vectors, block)
         return scores.div_(vector_norm).div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
 
     def _pullback(self, a: torch.Tensor) -> torch.Tensor:
@@ -227,17 +220,45 @@ class VocabularyScorer:
             a = a * self.gain
         return a - a.mean(-1, keepdim=True) if self.centred else a
 
-    def dots(self, vectors: torch.Tensor, block: PositionBlock) -> torch.Tensor:
-        """a . r_u(p) for every vocabulary item u: vectors `[groups, positions, hidden]` → `[groups, positions, vocab]`;
-        a . r = (T_u . a + Q_p . a) / s + c . a."""
-        scores = self._pullback(vectors) @ self.table.T
-        if block.q is not None:
-            scores.add_((vectors * block.q).sum(-1, keepdim=True))
-        if block.sigma is not None:
-            scores.div_(block.sigma)
+    def dots(
+        self, vectors: torch.Tensor, position_ids: torch.Tensor, weighting: Weighting | None = None
+    ) -> tuple[torch.Tensor, PositionBlock]:
+        """a . r_u(p) for every vocabulary item u, vectors `[groups, positions, hidden]` → `[groups, positions,
+        vocab]`, with a . r = (T_u . a + Q_p . a) / s + c . a; and the positions' shared terms. One product with
+        the table gives both: the rows T_u . (weights * Q_p) of the plain norm and of `weighting` (where it spans
+        every dimension) and w_u . q_p ride along with the vectors' rows, so the table is read once."""
+        groups, positions, hidden = vectors.shape
+        q_embedding = self.position_vectors(position_ids)
+        q = None if q_embedding is None else self._to_hidden(q_embedding)
+        rows = [self._pullback(vectors).reshape(-1, hidden)]
+        riding = [self.plain]
+        if weighting is not None and len(weighting.support) == hidden:
+            riding.append(weighting)
+        if q is not None:
+            rows += [self._pullback(ride.weights * q) for ride in riding]
+        word_rows = self.normalised and q_embedding is not None and self.projection is None  # the table is the word
+        if word_rows:
+            rows.append(q_embedding)
+        products = torch.cat(rows) @ self.table.T
+        n = groups * positions
+        scores = products[:n].view(groups, positions, -1)
+        crosses = {}
+        if q is not None:
+            for index, ride in enumerate(riding):
+                crosses[id(ride)] = products[n + index * positions : n + (index + 1) * positions]
+        sigma = None
+        if self.normalised:
+            word_q = None
+            if q_embedding is not None:
+                word_q = products[n + len(riding) * positions :] if word_rows else q_embedding @ self.word.T
+            sigma = self._sigma(q_embedding, word_q)
+        if q is not None:
+            scores.add_((vectors * q).sum(-1, keepdim=True))
+        if sigma is not None:
+            scores.div_(sigma)
         if self.offset is not None:
             scores.add_((vectors @ self.offset).unsqueeze(-1))
-        return scores
+        return scores, PositionBlock(q=q, sigma=sigma, crosses=crosses)
 
     def _table_dot(self, y: torch.Tensor, weighting: Weighting) -> torch.Tensor:
         """T_u . y for rows y `[n, hidden]` that vanish off the weighting's support → `[n, vocab]`, from the
@@ -281,7 +302,10 @@ class VocabularyScorer:
         quadratic = weighting.quadratic.unsqueeze(0)
         linear = weighting.linear.unsqueeze(0) if weighting.linear is not None else None
         if q is not None:
-            quadratic = quadratic + 2 * self._table_dot(w * q, weighting) + (w * q * q).sum(-1, keepdim=True)
+            cross = block.crosses.get(id(weighting))
+            if cross is None:
+                cross = self._table_dot(w * q, weighting)
+            quadratic = quadratic + 2 * cross + (w * q * q).sum(-1, keepdim=True)
             if weighting.linear is not None:
                 linear = linear + (q @ d).unsqueeze(-1)
         if block.sigma is not None:
@@ -291,12 +315,13 @@ class VocabularyScorer:
         total = quadratic if linear is None else quadratic + 2 * linear
         return total + (w * offset * offset).sum()
 
-    def _sigma(self, q: torch.Tensor | None) -> torch.Tensor:
-        """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / d + eps), `[positions or 1, vocab]`."""
+    def _sigma(self, q: torch.Tensor | None, word_q: torch.Tensor | None) -> torch.Tensor:
+        """The LayerNorm scale of e = w_u + q_p: sqrt(|C e|^2 / d + eps), `[positions or 1, vocab]`, given
+        word_q = w_u . q_p `[positions, vocab]`."""
         d = self.word.shape[1]
         norm_sq, mean = self.constants.norm_sq.unsqueeze(0), self.constants.mean.unsqueeze(0)
         if q is not None:
-            norm_sq = norm_sq + 2 * (q @ self.word.T) + (q * q).sum(-1, keepdim=True)
+            norm_sq = norm_sq + 2 * word_q + (q * q).sum(-1, keepdim=True)
             mean = mean + q.mean(-1, keepdim=True)
         return ((norm_sq - d * mean**2) / d + self.ln_eps).sqrt_()
 
