@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from analysis.architectures import LayerParts
-from analysis.checks import check_choice, check_text
+from analysis.checks import check_available, check_text
 from analysis.encoder import EncoderModel
 
 Stage = Literal["layer_input", "attn_residual", "attn_output", "layer_output"]
@@ -40,12 +40,7 @@ def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:
 
 def check_stage(encoder: EncoderModel, stage: object) -> Stage:
     """A stage this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    check_choice("stage", stage, STAGES)
-    missing = unavailable_stages(encoder)
-    if stage in missing:
-        available = ", ".join(name for name in STAGES if name not in missing)
-        raise ValueError(f"{encoder.name} has no stage {stage!r}: {missing[stage]}. It has: {available}.")
-    return stage
+    return check_available(encoder.name, "stage", stage, STAGES, unavailable_stages(encoder))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,16 @@ def check_choice(kind: str, value: object, options: Mapping[str, str]) -> str:
     return value
 
 
+def check_available(model: str, kind: str, value: object, options: Mapping[str, str], missing: Mapping[str, str]):
+    """One of `options` that the model `model` has; `missing` maps each it lacks to why. The ValueError names
+    the reason and the choices it has."""
+    check_choice(kind, value, options)
+    if value in missing:
+        available = ", ".join(name for name in options if name not in missing)
+        raise ValueError(f"{model} has no {kind} {value!r}: {missing[value]}. It has: {available}.")
+    return value
+
+
 def check_count(name: str, value: object) -> int:
     """A whole number of at least 1 (booleans refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

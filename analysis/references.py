@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from analysis.architectures import EmbeddingParts
-from analysis.checks import check_choice
+from analysis.checks import check_available, check_choice
 from analysis.encoder import EncoderModel
 
 Reference = Literal["raw", "position", "embedding"]
@@ -73,12 +73,7 @@ def default_reference(encoder: EncoderModel) -> Reference:
 
 def check_reference(encoder: EncoderModel, reference: object) -> Reference:
     """A reference this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    check_choice("reference", reference, REFERENCES)
-    missing = unavailable_references(encoder)
-    if reference in missing:
-        available = ", ".join(name for name in REFERENCES if name not in missing)
-        raise ValueError(f"{encoder.name} has no reference {reference!r}: {missing[reference]}. It has: {available}.")
-    return reference
+    return check_available(encoder.name, "reference", reference, REFERENCES, unavailable_references(encoder))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import analysis
 from analysis.capture import stage_vectors
 from analysis.references import vocabulary_scorer
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
-from benchmarks.memory import PeakRss, rss_bytes
+from benchmarks.memory import long_text_growth
 from benchmarks.runner import run
 
 
@@ -79,20 +79,7 @@ def seed_benchmark() -> dict:
 
 def large_benchmark() -> dict:
     encoder = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
-    text = " ".join(["flies"] * 600)
-    analysis.analyze(encoder, "warm up the vocabulary constants")
-    loaded = rss_bytes()
-    with PeakRss() as memory:
-        start = time.perf_counter()
-        result = analysis.analyze(encoder, text, reference="position")
-        elapsed = time.perf_counter() - start
-    return {
-        "tokens": len(result.tokens),
-        "truncated": result.truncated,
-        "seconds": elapsed,
-        "rss_loaded_gb": loaded / 2**30,
-        "peak_growth_gb": (memory.peak - loaded) / 2**30,
-    }
+    return long_text_growth(encoder, reference="position")
 
 
 def main() -> None:

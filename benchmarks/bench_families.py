@@ -11,12 +11,7 @@
 
 from __future__ import annotations
 
-import time
-
-import torch
-
 import analysis
-from analysis.capture import stage_vectors
 from analysis.synthetic import (
     GPT2_SHAPE,
     ROBERTA_BASE_SHAPE,
@@ -27,16 +22,9 @@ from analysis.synthetic import (
     random_roberta,
     sentencepiece_tokenizer,
 )
-from benchmarks.bench_analysis import best_of
-from benchmarks.memory import PeakRss, rss_bytes
+from benchmarks.bench_analysis import best_of, floor
+from benchmarks.memory import long_text_growth
 from benchmarks.runner import run
-
-
-def floor(encoder: analysis.EncoderModel, text: str) -> None:
-    """One forward pass plus one `[rows, hidden] x [hidden, vocab]` product: no method can do less."""
-    _, vectors = stage_vectors(encoder, text, "attn_residual")
-    with torch.inference_mode():
-        vectors.reshape(-1, vectors.shape[-1]) @ encoder.structure.embeddings.word.weight.T
 
 
 def against_floor(encoder: analysis.EncoderModel) -> dict:
@@ -63,22 +51,7 @@ def seed_benchmarks() -> dict:
 def long_llama_benchmark() -> dict:
     tokenizer = sentencepiece_tokenizer(max_length=512, decoder=True)
     encoder = random_model("llama", SMOLLM2_135M_SHAPE, tokenizer, "random SmolLM2-135M shape")
-    text = " ".join(["flies"] * 600)
-    analysis.analyze(encoder, "warm up the vocabulary constants", stage="attn_residual")
-    loaded = rss_bytes()
-    with PeakRss() as memory:
-        start = time.perf_counter()
-        result = analysis.analyze(encoder, text, stage="attn_residual")
-        elapsed = time.perf_counter() - start
-    return {
-        "parameters_m": encoder.info.parameters / 1e6,
-        "reference": result.reference,
-        "tokens": len(result.tokens),
-        "truncated": result.truncated,
-        "seconds": elapsed,
-        "rss_loaded_gb": loaded / 2**30,
-        "peak_growth_gb": (memory.peak - loaded) / 2**30,
-    }
+    return {"parameters_m": encoder.info.parameters / 1e6, **long_text_growth(encoder, stage="attn_residual")}
 
 
 def main() -> None:

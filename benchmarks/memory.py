@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
+
+import analysis
 
 
 def rss_bytes() -> int:
@@ -30,3 +33,22 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_bytes())
+
+
+def long_text_growth(encoder: analysis.EncoderModel, **options) -> dict:
+    """`analyze` on 600 words (cut at the model's limit) after a warm-up: seconds and peak RSS growth above the
+    loaded model and its per-model constants."""
+    analysis.analyze(encoder, "warm up the vocabulary constants", **options)
+    loaded = rss_bytes()
+    with PeakRss() as memory:
+        start = time.perf_counter()
+        result = analysis.analyze(encoder, " ".join(["flies"] * 600), **options)
+        elapsed = time.perf_counter() - start
+    return {
+        "reference": result.reference,
+        "tokens": len(result.tokens),
+        "truncated": result.truncated,
+        "seconds": elapsed,
+        "rss_loaded_gb": loaded / 2**30,
+        "peak_growth_gb": (memory.peak - loaded) / 2**30,
+    }
