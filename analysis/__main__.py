@@ -1,23 +1,29 @@
-"""Command line: `python -m analysis export --model NAME --text TEXT --out DIR` and
-`python -m analysis verdict --model NAME --out DIR`."""
+"""Command line: `python -m analysis export --model NAME --text TEXT --out DIR`,
+`python -m analysis verdict --model NAME --out DIR` and `python -m analysis sweep --model NAME --input FILE
+--out DIR`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 import transformers
 from tqdm import tqdm
 
-from analysis.capture import STAGES
+from analysis.batch import ROW_COLUMNS, Settings
+from analysis.capture import STAGES, check_stage
 from analysis.checks import check_text
+from analysis.devices import DEVICES, resolve_device
 from analysis.export import EXPORT_FILES, write_export, write_verdict
 from analysis.geometry import GEOMETRIES, background, check_rogue_k
 from analysis.loading import BUNDLED_MODEL, load_model
 from analysis.original_demo import demo_unavailable
-from analysis.references import REFERENCES, default_reference
+from analysis.references import REFERENCES, check_reference, default_reference
 from analysis.sentences import corpus_sentences
+from analysis.sweep import run_sweep
+from analysis.texts import FORMATS, read_texts
 from analysis.trace import analyze
 from analysis.verdict import VERDICT_COLUMNS, spike_verdict, verdict_methods, verdict_summary
 from analysis.version import __version__
@@ -88,6 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_and_reference_arguments(verdict)
     verdict.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
     verdict.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
+        description="Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
+        "summary.csv (spike shares per geometry, layer and word class, 95%% Wilson intervals), summary.png/.svg "
+        "and provenance.json to DIR. Stopped (Ctrl-C, a killed process), the same command continues from the "
+        "first missing shard; a finished sweep is left as it is; another sweep's DIR is refused.",
+        epilog="input: "
+        + "; ".join(f"{ext} {meaning}" for ext, meaning in FORMATS.items())
+        + "\nrow columns:\n"
+        + "\n".join(f"  {k:<12} {v}" for k, v in ROW_COLUMNS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _model_argument(sweep)
+    sweep.add_argument("--input", required=True, type=Path, help="the texts: .txt, .jsonl, .csv or .parquet")
+    sweep.add_argument("--out", required=True, type=Path, help="the dataset's folder (created if missing)")
+    _stage_and_reference_arguments(sweep)
+    sweep.add_argument(
+        "--geometry",
+        action="append",
+        choices=list(GEOMETRIES),
+        help="a geometry to score under (repeat for several; default cosine): "
+        + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
+    )
+    sweep.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+    sweep.add_argument("--batch-tokens", type=_positive, default=8192, help="padded tokens per forward pass (8192)")
+    sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
+    sweep.add_argument("--limit", type=_positive, help="analyse only the first N non-empty texts")
+    sweep.add_argument("--device", choices=list(DEVICES), default="auto", help="auto: CUDA or MPS if present, else CPU")
+    sweep.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
+    sweep.add_argument("--ray-address", help="a running Ray cluster (default: start a local Ray)")
+    sweep.add_argument("--actors", type=_positive, default=2, help="Ray actors, each holding the model (2)")
     return parser
 
 
@@ -171,14 +210,70 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
 
 
+def _sweep(args: argparse.Namespace) -> list[Path]:
+    texts = read_texts(args.input, args.limit)
+    device = resolve_device(args.device)
+    if args.engine == "ray":
+        ray_engine = importlib.import_module("analysis.ray_engine")  # imports only when asked for
+    encoder = load_model(args.model)
+    encoder.move_to(device)
+    reference = args.reference or default_reference(encoder)
+    settings = Settings(args.stage, reference, tuple(dict.fromkeys(args.geometry or ["cosine"])), args.rogue_k)
+    check_stage(encoder, settings.stage)
+    check_reference(encoder, reference)
+    check_rogue_k(args.rogue_k, encoder.hidden_size)
+    runner = None
+    if args.engine == "ray":
+        runner = ray_engine.ray_shard_runner(
+            args.model, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
+            device=args.device, address=args.ray_address, actors=args.actors,
+        )  # fmt: skip
+    print(
+        f"{len(texts.texts):,} texts ({texts.skipped_empty:,} empty skipped) from {args.input}; "
+        f"{encoder.name} on {device}",
+        file=sys.stderr,
+    )
+    with tqdm(total=len(texts.texts), desc="sweep", unit="text", file=sys.stderr) as bar:
+        try:
+            report = run_sweep(
+                encoder, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
+                input_name=str(args.input), engine=args.engine, run_shards=runner,
+                on_progress=lambda done, total: bar.update(done - bar.n),
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            bar.close()
+            print(
+                f"stopped: run the same command again to continue from the first missing shard in {args.out}.",
+                file=sys.stderr,
+            )
+            raise
+    if report.already_done:
+        print(
+            f"nothing to do: {args.out} already holds this finished sweep ({report.sentences:,} texts).",
+            file=sys.stderr,
+        )
+    if report.truncated:
+        print(
+            f"note: {len(report.truncated):,} texts were cut at the model's limit of {encoder.max_tokens} tokens "
+            "(column `truncated`; their ids are in provenance.json).",
+            file=sys.stderr,
+        )
+    return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
+
+
+COMMANDS = {"export": _export, "verdict": _verdict, "sweep": _sweep}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     transformers.utils.logging.disable_progress_bar()
     try:
-        written = _export(args) if args.command == "export" else _verdict(args)
+        written = COMMANDS[args.command](args)
     except (ValueError, OSError) as error:
         print(f"python -m analysis: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     for path in written:
         print(path)
     return 0

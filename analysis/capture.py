@@ -131,26 +131,33 @@ def _output_item(output: object, item: int | None) -> torch.Tensor:
 
 
 def _record(calls: list[torch.Tensor], tap: Tap):
-    """A hook appending what `tap` reads, batch dimension dropped, to `calls` on every call of its module."""
+    """A hook appending what `tap` reads (batch dimension kept) to `calls` on every call of its module."""
     if tap.read == "input":
         return tap.module.register_forward_pre_hook(
-            lambda module, args, kwargs: calls.append(_first_input(args, kwargs)[0].detach().clone()),
+            lambda module, args, kwargs: calls.append(_first_input(args, kwargs).detach().clone()),
             with_kwargs=True,
         )
     return tap.module.register_forward_hook(
-        lambda module, args, output: calls.append(_output_item(output, tap.item)[0].detach().clone())
+        lambda module, args, output: calls.append(_output_item(output, tap.item).detach().clone())
     )
 
 
-def model_inputs(encoder: EncoderModel, tokens: Tokens) -> dict[str, torch.Tensor]:
-    """The forward pass's inputs for one text, on the model's device: ids, a full attention mask, and the position
-    ids and all-zero token types where the model takes them (decoders apply their causal mask themselves)."""
+def model_inputs(encoder: EncoderModel, batch: list[Tokens]) -> dict[str, torch.Tensor]:
+    """The forward pass's inputs for texts already tokenised, on the model's device: ids padded on the right,
+    an attention mask that hides the padding, and the position ids and all-zero token types where the model
+    takes them. Decoders apply their causal mask themselves; right padding never reaches a real token."""
     device = encoder.device
-    input_ids = torch.tensor([tokens.ids], device=device)
-    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    length = max(len(tokens) for tokens in batch)
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    offset = encoder.structure.embeddings.position_offset
+    ids = [tokens.ids + [pad_id] * (length - len(tokens)) for tokens in batch]
+    mask = [[1] * len(tokens) + [0] * (length - len(tokens)) for tokens in batch]
+    input_ids = torch.tensor(ids, device=device)
+    inputs = {"input_ids": input_ids, "attention_mask": torch.tensor(mask, device=device)}
     accepted = encoder.forward_parameters
     if "position_ids" in accepted:
-        inputs["position_ids"] = torch.tensor([tokens.position_ids], device=device)
+        positions = [offset + p for p in range(length)]  # the padding's rows are masked out
+        inputs["position_ids"] = torch.tensor([positions] * len(batch), device=device)
     if encoder.structure.embeddings.token_type is not None and "token_type_ids" in accepted:
         inputs["token_type_ids"] = torch.zeros_like(input_ids)
     if "use_cache" in accepted:  # a decoder keeps no key/value cache for a single pass
@@ -158,29 +165,35 @@ def model_inputs(encoder: EncoderModel, tokens: Tokens) -> dict[str, torch.Tenso
     return inputs
 
 
-def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap]) -> ForwardPass:
-    """Tokenise and run the model once, reading `taps` with hooks that exist only during this call."""
-    check_text(text)
+def run_model(encoder: EncoderModel, batch: list[Tokens], taps: dict[str, Tap]) -> dict[str, torch.Tensor]:
+    """One forward pass over `batch` (hold `encoder.lock`), reading `taps` with hooks that exist only during
+    it: each reading with its batch dimension first."""
     calls: dict[tuple[int, str, int | None], list[torch.Tensor]] = {}
     handles = []
+    for tap in taps.values():
+        key = (id(tap.module), tap.read, tap.item)
+        if key not in calls:
+            calls[key] = []
+            handles.append(_record(calls[key], tap))
+    inputs = model_inputs(encoder, batch)
+    if any(tap.read == "output" and tap.item == 1 for tap in taps.values()):
+        inputs["output_attentions"] = True  # item 1 of an attention module's output: its weights
+    try:
+        with torch.inference_mode():
+            encoder.hf_model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
+
+
+def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap]) -> ForwardPass:
+    """Tokenise and run the model once on `text` alone, reading `taps`."""
+    check_text(text)
     with encoder.lock:
         tokens = tokenize(encoder, text)
-        for tap in taps.values():
-            key = (id(tap.module), tap.read, tap.item)
-            if key not in calls:
-                calls[key] = []
-                handles.append(_record(calls[key], tap))
-        inputs = model_inputs(encoder, tokens)
-        if any(tap.read == "output" and tap.item == 1 for tap in taps.values()):
-            inputs["output_attentions"] = True  # item 1 of an attention module's output: its weights
-        try:
-            with torch.inference_mode():
-                encoder.hf_model(**inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
-    storage = {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
-    return ForwardPass(tokens=tokens, taps=storage)
+        readings = run_model(encoder, [tokens], taps)
+    return ForwardPass(tokens=tokens, taps={name: reading[0] for name, reading in readings.items()})
 
 
 def depth_call(encoder: EncoderModel, layer: int) -> int:
@@ -199,9 +212,9 @@ def layer_taps(encoder: EncoderModel, read: Callable[[LayerParts], Tap]) -> dict
     return {str(i): layer_tap(encoder, i, read) for i in range(encoder.num_layers)}
 
 
-def stacked(run: ForwardPass, n_layers: int, prefix: str = "") -> torch.Tensor:
-    """The per-block readings `prefix + index` of a run: `[layers, tokens, hidden]`."""
-    return torch.stack([run.taps[f"{prefix}{i}"] for i in range(n_layers)])
+def stacked(readings: dict[str, torch.Tensor], n_layers: int, prefix: str = "") -> torch.Tensor:
+    """The per-block readings `prefix + index`, stacked: `[layers, ...]`."""
+    return torch.stack([readings[f"{prefix}{i}"] for i in range(n_layers)])
 
 
 def stage_taps(encoder: EncoderModel, stage: Stage) -> dict[str, Tap]:
@@ -221,19 +234,20 @@ def stage_taps(encoder: EncoderModel, stage: Stage) -> dict[str, Tap]:
     }
 
 
-def read_stage(encoder: EncoderModel, run: ForwardPass, stage: Stage) -> torch.Tensor:
-    """`stage` from a run made with (a superset of) `stage_taps`: `[layers, tokens, hidden]`. In a parallel
-    block the model never forms attn_residual; it is the block input plus the attention output, summed here."""
+def read_stage(encoder: EncoderModel, readings: dict[str, torch.Tensor], stage: Stage) -> torch.Tensor:
+    """`stage` from readings taken with (a superset of) `stage_taps`: `[layers, tokens, hidden]` (`[layers,
+    batch, tokens, hidden]` from a batch). In a parallel block the model never forms attn_residual; it is the
+    block input plus the attention output, summed here."""
     n_layers = encoder.num_layers
     if stage == "attn_residual" and encoder.structure.kind == "parallel":
-        return stacked(run, n_layers, "in") + stacked(run, n_layers, "attn")
-    return stacked(run, n_layers)
+        return stacked(readings, n_layers, "in") + stacked(readings, n_layers, "attn")
+    return stacked(readings, n_layers)
 
 
 def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Tokens, torch.Tensor]:
     """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
     run = forward_pass(encoder, text, stage_taps(encoder, stage))
-    return run.tokens, read_stage(encoder, run, stage)
+    return run.tokens, read_stage(encoder, run.taps, stage)
 
 
 def token_table(tokens: Tokens, text: str) -> pd.DataFrame:

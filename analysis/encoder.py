@@ -114,6 +114,14 @@ class EncoderModel:
             parameters=sum(p.numel() for p in self.hf_model.parameters()),
         )
 
+    def move_to(self, device: torch.device) -> None:
+        """Run the model on `device` from now on; derived constants are rebuilt there when next asked for."""
+        if self.device == device:
+            return
+        with self.lock, self._cache_lock:
+            self.hf_model.to(device)
+            self._cache.clear()
+
     def cached(self, key: str, build: Callable[[], T]) -> T:
         """Per-model memo for derived constants (vocabulary norms, corpus statistics, …); each built once.
 

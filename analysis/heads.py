@@ -64,7 +64,7 @@ def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecompo
         per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
         contributions = per_head @ per_head_out.transpose(1, 2)
         bias = projection.bias if projection.bias is not None else torch.zeros(out_weight.shape[0])
-        attn_residual = read_stage(encoder, run, "attn_residual")[layer]
+        attn_residual = read_stage(encoder, run.taps, "attn_residual")[layer]
     return HeadDecomposition(
         layer=layer,
         tokens=token_table(run.tokens, text),

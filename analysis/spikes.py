@@ -13,13 +13,22 @@ SPIKE_DEFINITION = (
 )
 
 
+def spike_mask(ranks: np.ndarray) -> np.ndarray:
+    """Whether each token spikes at each layer (SPIKE_DEFINITION): ranks `[layers, tokens]` → bool, same shape."""
+    before = np.vstack([np.ones_like(ranks[:1]), ranks[:-1]])
+    spikes = ranks >= LEAP_FACTOR * before
+    spikes[:-1] &= ranks[:-1] >= LEAP_FACTOR * ranks[1:]
+    spikes[-1] = False
+    return spikes
+
+
 def token_spikes(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per (layer, position): rank at l-1, l and l+1 and whether the token spikes. `AnalysisResult.metrics` in."""
     ranks = metrics.pivot(index="position", columns="layer", values="rank").sort_index(axis=1)
     n_layers = ranks.shape[1]
     before = ranks.shift(1, axis=1).fillna(1)
     after = ranks.shift(-1, axis=1)
-    spikes = (ranks >= LEAP_FACTOR * before) & (ranks >= LEAP_FACTOR * after)
+    spikes = pd.DataFrame(spike_mask(ranks.to_numpy().T).T, index=ranks.index, columns=ranks.columns)
     frame = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(n_layers), len(ranks)),

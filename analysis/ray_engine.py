@@ -1,0 +1,95 @@
+"""`--engine ray`: a sweep's shards computed by a pool of Ray Data actors, each loading the model once.
+
+Ray is optional (`pip install -r requirements-scale.txt`, on every node of a cluster). Each shard is one row
+of a Ray dataset; `map_batches` hands it to an actor, which runs the same `batch_rows` as the local engine
+and writes the shard with the same write-then-rename, so the dataset stays resumable and exact. The output
+folder must be reachable from every node (a shared file system) when the sweep runs on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+import analysis
+from analysis.batch import Settings, batch_rows
+from analysis.devices import resolve_device
+from analysis.loading import load_model
+from analysis.sweep import ShardRunner, write_shard
+from analysis.texts import Texts
+
+INSTALL_HINT = "--engine ray needs Ray: pip install -r requirements-scale.txt (on every node of a cluster)."
+_FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TOKEN_TRAILS_DEVICE")
+
+
+class ShardWorker:
+    """A Ray Data actor: loads the model once, then computes and writes whole shards."""
+
+    def __init__(self, model: str, out: str, settings: dict, batch_tokens: int, device: str):
+        self.encoder = load_model(model)
+        self.encoder.move_to(resolve_device(device))
+        self.out = Path(out)
+        self.settings = Settings(**{**settings, "geometries": tuple(settings["geometries"])})
+        self.batch_tokens = batch_tokens
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for shard, first, texts in zip(batch["shard"], batch["first"], batch["texts"], strict=True):
+            texts = [str(text) for text in texts]
+            ids = list(range(int(first), int(first) + len(texts)))
+            write_shard(self.out, int(shard), batch_rows(self.encoder, texts, ids, self.settings, self.batch_tokens))
+        return {"shard": batch["shard"], "sentences": np.array([len(t) for t in batch["texts"]])}
+
+
+def ray_shard_runner(
+    model: str,
+    texts: Texts,
+    out: Path,
+    settings: Settings,
+    *,
+    shard_size: int,
+    batch_tokens: int,
+    device: str,
+    address: str | None,
+    actors: int,
+) -> ShardRunner:
+    """A `ShardRunner` that sends the shards to `actors` Ray actors, on a local Ray started here or on the
+    cluster at `address`."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ValueError(INSTALL_HINT) from error
+
+    def run(shards: list[int], done: Callable[[int, int], None]) -> None:
+        environment = {name: os.environ[name] for name in _FORWARDED_ENVIRONMENT if name in os.environ}
+        ray.init(
+            address=address,
+            ignore_reinit_error=True,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": environment, "py_modules": [str(Path(analysis.__file__).parent)]},
+        )
+        items = [
+            {"shard": shard, "first": shard * shard_size, "texts": texts.texts[shard * shard_size :][:shard_size]}
+            for shard in shards
+        ]
+        results = ray.data.from_items(items).map_batches(
+            ShardWorker,
+            fn_constructor_kwargs={
+                "model": model,
+                "out": str(Path(out).resolve()),
+                "settings": {**asdict(settings), "geometries": list(settings.geometries)},
+                "batch_tokens": batch_tokens,
+                "device": device,
+            },
+            batch_size=1,
+            concurrency=actors,
+            num_cpus=1,
+        )
+        for row in results.iter_rows():
+            done(int(row["shard"]), int(row["sentences"]))
+
+    return run

@@ -1,0 +1,216 @@
+"""Corpus sweeps: batched rows equal `analyze` on each text alone, summaries equal the verdict's, every input
+format reads the same texts, and a stopped sweep continues to exactly one row per reading."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.batch import ROW_COLUMNS, Settings, batch_rows, length_batches
+from analysis.corpus import classified_spikes, spike_shares
+from analysis.sentences import corpus_sentences
+from analysis.sweep import run_sweep, shard_path
+from analysis.texts import read_texts
+from tests.numerics import COSINE32
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = corpus_sentences()[:7]
+SETTINGS = Settings("attn_residual", "position", ("cosine", "no_rogue"), 3)
+
+
+def texts_file(folder: Path, texts: list[str] = TEXTS) -> Path:
+    path = folder / "texts.txt"
+    path.write_text("\n".join([*texts[:3], "", "   ", *texts[3:]]) + "\n")
+    return path
+
+
+def test_length_batches_sort_by_length_and_bound_the_padded_size():
+    batches = list(length_batches([5, 1, 9, 3, 3, 20], 10))
+    assert batches == [[1, 3, 4], [0], [2], [5]]  # 3 x 3 <= 10; 4 x 5 > 10; 2 x 9 > 10; 20 alone
+    assert sorted(i for batch in batches for i in batch) == list(range(6))
+
+
+@pytest.mark.parametrize("batch_tokens", [40, 4096])
+def test_batched_rows_equal_analyze_on_each_text_alone(encoder, batch_tokens):
+    """Padding and batching change no number beyond float32 rounding: the displayed cosine is a float64 cosine
+    of float32 vectors from another kernel shape, so within COSINE32 (tests/numerics.py); ranks equal."""
+    rows = batch_rows(encoder, TEXTS, list(range(10, 17)), SETTINGS, batch_tokens)
+    assert list(rows.columns) == list(ROW_COLUMNS)
+    for sentence, text in enumerate(TEXTS):
+        for geometry in SETTINGS.geometries:
+            alone = analysis.analyze(encoder, text, stage=SETTINGS.stage, reference=SETTINGS.reference,
+                                     geometry=geometry, rogue_k=3, top_k=1, overlap_n=1).metrics  # fmt: skip
+            mine = rows[(rows["sentence_id"] == sentence + 10) & (rows["geometry"] == geometry)]
+            np.testing.assert_array_equal(
+                mine[["layer", "position", "token_id"]], alone[["layer", "position", "token_id"]]
+            )
+            np.testing.assert_allclose(mine["cosine"], alone["cosine"], rtol=0, atol=COSINE32)
+            np.testing.assert_array_equal(mine["rank"], alone["rank"])
+            assert mine["token"].tolist() == alone["token"].tolist()
+
+
+def test_the_summary_is_the_verdicts_numbers(tmp_path, minilm):
+    report = run_sweep(minilm, read_texts(texts_file(tmp_path)), tmp_path / "out", SETTINGS, shard_size=3)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    for geometry in SETTINGS.geometries:
+        expected = spike_shares(
+            [
+                classified_spikes(analysis.analyze(minilm, text, geometry=geometry, top_k=1, overlap_n=1))
+                for text in TEXTS
+            ]
+        )
+        got = summary[summary["geometry"] == geometry].drop(columns="geometry").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert (tmp_path / "out" / "summary.png").stat().st_size > 0 and (tmp_path / "out" / "summary.svg").is_file()
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["sentences"] == 7 and provenance["skipped_empty"] == 2 and provenance["shards"] == 3
+    assert provenance["model"] == analysis.BUNDLED_MODEL and provenance["geometries"] == ["cosine", "no_rogue"]
+    assert report.written == [0, 1, 2] and not report.already_done
+
+
+def test_every_input_format_reads_the_same_texts(tmp_path):
+    raw = ["First text.", "", "Second, text.", "  ", "Third."]
+    (tmp_path / "a.txt").write_text("\n".join(raw))
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(raw)))
+    pd.DataFrame({"text": raw, "other": range(5)}).to_csv(tmp_path / "a.csv", index=False)
+    pd.DataFrame({"text": raw}).to_parquet(tmp_path / "a.parquet")
+    for suffix in ("txt", "jsonl", "csv", "parquet"):
+        found = read_texts(tmp_path / f"a.{suffix}")
+        assert found.texts == ["First text.", "Second, text.", "Third."] and found.skipped_empty == 2, suffix
+    assert read_texts(tmp_path / "a.txt", limit=2).texts == ["First text.", "Second, text."]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.txt", "\n \n", "holds no text to analyse (2 empty entries)"),
+        ("bad.jsonl", '{"text": "ok"}\n{not json', "Could not read the input"),
+        ("no_column.csv", "sentence\nhello\n", "has no `text` column (columns: sentence)"),
+        ("data.xlsx", "x", "is not a file type Token Trails reads"),
+        ("latin1.txt", b"caf\xe9", "Could not read the input"),
+    ],
+)
+def test_a_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_texts(path)
+    done = run_cli("sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1 and message.split(" (")[0] in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, minilm):
+    texts, out = read_texts(texts_file(tmp_path)), tmp_path / "out"
+
+    def stop_after_first(shards, done):
+        chunk = texts.texts[:3]
+        from analysis.sweep import write_shard
+
+        write_shard(out, shards[0], batch_rows(minilm, chunk, [0, 1, 2], SETTINGS, 4096))
+        done(shards[0], 3)
+        (out / "rows" / ".shard-00001.parquet.tmp").write_bytes(b"half a file from a killed process")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(minilm, texts, out, SETTINGS, shard_size=3, run_shards=stop_after_first)
+    assert [p.name for p in sorted((out / "rows").glob("shard-*"))] == ["shard-00000.parquet"]
+    first = shard_path(out, 0).stat()
+    report = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
+    assert report.written == [1, 2] and shard_path(out, 0).stat().st_mtime_ns == first.st_mtime_ns
+    assert not list((out / "rows").glob(".*.tmp"))
+    rows = pd.read_parquet(out / "rows")  # the whole dataset, every shard
+    keys = ["sentence_id", "layer", "position", "geometry"]
+    assert not rows.duplicated(keys).any()
+    assert sorted(rows["sentence_id"].unique()) == list(range(7))
+    assert len(rows) == 2 * 6 * sum(len(minilm.tokenizer(t)["input_ids"]) for t in TEXTS)
+    again = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
+    assert again.already_done and again.written == []
+    with pytest.raises(ValueError, match=r"holds a different sweep .*rogue_k: 3 there, 5 now"):
+        run_sweep(minilm, texts, out, Settings("attn_residual", "position", ("cosine", "no_rogue"), 5), shard_size=3)
+
+
+def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not empty and holds no Token Trails sweep"):
+        run_sweep(minilm, read_texts(texts_file(tmp_path)), tmp_path, SETTINGS)
+
+
+def test_over_long_texts_are_cut_and_flagged(tmp_path, tiny_roberta):
+    long_text = " ".join(["flies like an arrow"] * 40)
+    texts = read_texts(texts_file(tmp_path, [TEXTS[0], long_text]))
+    report = run_sweep(tiny_roberta, texts, tmp_path / "out", Settings("layer_output", "raw", ("cosine",), 3))
+    rows = pd.read_parquet(tmp_path / "out" / "rows")
+    assert report.truncated == [1]
+    assert rows.groupby("sentence_id")["truncated"].all().tolist() == [False, True]
+    assert rows.loc[rows["sentence_id"] == 1, "position"].max() == tiny_roberta.max_tokens - 1
+    assert json.loads((tmp_path / "out" / "provenance.json").read_text())["truncated_sentence_ids"] == [1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
+
+
+def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text("\n".join(json.dumps({"text": text}) for text in TEXTS))
+    args = ["sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out", str(tmp_path / "out"),
+            "--shard-size", "4", "--batch-tokens", "64", "--device", "auto", "--limit", "6"]  # fmt: skip
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert "6 texts (0 empty skipped)" in done.stderr and "on cpu" in done.stderr and "text/s" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "rows").glob("shard-*")) == [
+        "shard-00000.parquet",
+        "shard-00001.parquet",
+    ]
+    again = run_cli(*args)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):
+    pytest.importorskip("ray", reason="Ray is installed with requirements-dev.txt; here it is missing")
+    path = texts_file(tmp_path)
+    common = ["--model", "all-MiniLM-L6-v2", "--input", str(path), "--shard-size", "3", "--geometry", "cosine",
+              "--geometry", "standardized"]  # fmt: skip
+    local = run_cli("sweep", *common, "--out", str(tmp_path / "local"))
+    ray = run_cli("sweep", *common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2")
+    assert local.returncode == 0, local.stderr
+    assert ray.returncode == 0, ray.stderr[-2000:]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "ray" / "rows"), pd.read_parquet(tmp_path / "local" / "rows")
+    )
+    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["engine"] == "ray"
+
+
+def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path, monkeypatch):
+    from analysis.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
+    path = texts_file(tmp_path)
+    code = main(["sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out", str(tmp_path / "o"),
+                 "--engine", "ray"])  # fmt: skip
+    assert code == 1 and not (tmp_path / "o").exists()
+
+
+def test_devices_resolve_to_what_torch_sees():
+    import torch
+
+    from analysis.devices import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no cuda device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="Unknown device 'tpu'"):
+        resolve_device("tpu")
