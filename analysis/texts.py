@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +82,19 @@ def read_texts(path: str | Path, limit: int | None = None) -> Texts:
     if not texts:
         raise ValueError(f"{path} holds no text to analyse ({skipped} empty entries).")
     return Texts(texts=texts, skipped_empty=skipped, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def texts_from_upload(name: str, data: bytes, max_chars: int) -> Texts:
+    """The texts of an uploaded file (its type from `name`), refused past `max_chars` characters in all, with
+    the command that runs a corpus of any size."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(name).name
+        path.write_bytes(data)
+        found = read_texts(path)
+    total = sum(len(text) for text in found.texts)
+    if total > max_chars:
+        raise ValueError(
+            f"{name} holds {total:,} characters of text, over this app's limit of {max_chars:,} (max_text_chars). "
+            "For a corpus of any size, run `python -m analysis sweep --model MODEL --input FILE --out DIR`."
+        )
+    return found

@@ -14,6 +14,7 @@ from huggingface_hub import constants as hub_constants
 
 import analysis
 from analysis.corpus import corpus_spikes
+from analysis.devices import resolve_device
 from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.references import own_references
@@ -30,14 +31,18 @@ def loaded_encoder(model: str, interactive: bool = True) -> analysis.EncoderMode
     Before a first load: refuse a model off the allowlist or over the size limit, and download it with a
     progress bar (when `interactive`: not inside a cached function, whose elements would be replayed). The
     package's model cache, bounded by the settings max_models and memory_budget_gb, releases loaded models
-    that would push the total past the budget, so two models are never held at once when they do not fit."""
+    that would push the total past the budget, so two models are never held at once when they do not fit.
+    The model runs on the device of the setting `device` (TOKEN_TRAILS_DEVICE; auto by default)."""
     current = settings()
     check_model_allowed(model)
     checked_size(model, current.max_model_bytes)
+    device = resolve_device(current.device)
     analysis.configure_model_cache(max_models=current.max_models, memory_budget_bytes=current.memory_budget_bytes)
     if interactive and model not in analysis.resident_models():
         ensure_downloaded(model)
-    return analysis.load_model(model)
+    encoder = analysis.load_model(model)
+    encoder.move_to(device)
+    return encoder
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -158,11 +163,18 @@ def cached_verdict(
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def cached_corpus(model: str, stage: analysis.Stage, reference: analysis.Reference, _on_progress=None) -> pd.DataFrame:
-    """The corpus check for one model, stage and reference (minutes on large models: computed once)."""
+def cached_corpus(
+    model: str,
+    stage: analysis.Stage,
+    reference: analysis.Reference,
+    texts: tuple[str, ...] | None = None,
+    _on_progress=None,
+) -> pd.DataFrame:
+    """The corpus check for one model, stage and reference over `texts` (default: the shipped corpus; minutes on
+    large models: computed once)."""
     return corpus_spikes(
         loaded_encoder(model, interactive=False),
-        corpus_sentences(),
+        corpus_sentences() if texts is None else list(texts),
         stage=stage,
         reference=reference,
         on_progress=_on_progress,

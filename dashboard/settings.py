@@ -9,6 +9,7 @@ or else the environment (`TOKEN_TRAILS_<NAME>`):
 - max_model_gb: refuse models whose float32 size, read from their config, is larger (2.0).
 - memory_budget_gb: loaded models together; past it one is released before another loads (2.5).
 - max_models: how many loaded models stay in memory at once (1).
+- device: where models run: auto (CUDA or MPS where torch sees one, else the CPU), cpu, cuda or mps (auto).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Settings:
     max_model_bytes: int
     memory_budget_bytes: int
     max_models: int
+    device: str
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model.strip() in self.allowed_models
@@ -79,4 +81,5 @@ def settings() -> Settings:
         max_model_bytes=int(_number("max_model_gb", 2.0) * 2**30),
         memory_budget_bytes=int(_number("memory_budget_gb", 2.5) * 2**30),
         max_models=max(1, int(_number("max_models", 1))),
+        device=(_raw("device") or "auto").strip().lower(),
     )

@@ -14,6 +14,7 @@ from analysis.reports import (
 )
 from analysis.sentences import corpus_sentences
 from analysis.spikes import SPIKE_DEFINITION, spike_scores
+from analysis.texts import FORMATS, texts_from_upload
 from analysis.verdict import VERDICT_COLUMNS, verdict_methods, verdict_summary
 from dashboard import show
 from dashboard.cache import (
@@ -25,6 +26,7 @@ from dashboard.cache import (
     view_analysis,
 )
 from dashboard.controller import open_page
+from dashboard.settings import settings
 from dashboard.view import update_view
 from dashboard.widgets import bind, run_once_button
 
@@ -218,21 +220,41 @@ else:
     show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
 
 st.subheader("Corpus check: does it happen regardless of the text?")
+uploaded = st.file_uploader(
+    "Your own texts (optional)",
+    type=list(ext.removeprefix(".") for ext in FORMATS),
+    help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
+    + f". Up to {settings().max_text_chars:,} characters in all (setting max_text_chars); for a corpus of any "
+    "size, run `python -m analysis sweep` (see the README).",
+)
+own_texts = None
+if uploaded is not None:
+    try:
+        own_texts = texts_from_upload(uploaded.name, uploaded.getvalue(), settings().max_text_chars)
+    except ValueError as error:
+        st.error(show.literal(str(error)), icon=":material/error:")
+corpus_texts = own_texts.texts if own_texts else sentences
+source = (
+    f"{len(corpus_texts)} texts of {uploaded.name} ({own_texts.skipped_empty} empty ones skipped)"
+    if own_texts
+    else f"{len(sentences)} varied English sentences shipped with Token Trails"
+)
 st.caption(
     show.literal(
-        f"{len(sentences)} varied English sentences shipped with Token Trails, run through {view.model} "
-        f"(stage {view.stage}, reference {view.reference}): the share of tokens of each word class that spike at "
-        "each layer, with 95% Wilson intervals."
+        f"{source}, run through {view.model} (stage {view.stage}, reference {view.reference}): the share of tokens "
+        "of each word class that spike at each layer, with 95% Wilson intervals. For thousands of texts, several "
+        "geometries and a Parquet dataset: `python -m analysis sweep --model MODEL --input FILE --out DIR`."
     )
 )
-corpus_key = ("corpus", view.model, view.stage, view.reference)
-if run_once_button(corpus_key, f"Run the corpus check ({len(sentences)} sentences)"):
+corpus_key = ("corpus", view.model, view.stage, view.reference, own_texts.sha256 if own_texts else None)
+if run_once_button(corpus_key, f"Run the corpus check ({len(corpus_texts)} texts)"):
     progress = st.progress(0.0, text="Running the corpus check…")
     corpus = cached_corpus(
         view.model,
         view.stage,
         view.reference,
-        _on_progress=lambda done, total: progress.progress(done / total, text=f"Sentence {done} of {total}"),
+        tuple(own_texts.texts) if own_texts else None,
+        _on_progress=lambda done, total: progress.progress(done / total, text=f"Text {done} of {total}"),
     )
     progress.empty()
     show.chart(corpus_chart(corpus), "corpus_spikes", key="corpus_chart")

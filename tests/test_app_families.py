@@ -1,12 +1,16 @@
 """The pages on decoders and on models that lack a stage or reference: tiny random checkpoints loaded from their
 folders like a user's, through Streamlit's AppTest."""
 
+import re
+
 import pytest
+import torch
 
 import analysis
 from analysis.heads import attribute_heads
 from analysis.reports import layer_report
 from analysis.synthetic import SEED_SENTENCE
+from analysis.texts import texts_from_upload
 from analysis.wordclass import word_classes
 from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, open_app
 
@@ -95,3 +99,27 @@ def test_presets_show_family_and_size_and_mark_those_over_the_limit(monkeypatch)
         "distilroberta-base · RoBERTa encoder, 6 layers · 82M (hub)",
     ):
         assert expected in options
+
+
+def test_the_device_setting_places_the_model_and_refuses_one_torch_lacks(monkeypatch):
+    monkeypatch.setenv("TOKEN_TRAILS_DEVICE", "cpu")
+    app = open_app()
+    assert_clean(app)
+    assert analysis.load_model(analysis.BUNDLED_MODEL).device.type == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TOKEN_TRAILS_DEVICE", "cuda")
+        app = open_app()
+        assert "torch sees no cuda device" in app.error[0].value
+
+
+def test_the_deep_dive_offers_an_upload_and_uploads_are_capped(tmp_path):
+    app = open_app(DEEP_DIVE)
+    assert_clean(app)
+    assert any("Run the corpus check (110 texts)" in button.label for button in app.button)
+    texts = texts_from_upload("mine.txt", b"One text.\n\nTwo texts here.\n", max_chars=100)
+    assert texts.texts == ["One text.", "Two texts here."] and texts.skipped_empty == 1
+    with pytest.raises(ValueError, match=re.escape("over this app's limit of 10 (max_text_chars)")) as refused:
+        texts_from_upload("mine.csv", b"text\nA rather long text.\n", max_chars=10)
+    assert "python -m analysis sweep" in str(refused.value)
+    with pytest.raises(ValueError, match="holds no text"):
+        texts_from_upload("empty.jsonl", b"\n\n", max_chars=100)
