@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
     )
     sweep.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
-    sweep.add_argument("--batch-tokens", type=_positive, default=8192, help="padded tokens per forward pass (8192)")
+    sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
     sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
     sweep.add_argument("--limit", type=_positive, help="analyse only the first N non-empty texts")
     sweep.add_argument("--device", choices=list(DEVICES), default="auto", help="auto: CUDA or MPS if present, else CPU")

@@ -37,6 +37,9 @@ ROW_COLUMNS = {
 }
 
 
+_COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every text of a sweep is analysed with."""
@@ -107,7 +110,14 @@ def _score(
         layer_scorer = geometry_scorer(encoder, settings.stage, settings.reference, geometry, settings.rogue_k)
         with torch.inference_mode():
             ranks = score_tokens(layer_scorer, joined, token_ids, position_ids, 1).rank.cpu().numpy()
-            cosines = own_cosine(layer_scorer, joined, own_reference).clamp(-1.0, 1.0).cpu().numpy()
+            cosines = torch.cat(  # float64 in pieces: all of a batch at once would double its vectors' memory twice
+                [
+                    own_cosine(layer_scorer, joined[:, part], own_reference[part])
+                    for part in (slice(a, a + _COSINE_CHUNK) for a in range(0, n_tokens, _COSINE_CHUNK))
+                ],
+                dim=1,
+            )
+            cosines = cosines.clamp(-1.0, 1.0).cpu().numpy()
         spikes = np.concatenate([spike_mask(ranks[:, a:b]) for a, b in itertools.pairwise(per_text)], axis=1)
         frames.append(
             pd.DataFrame(

@@ -115,7 +115,7 @@ def run_sweep(
     settings: Settings,
     *,
     shard_size: int = 1000,
-    batch_tokens: int = 8192,
+    batch_tokens: int = 4096,
     input_name: str = "",
     engine: str = "local",
     run_shards: ShardRunner | None = None,

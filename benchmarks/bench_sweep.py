@@ -1,0 +1,82 @@
+"""Throughput of `python -m analysis sweep` (the local engine) against its floor, on the roberta-base shape.
+
+    python -m benchmarks.bench_sweep [--sentences N]   # default 2,000: the shipped corpus repeated
+
+Ours: `run_sweep` end to end (tokenise, length-sorted padded batches, score every token under `cosine`,
+spikes and word classes, Parquet shards, summary and chart). Floor, in the same run: the same batches'
+forward passes plus one [tokens, hidden] x [hidden, vocab] product per layer for all tokens. Targets:
+within 1.25x of the floor; peak RSS growth under 1.5 GB whatever the input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from analysis.batch import Settings, _stage_vectors, length_batches
+from analysis.capture import tokenize
+from analysis.sentences import corpus_sentences
+from analysis.sweep import run_sweep
+from analysis.synthetic import ROBERTA_BASE_SHAPE, random_roberta
+from analysis.texts import Texts
+from benchmarks.memory import PeakRss, rss_bytes
+from benchmarks.runner import RESULTS
+
+BATCH_TOKENS = 4096
+
+
+def floor(encoder, texts: list[str]) -> int:
+    """The forward passes of the sweep's batches plus one vocabulary product per layer for all their tokens."""
+    tokens = [tokenize(encoder, text) for text in texts]
+    word = encoder.structure.embeddings.word.weight
+    n = 0
+    for batch in length_batches([len(t) for t in tokens], BATCH_TOKENS):
+        vectors = torch.cat(_stage_vectors(encoder, [tokens[i] for i in batch], "attn_residual"), dim=1)
+        with torch.inference_mode():
+            rows = vectors.reshape(-1, vectors.shape[-1])
+            for start in range(0, len(rows), 256):  # 256 rows x vocab: the sweep's score blocks are as large
+                rows[start : start + 256] @ word.T
+        n += vectors.shape[1]
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=2000)
+    args = parser.parse_args()
+    shipped = corpus_sentences()
+    texts = [shipped[i % len(shipped)] for i in range(args.sentences)]
+    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    settings = Settings("attn_residual", "position", ("cosine",), 3)
+    run_sweep(encoder, Texts(texts[:8], 0, "warm-up"), Path(tempfile.mkdtemp()) / "warm", settings)
+    loaded = rss_bytes()
+    with PeakRss() as memory, tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        run_sweep(encoder, Texts(texts, 0, "bench"), Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
+        ours = time.perf_counter() - start
+    start = time.perf_counter()
+    tokens = floor(encoder, texts)
+    floor_s = time.perf_counter() - start
+    report = {
+        "torch_threads": torch.get_num_threads(),
+        "sentences": len(texts),
+        "tokens": tokens,
+        "ours_s": ours,
+        "floor_s": floor_s,
+        "ours_tokens_per_s": tokens / ours,
+        "floor_tokens_per_s": tokens / floor_s,
+        "ours_over_floor": ours / floor_s,
+        "peak_growth_gb": (memory.peak - loaded) / 2**30,
+    }
+    print(json.dumps(report, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_sweep.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
