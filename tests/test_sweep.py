@@ -2,9 +2,7 @@
 format reads the same texts, and a stopped sweep continues to exactly one row per reading."""
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from analysis.sentences import corpus_sentences
 from analysis.sweep import run_sweep, shard_path
 from analysis.texts import read_texts
 from tests.numerics import COSINE32
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
@@ -152,13 +151,6 @@ def test_over_long_texts_are_cut_and_flagged(tmp_path, tiny_roberta):
     assert rows.groupby("sentence_id")["truncated"].all().tolist() == [False, True]
     assert rows.loc[rows["sentence_id"] == 1, "position"].max() == tiny_roberta.max_tokens - 1
     assert json.loads((tmp_path / "out" / "provenance.json").read_text())["truncated_sentence_ids"] == [1]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
-    )
 
 
 def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp_path):
