@@ -12,7 +12,7 @@ from pathlib import Path
 import transformers
 from tqdm import tqdm
 
-from analysis.batch import ROW_COLUMNS, Settings
+from analysis.batch import ROW_COLUMNS, SweepSettings
 from analysis.capture import STAGES, check_stage
 from analysis.checks import check_text
 from analysis.devices import DEVICES, resolve_device
@@ -218,7 +218,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     encoder = load_model(args.model)
     encoder.move_to(device)
     reference = args.reference or default_reference(encoder)
-    settings = Settings(args.stage, reference, tuple(dict.fromkeys(args.geometry or ["cosine"])), args.rogue_k)
+    settings = SweepSettings(args.stage, reference, tuple(dict.fromkeys(args.geometry or ["cosine"])), args.rogue_k)
     check_stage(encoder, settings.stage)
     check_reference(encoder, reference)
     check_rogue_k(args.rogue_k, encoder.hidden_size)

@@ -41,7 +41,7 @@ _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
 
 
 @dataclass(frozen=True)
-class Settings:
+class SweepSettings:
     """What every text of a sweep is analysed with."""
 
     stage: Stage
@@ -64,7 +64,7 @@ def length_batches(lengths: list[int], batch_tokens: int) -> Iterator[list[int]]
         yield batch
 
 
-def _stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> list[torch.Tensor]:
+def batch_stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> list[torch.Tensor]:
     """Each text's stage vectors from one padded forward pass: `[layers, tokens, hidden]` per text."""
     with encoder.lock:
         readings = run_model(encoder, batch, stage_taps(encoder, stage))
@@ -73,13 +73,13 @@ def _stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> 
 
 
 def batch_rows(
-    encoder: EncoderModel, texts: list[str], sentence_ids: list[int], settings: Settings, batch_tokens: int
+    encoder: EncoderModel, texts: list[str], sentence_ids: list[int], settings: SweepSettings, batch_tokens: int
 ) -> pd.DataFrame:
     """ROW_COLUMNS rows for `texts` (labelled `sentence_ids`), ordered by sentence, geometry, layer, position."""
     tokens = [tokenize(encoder, text) for text in texts]
     frames = []
     for batch in length_batches([len(t) for t in tokens], batch_tokens):
-        vectors = _stage_vectors(encoder, [tokens[i] for i in batch], settings.stage)
+        vectors = batch_stage_vectors(encoder, [tokens[i] for i in batch], settings.stage)
         frame = _score(encoder, [texts[i] for i in batch], [tokens[i] for i in batch], vectors, settings)
         frame["sentence_id"] = np.asarray([sentence_ids[i] for i in batch])[frame.pop("text_in_batch")]
         frames.append(frame)
@@ -90,7 +90,7 @@ def batch_rows(
 
 
 def _score(
-    encoder: EncoderModel, texts: list[str], tokens: list[Tokens], vectors: list[torch.Tensor], settings: Settings
+    encoder: EncoderModel, texts: list[str], tokens: list[Tokens], vectors: list[torch.Tensor], settings: SweepSettings
 ) -> pd.DataFrame:
     """Score every token of a batch at once (its tokens side by side as positions) under each geometry."""
     joined = torch.cat(vectors, dim=1)  # [layers, batch tokens, hidden]

@@ -8,6 +8,7 @@ folder must be reachable from every node (a shared file system) when the sweep r
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import analysis
-from analysis.batch import Settings, batch_rows
+from analysis.batch import SweepSettings, batch_rows
 from analysis.devices import resolve_device
 from analysis.loading import load_model
 from analysis.sweep import ShardRunner, write_shard
@@ -33,7 +34,7 @@ class ShardWorker:
         self.encoder = load_model(model)
         self.encoder.move_to(resolve_device(device))
         self.out = Path(out)
-        self.settings = Settings(**{**settings, "geometries": tuple(settings["geometries"])})
+        self.settings = SweepSettings(**{**settings, "geometries": tuple(settings["geometries"])})
         self.batch_tokens = batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -48,7 +49,7 @@ def ray_shard_runner(
     model: str,
     texts: Texts,
     out: Path,
-    settings: Settings,
+    settings: SweepSettings,
     *,
     shard_size: int,
     batch_tokens: int,
@@ -65,17 +66,20 @@ def ray_shard_runner(
 
     def run(shards: list[int], done: Callable[[int, int], None]) -> None:
         environment = {name: os.environ[name] for name in _FORWARDED_ENVIRONMENT if name in os.environ}
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar says how far it is
         ray.init(
             address=address,
             ignore_reinit_error=True,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,
             runtime_env={"env_vars": environment, "py_modules": [str(Path(analysis.__file__).parent)]},
         )
         items = [
             {"shard": shard, "first": shard * shard_size, "texts": texts.texts[shard * shard_size :][:shard_size]}
             for shard in shards
         ]
+        ray.data.DataContext.get_current().enable_progress_bars = False
         results = ray.data.from_items(items).map_batches(
             ShardWorker,
             fn_constructor_kwargs={

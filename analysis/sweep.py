@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 import transformers
 
-from analysis.batch import ROW_COLUMNS, Settings, batch_rows
+from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
 from analysis.charts import verdict_chart
 from analysis.corpus import spike_shares
 from analysis.encoder import EncoderModel
@@ -56,7 +56,7 @@ def shard_path(out: Path, shard: int) -> Path:
     return out / ROWS / f"shard-{shard:05d}.parquet"
 
 
-def identity(encoder: EncoderModel, texts: Texts, settings: Settings, shard_size: int) -> dict:
+def identity(encoder: EncoderModel, texts: Texts, settings: SweepSettings, shard_size: int) -> dict:
     """What a folder's sweep is: a run with another identity must not add to it."""
     return {
         "model": encoder.name,
@@ -112,7 +112,7 @@ def run_sweep(
     encoder: EncoderModel,
     texts: Texts,
     out: Path,
-    settings: Settings,
+    settings: SweepSettings,
     *,
     shard_size: int = 1000,
     batch_tokens: int = 4096,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.batch import Settings, _stage_vectors, length_batches
+from analysis.batch import SweepSettings, batch_stage_vectors, length_batches
 from analysis.capture import tokenize
 from analysis.sentences import corpus_sentences
 from analysis.sweep import run_sweep
@@ -36,7 +36,7 @@ def floor(encoder, texts: list[str]) -> int:
     word = encoder.structure.embeddings.word.weight
     n = 0
     for batch in length_batches([len(t) for t in tokens], BATCH_TOKENS):
-        vectors = torch.cat(_stage_vectors(encoder, [tokens[i] for i in batch], "attn_residual"), dim=1)
+        vectors = torch.cat(batch_stage_vectors(encoder, [tokens[i] for i in batch], "attn_residual"), dim=1)
         with torch.inference_mode():
             rows = vectors.reshape(-1, vectors.shape[-1])
             for start in range(0, len(rows), 256):  # 256 rows x vocab: the sweep's score blocks are as large
@@ -52,7 +52,7 @@ def main() -> None:
     shipped = corpus_sentences()
     texts = [shipped[i % len(shipped)] for i in range(args.sentences)]
     encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
-    settings = Settings("attn_residual", "position", ("cosine",), 3)
+    settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
     run_sweep(encoder, Texts(texts[:8], 0, "warm-up"), Path(tempfile.mkdtemp()) / "warm", settings)
     loaded = rss_bytes()
     with PeakRss() as memory, tempfile.TemporaryDirectory() as folder:

@@ -13,7 +13,14 @@ import analysis
 from analysis.capture import stage_vectors
 from analysis.references import vocabulary_scorer
 from analysis.reports import token_labels
-from analysis.synthetic import SEED_SENTENCE, TINY_FAMILIES, wordpiece_tokenizer
+from analysis.synthetic import (
+    SEED_SENTENCE,
+    TINY_FAMILIES,
+    byte_level_tokenizer,
+    random_hf_model,
+    sentencepiece_tokenizer,
+    wordpiece_tokenizer,
+)
 from analysis.wordclass import word_classes
 from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
 
@@ -245,3 +252,31 @@ def test_word_classes_and_chips_read_byte_level_and_sentencepiece_pieces(family_
                for word, (start, end) in {"flies": (5, 10), "like": (11, 15), "an": (16, 18)}.items()}  # fmt: skip
     assert by_word == {"flies": {"content"}, "like": {"function"}, "an": {"function"}}
     assert set(classes[result.tokens["special"]]) <= {"special"}
+
+
+@pytest.mark.parametrize(
+    ("model_type", "options", "kind", "references"),
+    [
+        ("gpt_neox", {"use_parallel_residual": False}, "pre_ln", ("raw", "embedding")),
+        (
+            "deberta-v2",
+            {"position_biased_input": True, "type_vocab_size": 2},
+            "post_ln",
+            ("raw", "position", "embedding"),
+        ),
+    ],
+)
+def test_variants_read_from_their_config(model_type, options, kind, references):
+    """GPT-NeoX without the parallel residual is a pre-LN block; DeBERTa-v2 with absolute positions has them."""
+    tokenizer_kind, shape = TINY_FAMILIES[model_type]
+    tokenizer = byte_level_tokenizer() if tokenizer_kind == "byte_level_plain" else sentencepiece_tokenizer()
+    encoder = analysis.wrap_model(random_hf_model(model_type, {**shape, **options}, tokenizer), tokenizer, "variant")
+    found = analysis.capabilities(encoder)
+    assert encoder.info.block == kind and found.references == references and "attn_output" in found.stages
+    tokens, layer_input = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
+    embedding = vocabulary_scorer(encoder, "embedding").references(
+        torch.tensor(tokens.ids), torch.tensor(tokens.position_ids)
+    )
+    torch.testing.assert_close(embedding, layer_input[0])  # float32 defaults
+    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, 1)
+    assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4

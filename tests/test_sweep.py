@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.batch import ROW_COLUMNS, Settings, batch_rows, length_batches
+from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows, length_batches
 from analysis.corpus import classified_spikes, spike_shares
 from analysis.sentences import corpus_sentences
 from analysis.sweep import run_sweep, shard_path
@@ -21,7 +21,7 @@ from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
-SETTINGS = Settings("attn_residual", "position", ("cosine", "no_rogue"), 3)
+SETTINGS = SweepSettings("attn_residual", "position", ("cosine", "no_rogue"), 3)
 
 
 def texts_file(folder: Path, texts: list[str] = TEXTS) -> Path:
@@ -133,7 +133,9 @@ def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, mi
     again = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
     assert again.already_done and again.written == []
     with pytest.raises(ValueError, match=r"holds a different sweep .*rogue_k: 3 there, 5 now"):
-        run_sweep(minilm, texts, out, Settings("attn_residual", "position", ("cosine", "no_rogue"), 5), shard_size=3)
+        run_sweep(
+            minilm, texts, out, SweepSettings("attn_residual", "position", ("cosine", "no_rogue"), 5), shard_size=3
+        )
 
 
 def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
@@ -145,7 +147,7 @@ def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
 def test_over_long_texts_are_cut_and_flagged(tmp_path, tiny_roberta):
     long_text = " ".join(["flies like an arrow"] * 40)
     texts = read_texts(texts_file(tmp_path, [TEXTS[0], long_text]))
-    report = run_sweep(tiny_roberta, texts, tmp_path / "out", Settings("layer_output", "raw", ("cosine",), 3))
+    report = run_sweep(tiny_roberta, texts, tmp_path / "out", SweepSettings("layer_output", "raw", ("cosine",), 3))
     rows = pd.read_parquet(tmp_path / "out" / "rows")
     assert report.truncated == [1]
     assert rows.groupby("sentence_id")["truncated"].all().tolist() == [False, True]
