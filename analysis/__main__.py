@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
         description="Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
-        "summary.csv (spike shares per geometry, layer and word class, 95%% Wilson intervals), summary.png/.svg "
+        "summary.csv (spike shares per geometry, layer and word class, 95% Wilson intervals), summary.png/.svg "
         "and provenance.json to DIR. Stopped (Ctrl-C, a killed process), the same command continues from the "
         "first missing shard; a finished sweep is left as it is; another sweep's DIR is refused.",
         epilog="input: "
@@ -109,14 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_argument(sweep)
-    sweep.add_argument("--input", required=True, type=Path, help="the texts: .txt, .jsonl, .csv or .parquet")
-    sweep.add_argument("--out", required=True, type=Path, help="the dataset's folder (created if missing)")
+    sweep.add_argument(
+        "--input", metavar="FILE", required=True, type=Path, help="the texts: .txt, .jsonl, .csv or .parquet"
+    )
+    sweep.add_argument(
+        "--out", metavar="DIR", required=True, type=Path, help="the dataset's folder (created if missing)"
+    )
     _stage_and_reference_arguments(sweep)
     sweep.add_argument(
         "--geometry",
-        action="append",
+        action="extend",
+        nargs="+",
         choices=list(GEOMETRIES),
-        help="a geometry to score under (repeat for several; default cosine): "
+        help="geometries to score under (several: --geometry cosine no_rogue; default cosine): "
         + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
     )
     sweep.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
