@@ -205,9 +205,9 @@ class VocabularyScorer:
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
-        scores, block = self.dots(vectors, position_ids)
-        vector_norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(_EPS)
-        return scores.div_(vector_norm).div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
+        unit = vectors / torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(_EPS)
+        scores, block = self.dots(unit, position_ids)  # a . r is linear in a: one pass over the scores fewer
+        return scores.div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
 
     def _pullback(self, a: torch.Tensor) -> torch.Tensor:
         """g with T_u . a = table_u . g: a itself, or C(gamma * a) where T_u = gamma * C w_u is implicit."""

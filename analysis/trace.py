@@ -199,19 +199,21 @@ def assemble_result(
 
     k = min(top_k, encoder.vocab_size)
     top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).cpu().numpy()
+    position = np.tile(np.repeat(np.arange(n_tokens), k), n_layers)
+    own_ids = token_frame["token_id"].to_numpy()[position]
     neighbors = pd.DataFrame(
         {
             "layer": np.repeat(np.arange(n_layers), n_tokens * k),
-            "position": np.tile(np.repeat(np.arange(n_tokens), k), n_layers),
+            "position": position,
+            "token": token_frame["token"].to_numpy()[position],
+            "token_id": own_ids,
             "neighbor_rank": np.tile(np.arange(1, k + 1), n_layers * n_tokens),
             "neighbor_id": top_ids,
             "neighbor": vocabulary_pieces(encoder)[top_ids],
             "cosine": _display_cosine(scores.top_cosines[:n_layers, :, :k]),
+            "is_own": top_ids == own_ids,
         }
     )
-    neighbors = neighbors.merge(token_frame[["position", "token", "token_id"]], on="position", how="left")
-    neighbors["is_own"] = neighbors["neighbor_id"] == neighbors["token_id"]
-    neighbors = neighbors[list(NEIGHBORS_COLUMNS)]
 
     record = {
         "model": encoder.name,
