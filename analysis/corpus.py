@@ -38,15 +38,26 @@ def classified_spikes(result: AnalysisResult) -> pd.DataFrame:
     return spikes[["layer", "word_class", "spikes"]]
 
 
-def spike_shares(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Pool `classified_spikes` frames: per layer and word class, spikes (tokens that spike), tokens, share and
-    its 95% Wilson interval (low, high). The last layer is left out: nothing follows it, so nothing can spike."""
-    every = pd.concat(frames, ignore_index=True)
-    every = every[every["layer"] < every["layer"].max()]
-    table = every.groupby(["layer", "word_class"])["spikes"].agg(spikes="sum", tokens="size").reset_index()
+def spike_counts(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Per `by` columns (default none), layer and word class of a `classified_spikes`-like frame: spikes and
+    tokens. Counts of several frames add up; `shares_from_counts` turns the sum into shares."""
+    keys = [*(by or []), "layer", "word_class"]
+    return frame.groupby(keys)["spikes"].agg(spikes="sum", tokens="size").reset_index()
+
+
+def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """`spike_counts` with the share and its 95% Wilson interval (low, high). The last layer is left out:
+    nothing follows it, so nothing can spike."""
+    table = counts[counts["layer"] < counts["layer"].max()].reset_index(drop=True)
     table["share"] = table["spikes"] / table["tokens"]
     table["low"], table["high"] = wilson_interval(table["spikes"], table["tokens"])
     return table
+
+
+def spike_shares(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Pool `classified_spikes` frames: per layer and word class, spikes (tokens that spike), tokens, share and
+    its 95% Wilson interval (low, high)."""
+    return shares_from_counts(spike_counts(pd.concat(frames, ignore_index=True)))
 
 
 def corpus_spikes(

@@ -27,7 +27,7 @@ import transformers
 
 from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
 from analysis.charts import verdict_chart
-from analysis.corpus import spike_shares
+from analysis.corpus import shares_from_counts, spike_counts
 from analysis.encoder import EncoderModel
 from analysis.texts import Texts
 from analysis.version import __version__
@@ -178,18 +178,27 @@ def run_sweep(
 
 
 def _finish(out: Path, n_shards: int) -> tuple[list[int], int]:
-    """summary.csv and its chart from every shard; the ids of the texts cut at the length limit, and the number
-    of tokens analysed."""
+    """summary.csv and its chart from every shard, one shard in memory at a time; the ids of the texts cut at
+    the length limit, and the number of tokens analysed."""
     columns = ["sentence_id", "geometry", "layer", "word_class", "spike", "truncated"]
-    rows = pd.concat([pd.read_parquet(shard_path(out, s), columns=columns) for s in range(n_shards)])
-    tables = []
-    for geometry, part in rows.groupby("geometry", sort=False):
-        table = spike_shares([part.rename(columns={"spike": "spikes"})[["layer", "word_class", "spikes"]]])
-        tables.append(table.assign(geometry=geometry))
-    summary = pd.concat(tables, ignore_index=True)[SUMMARY_COLUMNS]
+    counts, truncated, tokens = [], set(), 0
+    for shard in range(n_shards):
+        rows = pd.read_parquet(shard_path(out, shard), columns=columns).rename(columns={"spike": "spikes"})
+        counts.append(spike_counts(rows, by=["geometry"]))
+        truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
+        tokens += int(((rows["geometry"] == rows["geometry"].iat[0]) & (rows["layer"] == 0)).sum())
+    keys = ["geometry", "layer", "word_class"]
+    summed = pd.concat(counts).groupby(keys, sort=False)[["spikes", "tokens"]].sum().reset_index()
+    order = list(dict.fromkeys(summed["geometry"]))
+    summary = pd.concat(
+        [
+            shares_from_counts(summed[summed["geometry"] == geometry].sort_values(["layer", "word_class"]))
+            for geometry in order
+        ],
+        ignore_index=True,
+    )[SUMMARY_COLUMNS]
     summary.to_csv(out / "summary.csv", index=False)
     figure = verdict_chart(summary.rename(columns={"geometry": "method"}))
     figure.save(out / "summary.png")
     figure.save(out / "summary.svg")
-    one_reading = (rows["geometry"] == rows["geometry"].iat[0]) & (rows["layer"] == 0)
-    return sorted(rows.loc[rows["truncated"], "sentence_id"].unique().tolist()), int(one_reading.sum())
+    return sorted(truncated), tokens
