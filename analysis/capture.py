@@ -207,41 +207,47 @@ def layer_tap(encoder: EncoderModel, layer: int, read: Callable[[LayerParts], Ta
     return replace(read(encoder.structure.layers[layer]), call=depth_call(encoder, layer))
 
 
-def layer_taps(encoder: EncoderModel, read: Callable[[LayerParts], Tap]) -> dict[str, Tap]:
-    """One tap per block, named by its index."""
-    return {str(i): layer_tap(encoder, i, read) for i in range(encoder.num_layers)}
+def layer_taps(
+    encoder: EncoderModel, read: Callable[[LayerParts], Tap], layers: range | list[int], prefix: str = ""
+) -> dict[str, Tap]:
+    """One tap per block of `layers`, named `prefix + index`."""
+    return {f"{prefix}{i}": layer_tap(encoder, i, read) for i in layers}
 
 
-def stacked(readings: dict[str, torch.Tensor], n_layers: int, prefix: str = "") -> torch.Tensor:
-    """The per-block readings `prefix + index`, stacked: `[layers, ...]`."""
-    return torch.stack([readings[f"{prefix}{i}"] for i in range(n_layers)])
+def stacked(readings: dict[str, torch.Tensor], layers: range | list[int], prefix: str = "") -> torch.Tensor:
+    """The per-block readings `prefix + index` of `layers`, stacked: `[layers, ...]`."""
+    return torch.stack([readings[f"{prefix}{i}"] for i in layers])
 
 
-def stage_taps(encoder: EncoderModel, stage: Stage) -> dict[str, Tap]:
-    """The hooks that read `stage` in every block (see `analysis.architectures` for each block kind)."""
+def stage_taps(encoder: EncoderModel, stage: Stage, layers: list[int] | None = None) -> dict[str, Tap]:
+    """The hooks that read `stage` in `layers` (default: every block; see `analysis.architectures` for each
+    block kind)."""
     check_stage(encoder, stage)
+    layers = range(encoder.num_layers) if layers is None else layers
     if stage == "layer_input":
-        return layer_taps(encoder, lambda parts: Tap(parts.block, "input"))
+        return layer_taps(encoder, lambda parts: Tap(parts.block, "input"), layers)
     if stage == "layer_output":
-        return layer_taps(encoder, lambda parts: Tap(parts.block, "output"))
+        return layer_taps(encoder, lambda parts: Tap(parts.block, "output"), layers)
     if stage == "attn_output":
-        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "output"))
+        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "output"), layers)
     if encoder.structure.kind != "parallel":
-        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "input"))
+        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "input"), layers)
     return {
-        **{f"in{i}": tap for i, tap in layer_taps(encoder, lambda parts: Tap(parts.block, "input")).items()},
-        **{f"attn{i}": tap for i, tap in layer_taps(encoder, lambda parts: Tap(parts.attention, "output", 0)).items()},
+        **layer_taps(encoder, lambda parts: Tap(parts.block, "input"), layers, "in"),
+        **layer_taps(encoder, lambda parts: Tap(parts.attention, "output", 0), layers, "attn"),
     }
 
 
-def read_stage(encoder: EncoderModel, readings: dict[str, torch.Tensor], stage: Stage) -> torch.Tensor:
-    """`stage` from readings taken with (a superset of) `stage_taps`: `[layers, tokens, hidden]` (`[layers,
-    batch, tokens, hidden]` from a batch). In a parallel block the model never forms attn_residual; it is the
-    block input plus the attention output, summed here."""
-    n_layers = encoder.num_layers
+def read_stage(
+    encoder: EncoderModel, readings: dict[str, torch.Tensor], stage: Stage, layers: list[int] | None = None
+) -> torch.Tensor:
+    """`stage` in `layers` (default: every block) from readings taken with `stage_taps`: `[layers, tokens,
+    hidden]` (`[layers, batch, tokens, hidden]` from a batch). In a parallel block the model never forms
+    attn_residual; it is the block input plus the attention output, summed here."""
+    layers = range(encoder.num_layers) if layers is None else layers
     if stage == "attn_residual" and encoder.structure.kind == "parallel":
-        return stacked(readings, n_layers, "in") + stacked(readings, n_layers, "attn")
-    return stacked(readings, n_layers)
+        return stacked(readings, layers, "in") + stacked(readings, layers, "attn")
+    return stacked(readings, layers)
 
 
 def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Tokens, torch.Tensor]:

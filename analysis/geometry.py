@@ -172,7 +172,8 @@ class GeometryScorer:
             raise ValueError(f"The geometry {geometry!r} needs background statistics.")
         self.background = background
         self.weighting: Weighting | None = None  # centered / standardized: the weighted reference norm
-        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))  # noqa: E731
+        device = scorer.table.device
+        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)  # noqa: E731
         if geometry in ("centered", "standardized"):
             standardized = geometry == "standardized"
             self.stage_mean = as_tensor(background.stage_mean)  # [layers, hidden]
@@ -182,8 +183,8 @@ class GeometryScorer:
             weights = self.reference_scale**2 if standardized else torch.ones_like(self.reference_mean)
             self.weighting = scorer.weighting(weights, self.reference_mean)
         if geometry == "no_rogue":
-            rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k]))
-            masks = torch.zeros(len(rogue_dims), scorer.hidden_size).scatter_(1, rogue_dims, 1.0)
+            rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k])).to(device)
+            masks = torch.zeros(len(rogue_dims), scorer.hidden_size, device=device).scatter_(1, rogue_dims, 1.0)
             self.kept = 1 - masks  # [layers, hidden]
             self.removed = [scorer.weighting(mask) if rogue_k else None for mask in masks]
 
@@ -237,9 +238,10 @@ def geometry_scorer(
 
 def own_cosine(geometry: GeometryScorer, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
     """cos(f(v), g(ref_i(p))) in float64, f and g applied explicitly: vectors `[layers, tokens, hidden]`, each
-    token's own reference `[tokens, hidden]` → `[layers, tokens]`. Exact to the digits shown."""
-    v = vectors.double()
-    r = own_reference.double().expand(v.shape[0], -1, -1)
+    token's own reference `[tokens, hidden]` → `[layers, tokens]`, on the CPU (MPS has no float64). Exact to the
+    digits shown."""
+    v = vectors.cpu().double()
+    r = own_reference.cpu().double().expand(v.shape[0], -1, -1)
     found = geometry.background
     if geometry.geometry in ("centered", "standardized"):
         v = v - torch.from_numpy(found.stage_mean).unsqueeze(1)
@@ -248,7 +250,7 @@ def own_cosine(geometry: GeometryScorer, vectors: torch.Tensor, own_reference: t
             v = v / torch.from_numpy(found.stage_std).unsqueeze(1)
             r = r / torch.from_numpy(found.reference_std)
     elif geometry.geometry == "no_rogue":
-        keep = geometry.kept.double().unsqueeze(1)
+        keep = geometry.kept.cpu().double().unsqueeze(1)
         v, r = v * keep, r * keep
     norms = torch.linalg.vector_norm(v, dim=-1) * torch.linalg.vector_norm(r, dim=-1)
     return (v * r).sum(-1) / norms.clamp_min(1e-300)

@@ -49,7 +49,7 @@ def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecompo
         raise ValueError(f"layer must be a whole number from 0 to {n_layers - 1}, not {layer!r}.")
     parts = encoder.structure.layers[layer]
     taps = {
-        **stage_taps(encoder, "attn_residual"),
+        **stage_taps(encoder, "attn_residual", [layer]),
         "residual": layer_tap(encoder, layer, lambda p: Tap(p.block, "input")),
         "attention": layer_tap(encoder, layer, lambda p: Tap(p.attention, "output", item=1)),
         "contexts": layer_tap(encoder, layer, lambda p: Tap(p.attention_out, "input")),
@@ -58,13 +58,13 @@ def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecompo
     heads = encoder.num_heads
     projection = parts.attention_out
     with torch.inference_mode():
-        contexts = run.taps["contexts"].double()  # [tokens, heads * head_dim]
+        contexts = run.taps["contexts"].cpu().double()  # [tokens, heads * head_dim]; float64 on the CPU
         per_head = contexts.view(len(contexts), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]
-        out_weight = output_matrix(projection).double()  # [hidden, heads * head_dim]
+        out_weight = output_matrix(projection).cpu().double()  # [hidden, heads * head_dim]
         per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
         contributions = per_head @ per_head_out.transpose(1, 2)
         bias = projection.bias if projection.bias is not None else torch.zeros(out_weight.shape[0])
-        attn_residual = read_stage(encoder, run.taps, "attn_residual")[layer]
+        attn_residual = read_stage(encoder, run.taps, "attn_residual", [layer])[0]
     return HeadDecomposition(
         layer=layer,
         tokens=token_table(run.tokens, text),

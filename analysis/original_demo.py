@@ -74,9 +74,10 @@ def demo_vectors(encoder: EncoderModel, text: str):
     why = demo_unavailable(encoder)
     if why is not None:
         raise ValueError(why[0].upper() + why[1:] + ".")
+    layers = range(encoder.num_layers)
     taps = {
-        **{f"x{i}": tap for i, tap in layer_taps(encoder, lambda p: Tap(p.block, "input")).items()},
-        **{f"a{i}": tap for i, tap in layer_taps(encoder, lambda p: Tap(p.attention, "output", item=1)).items()},
+        **layer_taps(encoder, lambda p: Tap(p.block, "input"), layers, "x"),
+        **layer_taps(encoder, lambda p: Tap(p.attention, "output", item=1), layers, "a"),
     }
     run = forward_pass(encoder, text, taps)
     heads = encoder.num_heads
@@ -109,8 +110,8 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
         own_reference = scorer.references(token_ids)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
         scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
-        exact_reference = word[token_ids].double() + shift.double()
-        cosine = torch.nn.functional.cosine_similarity(vectors.double(), exact_reference, dim=-1)
+        exact_reference = word[token_ids].cpu().double() + shift.cpu().double()  # float64 on the CPU
+        cosine = torch.nn.functional.cosine_similarity(vectors.cpu().double(), exact_reference, dim=-1)
     return assemble_result(
         encoder,
         text,

@@ -171,36 +171,37 @@ class VocabularyScorer:
         ones = torch.ones(self.hidden_size, dtype=self.table.dtype, device=self.table.device)
         return self.weighting(ones)
 
-    def position_vectors(self, position_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
-        """q_p in the embedding space = position row (+ token-type row 0): `[positions, embedding]` in `dtype`
-        (default: the table's); None where the reference has no position term."""
+    def position_vectors(self, position_ids: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor | None:
+        """q_p in the embedding space = position row (+ token-type row 0): `[positions, embedding]` in the dtype and
+        on the device of `like` (default: the table's); None where the reference has no position term."""
         if not self.uses_positions or (self.parts.position is None and self.parts.token_type is None):
             return None
-        q = torch.zeros(len(position_ids), self.word.shape[1], dtype=dtype or self.word.dtype, device=self.word.device)
+        like = self.word if like is None else like
+        q = torch.zeros(len(position_ids), self.word.shape[1], dtype=like.dtype, device=like.device)
         if self.parts.position is not None:
-            q = q + self.parts.position.weight.detach()[position_ids.to(self.word.device)].to(q.dtype)
+            q = q + self.parts.position.weight.detach()[position_ids.to(self.word.device)].to(q)
         if self.parts.token_type is not None:
-            q = q + self.parts.token_type.weight.detach()[0].to(q.dtype)
+            q = q + self.parts.token_type.weight.detach()[0].to(q)
         return q
 
     def references(
         self, token_ids: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dtype | None = None
     ) -> torch.Tensor:
         """The explicit reference vector of each (token, position) pair: `[pairs, hidden]`, summed, normalised and
-        projected in `dtype` (default: the tables' own float32; float64 for values shown as exact)."""
-        summed = self.word[token_ids.to(self.word.device)].to(dtype)
-        q = self.position_vectors(position_ids, summed.dtype)
+        projected in `dtype` (default: the tables' own float32 on their device; float64, for values shown as
+        exact, on the CPU: MPS has no float64)."""
+        device = torch.device("cpu") if dtype == torch.float64 else self.word.device
+        summed = self.word[token_ids.to(self.word.device)].to(device=device, dtype=dtype)
+        q = self.position_vectors(position_ids, summed)
         if q is not None:
             summed = summed + q
+        cast = lambda t: None if t is None else t.to(summed)  # noqa: E731
         if self.normalised:
-            cast = lambda t: None if t is None else t.to(summed.dtype)  # noqa: E731
             summed = torch.nn.functional.layer_norm(
                 summed, (summed.shape[-1],), cast(self.ln_gain), cast(self.ln_bias), self.ln_eps
             )
         if self.projection is not None:
-            summed = torch.nn.functional.linear(
-                summed, self.projection.to(summed.dtype), self.projection_bias.to(summed.dtype)
-            )
+            summed = torch.nn.functional.linear(summed, cast(self.projection), cast(self.projection_bias))
         return summed
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,7 @@ def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
 
 def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
     """Flattened float64 cosines, clipped to [-1, 1] (float32 rounding can reach 1 + 4e-7)."""
-    return cosines.reshape(-1).double().clamp(-1.0, 1.0).cpu().numpy()
+    return cosines.reshape(-1).cpu().double().clamp(-1.0, 1.0).numpy()
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
