@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_argument(verdict)
     _stage_and_reference_arguments(verdict)
-    verdict.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+    _rogue_k_argument(verdict)
     verdict.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
     sweep = commands.add_parser(
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="geometries to score under (several: --geometry cosine no_rogue; default cosine): "
         + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
     )
-    sweep.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+    _rogue_k_argument(sweep)
     sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
     sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
     sweep.add_argument("--limit", type=_positive, help="analyse only the first N non-empty texts")
@@ -164,6 +164,10 @@ def _geometry_arguments(command: argparse.ArgumentParser) -> None:
         default="cosine",
         help="how vectors and references are compared: " + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
     )
+    _rogue_k_argument(command)
+
+
+def _rogue_k_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
 
 

@@ -4,6 +4,7 @@ highlighting, clickable charts and page links. They draw and bind; the controlle
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from analysis.wordclass import WORD_CLASSES
 from dashboard import show
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, model_label, update_view, view_to_query
+
+T = TypeVar("T")
 
 OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
 PAGES = {
@@ -188,6 +191,14 @@ def highlight_controls(result: analysis.AnalysisResult) -> None:
         **bind("classes", list(current_view().classes), convert=tuple),
         help=" ".join(f"{name}: {meaning}." for name, meaning in WORD_CLASSES.items()),
     )
+
+
+def with_progress(label: str, unit: str, compute: Callable[[Callable[[int, int], None]], T]) -> T:
+    """`compute(on_progress)` under a progress bar that counts `unit`s ("Sentence 3 of 110"), cleared after."""
+    bar = st.progress(0.0, text=label)
+    result = compute(lambda done, total: bar.progress(done / total, text=f"{unit} {done} of {total}"))
+    bar.empty()
+    return result
 
 
 def run_once_button(key: tuple, label: str) -> bool:

@@ -28,7 +28,7 @@ from dashboard.cache import (
 from dashboard.controller import open_page
 from dashboard.settings import settings
 from dashboard.view import update_view
-from dashboard.widgets import bind, run_once_button
+from dashboard.widgets import bind, run_once_button, with_progress
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
@@ -52,15 +52,13 @@ methods = verdict_methods(context.capabilities.original_demo is None)
 st.caption(" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in methods.items()))
 verdict_key = ("verdict", view.model, view.stage, view.reference, view.rogue_k)
 if run_once_button(verdict_key, f"Run the verdict ({len(sentences)} sentences x {len(methods)} methods)"):
-    progress = st.progress(0.0, text="Running the verdict…")
-    verdict = cached_verdict(
-        view.model,
-        view.stage,
-        view.reference,
-        view.rogue_k,
-        _on_progress=lambda done, total: progress.progress(done / total, text=f"Sentence {done} of {total}"),
+    verdict = with_progress(
+        "Running the verdict…",
+        "Sentence",
+        lambda on_progress: cached_verdict(
+            view.model, view.stage, view.reference, view.rogue_k, _on_progress=on_progress
+        ),
     )
-    progress.empty()
     st.info(show.literal(verdict_summary(verdict)), icon=":material/fact_check:")
     show.chart(verdict_chart(verdict), "spike_verdict", key="verdict_chart")
     show.table(verdict, "spike_verdict", key="verdict_table", column_help=VERDICT_COLUMNS)
@@ -248,14 +246,11 @@ st.caption(
 )
 corpus_key = ("corpus", view.model, view.stage, view.reference, own_texts.sha256 if own_texts else None)
 if run_once_button(corpus_key, f"Run the corpus check ({len(corpus_texts)} texts)"):
-    progress = st.progress(0.0, text="Running the corpus check…")
-    corpus = cached_corpus(
-        view.model,
-        view.stage,
-        view.reference,
-        tuple(own_texts.texts) if own_texts else None,
-        _on_progress=lambda done, total: progress.progress(done / total, text=f"Text {done} of {total}"),
+    own = tuple(own_texts.texts) if own_texts else None
+    corpus = with_progress(
+        "Running the corpus check…",
+        "Text",
+        lambda on_progress: cached_corpus(view.model, view.stage, view.reference, own, _on_progress=on_progress),
     )
-    progress.empty()
     show.chart(corpus_chart(corpus), "corpus_spikes", key="corpus_chart")
     show.table(corpus, "corpus_spikes", key="corpus_table")
