@@ -12,7 +12,7 @@ from pathlib import Path
 import transformers
 from tqdm import tqdm
 
-from analysis.batch import ROW_COLUMNS, SweepSettings
+from analysis.batch import METHODS, ROW_COLUMNS, SweepSettings
 from analysis.capture import STAGES, check_stage
 from analysis.checks import check_text
 from analysis.devices import DEVICES, resolve_device
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
         description="Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
-        "summary.csv (spike shares per geometry, layer and word class, 95% Wilson intervals), summary.png/.svg "
+        "summary.csv (spike shares per method, layer and word class, 95% Wilson intervals), summary.png/.svg "
         "and provenance.json to DIR. Stopped (Ctrl-C, a killed process), the same command continues from the "
         "first missing shard; a finished sweep is left as it is; another sweep's DIR is refused.",
         epilog="input: "
@@ -117,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stage_and_reference_arguments(sweep)
     sweep.add_argument(
+        "--method",
         "--geometry",
+        dest="methods",
         action="extend",
         nargs="+",
-        choices=list(GEOMETRIES),
-        help="geometries to score under (several: --geometry cosine no_rogue; default cosine): "
-        + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
+        choices=list(METHODS),
+        help="methods to score under (several: --method cosine no_rogue; default cosine; --geometry is the same "
+        "option): " + "; ".join(f"{k}: {v}" for k, v in METHODS.items()),
     )
     _rogue_k_argument(sweep)
     sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
@@ -227,9 +229,11 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     encoder = load_model(args.model)
     encoder.move_to(device)
     reference = args.reference or default_reference(encoder)
-    settings = SweepSettings(args.stage, reference, tuple(dict.fromkeys(args.geometry or ["cosine"])), args.rogue_k)
+    settings = SweepSettings(args.stage, reference, tuple(dict.fromkeys(args.methods or ["cosine"])), args.rogue_k)
     check_stage(encoder, settings.stage)
     check_reference(encoder, reference)
+    if "original_demo" in settings.methods and (why := demo_unavailable(encoder)) is not None:
+        raise ValueError(f"--method original_demo: {why}.")
     check_rogue_k(args.rogue_k, encoder.hidden_size)
     runner = None
     if args.engine == "ray":

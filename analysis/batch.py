@@ -1,25 +1,40 @@
-"""Many texts at once: batched forward passes (sorted by length, padded on the right and masked) and every
-token of a batch scored against the whole vocabulary in blocks, under each geometry. Each text's rows equal
-`analyze` on it alone up to float32 rounding: padding is masked, and each score depends only on its own
-vector and reference."""
+"""The counting engine: many texts at once, every method from one forward pass per batch.
+
+Texts run in batches sorted by length, padded on the right and masked. From each batch's one forward pass come
+the stage vectors and, where the original demo is asked for, its vectors (from the same block inputs and
+attention weights). Every token of the batch is then scored against the whole vocabulary under each method,
+the geometries sharing their products with the vocabulary table (`analysis.metrics`). Each text's rows equal
+`analyze` (or `original_demo`) on it alone up to float32 rounding: padding is masked, and each score depends
+only on its own vector and reference. The sweep, the verdict and the corpus check all count spikes here.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture import Stage, Tokens, read_stage, run_model, stage_taps, token_table, tokenize
+from analysis.capture import Stage, Tokens, length_batches, read_stage, run_model, stage_taps, token_table, tokenize_all
 from analysis.encoder import EncoderModel
-from analysis.geometry import Geometry, geometry_scorer, own_cosine
-from analysis.metrics import score_tokens
+from analysis.geometry import GEOMETRIES, PLAIN, Geometry, GeometryMap, geometry_map, own_cosine
+from analysis.metrics import map_scorer, rank_tokens
+from analysis.original_demo import demo_taps, read_demo_vectors
 from analysis.references import Reference, vocabulary_scorer
 from analysis.spikes import spike_mask
 from analysis.wordclass import word_classes
+
+Method = Literal["original_demo", "cosine", "centered", "standardized", "no_rogue"]
+"""How a token's rank is computed: the original demo's computation, or the exact one under a geometry."""
+
+METHODS: dict[Method, str] = {
+    "original_demo": "the seed demo's computation, its four errors included",
+    **{name: f"exact stage vectors, {meaning}" for name, meaning in GEOMETRIES.items()},
+}
+assert tuple(METHODS) == get_args(Method)
 
 ROW_COLUMNS = {
     "sentence_id": "the text's index among the input's non-empty texts, 0-based",
@@ -29,15 +44,16 @@ ROW_COLUMNS = {
     "token_id": "vocabulary id of the token",
     "word_class": "function, content, punctuation or special",
     "special": "True for tokens the tokenizer adds",
-    "geometry": "how vectors and references are compared (cosine, centered, standardized, no_rogue)",
-    "cosine": "cosine of the stage vector with the token's own reference, under the geometry",
+    "method": "original_demo, or the geometry of the exact computation (cosine, centered, standardized, no_rogue)",
+    "cosine": "cosine of the vector with the token's own reference, under the method",
     "rank": "1 + number of other vocabulary items scoring strictly higher; 1 = nearest",
     "spike": "True where the token spikes at this layer (rank >= 10x its rank before and after)",
     "truncated": "True for every row of a text cut at the model's length limit",
 }
 
-
 _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
+DEMO_ATTENTION_BYTES = 256 * 2**20
+"""Upper bound on the attention weights a batch keeps for the original demo (a long text still goes alone)."""
 
 
 @dataclass(frozen=True)
@@ -46,95 +62,148 @@ class SweepSettings:
 
     stage: Stage
     reference: Reference
-    geometries: tuple[Geometry, ...]
+    methods: tuple[Method, ...]
     rogue_k: int
 
 
-def length_batches(lengths: list[int], batch_tokens: int) -> Iterator[list[int]]:
-    """Indices into `lengths`, shortest first, grouped so that a batch's padded size (its longest length times
-    its size) stays within `batch_tokens` (a longer text goes alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    for index in order:
-        if batch and lengths[index] * (len(batch) + 1) > batch_tokens:
-            yield batch
-            batch = []
-        batch.append(index)
-    if batch:
-        yield batch
-
-
-def batch_stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> list[torch.Tensor]:
-    """Each text's stage vectors from one padded forward pass: `[layers, tokens, hidden]` per text."""
-    with encoder.lock:
-        readings = run_model(encoder, batch, stage_taps(encoder, stage))
-    vectors = read_stage(encoder, readings, stage)  # [layers, batch, padded tokens, hidden]
-    return [vectors[:, row, : len(tokens)] for row, tokens in enumerate(batch)]
-
-
 def batch_rows(
-    encoder: EncoderModel, texts: list[str], sentence_ids: list[int], settings: SweepSettings, batch_tokens: int
+    encoder: EncoderModel,
+    texts: list[str],
+    sentence_ids: list[int],
+    settings: SweepSettings,
+    batch_tokens: int,
+    on_progress: Callable[[int, int], None] | None = None,
+    classes: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """ROW_COLUMNS rows for `texts` (labelled `sentence_ids`), ordered by sentence, geometry, layer, position."""
-    tokens = [tokenize(encoder, text) for text in texts]
+    """ROW_COLUMNS rows for `texts` (labelled `sentence_ids`), ordered by sentence, method, layer, position; only
+    the tokens of the word `classes` given (default: every token: a token's rows depend on it alone, so leaving
+    others out changes none of them). `on_progress(done, total)` counts texts as their batches finish."""
+    tokens = tokenize_all(encoder, texts)
+    square = _attention_budget(encoder) if "original_demo" in settings.methods else None
     frames = []
-    for batch in length_batches([len(t) for t in tokens], batch_tokens):
-        vectors = batch_stage_vectors(encoder, [tokens[i] for i in batch], settings.stage)
-        frame = _score(encoder, [texts[i] for i in batch], [tokens[i] for i in batch], vectors, settings)
+    done = 0
+    for batch in length_batches([len(t) for t in tokens], batch_tokens, square):
+
+        def batch_progress(fraction: float, before: int = done, size: int = len(batch)) -> None:
+            if on_progress:
+                on_progress(before + size * fraction, len(texts))
+
+        chosen = [tokens[i] for i in batch]
+        frame = _batch_frame(encoder, [texts[i] for i in batch], chosen, settings, classes, batch_progress)
         frame["sentence_id"] = np.asarray([sentence_ids[i] for i in batch])[frame.pop("text_in_batch")]
         frames.append(frame)
+        done += len(batch)
     rows = pd.concat(frames, ignore_index=True)
-    return rows.sort_values(["sentence_id", "geometry", "layer", "position"], kind="stable", ignore_index=True)[
-        list(ROW_COLUMNS)
-    ]
+    method_order = rows["method"].map({method: index for index, method in enumerate(settings.methods)})
+    rows = rows.assign(method_order=method_order).sort_values(
+        ["sentence_id", "method_order", "layer", "position"], kind="stable", ignore_index=True
+    )
+    return rows[list(ROW_COLUMNS)]
 
 
-def _score(
-    encoder: EncoderModel, texts: list[str], tokens: list[Tokens], vectors: list[torch.Tensor], settings: SweepSettings
+def _attention_budget(encoder: EncoderModel) -> int:
+    """Texts times squared length a batch may hold when the demo keeps every layer's attention weights."""
+    return max(1, DEMO_ATTENTION_BYTES // (4 * encoder.num_heads * encoder.num_layers))
+
+
+def _batch_frame(
+    encoder: EncoderModel,
+    texts: list[str],
+    tokens: list[Tokens],
+    settings: SweepSettings,
+    classes: Collection[str] | None,
+    on_progress: Callable[[float], None],
 ) -> pd.DataFrame:
-    """Score every token of a batch at once (its tokens side by side as positions) under each geometry."""
-    joined = torch.cat(vectors, dim=1)  # [layers, batch tokens, hidden]
-    n_layers, n_tokens = joined.shape[:2]
-    device = joined.device
-    token_ids = torch.tensor([i for t in tokens for i in t.ids], device=device)
-    position_ids = torch.tensor([p for t in tokens for p in t.position_ids], device=device)
-    scorer = vocabulary_scorer(encoder, settings.reference)
+    """The rows of one batch: one forward pass, then each method's ranks and own cosines for the tokens kept.
+    `on_progress(fraction)` follows the scoring, the bulk of the work."""
+    tables = _token_rows(texts, tokens)
+    kept = np.ones(len(tables), dtype=bool) if classes is None else tables["word_class"].isin(classes).to_numpy()
+    tables = tables[kept].reset_index(drop=True)
+    geometries: list[Geometry] = [method for method in settings.methods if method != "original_demo"]
+    with_demo = "original_demo" in settings.methods
+    taps = stage_taps(encoder, settings.stage) if geometries else {}
+    if with_demo:
+        taps = {**taps, **demo_taps(encoder)}
+    with encoder.lock:
+        readings = run_model(encoder, tokens, taps)
+    device = encoder.device
+    keep = torch.from_numpy(kept.copy()).to(device)
+
+    def joined(per_text: torch.Tensor) -> torch.Tensor:
+        """`[layers, batch, padded tokens, hidden]` → the kept tokens side by side `[layers, tokens, hidden]`."""
+        return torch.cat([per_text[:, row, : len(t)] for row, t in enumerate(tokens)], dim=1)[:, keep]
+
+    token_ids = torch.tensor(tables["token_id"].to_numpy(), device=device)
+    position_ids = torch.tensor(tables["position_id"].to_numpy(), device=device)
+    ranks: dict[str, np.ndarray] = {}
+    cosines: dict[str, np.ndarray] = {}
+    work, scored = max(1, len(tables) * len(settings.methods)), 0
+
+    def on_scored(tokens_scored: int) -> None:
+        nonlocal scored
+        scored += tokens_scored
+        on_progress(scored / work)
+
     with torch.inference_mode():
-        own_reference = scorer.references(token_ids, position_ids, torch.float64)
-    tables = [token_table(t, text) for t, text in zip(tokens, texts, strict=True)]
-    classes = np.concatenate([word_classes(table).to_numpy() for table in tables])
-    lengths = [len(t) for t in tokens]
-    per_text = np.cumsum([0, *lengths])
-    frames = []
-    for geometry in settings.geometries:
-        layer_scorer = geometry_scorer(encoder, settings.stage, settings.reference, geometry, settings.rogue_k)
-        with torch.inference_mode():
-            ranks = score_tokens(layer_scorer, joined, token_ids, position_ids, 1).rank.cpu().numpy()
-            cosines = torch.cat(  # float64 in pieces: all of a batch at once would double its vectors' memory twice
-                [
-                    own_cosine(layer_scorer, joined[:, part], own_reference[part])
-                    for part in (slice(a, a + _COSINE_CHUNK) for a in range(0, n_tokens, _COSINE_CHUNK))
-                ],
-                dim=1,
+        if geometries:
+            vectors = joined(read_stage(encoder, readings, settings.stage))
+            scorer = vocabulary_scorer(encoder, settings.reference)
+            maps = [geometry_map(encoder, settings.stage, settings.reference, g, settings.rogue_k) for g in geometries]
+            scorers = [map_scorer(encoder, scorer, m) for m in maps]
+            found = rank_tokens(scorer, scorers, vectors, token_ids, position_ids, on_scored)
+            own_reference = scorer.references(token_ids, position_ids, torch.float64)
+            for geometry, mapping, rank in zip(geometries, maps, found, strict=True):
+                ranks[geometry] = rank.cpu().numpy()
+                cosines[geometry] = _own_cosines(mapping, vectors, own_reference)
+        if with_demo:
+            vectors = joined(read_demo_vectors(encoder, readings))
+            raw = vocabulary_scorer(encoder, "raw")
+            (rank,) = rank_tokens(raw, [map_scorer(encoder, raw, PLAIN)], vectors, token_ids, position_ids, on_scored)
+            ranks["original_demo"] = rank.cpu().numpy()
+            cosines["original_demo"] = _own_cosines(
+                PLAIN, vectors, raw.references(token_ids, position_ids, torch.float64)
             )
-            cosines = cosines.clamp(-1.0, 1.0).cpu().numpy()
-        spikes = np.concatenate([spike_mask(ranks[:, a:b]) for a, b in itertools.pairwise(per_text)], axis=1)
+
+    n_layers = encoder.num_layers
+    token_columns = {
+        "layer": np.repeat(np.arange(n_layers), len(tables)),
+        **{column: np.tile(tables[column].to_numpy(), n_layers) for column in _TOKEN_COLUMNS},
+    }
+    frames = []
+    for method in settings.methods:
+        rank = ranks[method]
+        spikes = spike_mask(rank)  # token by token (column by column)
         frames.append(
             pd.DataFrame(
                 {
-                    "layer": np.repeat(np.arange(n_layers), n_tokens),
-                    "position": np.tile(np.concatenate([table["position"] for table in tables]), n_layers),
-                    "token": np.tile(np.concatenate([table["token"] for table in tables]), n_layers),
-                    "token_id": np.tile(token_ids.cpu().numpy(), n_layers),
-                    "word_class": np.tile(classes, n_layers),
-                    "special": np.tile(np.concatenate([table["special"] for table in tables]), n_layers),
-                    "geometry": geometry,
-                    "cosine": cosines.reshape(-1),
-                    "rank": ranks.reshape(-1),
+                    **token_columns,
+                    "method": method,
+                    "cosine": cosines[method].reshape(-1),
+                    "rank": rank.reshape(-1),
                     "spike": spikes.reshape(-1),
-                    "truncated": np.tile(np.repeat([t.truncated for t in tokens], lengths), n_layers),
-                    "text_in_batch": np.tile(np.repeat(np.arange(len(tokens)), lengths), n_layers),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+_TOKEN_COLUMNS = ["position", "token", "token_id", "word_class", "special", "truncated", "text_in_batch"]
+
+
+def _token_rows(texts: list[str], tokens: list[Tokens]) -> pd.DataFrame:
+    """Every token of a batch, text after text: `token_table` plus word class, text index and truncation flag."""
+    frames = []
+    for row, (text, text_tokens) in enumerate(zip(texts, tokens, strict=True)):
+        table = token_table(text_tokens, text)
+        frames.append(table.assign(word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _own_cosines(mapping: GeometryMap, vectors: torch.Tensor, own_reference: torch.Tensor) -> np.ndarray:
+    """float64 own cosines `[layers, tokens]` in pieces (all of a batch at once would double its vectors' memory
+    twice), clipped to [-1, 1]."""
+    pieces = [
+        own_cosine(mapping, vectors[:, part], own_reference[part])
+        for part in (slice(a, a + _COSINE_CHUNK) for a in range(0, vectors.shape[1], _COSINE_CHUNK))
+    ]
+    return torch.cat(pieces, dim=1).clamp(-1.0, 1.0).numpy()

@@ -117,6 +117,30 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     )
 
 
+def tokenize_all(encoder: EncoderModel, texts: list[str]) -> list[Tokens]:
+    """Each text tokenised alone (`tokenize`), under the model's lock (its fast tokenizer is not re-entrant)."""
+    with encoder.lock:
+        return [tokenize(encoder, text) for text in texts]
+
+
+def length_batches(lengths: list[int], batch_tokens: int, square_tokens: int | None = None) -> list[list[int]]:
+    """Indices into `lengths`, shortest first, grouped so that a batch's padded size (its longest length times
+    its size) stays within `batch_tokens` and, with `square_tokens`, its size times the square of its longest
+    length (what its attention weights hold) within that; a text that passes either alone goes alone."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        size, longest = (len(batches[-1]) + 1, lengths[index]) if batches else (1, lengths[index])
+        fits = batches and longest * size <= batch_tokens
+        if fits and square_tokens is not None:
+            fits = longest * longest * size <= square_tokens
+        if fits:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
     if args and isinstance(args[0], torch.Tensor):
         return args[0]
@@ -254,6 +278,14 @@ def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Token
     """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
     run = forward_pass(encoder, text, stage_taps(encoder, stage))
     return run.tokens, read_stage(encoder, run.taps, stage)
+
+
+def batch_stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> list[torch.Tensor]:
+    """Each text's stage vectors from one padded forward pass: `[layers, tokens, hidden]` per text."""
+    with encoder.lock:
+        readings = run_model(encoder, batch, stage_taps(encoder, stage))
+    vectors = read_stage(encoder, readings, stage)  # [layers, batch, padded tokens, hidden]
+    return [vectors[:, row, : len(tokens)] for row, tokens in enumerate(batch)]
 
 
 def token_table(tokens: Tokens, text: str) -> pd.DataFrame:

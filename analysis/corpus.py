@@ -1,21 +1,33 @@
-"""Corpus check: does the layer spike happen regardless of the text? Shares of function and content tokens
-that spike at each layer over a shipped set of varied English sentences, with 95% Wilson intervals."""
+"""Spike shares over many texts: per method, layer and word class, the share of tokens that spike, with 95%
+Wilson intervals. The corpus check, the verdict and the sweep's summary all count with the engine in
+`analysis.batch` and summarise here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import pandas as pd
 
+from analysis.batch import METHODS, SweepSettings, batch_rows
 from analysis.capture import Stage
 from analysis.encoder import EncoderModel
+from analysis.geometry import Geometry
 from analysis.references import Reference
-from analysis.spikes import token_spikes
-from analysis.trace import AnalysisResult, analyze
-from analysis.wordclass import word_classes
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
+SUMMARY_COLUMNS = {
+    "method": "original_demo, or the geometry of the exact computation",
+    "layer": "block index l (the last layer cannot spike: nothing follows it)",
+    "word_class": "function, content, punctuation or special",
+    "spikes": "tokens of that class spiking at that layer",
+    "tokens": "tokens of that class",
+    "share": "spikes / tokens",
+    "low": "95% Wilson interval, low end",
+    "high": "95% Wilson interval, high end",
+}
+INTERACTIVE_BATCH_TOKENS = 4096
+"""Padded tokens per forward pass for the app's and the verdict's corpus runs: a progress bar that moves."""
 
 
 def wilson_interval(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,18 +43,12 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray) -> tuple[np.ndarr
     return low, high
 
 
-def classified_spikes(result: AnalysisResult) -> pd.DataFrame:
-    """Per (layer, position) of one result: layer, word_class, spikes (whether the token spikes there)."""
-    spikes = token_spikes(result.metrics)
-    spikes["word_class"] = spikes["position"].map(word_classes(result.tokens))
-    return spikes[["layer", "word_class", "spikes"]]
-
-
-def spike_counts(frame: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
-    """Per `by` columns (default none), layer and word class of a `classified_spikes`-like frame: spikes and
-    tokens. Counts of several frames add up; `shares_from_counts` turns the sum into shares."""
+def spike_counts(rows: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Per `by` columns (default none), layer and word class of rows with a `spike` flag (`batch.ROW_COLUMNS`):
+    spikes (how many spike) and tokens. Counts of several frames add up; `shares_from_counts` turns the sum
+    into shares."""
     keys = [*(by or []), "layer", "word_class"]
-    return frame.groupby(keys)["spikes"].agg(spikes="sum", tokens="size").reset_index()
+    return rows.groupby(keys)["spike"].agg(spikes="sum", tokens="size").reset_index()
 
 
 def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
@@ -54,26 +60,43 @@ def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def spike_shares(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Pool `classified_spikes` frames: per layer and word class, spikes (tokens that spike), tokens, share and
-    its 95% Wilson interval (low, high)."""
-    return shares_from_counts(spike_counts(pd.concat(frames, ignore_index=True)))
+def method_shares(counts: pd.DataFrame) -> pd.DataFrame:
+    """`spike_counts` by method (several texts' or shards' counts, summed) → SUMMARY_COLUMNS: per method (in the
+    order of `METHODS`), layer and word class, the share that spike and its 95% Wilson interval."""
+    summed = counts.groupby(["method", "layer", "word_class"])[["spikes", "tokens"]].sum().reset_index()
+    by_method = dict(list(summed.groupby("method")))
+    return pd.concat(
+        [shares_from_counts(by_method[method]) for method in METHODS if method in by_method], ignore_index=True
+    )[list(SUMMARY_COLUMNS)]
+
+
+def corpus_counts(
+    encoder: EncoderModel,
+    texts: list[str],
+    settings: SweepSettings,
+    *,
+    batch_tokens: int = INTERACTIVE_BATCH_TOKENS,
+    on_progress: Callable[[int, int], None] | None = None,
+    classes: Collection[str] | None = None,
+) -> pd.DataFrame:
+    """Spikes and tokens per method, layer and word class over `texts`, from the counting engine
+    (`analysis.batch`), for the word `classes` given (default all). `on_progress(done, total)` counts texts."""
+    rows = batch_rows(encoder, texts, list(range(len(texts))), settings, batch_tokens, on_progress, classes)
+    return spike_counts(rows, by=["method"])
 
 
 def corpus_spikes(
     encoder: EncoderModel,
-    sentences: list[str],
+    texts: list[str],
     *,
     stage: Stage = "attn_residual",
     reference: Reference = "position",
+    geometry: Geometry = "cosine",
+    rogue_k: int = 3,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Per layer and word class: tokens, spiking tokens, share and its 95% interval, over all `sentences`."""
-    frames = []
-    for done, sentence in enumerate(sentences, start=1):
-        frames.append(
-            classified_spikes(analyze(encoder, sentence, stage=stage, reference=reference, top_k=1, overlap_n=1))
-        )
-        if on_progress:
-            on_progress(done, len(sentences))
-    return spike_shares(frames)
+    """Per layer and word class over all `texts` under one geometry: tokens, spiking tokens, share and its 95%
+    interval (SUMMARY_COLUMNS without the method)."""
+    settings = SweepSettings(stage, reference, (geometry,), rogue_k)
+    counts = corpus_counts(encoder, texts, settings, on_progress=on_progress)
+    return method_shares(counts).drop(columns="method")

@@ -122,6 +122,11 @@ class EncoderModel:
             self.hf_model.to(device)
             self._cache.clear()
 
+    def has_cached(self, key: str) -> bool:
+        """Whether `cached(key, …)` would return at once."""
+        with self._cache_lock:
+            return key in self._cache
+
     def cached(self, key: str, build: Callable[[], T]) -> T:
         """Per-model memo for derived constants (vocabulary norms, corpus statistics, …); each built once.
 

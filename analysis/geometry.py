@@ -3,16 +3,19 @@
 The background of (model, stage, reference) is every non-special token of the shipped corpus, each line run
 alone. From it: per-layer mean and spread of the stage vectors and of the tokens' own references, the mean
 cosine of distinct pairs (anisotropy, Ethayarajh 2019), and each dimension's share of it (rogue dimensions,
-Timkey & van Schijndel 2021). A geometry transforms the stage vector v by f and every reference r by g
-before the cosine:
+Timkey & van Schijndel 2021). The stage's statistics need a forward pass over the corpus, once per (model,
+stage); the reference's need none, so changing the reference costs a fraction of a second.
+
+A geometry transforms the stage vector v of layer l by f and every reference r by g before the cosine, each an
+affine map with a diagonal scale (`GeometryMap`, described once here):
 
     cosine        f(v) = v                       g(r) = r
     centered      f(v) = v - mu_l                g(r) = r - mu_R
     standardized  f(v) = (v - mu_l) / sigma_l    g(r) = (r - mu_R) / sigma_R
     no_rogue      v with the layer's top rogue_k dimensions set to 0, and r with the same ones
 
-Every g is diagonal-affine, g(r) = d * (r - m), so cos(f(v), g(r)) = (a . r - a . m) / (|f(v)| |g(r)|) with
-a = d * f(v): the scorer's exact products with the word table, and a weighted norm of each reference.
+The float64 own cosine applies the maps explicitly (`own_cosine`); the fast scorer (`analysis.metrics`)
+derives its products with the vocabulary table from the same maps.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from analysis.capture import Stage, check_stage, stage_vectors
+from analysis.capture import Stage, batch_stage_vectors, check_stage, length_batches, tokenize_all
 from analysis.checks import check_choice
 from analysis.encoder import EncoderModel
-from analysis.references import Reference, VocabularyScorer, Weighting, check_reference, vocabulary_scorer
+from analysis.references import Reference, check_reference, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
 
 Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
@@ -43,6 +46,31 @@ assert tuple(GEOMETRIES) == get_args(Geometry)
 
 STD_FLOOR = 1e-6
 """Spreads below this are raised to it, so a constant dimension does not divide by zero."""
+
+BACKGROUND_BATCH_TOKENS = 1024
+"""Padded tokens per forward pass when reading the corpus (small enough for a progress bar to move)."""
+
+
+@dataclass(frozen=True)
+class StageStatistics:
+    """Corpus statistics of one (model, stage), float64: `[layers, hidden]` or `[layers]`."""
+
+    stage: Stage
+    mean: np.ndarray  # [layers, hidden] mu_l
+    std: np.ndarray  # [layers, hidden] sigma_l (population, floored at STD_FLOOR)
+    anisotropy: np.ndarray  # [layers] mean cosine of distinct pairs of stage vectors
+    rogue_contribution: np.ndarray  # [layers, hidden] each dimension's share; sums over hidden to anisotropy
+    rogue_order: np.ndarray  # [layers, hidden] dimension indices, largest contribution first (stable)
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class ReferenceStatistics:
+    """Mean and spread of the corpus tokens' own reference vectors, float64 `[hidden]`."""
+
+    reference: Reference
+    mean: np.ndarray
+    std: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,55 @@ class _Moments:
         return np.maximum(np.sqrt(self.m2 / self.count), STD_FLOOR)
 
 
+def stage_statistics(
+    encoder: EncoderModel,
+    stage: Stage,
+    sentences: list[str],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageStatistics:
+    """The stage's statistics over the non-special tokens of `sentences`, in padded batches (each text's rows are
+    what it gives alone: padding is masked). `on_progress(done, total)` counts sentences."""
+    tokens = tokenize_all(encoder, sentences)
+    moments = _Moments()
+    unit_sum = unit_sq_sum = 0.0
+    done = 0
+    for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
+        texts = [tokens[i] for i in batch]
+        for text, vectors in zip(texts, batch_stage_vectors(encoder, texts, stage), strict=True):
+            x = vectors.cpu().numpy()[:, ~np.array(text.special)].astype(np.float64)  # [layers, n, hidden]
+            moments.add(x, axis=1)
+            unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
+            unit_sum = unit_sum + unit.sum(1)
+            unit_sq_sum = unit_sq_sum + (unit**2).sum(1)
+        done += len(batch)
+        if on_progress:
+            on_progress(done, len(sentences))
+    n = moments.count
+    if n < 2:
+        raise ValueError("The background needs at least two non-special tokens.")
+    contribution = (unit_sum**2 - unit_sq_sum) / (n * (n - 1))
+    return StageStatistics(
+        stage=stage,
+        mean=np.asarray(moments.mean),
+        std=moments.std(),
+        anisotropy=contribution.sum(-1),
+        rogue_contribution=contribution,
+        rogue_order=np.argsort(-contribution, axis=-1, kind="stable"),
+        n_tokens=n,
+    )
+
+
+def reference_statistics(encoder: EncoderModel, reference: Reference, sentences: list[str]) -> ReferenceStatistics:
+    """Mean and spread of the own references of the non-special tokens of `sentences`: no forward pass."""
+    scorer = vocabulary_scorer(encoder, reference)
+    moments = _Moments()
+    for tokens in tokenize_all(encoder, sentences):
+        keep = ~np.array(tokens.special)
+        ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
+        moments.add(scorer.references(ids, positions, torch.float64).numpy(), axis=0)
+    return ReferenceStatistics(reference=reference, mean=np.asarray(moments.mean), std=moments.std())
+
+
 def compute_background(
     encoder: EncoderModel,
     stage: Stage = "attn_residual",
@@ -103,50 +180,57 @@ def compute_background(
     sentences: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Background:
-    """The background statistics from `sentences` (default: the shipped corpus), one forward pass each."""
+    """The background statistics from `sentences` (default: the shipped corpus), computed afresh."""
     sentences = corpus_sentences() if sentences is None else sentences
-    scorer = vocabulary_scorer(encoder, reference)
-    stage_moments, reference_moments = _Moments(), _Moments()
-    unit_sum = unit_sq_sum = 0.0
-    for done, sentence in enumerate(sentences, start=1):
-        tokens, vectors = stage_vectors(encoder, sentence, stage)
-        keep = ~np.array(tokens.special)
-        x = vectors.cpu().numpy()[:, keep].astype(np.float64)  # [layers, n, hidden]
-        ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
-        y = scorer.references(ids, positions, torch.float64).cpu().numpy()  # [n, hidden]
-        stage_moments.add(x, axis=1)
-        reference_moments.add(y, axis=0)
-        unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
-        unit_sum = unit_sum + unit.sum(1)
-        unit_sq_sum = unit_sq_sum + (unit**2).sum(1)
-        if on_progress:
-            on_progress(done, len(sentences))
-    n = stage_moments.count
-    if n < 2:
-        raise ValueError("The background needs at least two non-special tokens.")
-    contribution = (unit_sum**2 - unit_sq_sum) / (n * (n - 1))
+    found = stage_statistics(encoder, stage, sentences, on_progress)
+    return combine(encoder, found, reference_statistics(encoder, reference, sentences), sentences)
+
+
+def combine(
+    encoder: EncoderModel, stage: StageStatistics, reference: ReferenceStatistics, sentences: list[str]
+) -> Background:
+    """One (model, stage, reference)'s background from its stage's and its reference's statistics."""
     return Background(
         model=encoder.name,
-        stage=stage,
-        reference=reference,
-        stage_mean=np.asarray(stage_moments.mean),
-        stage_std=stage_moments.std(),
-        reference_mean=np.asarray(reference_moments.mean),
-        reference_std=reference_moments.std(),
-        anisotropy=contribution.sum(-1),
-        rogue_contribution=contribution,
-        rogue_order=np.argsort(-contribution, axis=-1, kind="stable"),
-        n_tokens=n,
+        stage=stage.stage,
+        reference=reference.reference,
+        stage_mean=stage.mean,
+        stage_std=stage.std,
+        reference_mean=reference.mean,
+        reference_std=reference.std,
+        anisotropy=stage.anisotropy,
+        rogue_contribution=stage.rogue_contribution,
+        rogue_order=stage.rogue_order,
+        n_tokens=stage.n_tokens,
         n_sentences=len(sentences),
         corpus_sha256=hashlib.sha256("\n".join(sentences).encode()).hexdigest(),
     )
 
 
-def background(encoder: EncoderModel, stage: Stage = "attn_residual", reference: Reference = "position") -> Background:
-    """The background statistics of the shipped corpus, computed once per model, stage and reference."""
+def has_background(encoder: EncoderModel, stage: Stage) -> bool:
+    """Whether the shipped corpus's statistics of `stage` are already computed for this model."""
+    return encoder.has_cached(f"stage_statistics/{stage}")
+
+
+def background(
+    encoder: EncoderModel,
+    stage: Stage = "attn_residual",
+    reference: Reference = "position",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Background:
+    """The background statistics of the shipped corpus: the stage's computed once per model and stage (one
+    forward pass per sentence, batched; `on_progress(done, total)` counts them), the reference's once per model
+    and reference (no forward pass)."""
     check_stage(encoder, stage)
     check_reference(encoder, reference)
-    return encoder.cached(f"background/{stage}/{reference}", lambda: compute_background(encoder, stage, reference))
+    sentences = corpus_sentences()
+    found = encoder.cached(
+        f"stage_statistics/{stage}", lambda: stage_statistics(encoder, stage, sentences, on_progress)
+    )
+    references = encoder.cached(
+        f"reference_statistics/{reference}", lambda: reference_statistics(encoder, reference, sentences)
+    )
+    return encoder.cached(f"background/{stage}/{reference}", lambda: combine(encoder, found, references, sentences))
 
 
 def check_rogue_k(rogue_k: object, hidden: int) -> int:
@@ -156,101 +240,88 @@ def check_rogue_k(rogue_k: object, hidden: int) -> int:
     return rogue_k
 
 
-class GeometryScorer:
-    """Scores the stage vectors of every layer against all vocabulary references under one geometry.
+@dataclass(frozen=True)
+class GeometryMap:
+    """How one geometry compares: a stage vector v of layer l becomes f(v) = vector_scale[l] * (v -
+    vector_shift[l]) and every reference r becomes g(r) = reference_scale[l] * (r - reference_shift). float64
+    arrays, `[layers, hidden]` (`reference_shift` `[hidden]`); None where the map does not scale or shift."""
 
-    `cosine(vectors [layers, positions, hidden], position_ids)` → `[layers, positions, vocab]`; group g of
-    `vectors` is layer g (blocks of positions, never of layers, are passed in). Built once per model, stage,
-    reference, geometry and rogue_k: its weightings are one pass over the word table each.
-    """
+    name: str
+    key: str  # what the map is built from: names its scorer among a model's cached terms
+    vector_scale: np.ndarray | None = None
+    vector_shift: np.ndarray | None = None
+    reference_scale: np.ndarray | None = None
+    reference_shift: np.ndarray | None = None
+    background: Background | None = None  # what the maps were built from, for provenance
 
-    def __init__(self, scorer: VocabularyScorer, geometry: Geometry, background: Background | None, rogue_k: int):
-        self.scorer = scorer
-        self.geometry = geometry
-        self.vocab_size = scorer.vocab_size
-        if geometry != "cosine" and background is None:
-            raise ValueError(f"The geometry {geometry!r} needs background statistics.")
-        self.background = background
-        self.weighting: Weighting | None = None  # centered / standardized: the weighted reference norm
-        device = scorer.table.device
-        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)  # noqa: E731
-        if geometry in ("centered", "standardized"):
-            standardized = geometry == "standardized"
-            self.stage_mean = as_tensor(background.stage_mean)  # [layers, hidden]
-            self.stage_scale = as_tensor(1 / background.stage_std) if standardized else None
-            self.reference_mean = as_tensor(background.reference_mean)
-            self.reference_scale = as_tensor(1 / background.reference_std) if standardized else None
-            weights = self.reference_scale**2 if standardized else torch.ones_like(self.reference_mean)
-            self.weighting = scorer.weighting(weights, self.reference_mean)
-        if geometry == "no_rogue":
-            rogue_dims = torch.from_numpy(np.ascontiguousarray(background.rogue_order[:, :rogue_k])).to(device)
-            masks = torch.zeros(len(rogue_dims), scorer.hidden_size, device=device).scatter_(1, rogue_dims, 1.0)
-            self.kept = 1 - masks  # [layers, hidden]
-            self.removed = [scorer.weighting(mask) if rogue_k else None for mask in masks]
-
-    def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Groups 0..layers-1 are layers, scored under the geometry; any group after them (a token's own
-        reference, whose neighbourhood belongs to no layer) under plain cosine. All from one product with the
-        word table."""
-        if self.geometry == "cosine":
-            return self.scorer.cosine(vectors, position_ids)
-        n_layers = len(self.background.anisotropy)
-        layers, plain = vectors[:n_layers], vectors[n_layers:]
-        if self.geometry == "no_rogue":
-            a = layers * self.kept.unsqueeze(1)
-            transformed = a
-        else:
-            transformed = layers - self.stage_mean.unsqueeze(1)  # f(v), layer by layer
-            if self.stage_scale is not None:
-                transformed = transformed * self.stage_scale.unsqueeze(1)
-            a = transformed if self.reference_scale is None else transformed * self.reference_scale
-        scores, block = self.scorer.dots(torch.cat([a, plain]), position_ids, self.weighting)
-        full_norm = self.scorer.norm_sq(block)  # |r|^2
-        if self.geometry == "no_rogue":
-            for layer, removed in enumerate(self.removed):  # |g(r)|^2 = |r|^2 - the removed dimensions' share
-                removed_sq = self.scorer.norm_sq(block, removed) if removed is not None else 0
-                scores[layer].div_(torch.sub(full_norm, removed_sq).clamp_min_(1e-24).sqrt_())
-        else:
-            scores[:n_layers].sub_((a @ self.reference_mean).unsqueeze(-1))
-            scores[:n_layers].div_(self.scorer.norm_sq(block, self.weighting).clamp_min_(1e-24).sqrt_())
-        scores[n_layers:].div_(full_norm.clamp_min(1e-24).sqrt_())
-        vector_norm = torch.linalg.vector_norm(torch.cat([transformed, plain]), dim=-1, keepdim=True)
-        return scores.div_(vector_norm.clamp_min_(1e-12))
+    def apply(self, vectors: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f(v) and g(r) in float64 on the CPU: vectors `[layers, tokens, hidden]`, each token's reference
+        `[tokens, hidden]` → both `[layers, tokens, hidden]`."""
+        v = vectors.cpu().double()
+        r = references.cpu().double().expand(v.shape[0], -1, -1)
+        if self.vector_shift is not None:
+            v = v - torch.from_numpy(self.vector_shift).unsqueeze(1)
+        if self.vector_scale is not None:
+            v = v * torch.from_numpy(self.vector_scale).unsqueeze(1)
+        if self.reference_shift is not None:
+            r = r - torch.from_numpy(self.reference_shift)
+        if self.reference_scale is not None:
+            r = r * torch.from_numpy(self.reference_scale).unsqueeze(1)
+        return v, r
 
 
-def geometry_scorer(
-    encoder: EncoderModel, stage: Stage, reference: Reference, geometry: Geometry, rogue_k: int
-) -> GeometryScorer:
-    """The scorer for `geometry`, with the background it needs; both built once per model and settings."""
+PLAIN = GeometryMap("cosine", "cosine")
+"""Plain cosine: no map at all."""
+
+
+def map_from_background(geometry: Geometry, found: Background, rogue_k: int) -> GeometryMap:
+    """The maps of `geometry` (see the module's table) from a background's statistics."""
+    if geometry == "cosine":
+        return PLAIN
+    key = f"{geometry}/{found.stage}/{found.reference}/{found.corpus_sha256}" + (
+        f"/{rogue_k}" if geometry == "no_rogue" else ""
+    )
+    if geometry == "centered":
+        return GeometryMap(
+            geometry, key, vector_shift=found.stage_mean, reference_shift=found.reference_mean, background=found
+        )
+    if geometry == "standardized":
+        return GeometryMap(
+            geometry,
+            key,
+            vector_scale=1 / found.stage_std,
+            vector_shift=found.stage_mean,
+            reference_scale=np.tile(1 / found.reference_std, (len(found.stage_std), 1)),
+            reference_shift=found.reference_mean,
+            background=found,
+        )
+    kept = np.ones_like(found.stage_mean)
+    np.put_along_axis(kept, found.rogue_order[:, :rogue_k], 0.0, axis=-1)
+    return GeometryMap(geometry, key, vector_scale=kept, reference_scale=kept, background=found)
+
+
+def geometry_map(
+    encoder: EncoderModel,
+    stage: Stage,
+    reference: Reference,
+    geometry: Geometry,
+    rogue_k: int,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> GeometryMap:
+    """The maps of `geometry` for this model, stage and reference, with the background it needs."""
     check_choice("geometry", geometry, GEOMETRIES)
     rogue_k = check_rogue_k(rogue_k, encoder.hidden_size)
     if geometry == "cosine":
-        return GeometryScorer(vocabulary_scorer(encoder, reference), geometry, None, rogue_k)
-
-    def build() -> GeometryScorer:
-        with torch.inference_mode():
-            scorer = vocabulary_scorer(encoder, reference)
-            return GeometryScorer(scorer, geometry, background(encoder, stage, reference), rogue_k)
-
-    key = f"geometry/{stage}/{reference}/{geometry}/{rogue_k if geometry == 'no_rogue' else ''}"
-    return encoder.cached(key, build)
+        return PLAIN
+    found = background(encoder, stage, reference, on_progress)
+    key = f"geometry_map/{stage}/{reference}/{geometry}/{rogue_k if geometry == 'no_rogue' else ''}"
+    return encoder.cached(key, lambda: map_from_background(geometry, found, rogue_k))
 
 
-def own_cosine(geometry: GeometryScorer, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
+def own_cosine(geometry: GeometryMap, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
     """cos(f(v), g(ref_i(p))) in float64, f and g applied explicitly: vectors `[layers, tokens, hidden]`, each
     token's own reference `[tokens, hidden]` → `[layers, tokens]`, on the CPU (MPS has no float64). Exact to the
     digits shown."""
-    v = vectors.cpu().double()
-    r = own_reference.cpu().double().expand(v.shape[0], -1, -1)
-    found = geometry.background
-    if geometry.geometry in ("centered", "standardized"):
-        v = v - torch.from_numpy(found.stage_mean).unsqueeze(1)
-        r = r - torch.from_numpy(found.reference_mean)
-        if geometry.geometry == "standardized":
-            v = v / torch.from_numpy(found.stage_std).unsqueeze(1)
-            r = r / torch.from_numpy(found.reference_std)
-    elif geometry.geometry == "no_rogue":
-        keep = geometry.kept.cpu().double().unsqueeze(1)
-        v, r = v * keep, r * keep
+    v, r = geometry.apply(vectors, own_reference)
     norms = torch.linalg.vector_norm(v, dim=-1) * torch.linalg.vector_norm(r, dim=-1)
     return (v * r).sum(-1) / norms.clamp_min(1e-300)

@@ -1,33 +1,211 @@
-"""Rank, cosine, nearest neighbours and neighbour overlap from vocabulary cosine blocks."""
+"""Rank, cosine, nearest neighbours and neighbour overlap: every vocabulary row scored, one block of tokens at a
+time, under one or several geometries that share their products with the vocabulary table.
+
+A geometry maps a stage vector v of layer l to f(v) = A_l (v - mu_l) and a reference r to g(r) = B_l (r - m)
+(A, B diagonal; see `analysis.geometry.GeometryMap`). Its cosine's numerator is a . (r - m) with
+a = B_l f(v) = P_l v - b_l (P_l = A_l B_l, b_l = P_l mu_l), and a . r needs T_u . a = T_u . (P_l v) - T_u . b_l.
+T_u . b_l is one row per layer, computed once; T_u . (P_l v) is the product with the table:
+
+- P_l = 1 (cosine, centered): the block's one product T_u . v, shared by every such geometry;
+- P_l = 1 except on a few dimensions (no_rogue): that product plus the few columns where some P_l differs;
+- anything else (standardized): a product of its own.
+
+The denominators |g(r_u(p))| are weighted norms of the references (`references.Weighting`), and |f(v)| is
+taken directly.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal
 
+import numpy as np
 import torch
 
-SCORE_BLOCK_BYTES = 64 * 2**20
-"""Upper bound on one `[groups, positions, vocab]` float32 score block; positions are chunked to fit."""
+from analysis.encoder import EncoderModel
+from analysis.geometry import GeometryMap
+from analysis.references import Columns, PositionBlock, VocabularyScorer, Weighting, per_token
+
+SCORE_BLOCK_BYTES = 16 * 2**20
+"""Upper bound on one `[groups, tokens, vocab]` float32 score block; tokens are chunked to fit. Below glibc's
+largest mmap threshold (32 MiB), with room for the position rows that ride along, so blocks are recycled from
+the heap instead of being mapped and faulted in afresh each time (which made every pass over a 64 MiB block
+several times slower)."""
+
+SPARSE_SHARE = 8
+"""A scale that differs from 1 on at most hidden / SPARSE_SHARE dimensions is applied as a correction of the
+shared product (a few columns of the table) rather than as a product of its own."""
+
+_EPS = 1e-12
 
 
-class Scorer(Protocol):
-    """Cosines of vectors against every vocabulary item's reference at given positions."""
+def _tensor(array: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+
+def _sparse_support(deviation: torch.Tensor) -> list[torch.Tensor] | None:
+    """Per layer, the dimensions where `deviation` `[layers, hidden]` is not 0, if each layer has few."""
+    supports = [torch.nonzero(row).squeeze(-1) for row in deviation]
+    limit = deviation.shape[-1] // SPARSE_SHARE
+    return supports if all(len(support) <= limit for support in supports) else None
+
+
+class MapScorer:
+    """One geometry's cosines against every vocabulary reference, derived from its `GeometryMap`: built once per
+    model, reference and map (the per-layer rows and the weighted norms' per-item terms are passes over the
+    table)."""
+
+    def __init__(self, scorer: VocabularyScorer, geometry: GeometryMap):
+        self.scorer = scorer
+        self.geometry = geometry
+        device = scorer.table.device
+        self.vector_scale = _tensor(geometry.vector_scale, device)  # A [layers, hidden]
+        self.vector_shift = _tensor(geometry.vector_shift, device)  # mu [layers, hidden]
+        reference_scale = _tensor(geometry.reference_scale, device)  # B [layers, hidden]
+        self.shift = _tensor(geometry.reference_shift, device)  # m [hidden]
+        scales = [s for s in (self.vector_scale, reference_scale) if s is not None]
+        self.scale = scales[0] * scales[1] if len(scales) == 2 else scales[0] if scales else None  # P
+        self.bias = None  # b = P mu
+        if self.vector_shift is not None:
+            self.bias = self.vector_shift if self.scale is None else self.scale * self.vector_shift
+        self.product: Literal["shared", "own"] = "shared"
+        self.correction: Columns | None = None  # the table where P differs from 1 (on the shared product)
+        if self.scale is not None:
+            if _sparse_support(self.scale - 1) is None:
+                self.product = "own"
+            else:
+                changed = torch.nonzero((self.scale != 1).any(0)).squeeze(-1)  # every layer's dimensions at once
+                self.correction = scorer.columns(changed) if len(changed) else None
+        with torch.inference_mode():
+            self.layer_rows = None if self.bias is None else scorer.table_products(self.bias)  # T . b [layers, vocab]
+            self.norms = self._norms(reference_scale)
+
+    def _norms(self, reference_scale: torch.Tensor | None) -> list[list[Weighting]]:
+        """The weighted norm |g(r)|^2 as a sum of weightings: one list for every layer, or one list per layer."""
+        scorer = self.scorer
+        ones = torch.ones(scorer.hidden_size, dtype=scorer.table.dtype, device=scorer.table.device)
+        plain = scorer.plain if self.shift is None else scorer.weighting(ones, self.shift)
+        if reference_scale is None:
+            return [[plain]]
+        weights = reference_scale**2
+        if bool((weights == weights[0]).all()):
+            return [[scorer.weighting(weights[0], self.shift)]]
+        deviation = weights - 1
+        if _sparse_support(deviation) is None:
+            return [[scorer.weighting(row, self.shift)] for row in weights]
+        return [[plain, scorer.weighting(row, self.shift)] if row.any() else [plain] for row in deviation]
 
     @property
-    def vocab_size(self) -> int: ...
+    def weightings(self) -> list[Weighting]:
+        """Every weighting the norms use (their cross terms ride along with a block's position terms)."""
+        return list({id(w): w for layer in self.norms for w in layer}.values())
 
-    def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """`[groups, positions, hidden]`, `[positions]` → `[groups, positions, vocab]`."""
-        ...
+    @property
+    def copies_shared(self) -> bool:
+        """Whether this map would have to copy the shared product before changing it (it adds nothing to it)."""
+        return self.product == "shared" and self.correction is None and self.bias is None
+
+    def transformed(self, vectors: torch.Tensor) -> torch.Tensor:
+        """f(v) for vectors `[layers, tokens, hidden]`."""
+        if self.vector_shift is not None:
+            vectors = vectors - self.vector_shift.unsqueeze(1)
+        return vectors if self.vector_scale is None else vectors * self.vector_scale.unsqueeze(1)
+
+    def cosine(
+        self,
+        vectors: torch.Tensor,
+        shared: torch.Tensor | None,
+        block: PositionBlock,
+        rows: torch.Tensor | None,
+        *,
+        owned: bool = True,
+        unit: bool = True,
+    ) -> torch.Tensor:
+        """cos(f(v), g(r_u(p))) for every vocabulary item: vectors `[groups, tokens, hidden]` → `[groups, tokens,
+        vocab]`. `shared`: the block's T_u . v (None where this map takes a product of its own), overwritten
+        unless `owned` is False; tokens sit at the block's positions `rows` (None: one position each, in order).
+        With `unit` False the scores are left multiplied by |f(v)|, which orders each token's vocabulary the
+        same way (enough for ranks)."""
+        scorer = self.scorer
+        if self.product == "own":
+            products, owned = scorer.table_products(self.scale.unsqueeze(1) * vectors), True
+        else:
+            products = shared
+            if self.correction is not None:
+                if not owned:
+                    products, owned = products.clone(), True
+                deviation = ((self.scale - 1).unsqueeze(1) * vectors).flatten(0, 1)
+                scorer.table_products_on(deviation, self.correction, out=products.view(len(deviation), -1))
+        a = vectors if self.scale is None else vectors * self.scale.unsqueeze(1)
+        if self.bias is not None:
+            a = a - self.bias.unsqueeze(1)
+            layer_rows = self.layer_rows.unsqueeze(1)
+            products, owned = (products.sub_(layer_rows), True) if owned else (products - layer_rows, True)
+        if not owned:
+            products = products.clone()
+        scorer.finish(products, a, block, rows, self.shift)
+        computed: dict[int, torch.Tensor] = {}  # a weighting shared by several layers is computed once
+
+        def norm(weightings: list[Weighting]) -> torch.Tensor:
+            for weighting in weightings:
+                if id(weighting) not in computed:
+                    computed[id(weighting)] = per_token(scorer.norm_sq(block, weighting), rows)
+            return sum(computed[id(weighting)] for weighting in weightings).clamp_min(_EPS).sqrt_()
+
+        if len(self.norms) == 1:
+            products.div_(norm(self.norms[0]))
+        else:
+            for layer, weightings in enumerate(self.norms):
+                products[layer].div_(norm(weightings))
+        if not unit:
+            return products
+        norms = torch.linalg.vector_norm(self.transformed(vectors), dim=-1, keepdim=True)
+        return products.div_(norms.clamp_min_(_EPS))
+
+
+def map_scorer(encoder: EncoderModel, scorer: VocabularyScorer, geometry: GeometryMap) -> MapScorer:
+    """The `MapScorer` of `geometry` on `scorer`'s references, built once per model and map key."""
+    return encoder.cached(f"map_scorer/{scorer.key}/{geometry.key}", lambda: MapScorer(scorer, geometry))
+
+
+def score_blocks(
+    scorer: VocabularyScorer,
+    vectors: torch.Tensor,
+    position_ids: torch.Tensor,
+    maps: Sequence[MapScorer],
+    *,
+    unit: bool = True,
+) -> Iterator[tuple[slice, int, torch.Tensor]]:
+    """The cosines of `vectors [groups, tokens, hidden]` at `position_ids [tokens]` against every vocabulary
+    reference under each of `maps`, one block of tokens at a time: yields `(tokens, map index, cosines [groups,
+    block, vocab])`, every map of a block before the next block. Tokens that share positions (sorted by
+    position) share their position terms. `unit` False: see `MapScorer.cosine` (enough for ranks)."""
+    groups, n_tokens = vectors.shape[:2]
+    per_block = max(1, SCORE_BLOCK_BYTES // (4 * groups * scorer.vocab_size))
+    weightings = tuple(w for m in maps for w in m.weightings)
+    sharing = [index for index, m in enumerate(maps) if m.product == "shared"]
+    # The shared product goes, unchanged, to every sharing map but one, which may overwrite it: best one that
+    # would otherwise copy it. Maps are scored in an order that leaves that one last.
+    owner = next((index for index in sharing if maps[index].copies_shared), sharing[-1] if sharing else None)
+    order = [index for index in range(len(maps)) if index != owner] + ([owner] if owner is not None else [])
+    for start in range(0, n_tokens, per_block):
+        part = slice(start, min(start + per_block, n_tokens))
+        block_vectors = vectors[:, part]
+        positions, rows = torch.unique(position_ids[part], return_inverse=True)
+        if torch.equal(positions, position_ids[part]):
+            rows = None
+        block, shared = scorer.position_block(positions, weightings, block_vectors if sharing else None)
+        for index in order:
+            cosines = maps[index].cosine(block_vectors, shared, block, rows, owned=index == owner, unit=unit)
+            yield part, index, cosines
 
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Per (group, position) results: groups are the layers, then one row for the reference itself.
+    """Per (group, token): groups are the layers, then any further groups (a token's own reference).
 
-    cosine, rank: `[groups, positions]`; top_ids, top_cosines: `[groups, positions, k]`, best first.
+    cosine, rank: `[groups, tokens]`; top_ids, top_cosines: `[groups, tokens, k]`, best first.
     """
 
     cosine: torch.Tensor
@@ -39,14 +217,14 @@ class TokenScores:
 def own_rank(cosines: torch.Tensor, own_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Own cosine and 1-based rank: 1 + how many other items score strictly higher than the own item.
 
-    cosines `[groups, positions, vocab]`, own_ids `[positions]` → two `[groups, positions]` tensors.
+    cosines `[groups, tokens, vocab]`, own_ids `[tokens]` → two `[groups, tokens]` tensors. `cosines` is used up
+    (overwritten): take anything else from it first. The count is a float sum of step(cosine - own): exact
+    (whole numbers below 2^24) and several times faster than summing a boolean comparison.
     """
     index = own_ids.view(1, -1, 1).expand(cosines.shape[0], -1, 1)
     own = cosines.gather(-1, index)
-    # One group at a time: counting a whole block's comparisons at once materialises them as int64, eight bytes
-    # per score (0.3 GB on a 128 MB block), and is several times slower than these cache-sized pieces.
-    rank = torch.stack([(group > group_own).sum(-1) for group, group_own in zip(cosines, own, strict=True)]) + 1
-    return own.squeeze(-1), rank
+    above = cosines.sub_(own).clamp_(min=0).sign_().sum(-1)
+    return own.squeeze(-1), above.long() + 1
 
 
 def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,27 +232,43 @@ def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1)
 
 
-def _position_blocks(n_groups: int, n_positions: int, vocab: int) -> Iterator[slice]:
-    per_block = max(1, SCORE_BLOCK_BYTES // (4 * n_groups * vocab))
-    for start in range(0, n_positions, per_block):
-        yield slice(start, min(start + per_block, n_positions))
-
-
 def score_tokens(
-    scorer: Scorer,
+    scorer: VocabularyScorer,
+    geometry: MapScorer,
     vectors: torch.Tensor,
     token_ids: torch.Tensor,
     position_ids: torch.Tensor,
     k: int,
 ) -> TokenScores:
-    """Score `vectors [groups, positions, hidden]` against the whole vocabulary, one position block at a time."""
-    vocab = scorer.vocab_size
-    k = min(k, vocab)
+    """Score `vectors [groups, tokens, hidden]` against the whole vocabulary under one geometry: own cosine,
+    rank and the top `k`."""
+    k = min(k, scorer.vocab_size)
     parts: list[TokenScores] = []
-    for block in _position_blocks(vectors.shape[0], vectors.shape[1], vocab):
-        cosines = scorer.cosine(vectors[:, block], position_ids[block])
-        own, rank = own_rank(cosines, token_ids[block])
+    for part, _, cosines in score_blocks(scorer, vectors, position_ids, [geometry]):
         top = cosines.topk(k, dim=-1)
+        own, rank = own_rank(cosines, token_ids[part])
         parts.append(TokenScores(own, rank, top.indices, top.values))
         del cosines
     return TokenScores(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in TokenScores.__dataclass_fields__))
+
+
+def rank_tokens(
+    scorer: VocabularyScorer,
+    maps: Sequence[MapScorer],
+    vectors: torch.Tensor,
+    token_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    on_scored: Callable[[int], None] | None = None,
+) -> list[torch.Tensor]:
+    """The rank of each token's own item under each of `maps`: `[groups, tokens]` per map. Tokens are scored in
+    position order, so those at the same position (many texts side by side) share their position terms.
+    `on_scored(tokens)` is called as each block of tokens is scored under each map."""
+    order = torch.argsort(position_ids, stable=True)
+    ranks = [torch.empty(vectors.shape[:2], dtype=torch.long, device=vectors.device) for _ in maps]
+    sorted_ids = token_ids[order]
+    for part, index, cosines in score_blocks(scorer, vectors[:, order], position_ids[order], maps, unit=False):
+        ranks[index][:, order[part]] = own_rank(cosines, sorted_ids[part])[1]
+        del cosines
+        if on_scored:
+            on_scored(part.stop - part.start)
+    return ranks

@@ -16,7 +16,8 @@ import torch
 
 from analysis.capture import Tap, forward_pass, layer_taps
 from analysis.encoder import EncoderModel
-from analysis.metrics import score_tokens
+from analysis.geometry import PLAIN, GeometryMap, own_cosine
+from analysis.metrics import map_scorer, score_tokens
 from analysis.references import vocabulary_scorer
 from analysis.trace import AnalysisResult, assemble_result
 
@@ -24,29 +25,6 @@ DEMO_DEFINITION = (
     "the original demo's 'attention + residual' vector: X W_V and Z W_O with the stored [out, in] matrices "
     "untransposed, no biases; references are raw word rows (positional: plus the position-0 row for every token)"
 )
-
-
-class DemoScorer:
-    """Cosines against w_u + shift for every vocabulary item u, one shift for every position (the demo's)."""
-
-    def __init__(self, word: torch.Tensor, word_norm_sq: torch.Tensor, shift: torch.Tensor):
-        """`word_norm_sq` `[vocab]`: |w_u|^2, the model's cached vocabulary constant."""
-        self.word = word
-        self.shift = shift
-        self.reference_norm = (word_norm_sq + 2 * (word @ shift) + shift @ shift).clamp_min(1e-24).sqrt()
-
-    @property
-    def vocab_size(self) -> int:
-        return self.word.shape[0]
-
-    def references(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.word[token_ids] + self.shift
-
-    def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """`[groups, positions, hidden]` → `[groups, positions, vocab]`; `position_ids` are ignored, as the demo did."""
-        scores = (vectors @ self.word.T).add_((vectors @ self.shift).unsqueeze(-1))
-        vector_norm = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(1e-12)
-        return scores.div_(vector_norm).div_(self.reference_norm)
 
 
 def demo_unavailable(encoder: EncoderModel) -> str | None:
@@ -69,49 +47,64 @@ def demo_unavailable(encoder: EncoderModel) -> str | None:
     return None
 
 
-def demo_vectors(encoder: EncoderModel, text: str):
-    """The demo's u_l for every layer: `(Tokens, [layers, tokens, hidden])`, from the model's own X_l and A_l,h."""
+def demo_taps(encoder: EncoderModel) -> dict[str, Tap]:
+    """The readings the demo's vectors need: every block's input and attention weights."""
     why = demo_unavailable(encoder)
     if why is not None:
         raise ValueError(why[0].upper() + why[1:] + ".")
     layers = range(encoder.num_layers)
-    taps = {
+    return {
         **layer_taps(encoder, lambda p: Tap(p.block, "input"), layers, "x"),
         **layer_taps(encoder, lambda p: Tap(p.attention, "output", item=1), layers, "a"),
     }
-    run = forward_pass(encoder, text, taps)
+
+
+def read_demo_vectors(encoder: EncoderModel, readings: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The demo's u_l for every layer from readings taken with `demo_taps`, one text `[layers, tokens, hidden]` or
+    a padded batch `[layers, batch, tokens, hidden]` (masked keys carry no attention, so padding adds nothing)."""
     heads = encoder.num_heads
     vectors = []
     with torch.inference_mode():
         for index, parts in enumerate(encoder.structure.layers):
-            x = run.taps[f"x{index}"]  # [tokens, hidden]
-            attention = run.taps[f"a{index}"]  # [heads, tokens, tokens]
+            x = readings[f"x{index}"]  # [..., tokens, hidden]
+            attention = readings[f"a{index}"]  # [..., heads, tokens, tokens]
             values = x @ parts.value.weight  # the stored matrix, not its transpose; no bias
-            per_head = values.view(len(x), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]
-            mixed = (attention @ per_head).transpose(0, 1).reshape(len(x), -1)  # concat_h Z_h
+            per_head = values.unflatten(-1, (heads, -1)).transpose(-3, -2)  # [..., heads, tokens, head_dim]
+            mixed = (attention @ per_head).transpose(-3, -2).flatten(-2)  # concat_h Z_h
             vectors.append(x + mixed @ parts.attention_out.weight)  # stored matrix again, no bias
-    return run.tokens, torch.stack(vectors)
+    return torch.stack(vectors)
+
+
+def demo_map(encoder: EncoderModel, positional: bool) -> GeometryMap:
+    """The demo's references as a map of the raw word rows: w_u, or w_u + P[offset + 0] for every token, which
+    is g(w_u) = w_u - m with m = -P[offset + 0]."""
+    if not positional:
+        return PLAIN
+    embeddings = encoder.structure.embeddings
+    if embeddings.position is None:
+        raise ValueError(f"{encoder.name} has no absolute position table for the demo's positional references.")
+    position_zero = embeddings.position.weight.detach()[embeddings.position_offset].cpu().double().numpy()
+    return GeometryMap("original_demo", "original_demo/positional", reference_shift=-position_zero)
 
 
 def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False) -> AnalysisResult:
     """Every token's vector, cosine and rank at every layer as the seed's demo computed them (see module doc), in
     the tidy columns of `analyze` with stage "original_demo". For comparison only."""
-    embeddings = encoder.structure.embeddings
-    if positional and embeddings.position is None:
-        raise ValueError(f"{encoder.name} has no absolute position table for the demo's positional references.")
-    tokens, vectors = demo_vectors(encoder, text)
-    word = embeddings.word.weight.detach()
-    shift = embeddings.position.weight.detach()[embeddings.position_offset] if positional else torch.zeros_like(word[0])
-    scorer = DemoScorer(word, vocabulary_scorer(encoder, "raw").constants.norm_sq, shift)
+    run = forward_pass(encoder, text, demo_taps(encoder))
+    tokens, vectors = run.tokens, read_demo_vectors(encoder, run.taps)
+    scorer = vocabulary_scorer(encoder, "raw")
+    references = demo_map(encoder, positional)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     top_k, overlap_n = 15, 100  # analyze's defaults
     with torch.inference_mode():
-        own_reference = scorer.references(token_ids)
+        own_reference = scorer.references(token_ids, position_ids)  # the raw word rows
+        if references.reference_shift is not None:
+            own_reference = own_reference - torch.from_numpy(references.reference_shift).to(own_reference)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
-        scores = score_tokens(scorer, groups, token_ids, position_ids, max(top_k, overlap_n))
-        exact_reference = word[token_ids].cpu().double() + shift.cpu().double()  # float64 on the CPU
-        cosine = torch.nn.functional.cosine_similarity(vectors.cpu().double(), exact_reference, dim=-1)
+        scorer_of_map = map_scorer(encoder, scorer, references)
+        scores = score_tokens(scorer, scorer_of_map, groups, token_ids, position_ids, max(top_k, overlap_n))
+        cosine = own_cosine(references, vectors, scorer.references(token_ids, position_ids, torch.float64))
     return assemble_result(
         encoder,
         text,

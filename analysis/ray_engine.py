@@ -34,7 +34,7 @@ class ShardWorker:
         self.encoder = load_model(model)
         self.encoder.move_to(resolve_device(device))
         self.out = Path(out)
-        self.settings = SweepSettings(**{**settings, "geometries": tuple(settings["geometries"])})
+        self.settings = SweepSettings(**{**settings, "methods": tuple(settings["methods"])})
         self.batch_tokens = batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -85,7 +85,7 @@ def ray_shard_runner(
             fn_constructor_kwargs={
                 "model": model,
                 "out": str(Path(out).resolve()),
-                "settings": {**asdict(settings), "geometries": list(settings.geometries)},
+                "settings": {**asdict(settings), "methods": list(settings.methods)},
                 "batch_tokens": batch_tokens,
                 "device": device,
             },

@@ -86,13 +86,21 @@ class VocabConstants:
 
 @dataclass(frozen=True)
 class PositionBlock:
-    """What every score at a block of positions shares: Q_p `[positions, hidden]` (None where the reference has
-    no position term), for a LayerNorm'd reference its scale s `[positions or 1, vocab]`, and the cross terms of
-    the weighted norms computed with the scores (the plain |r|^2's always)."""
+    """What every score at a set of distinct positions shares: Q_p `[positions, hidden]` (None where the
+    reference has no position term), for a LayerNorm'd reference its scale s `[positions or 1, vocab]`, and the
+    cross terms T_u . (weights * Q_p) `[positions, vocab]` of the weighted norms asked for with it."""
 
     q: torch.Tensor | None
     sigma: torch.Tensor | None
     crosses: dict[int, torch.Tensor]  # id(weighting) -> T_u . (weights * Q_p) `[positions, vocab]`
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The table's columns on a few dimensions: T_u . y for y that vanishes off them costs a few columns."""
+
+    support: torch.Tensor  # [s] dimension indices
+    table: torch.Tensor  # [vocab, s] (the table itself when the support is every dimension)
 
 
 @dataclass(frozen=True)
@@ -102,16 +110,23 @@ class Weighting:
 
     weights: torch.Tensor  # [hidden]
     shift: torch.Tensor  # [hidden]
-    support: torch.Tensor  # [s] the dimensions with non-zero weight
-    columns: torch.Tensor  # [vocab, s] the table on the support (the table itself when that is everything)
+    columns: Columns  # the table on the dimensions with non-zero weight
     quadratic: torch.Tensor  # [vocab] sum_i weights_i T_ui^2
     linear: torch.Tensor | None  # [vocab] T_u . (weights * (c - shift)); None where that is zero
 
+    @property
+    def full(self) -> bool:
+        """Whether every dimension has a weight (its cross terms then ride along with the position terms)."""
+        return len(self.columns.support) == len(self.weights)
+
 
 class VocabularyScorer:
-    """Scores vectors against all vocabulary references at given positions.
+    """Scores vectors against all vocabulary references at given positions, in three steps any caller can share:
+    `table_products` (T_u . x, the one product with the whole table), `position_block` (what the positions
+    add) and `finish` (the position, scale and offset terms), then `norm_sq` for the references' norms.
 
-    `cosine(vectors [groups, positions, hidden], position_ids [positions])` → `[groups, positions, vocab]`.
+    `cosine(vectors [groups, positions, hidden], position_ids [positions])` → `[groups, positions, vocab]` is
+    the plain cosine through those steps.
     """
 
     def __init__(self, parts: EmbeddingParts, reference: Reference, memo: Memo = lambda key, build: build()):
@@ -120,6 +135,7 @@ class VocabularyScorer:
         if reference == "position" and parts.position is None:
             raise ValueError("The reference 'position' needs an absolute position table.")
         self.parts = parts
+        self.memo = memo
         self.word = parts.word.weight.detach()  # [vocab, embedding size]
         self.constants = memo("vocab_constants", lambda: vocab_constants(parts))
         self.normalised = reference == "embedding" and parts.norm is not None
@@ -137,7 +153,7 @@ class VocabularyScorer:
             self.table = memo(f"projected_table/{self.normalised}", self._projected_table)
             self.gain, self.centred = None, False
         self.offset = self._offset()
-        self.plain = memo(f"plain_weighting/{reference}", self._plain)
+        self.plain = memo(f"plain_weighting/{reference}", lambda: self.weighting(torch.ones_like(self.table[0])))
 
     @property
     def vocab_size(self) -> int:
@@ -146,6 +162,11 @@ class VocabularyScorer:
     @property
     def hidden_size(self) -> int:
         return self.table.shape[1]
+
+    @property
+    def key(self) -> str:
+        """Names this scorer's table among a model's cached terms."""
+        return f"{self.reference}/{self.normalised}"
 
     def _projected_table(self) -> torch.Tensor:
         """T for every item under the projection: W w_u, or W (gamma * C w_u) for a LayerNorm'd reference."""
@@ -166,10 +187,6 @@ class VocabularyScorer:
         if self.projection is not None:
             c = self.projection_bias if c is None else c @ self.projection.T + self.projection_bias
         return c
-
-    def _plain(self) -> Weighting:
-        ones = torch.ones(self.hidden_size, dtype=self.table.dtype, device=self.table.device)
-        return self.weighting(ones)
 
     def position_vectors(self, position_ids: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor | None:
         """q_p in the embedding space = position row (+ token-type row 0): `[positions, embedding]` in the dtype and
@@ -205,9 +222,10 @@ class VocabularyScorer:
         return summed
 
     def cosine(self, vectors: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """Cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
+        """Plain cosine of each vector with every vocabulary reference at its position: `[groups, positions, vocab]`."""
         unit = vectors / torch.linalg.vector_norm(vectors, dim=-1, keepdim=True).clamp_min(_EPS)
-        scores, block = self.dots(unit, position_ids)  # a . r is linear in a: one pass over the scores fewer
+        block, products = self.position_block(position_ids, riders=unit)
+        scores = self.finish(products, unit, block)  # a . r is linear in a: the unit vector
         return scores.div_(self.norm_sq(block).clamp_min_(_EPS).sqrt_())
 
     def _pullback(self, a: torch.Tensor) -> torch.Tensor:
@@ -216,76 +234,100 @@ class VocabularyScorer:
             a = a * self.gain
         return a - a.mean(-1, keepdim=True) if self.centred else a
 
-    def dots(
-        self, vectors: torch.Tensor, position_ids: torch.Tensor, weighting: Weighting | None = None
-    ) -> tuple[torch.Tensor, PositionBlock]:
-        """a . r_u(p) for every vocabulary item u, vectors `[groups, positions, hidden]` → `[groups, positions,
-        vocab]`, with a . r = (T_u . a + Q_p . a) / s + c . a; and the positions' shared terms. One product with
-        the table gives both: the rows T_u . (weights * Q_p) of the plain norm and of `weighting` (where it spans
-        every dimension) and w_u . q_p ride along with the vectors' rows, so the table is read once."""
-        groups, positions, hidden = vectors.shape
+    def table_products(self, x: torch.Tensor) -> torch.Tensor:
+        """T_u . x for every vocabulary item: `[..., hidden]` → `[..., vocab]`, one product with the whole table."""
+        flat = self._pullback(x.reshape(-1, x.shape[-1]))
+        return (flat @ self.table.T).view(*x.shape[:-1], -1)
+
+    def columns(self, support: torch.Tensor) -> Columns:
+        """The table's `Columns` on the dimensions `support` `[s]` (kept per model: slicing copies them)."""
+        if len(support) == self.table.shape[1]:
+            return Columns(support, self.table)
+        dims = ",".join(map(str, support.tolist()))
+        return self.memo(f"columns/{self.key}/{dims}", lambda: Columns(support, self.table[:, support]))
+
+    def table_products_on(self, y: torch.Tensor, columns: Columns, out: torch.Tensor | None = None) -> torch.Tensor:
+        """T_u . y for rows y `[n, hidden]` that vanish off `columns.support` → `[n, vocab]`, from those columns
+        alone (a few dimensions cost a few columns); added into `out` `[n, vocab]` when given."""
+        g = y[:, columns.support] if self.gain is None else (y * self.gain)[:, columns.support]
+        if self.centred:  # T_u . y = table_u . g - mean_u (sum g): one more column
+            g = torch.cat([g, -g.sum(-1, keepdim=True)], dim=-1)
+            table = torch.cat([columns.table, self.constants.mean.unsqueeze(-1)], dim=-1)
+        else:
+            table = columns.table
+        return g @ table.T if out is None else out.addmm_(g, table.T)
+
+    def position_block(
+        self, position_ids: torch.Tensor, weightings: tuple[Weighting, ...] = (), riders: torch.Tensor | None = None
+    ) -> tuple[PositionBlock, torch.Tensor | None]:
+        """The terms shared by every score at the distinct `position_ids` `[positions]`: Q_p, the LayerNorm scale
+        and the cross terms of the plain norm and of the full `weightings`; and the table products T_u . x of
+        `riders` `[groups, tokens, hidden]` (`[groups, tokens, vocab]`, None without riders). One product with the
+        table gives them all, so the table is read once."""
+        rows = [] if riders is None else [self._pullback(riders.reshape(-1, riders.shape[-1]))]
         q_embedding = self.position_vectors(position_ids)
-        q = None if q_embedding is None else self._to_hidden(q_embedding)
-        rows = [self._pullback(vectors).reshape(-1, hidden)]
-        riding = [self.plain]
-        if weighting is not None and len(weighting.support) == hidden:
-            riding.append(weighting)
-        if q is not None:
+        q = riding = None
+        if q_embedding is not None:
+            q = self._to_hidden(q_embedding)
+            riding = list({id(w): w for w in (self.plain, *weightings) if w.full}.values())
             rows += [self._pullback(ride.weights * q) for ride in riding]
-        word_rows = self.normalised and q_embedding is not None and self.projection is None  # the table is the word
+        word_rows = self.normalised and q_embedding is not None and self.projection is None  # table = word table
         if word_rows:
             rows.append(q_embedding)
-        products = torch.cat(rows) @ self.table.T
-        n = groups * positions
-        scores = products[:n].view(groups, positions, -1)
+        products = torch.cat(rows) @ self.table.T if rows else None
+        ridden = 0 if riders is None else riders.shape[0] * riders.shape[1]
+        table_products = None if riders is None else products[:ridden].view(*riders.shape[:2], -1)
+        n = len(position_ids)
         crosses = {}
-        if q is not None:
-            for index, ride in enumerate(riding):
-                crosses[id(ride)] = products[n + index * positions : n + (index + 1) * positions]
+        if riding is not None:
+            crosses = {id(ride): products[ridden + i * n : ridden + (i + 1) * n] for i, ride in enumerate(riding)}
         sigma = None
         if self.normalised:
             word_q = None
             if q_embedding is not None:
-                word_q = products[n + len(riding) * positions :] if word_rows else q_embedding @ self.word.T
+                word_q = products[-n:] if word_rows else q_embedding @ self.word.T
             sigma = self._sigma(q_embedding, word_q)
-        if q is not None:
-            scores.add_((vectors * q).sum(-1, keepdim=True))
-        if sigma is not None:
-            scores.div_(sigma)
-        if self.offset is not None:
-            scores.add_((vectors @ self.offset).unsqueeze(-1))
-        return scores, PositionBlock(q=q, sigma=sigma, crosses=crosses)
+        return PositionBlock(q=q, sigma=sigma, crosses=crosses), table_products
 
-    def _table_dot(self, y: torch.Tensor, weighting: Weighting) -> torch.Tensor:
-        """T_u . y for rows y `[n, hidden]` that vanish off the weighting's support → `[n, vocab]`, from the
-        table's columns on the support alone (a few dimensions cost a few columns)."""
-        support = weighting.support
-        g = y[:, support] if self.gain is None else (y * self.gain)[:, support]
-        dots = g @ weighting.columns.T
-        return dots.sub_(self.constants.mean * g.sum(-1, keepdim=True)) if self.centred else dots
+    def finish(
+        self,
+        products: torch.Tensor,
+        a: torch.Tensor,
+        block: PositionBlock,
+        rows: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """a . (r_u(p) - shift) = (T_u . a + Q_p . a) / s + a . (c - shift), in place on `products` = T_u . a
+        `[groups, tokens, vocab]`, for vectors a `[groups, tokens, hidden]`; token t sits at the block's position
+        `rows[t]` (None: position t)."""
+        if block.q is not None:
+            q = block.q if rows is None else block.q[rows]
+            products.add_((a * q).sum(-1, keepdim=True))
+        if block.sigma is not None:
+            products.div_(per_token(block.sigma, rows))
+        offset = self.offset if shift is None else -shift if self.offset is None else self.offset - shift
+        if offset is not None:
+            products.add_((a @ offset).unsqueeze(-1))
+        return products
 
     def weighting(self, weights: torch.Tensor, shift: torch.Tensor | None = None) -> Weighting:
         """The `Weighting` for `weights` `[hidden]` and `shift` `[hidden]` (default zero)."""
         weights = weights.to(self.table.dtype)
         shift = torch.zeros_like(weights) if shift is None else shift.to(self.table.dtype)
-        support = torch.nonzero(weights).squeeze(-1)
-        columns = self.table if len(support) == self.table.shape[1] else self.table[:, support]
-        w = weights[support]
+        columns = self.columns(torch.nonzero(weights).squeeze(-1))
+        w = weights[columns.support]
         mean = self.constants.mean.unsqueeze(-1)
 
         def quadratic(rows: slice) -> torch.Tensor:
-            t = columns[rows] - mean[rows] if self.centred else columns[rows]
+            t = columns.table[rows] - mean[rows] if self.centred else columns.table[rows]
             if self.gain is not None:
-                t = t * self.gain[support]
+                t = t * self.gain[columns.support]
             return t**2 @ w
 
         offset = -shift if self.offset is None else self.offset - shift
         d = weights * offset
-        partial = Weighting(weights, shift, support, columns, _by_row_chunks(self.vocab_size, quadratic), None)
-        if not d.any():
-            return partial
-        linear = self._table_dot(d.unsqueeze(0), partial)[0]
-        return Weighting(weights, shift, support, columns, partial.quadratic, linear)
+        linear = self.table_products_on(d.unsqueeze(0), columns)[0] if d.any() else None
+        return Weighting(weights, shift, columns, _by_row_chunks(self.vocab_size, quadratic), linear)
 
     def norm_sq(self, block: PositionBlock, weighting: Weighting | None = None) -> torch.Tensor:
         """sum_i weights_i (r_u(p)_i - shift_i)^2 for every vocabulary item: `[positions or 1, vocab]`; without a
@@ -300,7 +342,7 @@ class VocabularyScorer:
         if q is not None:
             cross = block.crosses.get(id(weighting))
             if cross is None:
-                cross = self._table_dot(w * q, weighting)
+                cross = self.table_products_on(w * q, weighting.columns)
             quadratic = quadratic + 2 * cross + (w * q * q).sum(-1, keepdim=True)
             if weighting.linear is not None:
                 linear = linear + (q @ d).unsqueeze(-1)
@@ -320,6 +362,11 @@ class VocabularyScorer:
             norm_sq = norm_sq + 2 * word_q + (q * q).sum(-1, keepdim=True)
             mean = mean + q.mean(-1, keepdim=True)
         return ((norm_sq - d * mean**2) / d + self.ln_eps).sqrt_()
+
+
+def per_token(per_position: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """`[positions or 1, vocab]` terms of a position block for each token: `[tokens or 1, vocab]`."""
+    return per_position if rows is None or len(per_position) == 1 else per_position[rows]
 
 
 def vocab_constants(parts: EmbeddingParts) -> VocabConstants:

@@ -3,9 +3,9 @@
 The texts are cut into shards of `shard_size` consecutive texts; each shard's rows (see `batch.ROW_COLUMNS`)
 go to `DIR/rows/shard-NNNNN.parquet`, written to a temporary name and renamed when complete, so a stopped
 sweep, run again with the same command, continues from the first missing shard and every (sentence, layer,
-position, geometry) is written exactly once. `sweep.json` records what the sweep is (model, settings,
+position, method) is written exactly once. `sweep.json` records what the sweep is (model, settings,
 input); a folder holding another sweep is refused, never mixed. When every shard is there, `summary.csv`
-(spike shares per geometry, layer and word class with 95% Wilson intervals: the numbers `spike_verdict`
+(spike shares per method, layer and word class with 95% Wilson intervals: the numbers `spike_verdict`
 gives on the same texts), its chart (`summary.png`, `summary.svg`) and `provenance.json` are written.
 """
 
@@ -27,13 +27,12 @@ import transformers
 
 from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
 from analysis.charts import verdict_chart
-from analysis.corpus import shares_from_counts, spike_counts
+from analysis.corpus import method_shares, spike_counts
 from analysis.encoder import EncoderModel
 from analysis.texts import Texts
 from analysis.version import __version__
 
 MANIFEST = "sweep.json"
-SUMMARY_COLUMNS = ["geometry", "layer", "word_class", "spikes", "tokens", "share", "low", "high"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def identity(encoder: EncoderModel, texts: Texts, settings: SweepSettings, shard
         "model": encoder.name,
         "revision": encoder.revision,
         **asdict(settings),
-        "geometries": list(settings.geometries),
+        "methods": list(settings.methods),
         "input_sha256": texts.sha256,
         "sentences": len(texts.texts),
         "shard_size": shard_size,
@@ -180,25 +179,16 @@ def run_sweep(
 def _finish(out: Path, n_shards: int) -> tuple[list[int], int]:
     """summary.csv and its chart from every shard, one shard in memory at a time; the ids of the texts cut at
     the length limit, and the number of tokens analysed."""
-    columns = ["sentence_id", "geometry", "layer", "word_class", "spike", "truncated"]
+    columns = ["sentence_id", "method", "layer", "word_class", "spike", "truncated"]
     counts, truncated, tokens = [], set(), 0
     for shard in range(n_shards):
-        rows = pd.read_parquet(shard_path(out, shard), columns=columns).rename(columns={"spike": "spikes"})
-        counts.append(spike_counts(rows, by=["geometry"]))
+        rows = pd.read_parquet(shard_path(out, shard), columns=columns)
+        counts.append(spike_counts(rows, by=["method"]))
         truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
-        tokens += int(((rows["geometry"] == rows["geometry"].iat[0]) & (rows["layer"] == 0)).sum())
-    keys = ["geometry", "layer", "word_class"]
-    summed = pd.concat(counts).groupby(keys, sort=False)[["spikes", "tokens"]].sum().reset_index()
-    order = list(dict.fromkeys(summed["geometry"]))
-    summary = pd.concat(
-        [
-            shares_from_counts(summed[summed["geometry"] == geometry].sort_values(["layer", "word_class"]))
-            for geometry in order
-        ],
-        ignore_index=True,
-    )[SUMMARY_COLUMNS]
+        tokens += int(((rows["method"] == rows["method"].iat[0]) & (rows["layer"] == 0)).sum())
+    summary = method_shares(pd.concat(counts))
     summary.to_csv(out / "summary.csv", index=False)
-    figure = verdict_chart(summary.rename(columns={"geometry": "method"}))
+    figure = verdict_chart(summary)
     figure.save(out / "summary.png")
     figure.save(out / "summary.svg")
     return sorted(truncated), tokens

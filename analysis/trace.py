@@ -13,8 +13,8 @@ import transformers
 from analysis.capture import Stage, Tokens, check_stage, stage_vectors, token_table
 from analysis.checks import check_count
 from analysis.encoder import EncoderModel
-from analysis.geometry import Geometry, geometry_scorer, own_cosine
-from analysis.metrics import TokenScores, overlap_counts, score_tokens
+from analysis.geometry import PLAIN, Geometry, geometry_map, own_cosine
+from analysis.metrics import TokenScores, map_scorer, overlap_counts, score_tokens
 from analysis.references import Reference, default_reference, vocabulary_scorer
 from analysis.version import __version__
 
@@ -131,16 +131,23 @@ def analyze(
     check_stage(encoder, stage)
     reference = default_reference(encoder) if reference is None else reference
     scorer = vocabulary_scorer(encoder, reference)
-    layer_scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k)
+    geometry_maps = geometry_map(encoder, stage, reference, geometry, rogue_k)
     tokens, vectors = stage_vectors(encoder, text, stage)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     k_scored = max(top_k, overlap_n)
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
-        groups = torch.cat([vectors, own_reference.unsqueeze(0)])  # the reference group is scored by plain cosine
-        scores = score_tokens(layer_scorer, groups, token_ids, position_ids, k_scored)
-        cosine = own_cosine(layer_scorer, vectors, scorer.references(token_ids, position_ids, torch.float64))
+        layers = score_tokens(
+            scorer, map_scorer(encoder, scorer, geometry_maps), vectors, token_ids, position_ids, k_scored
+        )
+        original = score_tokens(  # the token's own reference belongs to no layer: plain cosine
+            scorer, map_scorer(encoder, scorer, PLAIN), own_reference.unsqueeze(0), token_ids, position_ids, k_scored
+        )
+        scores = TokenScores(
+            *(torch.cat([getattr(layers, f), getattr(original, f)]) for f in TokenScores.__dataclass_fields__)
+        )
+        cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
     return assemble_result(
         encoder,
         text,
@@ -157,7 +164,7 @@ def analyze(
         overlap_n=overlap_n,
         provenance={
             "rogue_k": rogue_k if geometry == "no_rogue" else None,
-            "background_corpus": None if layer_scorer.background is None else layer_scorer.background.corpus,
+            "background_corpus": None if geometry_maps.background is None else geometry_maps.background.corpus,
         },
     )
 

@@ -9,9 +9,10 @@ import torch
 
 import analysis
 from analysis.__main__ import main as cli_main
-from analysis.capture import stage_vectors
-from analysis.corpus import corpus_spikes
-from analysis.geometry import GEOMETRIES, compute_background, geometry_scorer
+from analysis.capture import batch_stage_vectors, length_batches, stage_vectors, tokenize_all
+from analysis.corpus import corpus_spikes, shares_from_counts
+from analysis.geometry import BACKGROUND_BATCH_TOKENS, GEOMETRIES, compute_background, geometry_map
+from analysis.metrics import map_scorer, score_blocks
 from analysis.original_demo import original_demo
 from analysis.references import vocabulary_scorer
 from analysis.sentences import corpus_sentences
@@ -21,15 +22,18 @@ from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references
 
 
 def stage_and_references(encoder, sentences, stage, reference):
-    """Every non-special token's stage vectors `[layers, n, hidden]` and own references `[n, hidden]`, float64."""
+    """Every non-special token's stage vectors `[layers, n, hidden]` and own references `[n, hidden]`, float64,
+    read in the batches the background reads them in (`test_sweep` checks batched vectors against single ones)."""
     scorer = vocabulary_scorer(encoder, reference)
     xs, ys = [], []
-    for sentence in sentences:
-        tokens, vectors = stage_vectors(encoder, sentence, stage)
-        keep = ~np.array(tokens.special)
-        xs.append(vectors.double().numpy()[:, keep])
-        ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
-        ys.append(scorer.references(ids, positions, torch.float64).numpy())
+    tokens = tokenize_all(encoder, sentences)
+    for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
+        texts = [tokens[i] for i in batch]
+        for text, vectors in zip(texts, batch_stage_vectors(encoder, texts, stage), strict=True):
+            keep = ~np.array(text.special)
+            xs.append(vectors.double().numpy()[:, keep])
+            ids, positions = torch.tensor(text.ids)[keep], torch.tensor(text.position_ids)[keep]
+            ys.append(scorer.references(ids, positions, torch.float64).numpy())
     return np.concatenate(xs, axis=1), np.concatenate(ys)
 
 
@@ -93,9 +97,11 @@ def test_each_geometry_scores_every_vocabulary_item_exactly(encoder, stage, refe
     tokens, vectors = stage_vectors(encoder, SEED_SENTENCE, stage)
     first = vectors[:, :3]  # the first three tokens (position ids 2, 3, 4 for RoBERTa)
     positions = tokens.position_ids[:3]
-    scorer = geometry_scorer(encoder, stage, reference, geometry, rogue_k=3)
+    scorer = vocabulary_scorer(encoder, reference)
+    mapping = map_scorer(encoder, scorer, geometry_map(encoder, stage, reference, geometry, rogue_k=3))
     with torch.inference_mode():
-        fast = scorer.cosine(first.clone(), torch.tensor(positions)).double().numpy()
+        blocks = score_blocks(scorer, first.clone(), torch.tensor(positions), [mapping])
+        fast = torch.cat([cosines for _, _, cosines in blocks], dim=1).double().numpy()
     layers = [0, encoder.num_layers - 1]
     slow = explicit_geometry_cosines(encoder, stage, reference, geometry, first.numpy(), layers, positions, 3)
     # float32 scores against float64 ones; standardizing rescales dimensions, so allow 10x the plain tolerance.
@@ -210,8 +216,8 @@ def test_the_original_demo_is_not_what_the_model_computes(minilm):
 def test_the_verdicts_cosine_rows_equal_the_corpus_check(tiny_roberta):
     sentences = corpus_sentences()[:8]
     seen = []
-    verdict = spike_verdict(tiny_roberta, sentences=sentences, on_progress=lambda done, total: seen.append(done))
-    assert seen == list(range(1, 9))
+    verdict = spike_verdict(tiny_roberta, sentences=sentences, on_progress=lambda *progress: seen.append(progress))
+    assert seen[-1] == (8, 8) and [done for done, _ in seen] == sorted({done for done, _ in seen})
     assert list(verdict.columns) == list(VERDICT_COLUMNS)
     assert list(dict.fromkeys(verdict["method"])) == list(METHODS)
     assert set(verdict["word_class"]) <= {"function", "content"}
@@ -229,25 +235,34 @@ def test_the_verdicts_cosine_rows_equal_the_corpus_check(tiny_roberta):
             assert (pooled["spikes"] / pooled["tokens"]).idxmax() == top
 
 
-def verdict_rows(shares: dict[str, list[float]]) -> pd.DataFrame:
-    """A hand-built verdict: function-word shares per layer for each method, 100 tokens each."""
-    rows = [
-        {"method": method, "layer": layer, "word_class": "function", "share": share}
-        for method, by_layer in shares.items()
-        for layer, share in enumerate(by_layer)
-    ]
-    return pd.DataFrame(rows)
-
-
-def test_the_summary_sentence_is_computed_from_the_verdict():
-    summary = verdict_summary(
-        verdict_rows({"original_demo": [0, 0.2, 0.5, 0], "cosine": [0, 0.1, 0.4, 0], "centered": [0, 0.3, 0.1, 0]})
+def verdict_rows(spikes: dict[str, list[int]], tokens: int = 100) -> pd.DataFrame:
+    """A hand-built verdict: function-word spikes per layer for each method, out of `tokens` each."""
+    rows = pd.DataFrame(
+        [
+            {"method": method, "layer": layer, "word_class": "function", "spikes": n, "tokens": tokens}
+            for method, by_layer in spikes.items()
+            for layer, n in enumerate(by_layer)
+        ]
     )
-    assert "function words spike most at layer 2 (50.0%)" in summary
-    assert "peak in 2 of 3 methods (original_demo, cosine)" in summary
-    assert "(cosine), 40.0% of function words spike there" in summary
+    return shares_from_counts(pd.concat([rows, rows.assign(layer=rows["layer"].max() + 1)]))
+
+
+def test_the_summary_sentence_answers_the_question_with_its_numbers():
+    exact = {"cosine": [0, 10, 40, 0], "centered": [0, 5, 30, 0], "standardized": [0, 0, 20, 0]}
+    held = verdict_summary(verdict_rows({"original_demo": [0, 20, 50, 0], **exact, "no_rogue": [0, 1, 25, 0]}))
+    assert held.startswith("Yes: the spike survives the exact computation and every geometry control.")
+    assert "spike most at layer 2 under the original demo" in held
+    assert "original_demo 50.0% (40.4%-59.6%); cosine 40.0% (30.9%-49.8%)" in held  # Wilson, 100 tokens
+    faded = verdict_summary(verdict_rows({"original_demo": [0, 20, 50, 0], **exact, "no_rogue": [0, 0, 1, 0]}))
+    assert faded.startswith("Partly: the exact computation keeps it, but it fades under no_rogue.")
+    gone = {"cosine": [0, 0, 1, 0], "centered": [0, 0, 0, 0]}
+    assert verdict_summary(verdict_rows({"original_demo": [0, 9, 50, 0], **gone})).startswith(
+        "No: under the exact computation and every control, function words do not spike there."
+    )
+    decoder = verdict_summary(verdict_rows({"cosine": [3, 40, 0, 0], "centered": [0, 30, 2, 0]}))
+    assert "spike most at layer 1 under the exact computation (cosine)" in decoder
     nothing = verdict_summary(verdict_rows({"original_demo": [0, 0], "cosine": [0, 0]}))
-    assert nothing == "No method finds function words spiking at any layer of this corpus."
+    assert nothing == "No: no method finds function words spiking at any layer of this corpus."
 
 
 def test_the_verdict_command_writes_its_table_chart_and_summary(tmp_path, tiny_roberta):

@@ -11,7 +11,8 @@ from torch import nn
 import analysis
 from analysis import metrics
 from analysis.architectures import EmbeddingParts
-from analysis.metrics import overlap_counts, own_rank, score_tokens
+from analysis.geometry import PLAIN
+from analysis.metrics import MapScorer, overlap_counts, own_rank, score_tokens
 from analysis.references import VocabularyScorer, vocabulary_scorer
 from analysis.synthetic import SEED_SENTENCE
 from tests.numerics import assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
@@ -39,7 +40,8 @@ def test_rank_topk_and_overlap_by_hand():
     # Layer 0: v = (1, .5, 0): cos e3 = .949, e0 = .894, e4 = .632, e1 = .447, e2 = 0, e5 = -.894 -> rank 2.
     # Layer 1: v = (0, 1, .2): cos e1 = .981, e3 = .693, e2 = .196, e4 = .139, e0 = e5 = 0 -> rank 5.
     vectors = torch.tensor([[[1.0, 0.5, 0.0]], [[0.0, 1.0, 0.2]]])
-    scores = score_tokens(hand_built_scorer(), vectors, torch.tensor([0]), torch.tensor([0]), k=3)
+    scorer = hand_built_scorer()
+    scores = score_tokens(scorer, MapScorer(scorer, PLAIN), vectors, torch.tensor([0]), torch.tensor([0]), k=3)
     assert scores.rank[:, 0].tolist() == [2, 5]
     assert scores.cosine[0, 0].item() == pytest.approx(1 / math.sqrt(1.25), abs=1e-6)
     assert scores.top_ids[0, 0].tolist() == [3, 0, 4]
@@ -49,9 +51,9 @@ def test_rank_topk_and_overlap_by_hand():
 
 def test_ties_do_not_push_the_rank_down():
     cosines = torch.tensor([[[0.1, 0.9, 0.5, 0.9]]])
-    own, rank = own_rank(cosines, torch.tensor([1]))
+    own, rank = own_rank(cosines.clone(), torch.tensor([1]))
     assert rank.item() == 1 and own.item() == pytest.approx(0.9)
-    _, rank = own_rank(cosines, torch.tensor([2]))
+    _, rank = own_rank(cosines.clone(), torch.tensor([2]))
     assert rank.item() == 3
 
 

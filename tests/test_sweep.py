@@ -11,17 +11,36 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows, length_batches
-from analysis.corpus import classified_spikes, spike_shares
+from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
+from analysis.capture import length_batches
+from analysis.corpus import shares_from_counts, spike_counts
+from analysis.original_demo import original_demo
 from analysis.sentences import corpus_sentences
+from analysis.spikes import token_spikes
 from analysis.sweep import run_sweep, shard_path
 from analysis.texts import read_texts
+from analysis.wordclass import word_classes
 from tests.numerics import COSINE32
 from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
-SETTINGS = SweepSettings("attn_residual", "position", ("cosine", "no_rogue"), 3)
+SETTINGS = SweepSettings("attn_residual", "position", ("original_demo", "cosine", "no_rogue"), 3)
+
+
+def alone(encoder, text: str, method: str) -> analysis.AnalysisResult:
+    """One text on its own: `original_demo`, or `analyze` under the method's geometry."""
+    if method == "original_demo":
+        return original_demo(encoder, text)
+    return analysis.analyze(encoder, text, stage=SETTINGS.stage, reference=SETTINGS.reference, geometry=method,
+                            rogue_k=SETTINGS.rogue_k, top_k=1, overlap_n=1)  # fmt: skip
+
+
+def spikes_alone(encoder, text: str, method: str) -> pd.DataFrame:
+    """Layer, word class and spike flag of every token of one text analysed alone."""
+    result = alone(encoder, text, method)
+    spikes = token_spikes(result.metrics)
+    return spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)), spike=spikes["spikes"])
 
 
 def texts_file(folder: Path, texts: list[str] = TEXTS) -> Path:
@@ -34,6 +53,9 @@ def test_length_batches_sort_by_length_and_bound_the_padded_size():
     batches = list(length_batches([5, 1, 9, 3, 3, 20], 10))
     assert batches == [[1, 3, 4], [0], [2], [5]]  # 3 x 3 <= 10; 4 x 5 > 10; 2 x 9 > 10; 20 alone
     assert sorted(i for batch in batches for i in batch) == list(range(6))
+    assert length_batches([2, 2, 2, 2, 6], 100) == [[0, 1, 2, 3, 4]]  # 5 x 6 <= 100
+    assert length_batches([2, 2, 2, 2, 6], 100, square_tokens=16) == [[0, 1, 2, 3], [4]]  # 4 x 2^2; 2 x 6^2 > 16
+    assert length_batches([2, 2, 2, 2, 6], 100, square_tokens=15) == [[0, 1, 2], [3], [4]]
 
 
 @pytest.mark.parametrize("batch_tokens", [40, 4096])
@@ -43,34 +65,28 @@ def test_batched_rows_equal_analyze_on_each_text_alone(encoder, batch_tokens):
     rows = batch_rows(encoder, TEXTS, list(range(10, 17)), SETTINGS, batch_tokens)
     assert list(rows.columns) == list(ROW_COLUMNS)
     for sentence, text in enumerate(TEXTS):
-        for geometry in SETTINGS.geometries:
-            alone = analysis.analyze(encoder, text, stage=SETTINGS.stage, reference=SETTINGS.reference,
-                                     geometry=geometry, rogue_k=3, top_k=1, overlap_n=1).metrics  # fmt: skip
-            mine = rows[(rows["sentence_id"] == sentence + 10) & (rows["geometry"] == geometry)]
+        for method in SETTINGS.methods:
+            expected = alone(encoder, text, method).metrics
+            mine = rows[(rows["sentence_id"] == sentence + 10) & (rows["method"] == method)]
             np.testing.assert_array_equal(
-                mine[["layer", "position", "token_id"]], alone[["layer", "position", "token_id"]]
+                mine[["layer", "position", "token_id"]], expected[["layer", "position", "token_id"]]
             )
-            np.testing.assert_allclose(mine["cosine"], alone["cosine"], rtol=0, atol=COSINE32)
-            np.testing.assert_array_equal(mine["rank"], alone["rank"])
-            assert mine["token"].tolist() == alone["token"].tolist()
+            np.testing.assert_allclose(mine["cosine"], expected["cosine"], rtol=0, atol=COSINE32)
+            np.testing.assert_array_equal(mine["rank"], expected["rank"])
+            assert mine["token"].tolist() == expected["token"].tolist()
 
 
 def test_the_summary_is_the_verdicts_numbers(tmp_path, minilm):
     report = run_sweep(minilm, read_texts(texts_file(tmp_path)), tmp_path / "out", SETTINGS, shard_size=3)
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
-    for geometry in SETTINGS.geometries:
-        expected = spike_shares(
-            [
-                classified_spikes(analysis.analyze(minilm, text, geometry=geometry, top_k=1, overlap_n=1))
-                for text in TEXTS
-            ]
-        )
-        got = summary[summary["geometry"] == geometry].drop(columns="geometry").reset_index(drop=True)
+    for method in SETTINGS.methods:
+        expected = shares_from_counts(spike_counts(pd.concat([spikes_alone(minilm, text, method) for text in TEXTS])))
+        got = summary[summary["method"] == method].drop(columns="method").reset_index(drop=True)
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert (tmp_path / "out" / "summary.png").stat().st_size > 0 and (tmp_path / "out" / "summary.svg").is_file()
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["sentences"] == 7 and provenance["skipped_empty"] == 2 and provenance["shards"] == 3
-    assert provenance["model"] == analysis.BUNDLED_MODEL and provenance["geometries"] == ["cosine", "no_rogue"]
+    assert provenance["model"] == analysis.BUNDLED_MODEL and provenance["methods"] == list(SETTINGS.methods)
     assert report.written == [0, 1, 2] and not report.already_done
 
 
@@ -126,16 +142,14 @@ def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, mi
     assert report.written == [1, 2] and shard_path(out, 0).stat().st_mtime_ns == first.st_mtime_ns
     assert not list((out / "rows").glob(".*.tmp"))
     rows = pd.read_parquet(out / "rows")  # the whole dataset, every shard
-    keys = ["sentence_id", "layer", "position", "geometry"]
+    keys = ["sentence_id", "layer", "position", "method"]
     assert not rows.duplicated(keys).any()
     assert sorted(rows["sentence_id"].unique()) == list(range(7))
-    assert len(rows) == 2 * 6 * sum(len(minilm.tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert len(rows) == len(SETTINGS.methods) * 6 * sum(len(minilm.tokenizer(t)["input_ids"]) for t in TEXTS)
     again = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
     assert again.already_done and again.written == []
     with pytest.raises(ValueError, match=r"holds a different sweep .*rogue_k: 3 there, 5 now"):
-        run_sweep(
-            minilm, texts, out, SweepSettings("attn_residual", "position", ("cosine", "no_rogue"), 5), shard_size=3
-        )
+        run_sweep(minilm, texts, out, SweepSettings("attn_residual", "position", SETTINGS.methods, 5), shard_size=3)
 
 
 def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
