@@ -4,29 +4,67 @@ import analysis
 encoder = analysis.load_model("roberta-base")
 result = analysis.analyze(encoder, "Time flies like an arrow.", stage="attn_residual", reference="position")
 result.metrics  # layer, position, token, token_id, text, special, cosine, rank
+
+The names below load their modules (and torch) on first use, so `python -m analysis --help` and anything that
+only needs `analysis.definitions` start at once.
 """
 
-from analysis.capabilities import Capabilities, capabilities
-from analysis.capture import STAGES, Stage
-from analysis.encoder import EncoderModel, ModelInfo, UnsupportedModelError, wrap_model
-from analysis.geometry import GEOMETRIES, Background, Geometry, background
-from analysis.heads import HeadDecomposition, decompose_heads
-from analysis.loading import (
+from __future__ import annotations
+
+import importlib
+
+from analysis.definitions import (
     BUNDLED_MODEL,
-    ModelLoadError,
-    configure_model_cache,
-    load_model,
-    release_models,
-    resident_models,
+    GEOMETRIES,
+    METHODS,
+    REFERENCES,
+    STAGES,
+    Geometry,
+    Method,
+    Reference,
+    Stage,
 )
-from analysis.original_demo import original_demo
-from analysis.references import REFERENCES, Reference
-from analysis.trace import AnalysisResult, analyze
 from analysis.version import __version__
+
+_LAZY = {
+    "AnalysisResult": "analysis.trace",
+    "analyze": "analysis.trace",
+    "Background": "analysis.geometry",
+    "background": "analysis.geometry",
+    "Capabilities": "analysis.capabilities",
+    "capabilities": "analysis.capabilities",
+    "EncoderModel": "analysis.encoder",
+    "ModelInfo": "analysis.encoder",
+    "UnsupportedModelError": "analysis.encoder",
+    "wrap_model": "analysis.encoder",
+    "HeadDecomposition": "analysis.heads",
+    "decompose_heads": "analysis.heads",
+    "ModelLoadError": "analysis.loading",
+    "configure_model_cache": "analysis.loading",
+    "load_model": "analysis.loading",
+    "release_models": "analysis.loading",
+    "resident_models": "analysis.loading",
+    "original_demo": "analysis.original_demo",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load the module that defines `name` when it is first asked for (PEP 562)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "BUNDLED_MODEL",
     "GEOMETRIES",
+    "METHODS",
     "REFERENCES",
     "STAGES",
     "AnalysisResult",
@@ -35,6 +73,7 @@ __all__ = [
     "EncoderModel",
     "Geometry",
     "HeadDecomposition",
+    "Method",
     "ModelInfo",
     "ModelLoadError",
     "Reference",

@@ -1,32 +1,29 @@
 """Command line: `python -m analysis export --model NAME --text TEXT --out DIR`,
 `python -m analysis verdict --model NAME --out DIR` and `python -m analysis sweep --model NAME --input FILE
---out DIR`."""
+--out DIR`. Each command says on stderr what it is doing as it goes; results go to files, their paths to
+stdout."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import transformers
-from tqdm import tqdm
+from analysis.definitions import (
+    BUNDLED_MODEL,
+    DEVICES,
+    EXPORT_FILES,
+    FORMATS,
+    GEOMETRIES,
+    METHODS,
+    REFERENCES,
+    ROW_COLUMNS,
+    STAGES,
+    VERDICT_COLUMNS,
+)
 
-from analysis.batch import METHODS, ROW_COLUMNS, SweepSettings
-from analysis.capture import STAGES, check_stage
-from analysis.checks import check_text
-from analysis.devices import DEVICES, resolve_device
-from analysis.export import EXPORT_FILES, write_export, write_verdict
-from analysis.geometry import GEOMETRIES, background, check_rogue_k
-from analysis.loading import BUNDLED_MODEL, load_model
-from analysis.original_demo import demo_unavailable
-from analysis.references import REFERENCES, check_reference, default_reference
-from analysis.sentences import corpus_sentences
-from analysis.sweep import run_sweep
-from analysis.texts import FORMATS, read_texts
-from analysis.trace import analyze
-from analysis.verdict import VERDICT_COLUMNS, spike_verdict, verdict_methods, verdict_summary
-from analysis.version import __version__
+# Each command imports the analysis (torch, transformers) when it runs, so that `--help` answers at once.
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -173,9 +170,44 @@ def _rogue_k_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
 
 
+def _say(message: str) -> None:
+    """A line on stderr saying what the command is doing now."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _counter(desc: str, unit: str) -> tuple[Callable[[float, float], None], Callable[[], None]]:
+    """`on_progress(done, total)` that draws a progress bar (`analysis.progress`), made at the first call, so work
+    that turns out to be done already draws none; and `close()`."""
+    from analysis.progress import progress_bar
+
+    bars = []
+
+    def on_progress(done: float, total: float) -> None:
+        if not bars:
+            bars.append(progress_bar(total, desc, unit))
+        bars[0].update(done - bars[0].n)
+
+    return on_progress, lambda: bars and bars[0].close()
+
+
+def _load(name: str):
+    from analysis.loading import load_model
+
+    _say(f"loading {name}…")
+    return load_model(name)
+
+
 def _export(args: argparse.Namespace) -> list[Path]:
+    from analysis.checks import check_text
+    from analysis.export import write_export
+    from analysis.trace import analyze
+
     check_text(args.text)
-    encoder = load_model(args.model)
+    encoder = _load(args.model)
+    _say(
+        f"tracing the text through {encoder.num_layers} layers of {encoder.name} and scoring every token against "
+        f"all {encoder.vocab_size:,} vocabulary items…"
+    )
     result = analyze(
         encoder,
         args.text,
@@ -187,27 +219,33 @@ def _export(args: argparse.Namespace) -> list[Path]:
         overlap_n=args.overlap_n,
     )
     if result.truncated:
-        print(
+        _say(
             f"note: the text was truncated to {len(result.tokens)} tokens (of {result.n_tokens_in_text} in the text), "
-            f"cut at character {result.truncated_at_char}.",
-            file=sys.stderr,
+            f"cut at character {result.truncated_at_char}."
         )
+    _say(f"writing {len(EXPORT_FILES) + 1} files to {args.out}…")
     return write_export(result, args.out)
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:
-    encoder = load_model(args.model)
+    from analysis.export import write_verdict
+    from analysis.geometry import background, check_rogue_k, corpus_statistics
+    from analysis.original_demo import demo_unavailable
+    from analysis.references import default_reference
+    from analysis.verdict import spike_verdict, verdict_methods, verdict_summary
+    from analysis.version import __version__
+
+    encoder = _load(args.model)
     check_rogue_k(args.rogue_k, encoder.hidden_size)
     reference = args.reference or default_reference(encoder)
-    with tqdm(total=len(corpus_sentences()), desc="verdict", unit="sentence", file=sys.stderr) as bar:
-        verdict = spike_verdict(
-            encoder,
-            stage=args.stage,
-            reference=reference,
-            rogue_k=args.rogue_k,
-            on_progress=lambda done, total: bar.update(done - bar.n),
-        )
-    found = background(encoder, args.stage, reference)
+    on_progress, close = _counter("corpus statistics", "sentence")
+    corpus_statistics(encoder, args.stage, on_progress)
+    close()
+    on_progress, close = _counter("verdict", "sentence")
+    verdict = spike_verdict(
+        encoder, stage=args.stage, reference=reference, rogue_k=args.rogue_k, on_progress=on_progress
+    )
+    close()
     provenance = {
         "model": encoder.name,
         "revision": encoder.revision,
@@ -215,18 +253,28 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
         "reference": reference,
         "rogue_k": args.rogue_k,
         "methods": verdict_methods(demo_unavailable(encoder) is None),
-        "corpus": found.corpus,
+        "corpus": background(encoder, args.stage, reference).corpus,
         "analysis_version": __version__,
     }
+    _say(f"writing verdict.csv, verdict.png, verdict.txt and provenance.json to {args.out}…")
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
 
 
 def _sweep(args: argparse.Namespace) -> list[Path]:
+    from analysis.batch import SweepSettings
+    from analysis.capture import check_stage
+    from analysis.devices import resolve_device
+    from analysis.geometry import check_rogue_k
+    from analysis.original_demo import demo_unavailable
+    from analysis.references import check_reference, default_reference
+    from analysis.sweep import run_sweep
+    from analysis.texts import read_texts
+
     texts = read_texts(args.input, args.limit)
     device = resolve_device(args.device)
     if args.engine == "ray":
-        ray_engine = importlib.import_module("analysis.ray_engine")  # imports only when asked for
-    encoder = load_model(args.model)
+        from analysis import ray_engine  # Ray is optional: imported only when asked for
+    encoder = _load(args.model)
     encoder.move_to(device)
     reference = args.reference or default_reference(encoder)
     settings = SweepSettings(args.stage, reference, tuple(dict.fromkeys(args.methods or ["cosine"])), args.rogue_k)
@@ -241,35 +289,27 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
             args.model, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
             device=args.device, address=args.ray_address, actors=args.actors,
         )  # fmt: skip
-    print(
+    _say(
         f"{len(texts.texts):,} texts ({texts.skipped_empty:,} empty skipped) from {args.input}; "
-        f"{encoder.name} on {device}",
-        file=sys.stderr,
+        f"{encoder.name} on {device}"
     )
-    with tqdm(total=len(texts.texts), desc="sweep", unit="text", file=sys.stderr) as bar:
-        try:
-            report = run_sweep(
-                encoder, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
-                input_name=str(args.input), engine=args.engine, run_shards=runner,
-                on_progress=lambda done, total: bar.update(done - bar.n),
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            bar.close()
-            print(
-                f"stopped: run the same command again to continue from the first missing shard in {args.out}.",
-                file=sys.stderr,
-            )
-            raise
+    on_progress, close = _counter("sweep", "text")
+    try:
+        report = run_sweep(
+            encoder, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
+            input_name=str(args.input), engine=args.engine, run_shards=runner, on_progress=on_progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        close()
+        _say(f"stopped: run the same command again to continue from the first missing shard in {args.out}.")
+        raise
+    close()
     if report.already_done:
-        print(
-            f"nothing to do: {args.out} already holds this finished sweep ({report.sentences:,} texts).",
-            file=sys.stderr,
-        )
+        _say(f"nothing to do: {args.out} already holds this finished sweep ({report.sentences:,} texts).")
     if report.truncated:
-        print(
+        _say(
             f"note: {len(report.truncated):,} texts were cut at the model's limit of {encoder.max_tokens} tokens "
-            "(column `truncated`; their ids are in provenance.json).",
-            file=sys.stderr,
+            "(column `truncated`; their ids are in provenance.json)."
         )
     return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
 
@@ -279,6 +319,8 @@ COMMANDS = {"export": _export, "verdict": _verdict, "sweep": _sweep}
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import transformers
+
     transformers.utils.logging.disable_progress_bar()
     try:
         written = COMMANDS[args.command](args)

@@ -12,44 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture import Stage, Tokens, length_batches, read_stage, run_model, stage_taps, token_table, tokenize_all
+from analysis.capture import Tokens, length_batches, read_stage, run_model, stage_taps, token_table, tokenize_all
+from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
 from analysis.encoder import EncoderModel
-from analysis.geometry import GEOMETRIES, PLAIN, Geometry, GeometryMap, geometry_map, own_cosine
+from analysis.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
 from analysis.metrics import map_scorer, rank_tokens
 from analysis.original_demo import demo_taps, read_demo_vectors
-from analysis.references import Reference, vocabulary_scorer
+from analysis.references import vocabulary_scorer
 from analysis.spikes import spike_mask
 from analysis.wordclass import word_classes
-
-Method = Literal["original_demo", "cosine", "centered", "standardized", "no_rogue"]
-"""How a token's rank is computed: the original demo's computation, or the exact one under a geometry."""
-
-METHODS: dict[Method, str] = {
-    "original_demo": "the seed demo's computation, its four errors included",
-    **{name: f"exact stage vectors, {meaning}" for name, meaning in GEOMETRIES.items()},
-}
-assert tuple(METHODS) == get_args(Method)
-
-ROW_COLUMNS = {
-    "sentence_id": "the text's index among the input's non-empty texts, 0-based",
-    "layer": "block index l, 0-based",
-    "position": "token position in the text, 0-based, special tokens included",
-    "token": "the tokenizer's piece",
-    "token_id": "vocabulary id of the token",
-    "word_class": "function, content, punctuation or special",
-    "special": "True for tokens the tokenizer adds",
-    "method": "original_demo, or the geometry of the exact computation (cosine, centered, standardized, no_rogue)",
-    "cosine": "cosine of the vector with the token's own reference, under the method",
-    "rank": "1 + number of other vocabulary items scoring strictly higher; 1 = nearest",
-    "spike": "True where the token spikes at this layer (rank >= 10x its rank before and after)",
-    "truncated": "True for every row of a text cut at the model's length limit",
-}
 
 _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
 DEMO_ATTENTION_BYTES = 256 * 2**20

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.capture import STAGES, Stage, unavailable_stages
+from analysis.capture import unavailable_stages
+from analysis.definitions import REFERENCES, STAGES, Reference, Stage
 from analysis.encoder import EncoderModel
 from analysis.original_demo import demo_unavailable
-from analysis.references import REFERENCES, Reference, unavailable_references
+from analysis.references import unavailable_references
 
 
 @dataclass(frozen=True)

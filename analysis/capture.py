@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -13,19 +13,8 @@ from torch import nn
 
 from analysis.architectures import LayerParts
 from analysis.checks import check_available, check_text
+from analysis.definitions import STAGES, Stage
 from analysis.encoder import EncoderModel
-
-Stage = Literal["layer_input", "attn_residual", "attn_output", "layer_output"]
-"""Where in block l a token's vector is read (TransformerLens: resid_pre, resid_mid, -, resid_post)."""
-
-STAGES: dict[Stage, str] = {
-    "layer_input": "the input of block l (for l = 0, the embedding layer's output)",
-    "attn_residual": "input + attention sublayer output: before the attention LayerNorm in post-LN blocks, before "
-    "the MLP's norm in pre-LN blocks, the two summed in parallel blocks",
-    "attn_output": "the norm of attn_residual: the attention LayerNorm (post-LN) or the MLP's input norm (pre-LN)",
-    "layer_output": "the output of block l (the input of block l + 1; before any final norm)",
-}
-assert tuple(STAGES) == get_args(Stage)
 
 
 def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:

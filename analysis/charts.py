@@ -2,14 +2,19 @@
 
 Every chart is a `Figure`: a Vega-Lite spec that depends only on the chart's shape (built with Altair and
 validated once, then cached) and the rows it draws, whose style columns carry the highlighting. A highlight
-therefore changes only the rows, and redrawing costs no Altair building or schema validation.
+therefore changes only the rows and the key of the highlighted tokens' colours (filled into a copy of the spec
+when it is drawn), and redrawing costs no Altair building or schema validation.
+
+Every chart can be read without its caption: lines coloured by word class have a legend, highlighted tokens
+are keyed in a legend and labelled at their last point (labels that would overlap are spread apart), the
+anisotropy baseline is in the legend as a dashed line, and axis titles say which geometry they measure in.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -19,8 +24,8 @@ import numpy as np
 import pandas as pd
 import vl_convert
 
+from analysis.definitions import METHODS
 from analysis.trace import AnalysisResult
-from analysis.verdict import METHODS
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
@@ -30,6 +35,13 @@ DATA = "rows"
 
 FAINT = "#b8bec6"
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+HIGHLIGHT_KEY = "__highlighted tokens__"
+"""Placeholder of the highlighted tokens' colour scale in a cached spec; `Figure` fills in their labels."""
+LABEL_GAP = 0.075
+"""Least distance between two end labels, as a share of the data's range on the y axis (a line of text and a
+little air on the app's charts)."""
+EXPORT_PADDING = {"left": 12, "right": 12, "top": 12, "bottom": 12}
+
 _TOOLTIP = [
     alt.Tooltip("label:N", title="token"),
     alt.Tooltip("position:Q", title="position"),
@@ -37,31 +49,39 @@ _TOOLTIP = [
     alt.Tooltip("cosine:Q", title="cosine", format=".4f"),
     alt.Tooltip("rank:Q", title="rank", format=","),
 ]
-# Styles come from data columns (scale=None) rather than conditions: the spec stays the same whatever is highlighted.
-_STYLE = {
-    "color": alt.Color("colour:N", scale=None, legend=None),
-    "strokeWidth": alt.StrokeWidth("width:Q", scale=None),
-    "opacity": alt.Opacity("alpha:Q", scale=None),
-    "order": alt.Order("highlighted:N"),
-    "detail": alt.Detail("position:N"),
-}
 _VL_VERSION = "_".join(alt.SCHEMA_VERSION.split(".")[:2])  # "v6.4.1" -> "v6_4", as vl-convert names it
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A chart: `spec`, a Vega-Lite spec whose data is the dataset `DATA`, and `data`, the rows it draws."""
+    """A chart: `spec`, a Vega-Lite spec whose data is the dataset `DATA`, `data`, the rows it draws, `key`, the
+    labels and colours of its highlighted tokens, and `title`, the lines an exported image is headed with."""
 
     spec: dict
     data: pd.DataFrame
+    key: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    title: tuple[str, ...] = field(default=())
+
+    def titled(self, *lines: str) -> Figure:
+        """The same chart, headed by `lines` (a title, then subtitles) when it is exported."""
+        return replace(self, title=lines)
+
+    def _full_spec(self) -> dict:
+        spec = copy.deepcopy(self.spec)
+        _fill_key(spec, *self.key)
+        return spec
 
     def vega_lite(self) -> dict:
         """The whole spec with the rows attached as a data frame (what `st.vega_lite_chart(spec=...)` takes)."""
-        return {**copy.deepcopy(self.spec), "datasets": {DATA: self.data}}
+        return {**self._full_spec(), "datasets": {DATA: self.data}}
 
     def to_json(self) -> dict:
-        """The whole spec with the rows inline as JSON records (missing values as null)."""
-        return {**copy.deepcopy(self.spec), "datasets": {DATA: json.loads(self.data.to_json(orient="records"))}}
+        """The whole spec with the rows inline as JSON records (missing values as null), titled for export."""
+        spec = {**self._full_spec(), "datasets": {DATA: json.loads(self.data.to_json(orient="records"))}}
+        spec["padding"] = EXPORT_PADDING
+        if self.title:
+            spec["title"] = {"text": self.title[0], "subtitle": list(self.title[1:]), "anchor": "start"}
+        return spec
 
     def to_bytes(self, fmt: Literal["png", "svg"]) -> bytes:
         """The chart rendered with vl-convert: PNG at twice the pixel size, or SVG."""
@@ -85,6 +105,19 @@ class Figure:
             raise ValueError(f"Cannot save a chart as {path.name!r}: use .png, .svg, .html or .json.")
 
 
+def _fill_key(node: object, labels: tuple[str, ...], colours: tuple[str, ...]) -> None:
+    """Put the highlighted tokens' labels and colours into every colour scale that holds `HIGHLIGHT_KEY`."""
+    if isinstance(node, dict):
+        scale = node.get("scale")
+        if isinstance(scale, dict) and scale.get("domain") == [HIGHLIGHT_KEY]:
+            scale["domain"], scale["range"] = list(labels), list(colours) or [FAINT]
+        for value in node.values():
+            _fill_key(value, labels, colours)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_key(value, labels, colours)
+
+
 def _spec(chart: alt.TopLevelMixin) -> dict:
     """Validate an Altair chart that draws from `DATA` and return its Vega-Lite dict (done once per shape)."""
     return chart.to_dict()
@@ -99,13 +132,19 @@ def token_label(position: int, text: str) -> str:
     return f"{position} · {text.strip() or repr(text)}"
 
 
+def highlight_colours(highlight: list[int]) -> dict[int, str]:
+    """Each highlighted position's colour, by its place among the highlighted positions in text order: the same
+    whatever order they were picked in."""
+    return {position: PALETTE[i % len(PALETTE)] for i, position in enumerate(sorted(set(highlight)))}
+
+
 def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint_alpha: float = 0.35) -> pd.DataFrame:
     """`frame[columns]` plus label, highlighted, colour, width and alpha: highlighted tokens coloured and bold, the
     rest faint. Only the columns a chart draws are kept, since every row is sent to the browser."""
-    colours = {position: PALETTE[i % len(PALETTE)] for i, position in enumerate(highlight)}
+    colours = highlight_colours(highlight)
     tokens = frame.drop_duplicates("position")
     labels = {p: token_label(p, t) for p, t in zip(tokens["position"], tokens["text"], strict=True)}
-    highlighted = frame["position"].isin(highlight)
+    highlighted = frame["position"].isin(colours)
     return frame[columns].assign(
         label=frame["position"].map(labels),
         highlighted=highlighted,
@@ -115,63 +154,151 @@ def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint
     )
 
 
-_TRAJECTORY_COLUMNS = ["layer", "position", "cosine", "rank"]
+def _key(rows: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The highlighted tokens' labels and colours in text order, from `_styled` rows."""
+    shown = rows[rows["highlighted"]].drop_duplicates("position").sort_values("position")
+    return tuple(shown["label"]), tuple(shown["colour"])
 
 
-def _measure_axis(measure: str, rank_title: str = "rank of own embedding (1 = nearest, log scale)") -> alt.Y:
+GEOMETRY_TITLES = {
+    "cosine": "cosine similarity to original embedding",
+    "centered": "cosine to original embedding, after centering",
+    "standardized": "cosine to original embedding, after standardizing",
+    "no_rogue": "cosine to original embedding, rogue dimensions removed",
+}
+RANK_TITLES = {
+    "cosine": "rank of own embedding (1 = nearest, log scale)",
+    "centered": "rank of own embedding after centering (log scale)",
+    "standardized": "rank of own embedding after standardizing (log scale)",
+    "no_rogue": "rank of own embedding, rogue dimensions removed (log scale)",
+}
+
+
+def _measure_axis(measure: str, geometry: str = "cosine", field_name: str | None = None) -> alt.Y:
+    """The y encoding of a cosine or rank chart, titled in its geometry (rank: log scale, rank 1 on top)."""
     if measure == "rank":
         return alt.Y(
-            "rank:Q",
-            title=rank_title,
+            f"{field_name or 'rank'}:Q",
+            title=RANK_TITLES.get(geometry, RANK_TITLES["cosine"]),
             scale=alt.Scale(type="log", reverse=True, domainMin=1),
             axis=alt.Axis(format="~s"),
         )
-    return alt.Y("cosine:Q", title="cosine similarity to original embedding", scale=alt.Scale(zero=False))
+    return alt.Y(
+        f"{field_name or 'cosine'}:Q",
+        title=GEOMETRY_TITLES.get(geometry, GEOMETRY_TITLES["cosine"]),
+        scale=alt.Scale(zero=False),
+    )
 
 
+def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> np.ndarray:
+    """Where to draw end labels for lines ending at `values` so that none overlaps another: each moved up or down
+    as little as needed to keep LABEL_GAP of the axis between them. `low`/`high`: the axis's data range (rank:
+    drawn on a reversed log axis, rank 1 on top)."""
+    if len(values) == 0:
+        return values
+    values = np.asarray(values, dtype=float)
+    if measure == "rank":
+        top = max(np.log10(max(high, 1.0)), 1e-9)
+        screen = 1 - np.log10(np.maximum(values, 1.0)) / top  # 1 = top of the chart
+    else:
+        span = max(high - low, 1e-9)
+        screen = (values - low) / span
+    order = np.argsort(-screen, kind="stable")
+    placed = screen[order].copy()
+    for i in range(1, len(placed)):  # top to bottom, each at least one gap below the one above
+        placed[i] = min(placed[i], placed[i - 1] - LABEL_GAP)
+    overflow = -min(placed[-1], 0.0)  # pushed below the bottom: move the whole stack up, as far as the top allows
+    placed = placed + min(overflow, max(1 - placed[0], 0.0))
+    result = np.empty_like(placed)
+    result[order] = placed
+    if measure == "rank":
+        return 10 ** ((1 - result) * top)
+    return low + result * (high - low)
+
+
+def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[str]) -> pd.Series:
+    """`label_y` for `_styled` rows: at the last point of each highlighted `line` (the columns naming one line),
+    where its label goes, spread apart from the others of its `panel`; NaN elsewhere."""
+    label_y = pd.Series(np.nan, index=rows.index)
+    values = rows[measure].astype(float)
+    low, high = float(values.min()), float(values.max())
+    ends = rows[rows["highlighted"]]
+    ends = ends[ends["layer"] == ends.groupby(line)["layer"].transform("max")]
+    for _, shared in ends.groupby(panel) if panel else [((), ends)]:
+        label_y[shared.index] = spread_labels(shared[measure].to_numpy(), measure, low, high)
+    return label_y
+
+
+_TRAJECTORY_COLUMNS = ["layer", "position", "cosine", "rank"]
 WORD_CLASS_COLOURS = {"function": "#1f77b4", "content": "#2ca02c", "punctuation": "#ff7f0e", "special": "#9467bd"}
 BASELINE = -1
 """The `position` of the anisotropy baseline's rows in a trajectory chart's data (no token has it)."""
+BASELINE_LABEL = "anisotropy baseline"
 
 
 @lru_cache(maxsize=64)
-def _trajectory_spec(measure: str, n_layers: int, x_title: str, by_class: bool, baseline: bool) -> dict:
+def _trajectory_spec(
+    measure: str, n_layers: int, x_title: str, by_class: bool, keyed: bool, baseline: bool, geometry: str
+) -> dict:
     pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
     x = alt.X(
         "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
     )
-    y = _measure_axis(measure)
-    style = dict(_STYLE)
+    y = _measure_axis(measure, geometry)
     tooltip = list(_TOOLTIP)
     if by_class:
-        style["color"] = alt.Color(
+        tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
+        faint_colour = alt.Color(
             "word_class:N",
             title="word class",
             scale=alt.Scale(domain=list(WORD_CLASS_COLOURS), range=list(WORD_CLASS_COLOURS.values())),
+            legend=alt.Legend(orient="top"),
         )
-        tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
-    lines = (
+    else:
+        faint_colour = alt.value(FAINT)
+    key = alt.Color(
+        "label:N",
+        title="highlighted tokens",
+        scale=alt.Scale(domain=[HIGHLIGHT_KEY], range=[FAINT]),
+        legend=alt.Legend(orient="top") if keyed else None,
+    )
+    width = alt.StrokeWidth("width:Q", scale=None)
+    opacity = alt.Opacity("alpha:Q", scale=None)
+    point = alt.OverlayMarkDef(size=18, filled=True)
+    faint = (
         alt.Chart()
-        .transform_filter(alt.datum.position >= 0)
-        .mark_line(point=alt.OverlayMarkDef(size=18, filled=True))
-        .encode(x=x, y=y, tooltip=tooltip, **style)
+        .transform_filter((alt.datum.position >= 0) & ~alt.datum.highlighted)
+        .mark_line(point=point)
+        .encode(x=x, y=y, color=faint_colour, strokeWidth=width, opacity=opacity, detail="position:N", tooltip=tooltip)
         .add_params(pick)
+    )
+    bold = (
+        alt.Chart()
+        .transform_filter(alt.datum.highlighted)
+        .mark_line(point=point)
+        .encode(x=x, y=y, color=key, strokeWidth=width, detail="position:N", tooltip=tooltip)
     )
     labels = (
         alt.Chart()
         .transform_filter(alt.datum.highlighted & (alt.datum.layer == n_layers - 1))
-        .mark_text(align="left", dx=6, fontWeight="bold")
-        .encode(x=x, y=y, text="label:N", color=_STYLE["color"])
+        .mark_text(align="left", dx=8, fontWeight="bold")
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=key.legend(None))
     )
-    layers = [lines, labels]
+    layers = [faint, bold, labels]
     if baseline:
         layers.append(
             alt.Chart()
             .transform_filter(alt.datum.position == BASELINE)
-            .mark_line(color="#444444", strokeDash=[6, 4], strokeWidth=2)
+            .mark_line(color="#444444", strokeWidth=2)
             .encode(
                 x=x,
                 y=y,
+                strokeDash=alt.StrokeDash(
+                    "label:N",
+                    title=None,
+                    scale=alt.Scale(domain=[BASELINE_LABEL], range=[[6, 4]]),
+                    legend=alt.Legend(orient="top", symbolStrokeColor="#444444"),
+                ),
                 tooltip=[
                     alt.Tooltip("label:N", title="line"),
                     alt.Tooltip("layer:Q", title="layer"),
@@ -180,7 +307,11 @@ def _trajectory_spec(measure: str, n_layers: int, x_title: str, by_class: bool, 
             )
         )
     # Right padding leaves room for the labels of highlighted tokens at the last layer.
-    chart = alt.layer(*layers, data=_rows()).properties(height=420, width=720, padding={"right": 90})
+    chart = (
+        alt.layer(*layers, data=_rows())
+        .resolve_scale(color="independent")
+        .properties(height=420, width=680, padding={"right": 110})
+    )
     return _spec(chart)
 
 
@@ -192,14 +323,15 @@ def trajectory_chart(
     *,
     classes: pd.Series | None = None,
     baseline: np.ndarray | None = None,
+    geometry: str = "cosine",
 ) -> Figure:
     """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv: `measure` is
-    "cosine" or "rank" (log scale, rank 1 at the top).
+    "cosine" or "rank" (log scale, rank 1 at the top), its axis titled in the `geometry` it was scored in.
 
-    Highlighted tokens are coloured, bold and labelled at their last point; the rest are faint. With nothing
-    highlighted and `classes` (word class per position) given, lines are coloured by word class with a legend.
-    `baseline` `[layers]` (cosine only): the anisotropy baseline as a dashed line. Clicking a line selects its
-    `position` through the `PICK` selection.
+    Highlighted tokens are coloured, bold, keyed in a legend and labelled at their last point; the rest are
+    faint. With nothing highlighted and `classes` (word class per position) given, lines are coloured by word
+    class with a legend. `baseline` `[layers]` (cosine only): the anisotropy baseline as a dashed line, in the
+    legend. Clicking a line selects its `position` through the `PICK` selection.
     """
     n_layers = int(metrics["layer"].max()) + 1
     by_class = classes is not None and not highlight
@@ -213,12 +345,14 @@ def trajectory_chart(
                 "layer": np.arange(n_layers),
                 "position": BASELINE,
                 "cosine": np.asarray(baseline, dtype=float),
-                "label": "anisotropy baseline",
+                "label": BASELINE_LABEL,
                 "highlighted": False,
             }
         )
         rows = pd.concat([rows, line], ignore_index=True)
-    return Figure(_trajectory_spec(measure, n_layers, x_title, by_class, with_baseline), rows)
+    rows["label_y"] = _end_labels(rows, measure, ["position"], [])
+    spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry)
+    return Figure(spec, rows, _key(rows))
 
 
 OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original neighbourhood"}
@@ -226,22 +360,39 @@ OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original ne
 
 @lru_cache(maxsize=16)
 def _overlap_spec(n: int) -> dict:
-    chart = (
-        alt.Chart(_rows())
-        .mark_line(point=alt.OverlayMarkDef(size=14, filled=True))
+    x = alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
+    y = alt.Y("shared:Q", title=f"shared neighbours (of top {n})", scale=alt.Scale(domain=[0, n]))
+    key = alt.Color("label:N", title="highlighted tokens", scale=alt.Scale(domain=[HIGHLIGHT_KEY], range=[FAINT]))
+    tooltip = [
+        alt.Tooltip("label:N", title="token"),
+        alt.Tooltip("layer:Q", title="layer"),
+        alt.Tooltip("against:N", title="overlap with"),
+        alt.Tooltip("shared:Q", title=f"shared of top {n}"),
+    ]
+    point = alt.OverlayMarkDef(size=14, filled=True)
+    faint = (
+        alt.Chart()
+        .transform_filter(~alt.datum.highlighted)
+        .mark_line(point=point)
         .encode(
-            x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("shared:Q", title=f"shared neighbours (of top {n})", scale=alt.Scale(domain=[0, n])),
-            tooltip=[
-                alt.Tooltip("label:N", title="token"),
-                alt.Tooltip("layer:Q", title="layer"),
-                alt.Tooltip("against:N", title="overlap with"),
-                alt.Tooltip("shared:Q", title=f"shared of top {n}"),
-            ],
-            **_STYLE,
+            x=x,
+            y=y,
+            color=alt.value(FAINT),
+            opacity=alt.Opacity("alpha:Q", scale=None),
+            detail="position:N",
+            tooltip=tooltip,
         )
-        .properties(height=300, width=320)
-        .facet(column=alt.Column("against:N", title=None, sort=list(OVERLAP_AGAINST.values())))
+    )
+    bold = (
+        alt.Chart()
+        .transform_filter(alt.datum.highlighted)
+        .mark_line(point=point, strokeWidth=3)
+        .encode(x=x, y=y, color=key, detail="position:N", tooltip=tooltip)
+    )
+    chart = (
+        alt.layer(faint, bold)
+        .properties(height=300, width=300)
+        .facet(column=alt.Column("against:N", title=None, sort=list(OVERLAP_AGAINST.values())), data=_rows())
     )
     return _spec(chart)
 
@@ -269,11 +420,13 @@ def overlap_rows(result: AnalysisResult) -> pd.DataFrame:
 
 
 def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFrame | None = None) -> Figure:
-    """Neighbour overlap per layer: with the previous layer and with the token's original neighbourhood.
-    `rows`: `overlap_rows(result)` when the caller keeps it."""
+    """Neighbour overlap per layer: with the previous layer and with the token's original neighbourhood,
+    highlighted tokens keyed in a legend. `rows`: `overlap_rows(result)` when the caller keeps it."""
     n = int(result.overlap["n"].iloc[0])
-    rows = overlap_rows(result) if rows is None else rows
-    return Figure(_overlap_spec(n), _styled(rows, highlight, ["layer", "position", "against", "shared"]))
+    rows = _styled(
+        overlap_rows(result) if rows is None else rows, highlight, ["layer", "position", "against", "shared"]
+    )
+    return Figure(_overlap_spec(n), rows, _key(rows))
 
 
 def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame:
@@ -306,10 +459,15 @@ def _spike_spec() -> dict:
         .encode(
             x=alt.X("layer:O", title="layer (block index l)"),
             y=alt.Y("score:Q", title="spike score (share of tokens)", axis=alt.Axis(format=".0%")),
-            color=alt.condition(alt.datum.selected, alt.value(PALETTE[1]), alt.value(FAINT)),
+            color=alt.Color(
+                "shown:N",
+                title=None,
+                scale=alt.Scale(domain=["layer shown below", "other layers"], range=[PALETTE[1], FAINT]),
+                legend=alt.Legend(orient="top"),
+            ),
             tooltip=[
                 alt.Tooltip("layer:O", title="layer"),
-                alt.Tooltip("spiking:Q", title="tokens that spike"),
+                alt.Tooltip("spikes:Q", title="tokens that spike"),
                 alt.Tooltip("tokens:Q", title="tokens"),
                 alt.Tooltip("score:Q", title="spike score", format=".1%"),
             ],
@@ -321,7 +479,8 @@ def _spike_spec() -> dict:
 
 def spike_chart(scores: pd.DataFrame, selected: int) -> Figure:
     """Spike score per layer (share of tokens that spike), the selected layer in colour."""
-    return Figure(_spike_spec(), scores.assign(selected=scores["layer"] == selected, score=scores["score"].fillna(0)))
+    shown = np.where(scores["layer"] == selected, "layer shown below", "other layers")
+    return Figure(_spike_spec(), scores.assign(shown=shown, score=scores["score"].fillna(0)))
 
 
 @lru_cache(maxsize=64)
@@ -370,6 +529,7 @@ def _norms_spec(labels: tuple[str, ...]) -> dict:
                 "vector:N",
                 title=None,
                 scale=alt.Scale(domain=["residual", "attention update"], range=[FAINT, PALETTE[0]]),
+                legend=alt.Legend(orient="top"),
             ),
             tooltip=["label:N", "vector:N", alt.Tooltip("norm:Q", format=".3f")],
         )
@@ -388,14 +548,23 @@ def norms_chart(frame: pd.DataFrame) -> Figure:
     return Figure(_norms_spec(tuple(frame["label"])), long)
 
 
-@lru_cache(maxsize=2)
-def _shares_spec(by_method: bool) -> dict:
+SHARE_TITLE = "share of tokens that spike"
+
+
+@lru_cache(maxsize=16)
+def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
     base = alt.Chart().encode(
         x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
-        color=alt.Color("word_class:N", title="word class"),
+        color=alt.Color(
+            "word_class:N",
+            title="word class",
+            scale=alt.Scale(domain=list(classes), range=[WORD_CLASS_COLOURS[c] for c in classes]),
+            legend=alt.Legend(orient="top"),
+        ),
     )
+    y_axis = alt.Axis(format="%")
     lines = base.mark_line(point=True).encode(
-        y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format="%")),
+        y=alt.Y("share:Q", title=SHARE_TITLE, axis=y_axis),
         tooltip=[
             *([alt.Tooltip("method:N", title="method")] if by_method else []),
             alt.Tooltip("word_class:N", title="word class"),
@@ -407,46 +576,69 @@ def _shares_spec(by_method: bool) -> dict:
             alt.Tooltip("high:Q", title="95% CI high", format=".1%"),
         ],
     )
-    bars = base.mark_errorbar().encode(y="low:Q", y2="high:Q")
+    bars = base.mark_errorbar().encode(y=alt.Y("low:Q", title=SHARE_TITLE, axis=y_axis), y2="high:Q")
     if not by_method:
-        return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=720))
-    panels = alt.layer(bars, lines).properties(height=220, width=170)
-    return _spec(panels.facet(alt.Facet("method:N", title=None, sort=list(METHODS)), columns=5, data=_rows()))
+        return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=680))
+    panels = alt.layer(bars, lines).properties(height=190, width=200)
+    facet = alt.Facet("method:N", title=None, sort=list(METHODS))
+    return _spec(panels.facet(facet, columns=3, data=_rows()))
+
+
+def _classes_in(table: pd.DataFrame) -> tuple[str, ...]:
+    present = set(table["word_class"])
+    return tuple(name for name in WORD_CLASS_COLOURS if name in present)
 
 
 def corpus_chart(table: pd.DataFrame) -> Figure:
     """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
-    return Figure(_shares_spec(by_method=False), table)
+    return Figure(_shares_spec(False, _classes_in(table)), table)
 
 
 def verdict_chart(verdict: pd.DataFrame) -> Figure:
-    """The verdict: share of function and content tokens spiking per layer with 95% intervals, one panel per method."""
-    return Figure(_shares_spec(by_method=True), verdict)
+    """The verdict: share of function and content tokens spiking per layer with 95% intervals, one panel per
+    method, three panels to a row."""
+    return Figure(_shares_spec(True, _classes_in(verdict)), verdict)
 
 
-@lru_cache(maxsize=16)
-def _comparison_spec(measure: str, relative: bool, n_models: int) -> dict:
+def short_name(model: str) -> str:
+    """A model's name short enough for a legend: a hub id's last part, a folder's own name."""
+    return Path(model.rstrip("/")).name or model
+
+
+@lru_cache(maxsize=32)
+def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str) -> dict:
     x = (
         alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=".0%"))
         if relative
         else alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
     )
-    chart = (
-        alt.Chart(_rows())
+    colour = alt.Color(
+        "model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models]), legend=alt.Legend(orient="top")
+    )
+    tooltip = [alt.Tooltip("model_name:N", title="model"), *_TOOLTIP]
+    lines = (
+        alt.Chart()
         .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
         .encode(
             x=x,
-            y=_measure_axis(measure, rank_title="rank of own embedding (log scale)"),
-            color=alt.Color("model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models])),
-            strokeWidth=_STYLE["strokeWidth"],
-            opacity=_STYLE["opacity"],
+            y=_measure_axis(measure, geometry),
+            color=colour,
+            strokeWidth=alt.StrokeWidth("width:Q", scale=None),
+            opacity=alt.Opacity("alpha:Q", scale=None),
             detail=alt.Detail(["model:N", "position:N"]),
-            tooltip=[alt.Tooltip("model:N", title="model"), *_TOOLTIP],
+            tooltip=tooltip,
         )
     )
+    labels = (
+        alt.Chart()
+        .transform_filter("isValid(datum.label_y)")
+        .mark_text(align="left", dx=6, fontWeight="bold")
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=colour)
+    )
     if relative:
-        return _spec(chart.properties(height=380, width=720))
-    return _spec(chart.properties(height=320, width=340).facet(column=alt.Column("model:N", title=None)))
+        return _spec(alt.layer(lines, labels, data=_rows()).properties(height=380, width=680, padding={"right": 110}))
+    panels = alt.layer(lines, labels).properties(height=320, width=300)
+    return _spec(panels.facet(column=alt.Column("model:N", title=None), data=_rows()).properties(padding={"right": 90}))
 
 
 def comparison_chart(
@@ -457,12 +649,25 @@ def comparison_chart(
     names: list[str] | None = None,
 ) -> Figure:
     """Cosine or rank trajectories of several results: overlaid on relative depth (layer / (layers - 1)), or side
-    by side on absolute layers. Highlighted positions bold, the rest faint; one colour per result, named by
-    `names` (default: `1: model`, `2: model`, …)."""
-    names = names or [f"{index + 1}: {result.model}" for index, result in enumerate(results)]
+    by side on absolute layers, in the order given. Highlighted positions bold and labelled at their last point,
+    the rest faint; one colour per result, named by `names` (default: `1: model`, `2: model`, … with models
+    shortened; the full name is in the tooltip)."""
+    names = names or [f"{index + 1}: {short_name(result.model)}" for index, result in enumerate(results)]
     frames = []
     for name, result in zip(names, results, strict=True):
         n_layers = int(result.metrics["layer"].max()) + 1
         frame = _styled(result.metrics, highlight, _TRAJECTORY_COLUMNS, faint_alpha=0.15)
-        frames.append(frame.assign(model=name, depth=frame["layer"] / max(n_layers - 1, 1)))
-    return Figure(_comparison_spec(measure, relative, len(results)), pd.concat(frames, ignore_index=True))
+        frames.append(frame.assign(model=name, model_name=result.model, depth=frame["layer"] / max(n_layers - 1, 1)))
+    rows = pd.concat(frames, ignore_index=True)
+    rows["label_y"] = _end_labels(rows, measure, ["model", "position"], [] if relative else ["model"])
+    geometry = results[-1].geometry
+    spec = _comparison_spec(measure, relative, len(results), geometry)
+    spec = _ordered_facets(spec, names) if not relative else spec
+    return Figure(spec, rows)
+
+
+def _ordered_facets(spec: dict, names: list[str]) -> dict:
+    """The side-by-side spec with its panels in the order of `names` (not alphabetical)."""
+    ordered = copy.deepcopy(spec)
+    ordered["facet"]["column"]["sort"] = list(names)
+    return ordered

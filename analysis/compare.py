@@ -58,7 +58,7 @@ def cka_matrix(first: AnalysisResult, second: AnalysisResult, text: str) -> pd.D
 def model_summary(result: AnalysisResult) -> dict[str, object]:
     """Spike layers and scores, median final rank of function vs content words, total drift of the cosine."""
     scores = spike_scores(result.metrics).dropna(subset=["score"])
-    spiking = scores[scores["spiking"] > 0].sort_values("score", ascending=False).head(3)
+    top = scores[scores["spikes"] > 0].sort_values("score", ascending=False).head(3)
     last = result.metrics[result.metrics["layer"] == result.metrics["layer"].max()]
     classes = word_classes(result.tokens)
     final_rank = last.set_index("position")["rank"]
@@ -67,7 +67,7 @@ def model_summary(result: AnalysisResult) -> dict[str, object]:
     return {
         "model": result.model,
         "layers": int(result.metrics["layer"].max()) + 1,
-        "spike layers (score)": ", ".join(f"{int(r.layer)} ({r.score:.0%})" for r in spiking.itertuples()) or "none",
+        "spike layers (score)": ", ".join(f"{int(r.layer)} ({r.score:.0%})" for r in top.itertuples()) or "none",
         "median final rank, function words": _median(final_rank[classes == "function"]),
         "median final rank, content words": _median(final_rank[classes == "content"]),
         "total drift (mean cosine drop, first to last layer)": round(float(drift), 4),

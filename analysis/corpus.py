@@ -9,23 +9,11 @@ from collections.abc import Callable, Collection
 import numpy as np
 import pandas as pd
 
-from analysis.batch import METHODS, SweepSettings, batch_rows
-from analysis.capture import Stage
+from analysis.batch import SweepSettings, batch_rows
+from analysis.definitions import METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
 from analysis.encoder import EncoderModel
-from analysis.geometry import Geometry
-from analysis.references import Reference
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
-SUMMARY_COLUMNS = {
-    "method": "original_demo, or the geometry of the exact computation",
-    "layer": "block index l (the last layer cannot spike: nothing follows it)",
-    "word_class": "function, content, punctuation or special",
-    "spikes": "tokens of that class spiking at that layer",
-    "tokens": "tokens of that class",
-    "share": "spikes / tokens",
-    "low": "95% Wilson interval, low end",
-    "high": "95% Wilson interval, high end",
-}
 INTERACTIVE_BATCH_TOKENS = 4096
 """Padded tokens per forward pass for the app's and the verdict's corpus runs: a progress bar that moves."""
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 
-DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-DEVICES: tuple[DeviceName, ...] = get_args(DeviceName)
+from analysis.definitions import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:

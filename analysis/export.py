@@ -8,13 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.charts import verdict_chart
-from analysis.trace import METRICS_COLUMNS, NEIGHBORS_COLUMNS, OVERLAP_COLUMNS, AnalysisResult
-
-EXPORT_FILES = {
-    "metrics.csv": METRICS_COLUMNS,
-    "neighbors.csv": NEIGHBORS_COLUMNS,
-    "overlap.csv": OVERLAP_COLUMNS,
-}
+from analysis.definitions import EXPORT_FILES
+from analysis.trace import AnalysisResult
 
 
 def result_tables(result: AnalysisResult) -> dict[str, object]:

@@ -23,26 +23,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-from analysis.capture import Stage, batch_stage_vectors, check_stage, length_batches, tokenize_all
+from analysis.capture import batch_stage_vectors, check_stage, length_batches, tokenize_all
 from analysis.checks import check_choice
+from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
 from analysis.encoder import EncoderModel
-from analysis.references import Reference, check_reference, vocabulary_scorer
+from analysis.references import check_reference, vocabulary_scorer
 from analysis.sentences import CORPUS_FILE, corpus_sentences
-
-Geometry = Literal["cosine", "centered", "standardized", "no_rogue"]
-
-GEOMETRIES: dict[Geometry, str] = {
-    "cosine": "plain cosine, as the model's vectors are",
-    "centered": "subtract the corpus mean of each layer (and of the references): removes the common direction",
-    "standardized": "centre, then divide each dimension by its corpus spread: no dimension dominates by scale",
-    "no_rogue": "set to zero the rogue_k dimensions that carry most of the layer's mean cosine (rogue dimensions)",
-}
-assert tuple(GEOMETRIES) == get_args(Geometry)
 
 STD_FLOOR = 1e-6
 """Spreads below this are raised to it, so a constant dimension does not divide by zero."""
@@ -212,21 +202,28 @@ def has_background(encoder: EncoderModel, stage: Stage) -> bool:
     return encoder.has_cached(f"stage_statistics/{stage}")
 
 
+def corpus_statistics(
+    encoder: EncoderModel, stage: Stage, on_progress: Callable[[int, int], None] | None = None
+) -> StageStatistics:
+    """The shipped corpus's statistics of `stage` for this model, computed once per model and stage (a forward
+    pass per batch of sentences; `on_progress(done, total)` counts them)."""
+    check_stage(encoder, stage)
+    return encoder.cached(
+        f"stage_statistics/{stage}", lambda: stage_statistics(encoder, stage, corpus_sentences(), on_progress)
+    )
+
+
 def background(
     encoder: EncoderModel,
     stage: Stage = "attn_residual",
     reference: Reference = "position",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Background:
-    """The background statistics of the shipped corpus: the stage's computed once per model and stage (one
-    forward pass per sentence, batched; `on_progress(done, total)` counts them), the reference's once per model
-    and reference (no forward pass)."""
-    check_stage(encoder, stage)
+    """The background statistics of the shipped corpus: the stage's computed once per model and stage
+    (`corpus_statistics`), the reference's once per model and reference (no forward pass)."""
+    found = corpus_statistics(encoder, stage, on_progress)
     check_reference(encoder, reference)
     sentences = corpus_sentences()
-    found = encoder.cached(
-        f"stage_statistics/{stage}", lambda: stage_statistics(encoder, stage, sentences, on_progress)
-    )
     references = encoder.cached(
         f"reference_statistics/{reference}", lambda: reference_statistics(encoder, reference, sentences)
     )

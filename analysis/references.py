@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,20 +30,8 @@ import torch
 
 from analysis.architectures import EmbeddingParts
 from analysis.checks import check_available, check_choice
+from analysis.definitions import REFERENCES, Reference
 from analysis.encoder import EncoderModel
-
-Reference = Literal["raw", "position", "embedding"]
-"""What a token's "original embedding" is (see REFERENCES)."""
-
-REFERENCES: dict[Reference, str] = {
-    "raw": "the token's row of the input-embedding table (through the model's projection where the embedding "
-    "size differs from the hidden size)",
-    "position": "word + absolute position row (+ token-type 0) for the token's position, before any norm; only "
-    "models with an absolute position table",
-    "embedding": "what the model's embedding layer outputs for the token at its position: the LayerNorm'd sum "
-    "(BERT), the plain sum (GPT-2), the normalised word row (ModernBERT), the word row itself (Llama)",
-}
-assert tuple(REFERENCES) == get_args(Reference)
 
 Memo = Callable[[str, Callable[[], Any]], Any]
 

@@ -15,6 +15,9 @@ from analysis.heads import HeadAttribution, HeadDecomposition, attention_shares,
 from analysis.spikes import token_spikes, top_spike_layer
 from analysis.trace import AnalysisResult
 
+MAX_FOLLOWED = 6
+"""Highlighted tokens given their own column in the rogue-dimension table (more would not fit the page)."""
+
 
 def token_labels(result: AnalysisResult) -> list[str]:
     """`position · text` for every token, in order."""
@@ -30,10 +33,15 @@ def opening_layer(metrics: pd.DataFrame) -> tuple[int, str | None]:
         return top_spike_layer(metrics), None
     change = (spikes["rank"] - spikes["rank_before"]).abs().groupby(spikes["layer"]).agg(["median", "mean"])
     layer = int(change.sort_values(["median", "mean"], ascending=False, kind="stable").index[0])
+    median, mean = change.at[layer, "median"], change.at[layer, "mean"]
+    moves = (
+        f"the typical token moves {median:,.0f} places (the median), {mean:,.1f} on average"
+        if median >= 1
+        else f"{mean:,.1f} places on average, though most tokens keep their rank"
+    )
     return layer, (
-        f"No token spikes in this text, so the page opened on layer {layer}, where ranks change most from the layer "
-        f"before (median change {change.at[layer, 'median']:,.0f} ranks, mean {change.at[layer, 'mean']:,.1f}; "
-        "the mean breaks ties)."
+        f"No token of this text spikes (no rank leaps tenfold and falls back), so the page opened on layer {layer}, "
+        f"where ranks move most from the layer before: {moves}."
     )
 
 
@@ -61,12 +69,14 @@ def layer_report(
     labels = token_labels(result)
     spikes = token_spikes(result.metrics)
     spikes = spikes[spikes["layer"] == layer].assign(word_class=spikes["position"].map(classes))
-    leaps = spikes[["position", "token", "text", "word_class", "rank_before", "rank", "rank_after", "spikes"]]
-    leaps = leaps.sort_values(["word_class", "position"]).rename(
+    last = layer == int(result.metrics["layer"].max())  # nothing follows the last layer
+    columns = ["position", "token", "text", "word_class", "rank_before", "rank", *([] if last else ["rank_after"])]
+    leaps = spikes[[*columns, "spikes"]].sort_values(["word_class", "position"])
+    leaps = leaps.rename(
         columns={
-            "rank_before": f"rank at {layer - 1 if layer else 'embedding'}",
-            "rank": f"rank at {layer}",
-            "rank_after": f"rank at {layer + 1}",
+            "rank_before": f"rank at {'layer ' + str(layer - 1) if layer else 'the embedding'}",
+            "rank": f"rank at layer {layer}",
+            "rank_after": f"rank at layer {layer + 1}",
             "word_class": "word class",
         }
     )

@@ -45,8 +45,8 @@ def token_spikes(metrics: pd.DataFrame) -> pd.DataFrame:
 def spike_scores(metrics: pd.DataFrame) -> pd.DataFrame:
     """Per layer: how many tokens spike, out of how many, and the share (NaN at the last layer)."""
     spikes = token_spikes(metrics)
-    scores = spikes.groupby("layer").agg(spiking=("spikes", "sum"), tokens=("spikes", "size")).reset_index()
-    scores["score"] = scores["spiking"] / scores["tokens"]
+    scores = spikes.groupby("layer").agg(spikes=("spikes", "sum"), tokens=("spikes", "size")).reset_index()
+    scores["score"] = scores["spikes"] / scores["tokens"]
     scores.loc[scores["layer"] == scores["layer"].max(), "score"] = np.nan
     return scores
 

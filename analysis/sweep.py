@@ -25,9 +25,10 @@ import pyarrow.parquet as pq
 import torch
 import transformers
 
-from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
+from analysis.batch import SweepSettings, batch_rows
 from analysis.charts import verdict_chart
 from analysis.corpus import method_shares, spike_counts
+from analysis.definitions import ROW_COLUMNS
 from analysis.encoder import EncoderModel
 from analysis.texts import Texts
 from analysis.version import __version__

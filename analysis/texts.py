@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-FORMATS = {
-    ".txt": "one text per line",
-    ".jsonl": "one JSON object per line, with a `text` field",
-    ".csv": "a `text` column",
-    ".parquet": "a `text` column",
-}
+from analysis.definitions import FORMATS
 
 
 @dataclass(frozen=True)
@@ -26,6 +21,12 @@ class Texts:
     texts: list[str]
     skipped_empty: int
     sha256: str  # of the file's bytes
+
+    def described(self, name: str) -> str:
+        """`2 texts of mine.txt (1 empty text skipped)`: what was read from the file `name`."""
+        count = f"{len(self.texts):,} {'text' if len(self.texts) == 1 else 'texts'} of {name}"
+        skipped = self.skipped_empty
+        return count + (f" ({skipped:,} empty {'text' if skipped == 1 else 'texts'} skipped)" if skipped else "")
 
 
 def _texts_column(frame: pd.DataFrame, path: Path) -> list[object]:

@@ -10,44 +10,14 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import Stage, Tokens, check_stage, stage_vectors, token_table
+from analysis.capture import Tokens, check_stage, stage_vectors, token_table
 from analysis.checks import check_count
+from analysis.definitions import Geometry, Reference, Stage
 from analysis.encoder import EncoderModel
-from analysis.geometry import PLAIN, Geometry, geometry_map, own_cosine
+from analysis.geometry import PLAIN, geometry_map, own_cosine
 from analysis.metrics import TokenScores, map_scorer, overlap_counts, score_tokens
-from analysis.references import Reference, default_reference, vocabulary_scorer
+from analysis.references import default_reference, vocabulary_scorer
 from analysis.version import __version__
-
-METRICS_COLUMNS = {
-    "layer": "block index l, 0-based (layer 5 = encoder.layer[5])",
-    "position": "token position in the input, 0-based, special tokens included",
-    "token": "the tokenizer's piece (RoBERTa marks a leading space with 'Ġ')",
-    "token_id": "vocabulary id of the token",
-    "text": "the characters of the input the token covers (the piece itself for special tokens)",
-    "special": "True for special tokens such as <s>, </s>, [CLS], [SEP]",
-    "cosine": "cosine similarity of the stage vector with the token's own reference vector",
-    "rank": "1 + number of other vocabulary items whose reference is more cosine-similar; 1 = nearest",
-}
-NEIGHBORS_COLUMNS = {
-    "layer": "block index l",
-    "position": "token position",
-    "token": "the token's piece",
-    "token_id": "the token's vocabulary id",
-    "neighbor_rank": "1 = nearest vocabulary reference to the stage vector",
-    "neighbor_id": "vocabulary id of the neighbour",
-    "neighbor": "the neighbour's piece",
-    "cosine": "cosine of the stage vector with the neighbour's reference vector",
-    "is_own": "True where the neighbour is the token itself",
-}
-OVERLAP_COLUMNS = {
-    "layer": "block index l",
-    "position": "token position",
-    "token": "the token's piece",
-    "token_id": "the token's vocabulary id",
-    "n": "neighbourhood size N",
-    "previous": "|topN(l) & topN(l-1)|; empty at layer 0, which has no previous layer",
-    "reference": "|topN(l) & topN(reference)|: shared with the token's own original neighbourhood",
-}
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,16 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from analysis.batch import METHODS, Method, SweepSettings
-from analysis.capture import Stage
-from analysis.corpus import SUMMARY_COLUMNS, corpus_counts, method_shares
+from analysis.batch import SweepSettings
+from analysis.corpus import corpus_counts, method_shares
+from analysis.definitions import METHODS, VERDICT_COLUMNS, Method, Reference, Stage
 from analysis.encoder import EncoderModel
 from analysis.geometry import check_rogue_k
 from analysis.original_demo import demo_unavailable
-from analysis.references import Reference, default_reference
+from analysis.references import default_reference
 from analysis.sentences import corpus_sentences
 
 VERDICT_CLASSES = ("function", "content")
-VERDICT_COLUMNS = {
-    **SUMMARY_COLUMNS,
-    "word_class": "function or content words",
-    "top_layer": "the method's layer with the largest share of spiking function and content tokens together",
-}
 SPIKE_FLOOR = 0.01
 """A method finds function words spiking at a layer when the low end of the 95% interval of their share there
 is at least this (1%)."""
@@ -75,22 +70,27 @@ def _share(rows: pd.DataFrame, layer: int) -> str:
 
 
 def verdict_summary(verdict: pd.DataFrame) -> str:
-    """The answer to "is the spike real?", computed from a verdict: at the layer where function words spike most
-    under the original demo (or, without it, under the exact cosine), does the exact computation and does every
-    geometry control still find them spiking (the low end of the 95% interval at least SPIKE_FLOOR)?"""
+    """The answer to "is the spike real?", computed from a verdict. The anchor is the original demo (or, without
+    it, the exact cosine): at the layer where function words spike most under it, does the exact computation and
+    does every geometry control still find them spiking? A method finds a spike where the low end of the 95%
+    interval of the function-word share is at least SPIKE_FLOOR."""
     function = verdict[verdict["word_class"] == "function"]
     by_method = {method: rows.set_index("layer") for method, rows in function.groupby("method", sort=False)}
+    peaks = {method: int(rows["share"].idxmax()) for method, rows in by_method.items()}
+    spiking = [method for method, layer in peaks.items() if by_method[method].at[layer, "low"] >= SPIKE_FLOOR]
     anchor = "original_demo" if "original_demo" in by_method else "cosine"
-    if by_method[anchor]["share"].max() == 0:
-        peaks = [
-            f"{method} {rows['share'].max():.1%} at layer {int(rows['share'].idxmax())}"
-            for method, rows in by_method.items()
-            if rows["share"].max() > 0
-        ]
-        if not peaks:
-            return "No: no method finds function words spiking at any layer of this corpus."
-        return f"No clear spike: {anchor} finds no function word spiking; the largest shares are {', '.join(peaks)}."
-    layer = int(by_method[anchor]["share"].idxmax())
+    criterion = f"A method finds a spike where the low end of the interval is at least {SPIKE_FLOOR:.0%}."
+    if anchor not in spiking:
+        largest = "; ".join(f"{method} {_share(rows, peaks[method])} at layer {peaks[method]}"
+                            for method, rows in by_method.items())  # fmt: skip
+        if not spiking:
+            return (
+                f"No: no method finds function words spiking at any layer of this corpus. The largest shares, with "
+                f"95% intervals: {largest}. {criterion}"
+            )
+        found = ", ".join(f"{method} (layer {peaks[method]})" for method in spiking)
+        return f"No clear spike under {anchor}; only {found} finds function words spiking. {largest}. {criterion}"
+    layer = peaks[anchor]
     exact = [method for method in by_method if method != "original_demo"]
     held = [method for method in exact if by_method[method].at[layer, "low"] >= SPIKE_FLOOR]
     if len(held) == len(exact):
@@ -106,6 +106,5 @@ def verdict_summary(verdict: pd.DataFrame) -> str:
     shares = "; ".join(f"{method} {_share(rows, layer)}" for method, rows in by_method.items())
     return (
         f"{answer} Function words spike most at layer {layer} under {origin}. Share of function words spiking at "
-        f"layer {layer}, with 95% intervals: {shares}. A method finds the spike when the interval's low end is at "
-        f"least {SPIKE_FLOOR:.0%}."
+        f"layer {layer}, with 95% intervals: {shares}. {criterion}"
     )

@@ -8,13 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-WORD_CLASSES: dict[str, str] = {
-    "function": "closed-class words: articles, pronouns, prepositions, conjunctions, auxiliaries, …",
-    "content": "open-class words: nouns, verbs, adjectives, adverbs, names, numbers",
-    "punctuation": "tokens with no letter or digit",
-    "special": "tokens the tokenizer adds: <s>, </s>, [CLS], [SEP], …",
-}
-
 FUNCTION_WORDS = frozenset(
     """
     a an the this that these those some any each every either neither no all both half several many much

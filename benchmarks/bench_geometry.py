@@ -2,13 +2,11 @@
 
     python -m benchmarks.bench_geometry [--skip-large]
 
-1. Background statistics on the roberta-base shape (attn_residual, position): one forward pass per corpus
-   sentence (target < 30 s).
+1. Background statistics on the roberta-base shape (attn_residual, position): forward passes over the corpus,
+   batched (target < 30 s). The verdict's speed is measured by bench_verdict.
 2. analyze on the seed sentence, roberta-base shape, under each geometry, against geometry="cosine"
    (background excluded: it is computed once per model; target within 1.2x).
-3. The verdict's cost: sentences per second for each method (the original demo, each geometry), on the first
-   20 corpus sentences.
-4. 510 tokens on the roberta-large shape under each geometry: time and peak RSS growth above the loaded model
+3. 510 tokens on the roberta-large shape under each geometry: time and peak RSS growth above the loaded model
    (target at most 1 GB).
 """
 
@@ -17,9 +15,7 @@ from __future__ import annotations
 import time
 
 import analysis
-from analysis.geometry import GEOMETRIES
-from analysis.original_demo import original_demo
-from analysis.sentences import corpus_sentences
+from analysis.definitions import GEOMETRIES
 from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
 from benchmarks.bench_analysis import best_of
 from benchmarks.memory import PeakRss, rss_bytes
@@ -34,24 +30,11 @@ def base_benchmarks() -> dict:
     for geometry in GEOMETRIES:  # warm-up: vocabulary constants, first-call allocations
         analysis.analyze(encoder, SEED_SENTENCE, geometry=geometry)
     seconds = {g: best_of(lambda g=g: analysis.analyze(encoder, SEED_SENTENCE, geometry=g), 7)[0] for g in GEOMETRIES}
-    sentences = corpus_sentences()[:20]
-    per_method = {"original_demo": lambda s: original_demo(encoder, s)}
-    per_method |= {
-        g: (lambda s, g=g: analysis.analyze(encoder, s, geometry=g, top_k=1, overlap_n=1)) for g in GEOMETRIES
-    }
-    rates = {}
-    for method, one_sentence in per_method.items():
-        start = time.perf_counter()
-        for sentence in sentences:
-            one_sentence(sentence)
-        rates[method] = len(sentences) / (time.perf_counter() - start)
     return {
         "background_s": background_s,
         "background_tokens": found.n_tokens,
         "seed_seconds": seconds,
         "seed_over_cosine": {g: seconds[g] / seconds["cosine"] for g in GEOMETRIES},
-        "verdict_sentences_per_s": rates,
-        "verdict_sentences_per_s_all_methods": 1 / sum(1 / rate for rate in rates.values()),
     }
 
 

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import threading
 
-import pandas as pd
 import streamlit as st
 from huggingface_hub import constants as hub_constants
 
 import analysis
-from analysis.corpus import corpus_spikes
 from analysis.devices import resolve_device
 from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.references import own_references
-from analysis.sentences import corpus_sentences
-from analysis.verdict import spike_verdict
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import View, check_model_allowed
@@ -98,12 +94,6 @@ def view_analysis(view: View, **overrides) -> analysis.AnalysisResult:
     return cached_analysis(**{**settings_, **overrides})
 
 
-@st.cache_resource(max_entries=8, ttl=3600, show_spinner=False)
-def cached_background(model: str, stage: analysis.Stage, reference: analysis.Reference) -> analysis.Background:
-    """The corpus statistics of one model, stage and reference (one forward pass per corpus sentence)."""
-    return analysis.background(loaded_encoder(model, interactive=False), stage, reference)
-
-
 def ensure_downloaded(model: str) -> None:
     """Before a first-time hub load, download the model's files with a progress bar (polled from this thread,
     since the download runs on worker threads that cannot draw)."""
@@ -137,6 +127,11 @@ def hub_model_available(model: str) -> bool:
     return not needs_download(model) or (not hub_constants.is_offline_mode() and hub_reachable())
 
 
+def view_background(view: View) -> analysis.Background:
+    """The corpus statistics of the view's model, stage and reference (ready: see `jobs.background_job`)."""
+    return analysis.background(loaded_encoder(view.model, interactive=False), view.stage, view.reference)
+
+
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_heads(
     model: str, text: str, layer: int, reference: analysis.Reference
@@ -151,31 +146,3 @@ def cached_heads(
 def cached_original_demo(model: str, text: str) -> analysis.AnalysisResult:
     """The original demo's computation of one text (for comparison with the exact one)."""
     return analysis.original_demo(loaded_encoder(model, interactive=False), text)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def cached_verdict(
-    model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int, _on_progress=None
-) -> pd.DataFrame:
-    """The spike verdict over the shipped corpus for one model, stage and reference (minutes: computed once)."""
-    encoder = loaded_encoder(model, interactive=False)
-    return spike_verdict(encoder, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=_on_progress)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def cached_corpus(
-    model: str,
-    stage: analysis.Stage,
-    reference: analysis.Reference,
-    texts: tuple[str, ...] | None = None,
-    _on_progress=None,
-) -> pd.DataFrame:
-    """The corpus check for one model, stage and reference over `texts` (default: the shipped corpus; minutes on
-    large models: computed once)."""
-    return corpus_spikes(
-        loaded_encoder(model, interactive=False),
-        corpus_sentences() if texts is None else list(texts),
-        stage=stage,
-        reference=reference,
-        on_progress=_on_progress,
-    )

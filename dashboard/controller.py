@@ -11,15 +11,12 @@ import pandas as pd
 import streamlit as st
 
 import analysis
+from analysis.reports import opening_layer
+from analysis.sentences import corpus_sentences
 from analysis.wordclass import word_classes
 from dashboard import widgets
-from dashboard.cache import (
-    cached_background,
-    cached_capabilities,
-    hub_model_available,
-    loaded_encoder,
-    view_analysis,
-)
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
+from dashboard.jobs import background_job
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
@@ -91,11 +88,11 @@ def open_page(page_title: str) -> Context:
         widgets.page_links()
         st.divider()
         widgets.text_input()
+        highlight_slot = st.container()
         widgets.model_picker(view.model)
         info_slot = st.empty()
         choices_slot = st.container()
         widgets.geometry_picker()
-        highlight_slot = st.container()
 
     for notice in st.session_state.pop(NOTICES, []):
         st.info(literal(notice), icon=":material/info:")
@@ -113,11 +110,18 @@ def open_page(page_title: str) -> Context:
     with choices_slot:
         widgets.stage_and_reference(found)
     try:
-        if view.geometry != "cosine":
-            with st.spinner(
-                "Computing the corpus statistics the geometry needs (once per model, stage and reference)…"
-            ):
-                cached_background(view.model, view.stage, view.reference)
+        waiting = background_job(view.model, view.stage) if view.geometry != "cosine" else None
+        if waiting is not None:
+            st.info(
+                literal(
+                    f"The {view.geometry} geometry needs statistics of the shipped corpus at stage {view.stage}: "
+                    f"one forward pass over its {len(corpus_sentences())} sentences, once per model and stage. The "
+                    "page appears when they are ready; other pages and sessions keep working meanwhile."
+                ),
+                icon=":material/hourglass_top:",
+            )
+            widgets.follow_job(waiting)
+            st.stop()
         with st.spinner("Tracing every token through every layer…"):
             result = view_analysis(view)
     except ValueError as error:
@@ -141,6 +145,31 @@ def open_page(page_title: str) -> Context:
     classes = word_classes(result.tokens)
     highlighted = sorted(set(view.highlight) | set(classes.index[classes.isin(view.classes)]))
     return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
+
+
+def deep_dive_layer(context: Context) -> tuple[int, str, list[str]]:
+    """The layer the deep dive shows, what its layer picker calls the default choice, and notices: the view's
+    layer, or else the opening layer (`reports.opening_layer`) and why the page opened there. A link's layer or
+    head the model does not have is dropped, and the page says so."""
+    info = context.info
+    view = current_view()
+    notices = []
+    if view.layer >= info.layers or view.head >= info.heads:
+        update_view(
+            layer=-1 if view.layer >= info.layers else view.layer, head=0 if view.head >= info.heads else view.head
+        )
+        notices.append(
+            f"The link's layer or head does not exist in this model ({info.layers} layers, {info.heads} heads)."
+        )
+        view = current_view()
+    top, why = opening_layer(context.result.metrics)
+    if view.layer >= 0:
+        return view.layer, "the top-scoring layer" if why is None else "the layer where ranks move most", notices
+    return (
+        top,
+        "the top-scoring layer" if why is None else "the layer where ranks move most",
+        notices + ([why] if why else []),
+    )
 
 
 FALLBACKS = {"attn_output": "attn_residual", "position": "embedding"}

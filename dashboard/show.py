@@ -18,25 +18,46 @@ def literal(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def caption(result: analysis.AnalysisResult, measured: str) -> None:
-    """Say what a chart or table measures: model, stage and reference, each explained."""
-    st.caption(
-        literal(
-            f"{measured}. Model {result.model}; stage {result.stage} ({analysis.STAGES[result.stage]}); "
-            f"reference {result.reference} ({analysis.REFERENCES[result.reference]}); geometry {_geometry(result)}; "
-            f"{len(result.tokens)} tokens."
-        )
+def settings_line(result: analysis.AnalysisResult) -> str:
+    """`model · stage attn_residual · reference position · geometry cosine · 14 tokens`: what a result was computed
+    with, in one line (the choices are explained once, in `explanations`)."""
+    geometry = f"no_rogue, {result.rogue_k} dimensions removed" if result.geometry == "no_rogue" else result.geometry
+    return (
+        f"Model {result.model} · stage {result.stage} · reference {result.reference} · geometry {geometry} · "
+        f"{len(result.tokens)} tokens"
     )
 
 
-def _geometry(result: analysis.AnalysisResult) -> str:
-    if result.geometry == "no_rogue":
-        return f"no_rogue, {result.rogue_k} dimensions removed"
-    return f"{result.geometry} ({analysis.GEOMETRIES[result.geometry]})"
+def caption(result: analysis.AnalysisResult, measured: str) -> None:
+    """Say what a chart or table measures and what it was computed with."""
+    st.caption(literal(f"{measured}. {settings_line(result)}."))
 
 
-def chart(figure: Figure, name: str, key: str, on_select=None):
-    """Draw a figure (clickable when `on_select` is given) with PNG and SVG downloads rendered on click."""
+def explanations() -> None:
+    """What the sidebar's choices mean, said once per page in a popover (charts' captions only name them)."""
+    with st.popover("What stage, reference and geometry mean", icon=":material/help:"):
+        for title, choices in (
+            ("Stage: where in each block the vector is read", analysis.STAGES),
+            ("Reference: what 'original embedding' means", analysis.REFERENCES),
+            ("Geometry: how vectors and references are compared", analysis.GEOMETRIES),
+        ):
+            st.markdown(f"**{title}**")
+            st.markdown("\n".join(f"- **{name}**: {literal(meaning)}" for name, meaning in choices.items()))
+        st.markdown(
+            "**Rank** is 1 + the number of other vocabulary items whose reference is more cosine-similar: rank 1 "
+            "means the token's own embedding is the nearest."
+        )
+
+
+def chart(figure: Figure, name: str, key: str, on_select=None, context=None):
+    """Draw a figure (clickable when `on_select` is given) with PNG and SVG downloads rendered on click, headed
+    with the page's model and settings (`context`'s view) when exported."""
+    if context is not None:
+        view = context.view
+        figure = figure.titled(
+            name.replace("_", " "),
+            f"{view.model} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}",
+        )
     spec = figure.vega_lite()
     if on_select is None:
         event = st.vega_lite_chart(spec=spec, width="stretch", key=key)

@@ -10,9 +10,9 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
+from analysis.definitions import WORD_CLASSES
 from analysis.loading import resolve_model
 from analysis.synthetic import SEED_SENTENCE
-from analysis.wordclass import WORD_CLASSES
 from dashboard.settings import settings
 
 TOP_K_RANGE = (1, 50)

@@ -4,7 +4,6 @@ highlighting, clickable charts and page links. They draw and bind; the controlle
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -12,12 +11,11 @@ import streamlit as st
 
 import analysis
 from analysis.charts import PICK, token_label, trajectory_chart
-from analysis.wordclass import WORD_CLASSES
+from analysis.definitions import WORD_CLASSES
 from dashboard import show
+from dashboard.jobs import Job, job_board
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, model_label, update_view, view_to_query
-
-T = TypeVar("T")
 
 OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
 PAGES = {
@@ -58,8 +56,11 @@ def clickable_trajectories(
     """A trajectory chart (cosine or rank) whose lines highlight their token when clicked; with nothing
     highlighted, lines coloured by word class; `baseline` as a dashed reference line (cosine)."""
     key = f"{measure}_chart"
-    figure = trajectory_chart(result.metrics, measure, highlighted, classes=classes, baseline=baseline)
-    show.chart(figure, name, key=key, on_select=lambda: pick_from_chart(key, PICK))
+    figure = trajectory_chart(
+        result.metrics, measure, highlighted, classes=classes, baseline=baseline, geometry=result.geometry
+    )
+    show.chart(figure.titled(name.replace("_", " "), show.settings_line(result)), name, key=key,
+               on_select=lambda: pick_from_chart(key, PICK))  # fmt: skip
 
 
 def page_links() -> None:
@@ -127,7 +128,8 @@ def stage_and_reference(found: analysis.Capabilities) -> None:
         ("stage", "Stage: where in each block the vector is read", analysis.STAGES, found.stages),
         ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES, found.references),
     ):
-        st.radio(label, list(available), captions=[options[name] for name in available], **bind(field))
+        meanings = " ".join(f"**{name}**: {show.literal(options[name])}." for name in available)
+        st.radio(label, list(available), help=meanings, horizontal=True, **bind(field))
         missing = [name for name in options if name not in available]
         if missing:
             st.radio(
@@ -145,9 +147,10 @@ def geometry_picker() -> None:
     st.radio(
         "Geometry: how vectors and references are compared",
         list(analysis.GEOMETRIES),
-        captions=list(analysis.GEOMETRIES.values()),
+        horizontal=True,
         help="Controls against anisotropy and rogue dimensions, from statistics of the shipped corpus: a spike "
-        "that survives every geometry is not an artefact of a few dominant dimensions.",
+        "that survives every geometry is not an artefact of a few dominant dimensions. "
+        + " ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.GEOMETRIES.items()),
         **bind("geometry"),
     )
     if current_view().geometry == "no_rogue":
@@ -193,18 +196,28 @@ def highlight_controls(result: analysis.AnalysisResult) -> None:
     )
 
 
-def with_progress(label: str, unit: str, compute: Callable[[Callable[[int, int], None]], T]) -> T:
-    """`compute(on_progress)` under a progress bar that counts `unit`s ("Sentence 3 of 110"), cleared after."""
-    bar = st.progress(0.0, text=label)
-    result = compute(lambda done, total: bar.progress(done / total, text=f"{unit} {done} of {total}"))
-    bar.empty()
-    return result
+def follow_job(job: Job) -> object | None:
+    """A finished job's result. While it runs: its progress line, refreshed every second on its own (a fragment),
+    and the whole page again once it ends. A failed job: its message, and a button to run it again."""
+    if job.running:
+        key = job.key
+
+        @st.fragment(run_every=1.0)
+        def progress() -> None:
+            current = job_board().get(key)
+            if current is None or not current.running:
+                st.rerun()
+            st.progress(current.fraction, text=show.literal(current.status()))
+
+        progress()
+        return None
+    if job.error is not None:
+        st.error(show.literal(f"{job.label} stopped: {job.error}"), icon=":material/error:")
+        st.button("Try again", on_click=lambda: job_board().retry(job), key=f"retry_{hash(job.key)}")
+        return None
+    return job.result
 
 
-def run_once_button(key: tuple, label: str) -> bool:
-    """Whether the person has asked, in this session, for the slow computation `key`; until then, a button."""
-    runs = st.session_state.setdefault("runs", set())
-    if key in runs:
-        return True
-    st.button(label, on_click=lambda: runs.add(key), icon=":material/play_arrow:")
-    return False
+def start_button(label: str, start: Callable[[], object], key: str, help: str) -> None:
+    """A button that starts a job (`start()`, run before the page is drawn again)."""
+    st.button(label, on_click=start, icon=":material/play_arrow:", key=key, help=help)

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from analysis.charts import neighbor_grid, overlap_chart, token_label
-from analysis.trace import NEIGHBORS_COLUMNS
+from analysis.definitions import NEIGHBORS_COLUMNS
 from dashboard import show
 from dashboard.controller import open_page
 from dashboard.view import TOP_K_RANGE, current_view
@@ -16,6 +16,7 @@ result = context.result
 vocabulary = context.info.vocab_size
 
 st.header("Rank plots")
+show.explanations()
 show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
 clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
 st.caption(
@@ -63,4 +64,4 @@ show.caption(
     f"How many of a token's top {result.overlap_n} neighbours at layer l were also among its top "
     f"{result.overlap_n} at layer l-1, and in its original neighbourhood (the neighbours of its reference vector)",
 )
-show.chart(overlap_chart(result, context.highlighted), "neighbour_overlap", key="overlap_chart")
+show.chart(overlap_chart(result, context.highlighted), "neighbour_overlap", key="overlap_chart", context=context)

@@ -2,255 +2,339 @@
 
 import streamlit as st
 
+from analysis.batch import SweepSettings
 from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
+from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
 from analysis.reports import (
+    MAX_FOLLOWED,
+    LayerReport,
     attention_pattern,
     baseline_table,
     layer_report,
     layernorm_table,
-    opening_layer,
     rogue_table,
     token_labels,
 )
 from analysis.sentences import corpus_sentences
 from analysis.spikes import SPIKE_DEFINITION, spike_scores
-from analysis.texts import FORMATS, texts_from_upload
-from analysis.verdict import VERDICT_COLUMNS, verdict_methods, verdict_summary
+from analysis.texts import Texts, texts_from_upload
+from analysis.verdict import VERDICT_CLASSES, verdict_methods, verdict_summary
 from dashboard import show
-from dashboard.cache import (
-    cached_background,
-    cached_corpus,
-    cached_heads,
-    cached_original_demo,
-    cached_verdict,
-    view_analysis,
+from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background
+from dashboard.controller import Context, deep_dive_layer, open_page
+from dashboard.jobs import (
+    background_job,
+    corpus_job,
+    duration,
+    estimated_seconds,
+    find_corpus,
+    find_verdict,
+    statistics_ready,
+    verdict_job,
 )
-from dashboard.controller import open_page
 from dashboard.settings import settings
-from dashboard.view import update_view
-from dashboard.widgets import bind, run_once_button, with_progress
+from dashboard.view import current_view
+from dashboard.widgets import bind, follow_job, start_button
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
-context = open_page("Layer deep dive")
-result, view = context.result, context.view
-n_layers, n_heads = context.info.layers, context.info.heads
-labels = token_labels(result)
-sentences = corpus_sentences()
 
-st.header("Layer deep dive")
-st.subheader("Is the spike real?")
-st.caption(
-    show.literal(
-        f"Over {len(sentences)} varied sentences shipped with Token Trails: the share of function and content "
-        f"words that spike at each layer in {view.model} (stage {view.stage}, reference {view.reference}), under the "
-        "original demo's computation and under each geometry of the exact one, with 95% Wilson intervals. A spike "
-        "that the geometry controls remove comes from anisotropy or a few rogue dimensions, not from the tokens."
-    )
-)
-methods = verdict_methods(context.capabilities.original_demo is None)
-st.caption(" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in methods.items()))
-verdict_key = ("verdict", view.model, view.stage, view.reference, view.rogue_k)
-if run_once_button(verdict_key, f"Run the verdict ({len(sentences)} sentences x {len(methods)} methods)"):
-    verdict = with_progress(
-        "Running the verdict…",
-        "Sentence",
-        lambda on_progress: cached_verdict(
-            view.model, view.stage, view.reference, view.rogue_k, _on_progress=on_progress
-        ),
-    )
-    st.info(show.literal(verdict_summary(verdict)), icon=":material/fact_check:")
-    show.chart(verdict_chart(verdict), "spike_verdict", key="verdict_chart")
-    show.table(verdict, "spike_verdict", key="verdict_table", column_help=VERDICT_COLUMNS)
-
-top, why = opening_layer(result.metrics)
-if view.layer >= n_layers or view.head >= n_heads:
-    update_view(layer=-1 if view.layer >= n_layers else view.layer, head=0 if view.head >= n_heads else view.head)
-    st.info(
-        show.literal(f"The link's layer or head does not exist in this model ({n_layers} layers, {n_heads} heads).")
-    )
-layer = view.layer if 0 <= view.layer < n_layers else top
-head = min(view.head, n_heads - 1)
-
-st.subheader(f"Layer {layer}")
-if why and view.layer < 0:
-    st.info(show.literal(why), icon=":material/info:")
-st.caption(show.literal(SPIKE_DEFINITION))
-show.chart(spike_chart(spike_scores(result.metrics), layer), "spike_scores", key="spike_chart")
-opening = "the top-scoring layer" if why is None else "the layer with the largest median rank change"
-st.selectbox(
-    "Layer",
-    [-1, *range(n_layers)],
-    format_func=lambda value: f"{opening} ({top})" if value == -1 else f"layer {value}",
-    help="The page opens on the layer with the highest spike score, or, when nothing spikes, on the layer where "
-    "ranks change most.",
-    **bind("layer", view.layer if 0 <= view.layer < n_layers else -1),
-)
-
-with st.spinner(f"Decomposing layer {layer}'s attention into its {n_heads} heads…"):
-    parts, attribution = cached_heads(view.model, view.text, layer, view.reference)
-report = layer_report(result, context.classes, parts, attribution)
-
-st.subheader("Which tokens leap")
-show.caption(result, report.leap_summary)
-show.table(report.leaps, f"spikes_layer_{layer}", key="spike_table")
-
-st.subheader("Against the anisotropy baseline")
-with st.spinner("Computing the corpus statistics (once per model and stage)…"):
-    background = cached_background(view.model, view.stage, view.reference)
-st.caption(
-    show.literal(
-        f"Per layer: the mean cosine between the {view.stage} vectors of two different tokens of the corpus "
-        f"({background.n_tokens:,} tokens), beside this text's token cosines to their own references under the "
-        f"{view.geometry} geometry. Where the baseline is high, every vector is near every other."
-    )
-)
-show.table(baseline_table(background, result), "anisotropy_baseline", key="baseline_table")
-
-st.subheader(f"Rogue dimensions of layer {layer}")
-followed = context.highlighted[:6]
-st.caption(
-    show.literal(
-        f"The dimensions that carry most of the mean cosine between corpus tokens at layer {layer}, and their share "
-        "of each highlighted token's cosine with its own reference"
-        + (" (showing the first six highlighted tokens)." if len(context.highlighted) > 6 else ".")
-        + ("" if followed else " Highlight tokens in the sidebar to see their shares.")
-    )
-)
-show.table(rogue_table(background, result, layer, followed), f"rogue_dimensions_layer_{layer}", key="rogue_table")
-
-st.subheader("The original demo beside the exact computation")
-if context.capabilities.original_demo is not None:
-    st.info(show.literal(f"Not shown: {context.capabilities.original_demo}."), icon=":material/block:")
-else:
-    with st.spinner("Running the original demo's computation…"):
-        demo = cached_original_demo(view.model, view.text)
+def verdict_section(context: Context) -> None:
+    """Is the spike real? Every method over the shipped corpus, on request, with a sentence that answers."""
+    view = context.view
+    sentences = corpus_sentences()
+    methods = verdict_methods(context.capabilities.original_demo is None)
     st.caption(
         show.literal(
-            "Rank of each token's own embedding per layer: left, as the original demo computed it (untransposed "
-            "value and output weights, no biases, raw word rows); right, the exact vector of this view "
-            f"(stage {view.stage}, reference {view.reference}, geometry {view.geometry}). Log scale, rank 1 on top."
+            f"Over the {len(sentences)} varied sentences shipped with Token Trails: the share of function and content "
+            "words that spike at each layer, under the original demo's computation and under each geometry of the "
+            "exact one, with 95% intervals. A spike the geometry controls remove comes from anisotropy or a few "
+            "rogue dimensions, not from the tokens."
+        )
+    )
+    st.markdown(" · ".join(f"**{name}**: {show.literal(meaning)}" for name, meaning in methods.items()))
+    job = find_verdict(view.model, view.stage, view.reference, view.rogue_k)
+    if job is None:
+        missing = not statistics_ready(view.model, view.stage)
+        seconds = estimated_seconds(view.model, tuple(sentences), tuple(methods), VERDICT_CLASSES, missing)
+        start_button(
+            f"Run the verdict: {len(sentences)} sentences x {len(methods)} methods, about {duration(seconds)} here",
+            lambda: verdict_job(view.model, view.stage, view.reference, view.rogue_k),
+            key="run_verdict",
+            help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
+        )
+        return
+    verdict = follow_job(job)
+    if verdict is None:
+        return
+    st.info(show.literal(verdict_summary(verdict)), icon=":material/fact_check:")
+    show.chart(verdict_chart(verdict), "spike_verdict", key="verdict_chart", context=context)
+    show.table(verdict, "spike_verdict", key="verdict_table", column_help=VERDICT_COLUMNS)
+
+
+def layer_section(context: Context) -> int:
+    """The spike score of every layer, and the layer the rest of the page is about."""
+    layer, opening, notices = deep_dive_layer(context)
+    for notice in notices:
+        st.info(show.literal(notice), icon=":material/info:")
+    scores = spike_scores(context.result.metrics)
+    if scores["spikes"].sum() == 0:
+        if current_view().layer >= 0:  # else the opening notice has said so
+            st.info("No token spikes in this text: every layer's spike score is 0.", icon=":material/info:")
+    else:
+        show.chart(spike_chart(scores, layer), "spike_scores", key="spike_chart", context=context)
+    st.selectbox(
+        "Layer",
+        [-1, *range(context.info.layers)],
+        format_func=lambda value: f"{opening} ({layer})" if value == -1 else f"layer {value}",
+        help="The page opens on the layer with the highest spike score, or, when nothing spikes, on the layer where "
+        "ranks change most. " + SPIKE_DEFINITION,
+        **bind("layer", context.view.layer if 0 <= context.view.layer < context.info.layers else -1),
+    )
+    return layer
+
+
+def leaps_section(context: Context, report: LayerReport) -> None:
+    """Which tokens leap at the layer, by word class."""
+    show.caption(context.result, report.leap_summary)
+    show.table(report.leaps, f"spikes_layer_{report.layer}", key="spike_table")
+
+
+def heads_section(context: Context, report: LayerReport, parts) -> None:
+    """Why: each head's share of the change in cosine, the attention patterns, the residual against the update,
+    the dimensions that carry the change, and what the norm after the attention does."""
+    view, layer = context.view, report.layer
+    st.caption(
+        show.literal(
+            f"Change in cosine to each token's own reference from the block input to attn_residual at layer {layer}, "
+            "split exactly: each head's push along the reference direction, the output bias, and the rescaling of "
+            "the residual by the new norm add up to the total (red: towards, blue: away)."
         )
     )
     show.chart(
-        comparison_chart(
-            [demo, result], "rank", context.highlighted, relative=False, names=["original demo", "exact (this view)"]
+        heatmap(
+            report.attribution,
+            "token",
+            "part",
+            "change in cosine",
+            ("token", "part", "change in cosine"),
+            diverging=True,
         ),
-        "original_demo_vs_exact",
-        key="demo_chart",
+        f"head_attribution_layer_{layer}",
+        key="attribution_chart",
+        context=context,
     )
-
-st.subheader("Why: the heads of the attention sublayer")
-st.caption(
-    show.literal(
-        f"Change in cosine to each token's own reference ({view.reference}) from the block input to attn_residual "
-        f"at layer {layer}, split exactly: each head's push along the reference direction, the output bias, and the "
-        "rescaling of the residual by the new norm add up to the total (red: towards, blue: away)."
+    n_heads = context.info.heads
+    st.selectbox("Head", list(range(n_heads)), **bind("head", min(view.head, n_heads - 1)))
+    head = min(view.head, n_heads - 1)
+    labels = token_labels(context.result)
+    shown = min(len(labels), MAX_PATTERN_TOKENS)
+    st.caption(
+        show.literal(
+            f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1."
+            + (
+                f" Showing the first {shown} of {len(labels)} tokens as queries and keys."
+                if shown < len(labels)
+                else ""
+            )
+        )
     )
-)
-show.chart(
-    heatmap(
-        report.attribution, "token", "part", "change in cosine", ("token", "part", "change in cosine"), diverging=True
-    ),
-    f"head_attribution_layer_{layer}",
-    key="attribution_chart",
-)
-
-st.subheader("Attention pattern and attention sinks")
-st.selectbox("Head", list(range(n_heads)), **bind("head", head))
-pattern = attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS)
-shown = min(len(labels), MAX_PATTERN_TOKENS)
-st.caption(
-    show.literal(
-        f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1."
-        + (f" Showing the first {shown} of {len(labels)} tokens as queries and keys." if shown < len(labels) else "")
+    show.chart(
+        heatmap(
+            attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS),
+            "key",
+            "query",
+            "attention",
+            ("key token", "query token", "attention weight"),
+            diverging=False,
+        ),
+        f"attention_layer_{layer}_head_{head}",
+        key="pattern_chart",
+        context=context,
     )
-)
-show.chart(
-    heatmap(pattern, "key", "query", "attention", ("key token", "query token", "attention weight"), diverging=False),
-    f"attention_layer_{layer}_head_{head}",
-    key="pattern_chart",
-)
-st.caption(
-    "Per head, the share of attention (averaged over query tokens) on special tokens, the first token where it is "
-    "not special (the attention sink of decoders without a BOS token), punctuation and other tokens."
-)
-show.chart(
-    heatmap(
-        report.sink_shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False
-    ),
-    f"attention_sinks_layer_{layer}",
-    key="sinks_chart",
-)
-
-st.subheader("Residual stream against attention update")
-st.caption(
-    show.literal(f"L2 norm per token at layer {layer}: the block input against what the attention sublayer adds.")
-)
-show.chart(norms_chart(report.norms), f"norms_layer_{layer}", key="norms_chart")
-
-st.subheader("Outlier dimensions")
-if report.outliers is None:
-    st.caption("Layer 0 has no previous layer to change from; pick a later layer.")
-else:
-    show.caption(
-        result,
-        f"The hidden dimensions that carry most of the squared change of the stage vectors into layer {layer}, "
-        "with their share of the change into the layer before",
+    st.caption(
+        "Per head, the share of attention (averaged over query tokens) on special tokens, the first token where it "
+        "is not special (the attention sink of decoders without a BOS token), punctuation and other tokens."
     )
-    show.table(report.outliers, f"outlier_dimensions_layer_{layer}", key="outlier_table")
+    show.chart(
+        heatmap(
+            report.sink_shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False
+        ),
+        f"attention_sinks_layer_{layer}",
+        key="sinks_chart",
+        context=context,
+    )
+    st.caption(
+        show.literal(f"L2 norm per token at layer {layer}: the block input against what the attention sublayer adds.")
+    )
+    show.chart(norms_chart(report.norms), f"norms_layer_{layer}", key="norms_chart", context=context)
+    if report.outliers is None:
+        st.caption("Layer 0 has no previous layer to change from: pick a later layer to see the dimensions that move.")
+    else:
+        show.caption(
+            context.result,
+            f"The hidden dimensions that carry most of the squared change of the stage vectors into layer {layer}, "
+            "with their share of the change into the layer before",
+        )
+        show.table(report.outliers, f"outlier_dimensions_layer_{layer}", key="outlier_table")
+    layernorm_section(context, layer)
 
-st.subheader("What the norm after the attention does")
-missing_norm = context.capabilities.reason("attn_output")
-if missing_norm is not None:
-    st.info(show.literal(f"Not shown: {missing_norm}."), icon=":material/block:")
-else:
+
+def layernorm_section(context: Context, layer: int) -> None:
+    """Cosine and rank just before and just after the norm that follows the attention."""
+    missing_norm = context.capabilities.reason("attn_output")
+    if missing_norm is not None:
+        st.info(show.literal(f"No table of the norm after the attention: {missing_norm}."), icon=":material/block:")
+        return
+    view = context.view
     with st.spinner("Reading attn_residual and attn_output…"):
         before_norm = view_analysis(view, stage="attn_residual")
         after_norm = view_analysis(view, stage="attn_output")
+    norm = "attention LayerNorm" if context.info.block == "post_ln" else "MLP's input norm"
     st.caption(
         show.literal(
-            f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after) the "
-            + ("attention LayerNorm" if context.info.block == "post_ln" else "MLP's input norm")
-            + f", reference {view.reference}, geometry {view.geometry}."
+            f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after) the {norm}, reference "
+            f"{view.reference}, geometry {view.geometry}."
         )
     )
     show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
 
-st.subheader("Corpus check: does it happen regardless of the text?")
-uploaded = st.file_uploader(
-    "Your own texts (optional)",
-    type=list(ext.removeprefix(".") for ext in FORMATS),
-    help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
-    + f". Up to {settings().max_text_chars:,} characters in all (setting max_text_chars); for a corpus of any "
-    "size, run `python -m analysis sweep` (see the README).",
-)
-own_texts = None
-if uploaded is not None:
+
+def baseline_section(context: Context, layer: int) -> None:
+    """The anisotropy baseline per layer, and the layer's rogue dimensions with their share of the cosine."""
+    view = context.view
+    waiting = background_job(view.model, view.stage)
+    if waiting is not None:
+        st.caption(
+            show.literal(
+                f"These need statistics of the shipped corpus at stage {view.stage}: one forward pass over its "
+                f"{len(corpus_sentences())} sentences, once per model and stage."
+            )
+        )
+        follow_job(waiting)
+        return
+    background = view_background(view)
+    st.caption(
+        show.literal(
+            f"Per layer: the mean cosine between the {view.stage} vectors of two different tokens of the corpus "
+            f"({background.n_tokens:,} tokens), beside this text's token cosines to their own references under the "
+            f"{view.geometry} geometry. Where the baseline is high, every vector is near every other."
+        )
+    )
+    show.table(baseline_table(background, context.result), "anisotropy_baseline", key="baseline_table")
+    followed = context.highlighted[:MAX_FOLLOWED]
+    st.caption(
+        show.literal(
+            f"Rogue dimensions of layer {layer}: the dimensions that carry most of the mean cosine between corpus "
+            "tokens, and their share of each highlighted token's cosine with its own reference"
+            + (f" (the first {MAX_FOLLOWED} highlighted tokens)." if len(context.highlighted) > MAX_FOLLOWED else ".")
+            + ("" if followed else " Highlight tokens in the sidebar to see their shares.")
+        )
+    )
+    show.table(
+        rogue_table(background, context.result, layer, followed), f"rogue_dimensions_layer_{layer}", key="rogue_table"
+    )
+
+
+def original_demo_section(context: Context) -> None:
+    """The seed demo's ranks beside the exact ones."""
+    if context.capabilities.original_demo is not None:
+        st.info(show.literal(f"Not shown: {context.capabilities.original_demo}."), icon=":material/block:")
+        return
+    view = context.view
+    with st.spinner("Running the original demo's computation…"):
+        demo = cached_original_demo(view.model, view.text)
+    st.caption(
+        show.literal(
+            "Rank of each token's own embedding per layer, log scale, rank 1 on top: on the left as the original "
+            "demo computed it (untransposed value and output weights, no biases, raw word rows), on the right the "
+            f"exact vector of this view (stage {view.stage}, reference {view.reference}, geometry {view.geometry})."
+        )
+    )
+    show.chart(
+        comparison_chart(
+            [demo, context.result],
+            "rank",
+            context.highlighted,
+            relative=False,
+            names=["original demo", "exact (this view)"],
+        ),
+        "original_demo_vs_exact",
+        key="demo_chart",
+        context=context,
+    )
+
+
+def uploaded_texts() -> tuple[Texts | None, str | None]:
+    """The texts of a file the person uploads, if any (else None), and the file's name."""
+    limit = settings().max_text_chars
+    uploaded = st.file_uploader(
+        f"Your own texts (optional, up to {limit:,} characters in all)",
+        type=[ext.removeprefix(".") for ext in FORMATS],
+        max_upload_size=max(1, -(-8 * limit // 2**20)),  # MB: room for the characters in any encoding and format
+        help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
+        + f". The app reads up to {limit:,} characters of text (setting max_text_chars). For a corpus of any size, "
+        "run python -m analysis sweep (see the README).",
+    )
+    if uploaded is None:
+        return None, None
     try:
-        own_texts = texts_from_upload(uploaded.name, uploaded.getvalue(), settings().max_text_chars)
+        return texts_from_upload(uploaded.name, uploaded.getvalue(), limit), uploaded.name
     except ValueError as error:
         st.error(show.literal(str(error)), icon=":material/error:")
-corpus_texts = own_texts.texts if own_texts else sentences
-source = (
-    f"{len(corpus_texts)} texts of {uploaded.name} ({own_texts.skipped_empty} empty ones skipped)"
-    if own_texts
-    else f"{len(sentences)} varied English sentences shipped with Token Trails"
-)
-st.caption(
-    show.literal(
-        f"{source}, run through {view.model} (stage {view.stage}, reference {view.reference}): the share of tokens "
-        "of each word class that spike at each layer, with 95% Wilson intervals. For thousands of texts, several "
-        "geometries and a Parquet dataset: `python -m analysis sweep --model MODEL --input FILE --out DIR`."
+        return None, uploaded.name
+
+
+def corpus_section(context: Context) -> None:
+    """The share of tokens that spike per layer and word class over many texts: the shipped ones or an upload."""
+    view = context.view
+    own, name = uploaded_texts()
+    texts = tuple(own.texts) if own else tuple(corpus_sentences())
+    source = own.described(name) if own else f"The {len(texts)} varied English sentences shipped with Token Trails"
+    st.caption(
+        show.literal(
+            f"{source}, run through {view.model} (stage {view.stage}, reference {view.reference}, "
+            f"geometry {view.geometry}): the share of tokens of each word class that spike at each layer, with 95% "
+            "intervals. For thousands of texts, several geometries and a Parquet dataset, run python -m analysis sweep "
+            "--model MODEL --input FILE --out DIR."
+        )
     )
-)
-corpus_key = ("corpus", view.model, view.stage, view.reference, own_texts.sha256 if own_texts else None)
-if run_once_button(corpus_key, f"Run the corpus check ({len(corpus_texts)} texts)"):
-    own = tuple(own_texts.texts) if own_texts else None
-    corpus = with_progress(
-        "Running the corpus check…",
-        "Text",
-        lambda on_progress: cached_corpus(view.model, view.stage, view.reference, own, _on_progress=on_progress),
-    )
-    show.chart(corpus_chart(corpus), "corpus_spikes", key="corpus_chart")
-    show.table(corpus, "corpus_spikes", key="corpus_table")
+    settings_ = SweepSettings(view.stage, view.reference, (view.geometry,), view.rogue_k)
+    job = find_corpus(view.model, settings_, texts)
+    if job is None:
+        missing = view.geometry != "cosine" and not statistics_ready(view.model, view.stage)
+        seconds = estimated_seconds(view.model, texts, (view.geometry,), None, missing)
+        start_button(
+            f"Run the corpus check: {len(texts):,} texts, about {duration(seconds)} here",
+            lambda: corpus_job(view.model, settings_, texts, name or "the shipped corpus"),
+            key="run_corpus",
+            help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
+        )
+        return
+    corpus = follow_job(job)
+    if corpus is None:
+        return
+    show.chart(corpus_chart(corpus), "corpus_spikes", key="corpus_chart", context=context)
+    show.table(corpus, "corpus_spikes", key="corpus_table", column_help=SUMMARY_COLUMNS)
+
+
+context = open_page("Layer deep dive")
+st.header("Layer deep dive")
+show.explanations()
+with st.expander("Is the spike real? Every method over the shipped corpus", expanded=True):
+    verdict_section(context)
+layer = layer_section(context)
+st.subheader(f"Layer {layer}")
+with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.heads} heads…"):
+    parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
+report = layer_report(context.result, context.classes, parts, attribution)
+with st.expander(f"Which tokens leap at layer {layer}", expanded=True):
+    leaps_section(context, report)
+with st.expander("Why: the heads of the attention sublayer", expanded=True):
+    heads_section(context, report, parts)
+with st.expander("Against the anisotropy baseline, and the rogue dimensions"):
+    baseline_section(context, layer)
+with st.expander("The original demo beside the exact computation"):
+    original_demo_section(context)
+with st.expander("Corpus check: does it happen regardless of the text?"):
+    corpus_section(context)

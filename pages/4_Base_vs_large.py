@@ -39,6 +39,7 @@ if why and not (view.model_a and view.model_b):
     st.info(show.literal(why), icon=":material/info:")
 
 st.header("Base vs large")
+show.explanations()
 left, right = st.columns(2)
 allowed = settings().allowed_models
 for column, field, current in ((left, "model_a", models[0]), (right, "model_b", models[1])):
@@ -82,19 +83,20 @@ comparison = comparison_report(results[0], results[1], view.text)
 if not comparison.same_tokens:
     st.caption("The two models tokenize the text differently: highlighted positions follow the sidebar's model.")
 
-st.subheader("Trajectories on relative depth")
-show.caption(results[0], "Cosine similarity to the original embedding, both models overlaid on relative depth")
-show.chart(
-    comparison_chart(results, "cosine", context.highlighted, relative=True), "compare_cosine_depth", key="cmp_cos"
+settings_line = (
+    f"{models[0]} vs {models[1]} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}"
 )
-show.caption(results[0], "Rank of the own embedding, both models overlaid on relative depth (log scale)")
-show.chart(comparison_chart(results, "rank", context.highlighted, relative=True), "compare_rank_depth", key="cmp_rank")
+st.subheader("Trajectories on relative depth")
+for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
+    show.caption(results[0], f"{what}, both models overlaid on relative depth")
+    figure = comparison_chart(results, measure, context.highlighted, relative=True)
+    show.chart(figure.titled(f"{what} on relative depth", settings_line), f"compare_{measure}_depth",
+               key=f"cmp_{measure}")  # fmt: skip
 
 st.subheader("Side by side on absolute layers")
-show.chart(
-    comparison_chart(results, "cosine", context.highlighted, relative=False), "compare_cosine", key="cmp_cos_abs"
-)
-show.chart(comparison_chart(results, "rank", context.highlighted, relative=False), "compare_rank", key="cmp_rank_abs")
+for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
+    figure = comparison_chart(results, measure, context.highlighted, relative=False)
+    show.chart(figure.titled(f"{what} per layer", settings_line), f"compare_{measure}", key=f"cmp_{measure}_abs")
 
 st.subheader("Summary per model")
 st.caption(

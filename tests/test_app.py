@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,11 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import analysis
+from analysis.definitions import METHODS
 from analysis.reports import opening_layer
 from analysis.sentences import corpus_sentences
 from analysis.synthetic import SEED_SENTENCE
-from analysis.verdict import METHODS
+from analysis.verdict import verdict_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
@@ -25,16 +27,36 @@ DEEP_DIVE = "pages/3_Layer_deep_dive.py"
 COMPARE = "pages/4_Base_vs_large.py"
 
 
-def open_app(page: str | None = None, **query: str) -> AppTest:
-    st.cache_data.clear()
-    st.cache_resource.clear()
+def open_app(page: str | None = None, *, fresh: bool = True, **query: str) -> AppTest:
+    """A new session on `page` (default: home) with the link's `query`, once any long work it started has ended.
+    `fresh`: with every Streamlit cache cleared first (else the server's caches and jobs stay, as for a second
+    visitor)."""
+    if fresh:
+        st.cache_data.clear()
+        st.cache_resource.clear()
     app = AppTest.from_file(HOME, default_timeout=120)
     for name, value in query.items():
         app.query_params[name] = value
     app.run()
     if page:
         app.switch_page(page).run()
+    return settle(app)
+
+
+def settle(app: AppTest, timeout: float = 300) -> AppTest:
+    """Rerun the page while it shows long work in progress (in a browser its progress fragment reruns it)."""
+    deadline = time.monotonic() + timeout
+    while app.get("progress"):
+        assert time.monotonic() < deadline, "long work did not finish in time"
+        time.sleep(0.2)
+        app.run()
     return app
+
+
+def chart_holding(app: AppTest, fragment: str) -> int:
+    """The index of the one chart whose spec holds `fragment` (a field or title only that chart has)."""
+    (index,) = [i for i, spec in enumerate(specs(app)) if fragment in spec]
+    return index
 
 
 def specs(app: AppTest) -> list[str]:
@@ -70,7 +92,7 @@ def test_home_opens_offline_with_tokens_facts_and_links():
     assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 5
 
 
-@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 6), (COMPARE, 5)])
+@pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 5), (COMPARE, 5)])
 def test_each_page_opens_offline_and_draws_its_charts(page, charts):
     app = open_app(page)
     assert_clean(app)
@@ -257,31 +279,64 @@ def test_changing_n_and_k_on_the_rank_page():
 
 def test_deep_dive_follows_layer_text_and_head_changes():
     app = open_app(DEEP_DIVE)
-    # The bundled model has no spikes: the page opens on the layer whose median rank changes most, and says so.
+    # The bundled model has no spikes: the page opens on the layer where ranks move most, and says so once.
     expected, why = opening_layer(analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), SEED_SENTENCE).metrics)
-    assert app.subheader[1].value == f"Layer {expected}"
-    assert why in " ".join(info.value for info in app.info).replace("\\", "")
+    assert app.subheader[0].value == f"Layer {expected}"
+    said = [info.value.replace("\\", "") for info in app.info]
+    assert why in said and not any("every layer's spike score is 0" in notice for notice in said)
     app.selectbox(key="w_layer").set_value(3).run()
     assert_clean(app)
-    assert app.subheader[1].value == "Layer 3"
+    assert app.subheader[0].value == "Layer 3"
     assert app.query_params["layer"] == "3"
+    assert any("No token spikes in this text" in info.value for info in app.info)  # now the picked layer's page
     app.selectbox(key="w_head").set_value(7).run()
-    pattern = chart_rows(app, 3)
+    pattern = chart_rows(app, chart_holding(app, '"attention weight"'))
     assert pattern["attention"].sum() == pytest.approx(len(set(pattern["query"])), abs=1e-4)  # rows sum to 1
     app.sidebar.text_area[0].input("The cat sat on the mat.").run()
     assert_clean(app)
-    assert "cat" in " ".join(chart_rows(app, 2)["token"])
-    assert len(app.get("vega_lite_chart")) == 6
+    assert "cat" in " ".join(chart_rows(app, chart_holding(app, '"change in cosine"'))["token"])
+    assert len(app.get("vega_lite_chart")) == 5
 
 
-def test_the_corpus_check_runs_on_request_and_downloads():
+def test_the_deep_dive_folds_its_sections_and_says_what_the_choices_mean():
+    app = open_app(DEEP_DIVE, layer="5")
+    assert [expander.label for expander in app.get("expander")] == [
+        "Is the spike real? Every method over the shipped corpus",
+        "Which tokens leap at layer 5",
+        "Why: the heads of the attention sublayer",
+        "Against the anisotropy baseline, and the rogue dimensions",
+        "The original demo beside the exact computation",
+        "Corpus check: does it happen regardless of the text?",
+    ]
+    (popover,) = app.get("popover")
+    explained = " ".join(markdown.value for markdown in popover.markdown)
+    assert all(name in explained for name in (*analysis.STAGES, *analysis.REFERENCES, *analysis.GEOMETRIES))
+    captions = " ".join(caption.value for caption in app.caption)
+    assert analysis.STAGES["attn_residual"] not in captions.replace("\\", "")  # said once, in the popover
+    assert "`" not in captions.replace("\\`", "")  # no literal backticks
+    (leaps,) = [table.value for table in app.dataframe if "spikes" in table.value.columns]
+    assert "rank at layer 6" not in leaps.columns  # layer 5 is the last: nothing follows it
+    assert list(leaps.columns[-3:]) == ["rank at layer 4", "rank at layer 5", "spikes"]
+
+
+def test_the_corpus_check_runs_on_request_and_a_new_session_sees_its_result(monkeypatch):
+    monkeypatch.setattr("analysis.sentences.corpus_sentences", lambda: corpus_sentences()[:3])
     app = open_app(DEEP_DIVE)
-    app.button[1].click().run()  # the second button: the first runs the verdict
+    button = app.button(key="run_corpus")
+    assert re.fullmatch(r"Run the corpus check: 3 texts, about \d+ s here", button.label)
+    button.click().run()
+    settle(app)
     assert_clean(app)
-    corpus = chart_rows(app, 6)
+    corpus = chart_rows(app, chart_holding(app, '"errorbar"'))
     assert set(corpus["word_class"]) >= {"function", "content"}
-    assert (corpus["tokens"] > 0).all()
+    n_tokens = sum(len(analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), text).tokens)
+                   for text in corpus_sentences()[:3])  # fmt: skip
+    assert (corpus.groupby("layer")["tokens"].sum() == n_tokens).all()
     assert any(button.proto.id.endswith("corpus_table_csv") for button in app.get("download_button"))
+    again = open_app(DEEP_DIVE, fresh=False)  # another visitor: the server's result, no button, no error
+    assert_clean(again)
+    assert not [button for button in again.button if button.proto.id.endswith("run_corpus")]
+    pd.testing.assert_frame_equal(chart_rows(again, chart_holding(again, '"errorbar"')), corpus)
 
 
 def test_a_link_to_a_layer_the_model_lacks_opens_on_the_default():
@@ -323,7 +378,7 @@ def test_deep_dive_attention_pattern_is_capped_for_long_text_and_says_so():
     app = open_app(DEEP_DIVE)
     app.sidebar.text_area[0].input("word " * 150).run()
     assert_clean(app)
-    pattern = chart_rows(app, 3)
+    pattern = chart_rows(app, chart_holding(app, '"attention weight"'))
     assert len(pattern) == 96 * 96
     assert any("first 96 of 152 tokens" in caption.value for caption in app.caption)
 
@@ -359,12 +414,23 @@ def test_trajectories_draw_the_anisotropy_baseline_and_colour_by_word_class():
     assert "word_class" not in highlighted.columns or highlighted["word_class"].isna().all()
 
 
-def test_the_verdict_runs_on_request_with_a_summary(monkeypatch):
+def test_the_verdict_runs_on_request_and_reopens_in_any_session(monkeypatch):
+    """Issue 16: the verdict's progress bar was drawn from inside a cached function, so every later visit to the
+    page replayed it and failed. It runs as a job now: a new session after it finished sees the result at once."""
     monkeypatch.setattr("analysis.verdict.corpus_sentences", lambda: corpus_sentences()[:3])
+    monkeypatch.setattr("analysis.sentences.corpus_sentences", lambda: corpus_sentences()[:3])
     app = open_app(DEEP_DIVE)
-    app.button[0].click().run()
+    button = app.button(key="run_verdict")
+    assert re.fullmatch(r"Run the verdict: 3 sentences x 5 methods, about \d+ s here", button.label)
+    button.click().run()
+    settle(app)
     assert_clean(app)
-    verdict = chart_rows(app, 0)
-    assert set(verdict["method"]) == set(METHODS)
-    assert any("method" in info.value for info in app.info)
+    verdict = chart_rows(app, chart_holding(app, '"field": "method"'))
+    assert list(dict.fromkeys(verdict["method"])) == list(METHODS)
+    assert verdict_summary(verdict) in [info.value.replace("\\", "") for info in app.info]
     assert any(button.proto.id.endswith("verdict_table_csv") for button in app.get("download_button"))
+    for visit in range(2):  # two more visitors, each in a new session on the warm server
+        again = open_app(DEEP_DIVE, fresh=False)
+        assert_clean(again)
+        assert not [button for button in again.button if button.proto.id.endswith("run_verdict")], visit
+        pd.testing.assert_frame_equal(chart_rows(again, chart_holding(again, '"field": "method"')), verdict)

@@ -51,7 +51,7 @@ def test_the_deep_dive_explains_what_a_parallel_decoder_lacks(family_folder):
     assert_clean(app)
     said = notices(app)
     assert "Not shown: the original demo's computation is defined for post-LayerNorm encoders" in said
-    assert "Not shown: GPT-NeoX / Pythia (parallel attention and MLP, rotary positions) runs attention" in said
+    assert "No table of the norm after the attention: GPT-NeoX / Pythia (parallel attention and MLP, rotary " in said
     assert len(app.get("vega_lite_chart")) >= 4  # attribution, pattern, sinks, norms
 
 
@@ -115,9 +115,14 @@ def test_the_device_setting_places_the_model_and_refuses_one_torch_lacks(monkeyp
 def test_the_deep_dive_offers_an_upload_and_uploads_are_capped(tmp_path):
     app = open_app(DEEP_DIVE)
     assert_clean(app)
-    assert any("Run the corpus check (110 texts)" in button.label for button in app.button)
+    assert re.fullmatch(r"Run the corpus check: 110 texts, about \d+ s here", app.button(key="run_corpus").label)
+    (uploader,) = app.get("file_uploader")
+    assert "up to 20,000 characters in all" in uploader.proto.label
     texts = texts_from_upload("mine.txt", b"One text.\n\nTwo texts here.\n", max_chars=100)
     assert texts.texts == ["One text.", "Two texts here."] and texts.skipped_empty == 1
+    assert texts.described("mine.txt") == "2 texts of mine.txt (1 empty text skipped)"
+    one = texts_from_upload("one.txt", b"Just one.\n\n\n\n", max_chars=100)
+    assert one.described("one.txt") == "1 text of one.txt (3 empty texts skipped)"
     with pytest.raises(ValueError, match=re.escape("over this app's limit of 10 (max_text_chars)")) as refused:
         texts_from_upload("mine.csv", b"text\nA rather long text.\n", max_chars=10)
     assert "python -m analysis sweep" in str(refused.value)

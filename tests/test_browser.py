@@ -8,6 +8,7 @@ Skipped with a reason where chromium or playwright is missing, unless TOKEN_TRAI
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ PAGES = [
     ("", "home", 0),
     ("Layer_trajectories", "layer_trajectories", 1),
     ("Rank_plots", "rank_plots", 2),
-    ("Layer_deep_dive", "layer_deep_dive", 6),
+    ("Layer_deep_dive", "layer_deep_dive", 5),
     ("Base_vs_large", "base_vs_large", 5),
 ]
 
@@ -98,7 +99,7 @@ def test_every_page_renders_its_charts_without_errors(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     for path, name, charts in PAGES:
         page.goto(f"{server}/{path}?highlight=2,6")
-        page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=180_000)
+        settled(page)
         if charts:
             page.wait_for_selector("[data-testid=stVegaLiteChart] canvas, [data-testid=stVegaLiteChart] svg")
         page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
@@ -121,6 +122,65 @@ def test_typing_text_in_the_browser_redraws_the_chart(server, browser):
     assert page.locator("[data-testid=stAlertContentError]").count() == 0
 
 
+def charts_on(page) -> int:
+    return page.locator("[data-testid=stVegaLiteChart]").count()
+
+
+def settled(page, timeout_s: float = 180) -> None:
+    """Wait until the page has run its script and drawn it: the app says it is not running (it also says so for a
+    moment before the first run starts), no element is still a skeleton, and the chart count holds for a second."""
+    deadline = time.monotonic() + timeout_s
+    stable_since, last = time.monotonic(), -1
+    while True:
+        assert time.monotonic() < deadline, "the page did not settle"
+        idle = page.locator("[data-testid=stApp][data-test-script-state=notRunning]").count() == 1
+        drawn = page.locator("[data-testid=stSkeleton]").count() == 0
+        count = charts_on(page)
+        if not (idle and drawn) or count != last:
+            stable_since, last = time.monotonic(), count
+        elif time.monotonic() - stable_since >= 1.0:
+            return
+        page.wait_for_timeout(100)
+
+
+def wait_for_charts(page, at_least: int, timeout_s: float = 300) -> None:
+    """Wait until the page shows `at_least` charts (long work reruns the page from its progress fragment)."""
+    deadline = time.monotonic() + timeout_s
+    while charts_on(page) < at_least:
+        assert page.locator("[data-testid=stException]").count() == 0
+        assert time.monotonic() < deadline, f"only {charts_on(page)} of {at_least} charts after {timeout_s} s"
+        page.wait_for_timeout(500)
+    page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=60_000)
+
+
+def test_the_verdict_and_the_corpus_check_run_and_reopen_in_a_new_session(server, browser):
+    """Issue 16: after one verdict, every later load of the deep dive failed with CacheReplayClosureError. Here
+    both long runs finish in one session, then a new session opens the page: no exception, both results shown."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    first = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+    first.goto(f"{server}/Layer_deep_dive")
+    settled(first)
+    before = charts_on(first)
+    first.get_by_role("button", name=re.compile("Run the verdict")).click()
+    wait_for_charts(first, before + 1)
+    first.get_by_text("Corpus check: does it happen regardless of the text?").click()
+    first.get_by_role("button", name=re.compile("Run the corpus check")).click()
+    wait_for_charts(first, before + 2)
+    first.screenshot(path=ARTIFACTS / "deep_dive_after_the_verdict.png", full_page=True)
+    assert first.locator("[data-testid=stAlertContentError]").count() == 0
+    second = browser.new_context(viewport={"width": 1400, "height": 2400}).new_page()
+    second.goto(f"{server}/Layer_deep_dive")
+    settled(second)
+    assert charts_on(second) == before + 2  # shown at once: nothing to run again
+    second.screenshot(path=ARTIFACTS / "deep_dive_new_session.png", full_page=True)
+    assert second.locator("[data-testid=stException]").count() == 0
+    assert second.locator("[data-testid=stAlertContentError]").count() == 0
+    assert second.get_by_role("button", name=re.compile("Run the verdict")).count() == 0
+    notices = [notice.inner_text() for notice in second.locator("[data-testid=stAlertContentInfo]").all()]
+    answers = [text for text in notices if re.search(r"^(Yes|No|Partly|No clear spike): ", text, re.M)]
+    assert len(answers) == 1, notices  # the verdict's answer, whichever it is
+
+
 SESSION_TEXTS = [
     "Alpha beta gamma delta.",
     "The cat sat on the mat.",
@@ -138,6 +198,11 @@ async def _one_session(browser, server: str, text: str) -> dict:
         await page.goto(f"{server}/Layer_trajectories?text={quote(text)}&highlight=1")
         await page.wait_for_selector("[data-testid=stApp][data-test-script-state=notRunning]", timeout=120_000)
         await page.wait_for_selector("[data-testid=stVegaLiteChart]", timeout=120_000)
+        await page.wait_for_function(  # the text box shows the link's text once the first run has drawn it
+            "text => document.querySelector('[data-testid=stSidebarContent] textarea')?.value === text",
+            arg=text,
+            timeout=120_000,
+        )
         latency = time.monotonic() - started
         return {
             "text": text,

@@ -1,10 +1,30 @@
 """Chart and table builders: data, scales, highlighting, own-token marks, and PNG/SVG export."""
 
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 
 import analysis
-from analysis.charts import DATA, FAINT, PALETTE, neighbor_grid, overlap_chart, token_label, trajectory_chart
+from analysis.charts import (
+    DATA,
+    FAINT,
+    HIGHLIGHT_KEY,
+    LABEL_GAP,
+    PALETTE,
+    comparison_chart,
+    neighbor_grid,
+    overlap_chart,
+    spread_labels,
+    token_label,
+    trajectory_chart,
+    verdict_chart,
+)
+from analysis.definitions import METHODS
 from analysis.synthetic import SEED_SENTENCE
+from analysis.wordclass import word_classes
 
 
 @pytest.fixture(scope="module")
@@ -19,32 +39,110 @@ def test_rank_chart_is_log_scaled_with_rank_one_on_top(result):
     assert "log scale" in y["title"]
 
 
-def test_highlighted_tokens_are_flagged_and_labelled(result):
-    figure = trajectory_chart(result.metrics, "cosine", [2, 6])
+def test_highlighted_tokens_are_flagged_keyed_and_labelled(result):
+    figure = trajectory_chart(result.metrics, "cosine", [6, 2])
     rows = figure.data
     assert set(rows.loc[rows["highlighted"], "position"]) == {2, 6}
     assert len(rows) == len(result.metrics)
     assert set(rows.loc[rows["highlighted"], "label"]) == {token_label(2, "flies"), token_label(6, ".")}
-    assert set(rows.loc[rows["highlighted"], "colour"]) == set(PALETTE[:2])
     assert set(rows.loc[~rows["highlighted"], "colour"]) == {FAINT}
-    labels = figure.spec["layer"][1]
+    # Colours follow the text order of the highlighted tokens, whatever order they were picked in.
+    assert figure.key == ((token_label(2, "flies"), token_label(6, ".")), (PALETTE[0], PALETTE[1]))
+    assert trajectory_chart(result.metrics, "cosine", [2, 6]).key == figure.key
+    _, _, labels = figure.spec["layer"]
     assert labels["mark"]["type"] == "text"  # drawn for highlighted rows at the last layer only
     assert "datum.highlighted" in labels["transform"][0]["filter"] and "=== 5" in labels["transform"][0]["filter"]
+    drawn = figure.vega_lite()["layer"][1]["encoding"]["color"]
+    assert drawn["title"] == "highlighted tokens" and drawn["scale"] == {
+        "domain": list(figure.key[0]),
+        "range": list(figure.key[1]),
+    }
 
 
-def test_a_highlight_changes_the_rows_and_never_the_spec(result):
-    plain = trajectory_chart(result.metrics, "cosine", [])
-    picked = trajectory_chart(result.metrics, "cosine", [3])
-    assert plain.spec == picked.spec
-    assert not plain.data["highlighted"].any() and picked.data["highlighted"].sum() == 6
-    spec = picked.vega_lite()
-    assert spec["data"] == {"name": DATA} and spec["datasets"][DATA] is picked.data
+def test_end_labels_that_share_a_point_are_spread_apart():
+    values = np.array([0.50, 0.50, 0.51, 0.9, 0.2])
+    placed = spread_labels(values, "cosine", 0.0, 1.0)
+    order = np.sort(placed)
+    assert (np.diff(order) >= LABEL_GAP - 1e-12).all()  # no two closer than a line of text
+    assert np.abs(placed - values).max() <= 2 * LABEL_GAP  # each stays near its line's end
+    ranks = spread_labels(np.array([1.0, 1.0, 1.0]), "rank", 1.0, 30_000.0)
+    screen = 1 - np.log10(ranks) / np.log10(30_000)
+    assert (ranks >= 1).all() and (np.diff(np.sort(screen)) >= LABEL_GAP - 1e-12).all()
+
+
+def test_a_highlight_changes_the_rows_and_the_key_never_the_cached_spec(result):
+    one = trajectory_chart(result.metrics, "cosine", [3])
+    two = trajectory_chart(result.metrics, "cosine", [2, 6])
+    assert one.spec is two.spec  # built and validated once per shape
+    assert one.data["highlighted"].sum() == 6 and one.key != two.key
+    spec = one.vega_lite()
+    assert spec["data"] == {"name": DATA} and spec["datasets"][DATA] is one.data
     spec["layer"].clear()  # the figure hands out copies: its cached spec stays whole
-    assert len(picked.spec["layer"]) == 2
+    assert len(one.spec["layer"]) == 3
+    assert HIGHLIGHT_KEY in json.dumps(one.spec)  # the placeholder stays in the cached spec
+
+
+@pytest.mark.parametrize(
+    ("geometry", "cosine_title", "rank_title"),
+    [
+        ("cosine", "cosine similarity to original embedding", "rank of own embedding (1 = nearest"),
+        ("centered", "cosine to original embedding, after centering", "rank of own embedding after centering"),
+        ("standardized", "after standardizing", "rank of own embedding after standardizing"),
+        ("no_rogue", "rogue dimensions removed", "rank of own embedding, rogue dimensions removed"),
+    ],
+)
+def test_axis_titles_follow_the_geometry(result, geometry, cosine_title, rank_title):
+    for measure, title in (("cosine", cosine_title), ("rank", rank_title)):
+        y = trajectory_chart(result.metrics, measure, [], geometry=geometry).spec["layer"][0]["encoding"]["y"]
+        assert title in y["title"]
+
+
+def test_word_classes_and_the_baseline_are_in_the_legend(result):
+    classes = word_classes(result.tokens)
+    figure = trajectory_chart(result.metrics, "cosine", [], classes=classes, baseline=np.linspace(0.1, 0.2, 6))
+    faint, bold, _, baseline = figure.spec["layer"]
+    assert (faint["encoding"]["color"]["title"] == "word class" and "legend" not in bold["encoding"]["color"]) or (
+        bold["encoding"]["color"]["legend"] is None
+    )
+    dash = baseline["encoding"]["strokeDash"]
+    assert dash["scale"]["domain"] == ["anisotropy baseline"] and dash["legend"] is not None
+
+
+def test_exports_carry_a_title_and_room_at_the_edges(result):
+    figure = trajectory_chart(result.metrics, "rank", [2]).titled("rank trajectories", "model · stage attn_residual")
+    spec = figure.to_json()
+    assert spec["title"] == {"text": "rank trajectories", "subtitle": ["model · stage attn_residual"],
+                             "anchor": "start"}  # fmt: skip
+    assert min(spec["padding"].values()) >= 10
+    assert "title" not in figure.vega_lite()  # the app's page has its own headings
+
+
+def test_the_verdict_chart_wraps_its_panels_and_titles_its_axis_once():
+    verdict = pd.DataFrame(
+        [{"method": m, "layer": 0, "word_class": "function", "spikes": 1, "tokens": 2, "share": 0.5, "low": 0.1,
+          "high": 0.9} for m in METHODS]
+    )  # fmt: skip
+    spec = verdict_chart(verdict).spec
+    assert spec["columns"] == 3 and spec["spec"]["width"] * 3 < 720
+    titles = {layer["encoding"]["y"]["title"] for layer in spec["spec"]["layer"]}
+    assert titles == {"share of tokens that spike"}
+    assert spec["spec"]["layer"][0]["encoding"]["color"]["legend"]["orient"] == "top"
+
+
+def test_comparisons_name_models_shortly_and_keep_their_order(result):
+    other = dataclasses.replace(result, model="/home/someone/models/a-very-long-folder-name/roberta-tiny")
+    figure = comparison_chart([other, result], "rank", [2], relative=False)
+    assert list(dict.fromkeys(figure.data["model"])) == ["1: roberta-tiny", "2: all-MiniLM-L6-v2"]
+    assert set(figure.data["model_name"]) == {other.model, result.model}  # the full name, for the tooltip
+    assert figure.spec["facet"]["column"]["sort"] == ["1: roberta-tiny", "2: all-MiniLM-L6-v2"]
+    ends = figure.data.dropna(subset=["label_y"])
+    assert sorted(ends["model"]) == ["1: roberta-tiny", "2: all-MiniLM-L6-v2"]  # one label per highlighted line
 
 
 def test_overlap_chart_has_both_comparisons_and_drops_layer_zeros_missing_previous(result):
-    frame = overlap_chart(result, [2]).data
+    figure = overlap_chart(result, [2])
+    frame = figure.data
+    assert figure.key == ((token_label(2, "flies"),), (PALETTE[0],))  # the highlighted line is keyed
     assert set(frame["against"]) == {"previous layer (l-1)", "original neighbourhood"}
     previous = frame[frame["against"] == "previous layer (l-1)"]
     assert previous["layer"].min() == 1

@@ -1,5 +1,6 @@
 """python -m analysis export: writes documented tables and provenance; bad options fail in one line."""
 
+import io
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.export import EXPORT_FILES
+from analysis.definitions import EXPORT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,6 +20,34 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
     )
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """The lines of stderr that report an error: one, and the last, whatever progress lines came before it."""
+    lines = done.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("python -m analysis: error:")]
+    assert errors and lines[-1] == errors[-1], done.stderr
+    return errors
+
+
+def test_help_answers_without_loading_torch():
+    """`--help` imports only the standard library and `analysis.definitions` (fast on any machine)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "analysis", "sweep", "--help"], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0 and "--method" in done.stdout
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert imported.isdisjoint({"torch", "transformers", "pandas", "numpy", "tqdm", "streamlit"}), imported
+
+
+def test_export_says_what_it_is_doing(tmp_path):
+    done = run_cli("export", "--model", "all-MiniLM-L6-v2", "--text", "Time flies.", "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr
+    steps = done.stderr.strip().splitlines()
+    assert steps[0] == "loading all-MiniLM-L6-v2…"
+    assert steps[1].startswith("tracing the text through 6 layers") and "30,522 vocabulary items" in steps[1]
+    assert steps[2] == f"writing 4 files to {tmp_path / 'o'}…"
 
 
 def test_export_writes_tables_and_provenance(tmp_path):
@@ -94,9 +123,7 @@ def test_a_bad_model_or_text_gives_a_one_line_error(tmp_path):
     ]:
         done = run_cli("export", *args, "--out", str(tmp_path))
         assert done.returncode == 1
-        assert len(done.stderr.strip().splitlines()) == 1
-        assert done.stderr.startswith("python -m analysis: error:")
-        assert message in done.stderr
+        assert error_lines(done) == [error_lines(done)[0]] and message in error_lines(done)[0]
 
 
 def test_a_stage_or_reference_the_model_lacks_names_what_it_has(tmp_path, family_folder):
@@ -108,8 +135,27 @@ def test_a_stage_or_reference_the_model_lacks_names_what_it_has(tmp_path, family
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "provenance.json").read_text())["architecture"] == "GPTNeoXModel"
     done = run_cli("export", "--model", decoder, "--text", "t", "--stage", "attn_output", "--out", str(tmp_path))
-    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert done.returncode == 1 and len(error_lines(done)) == 1
     assert (
         "has no stage 'attn_output'" in done.stderr
         and "It has: layer_input, attn_residual, layer_output" in done.stderr
     )
+
+
+def test_progress_is_a_bar_in_a_terminal_and_whole_lines_elsewhere(monkeypatch):
+    from analysis import progress
+
+    log = io.StringIO()
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)
+    with progress.progress_bar(4, "sweep", "text", file=log) as bar:
+        bar.update(1)
+        bar.update(3)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and lines[-1].startswith("sweep: 4 of 4 texts (100%)")
+    assert lines[0].startswith("sweep: 1 of 4 texts (25%)") and "s left" in lines[0]
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert type(progress.progress_bar(4, "sweep", "text", file=Terminal())).__name__ == "tqdm"

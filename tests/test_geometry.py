@@ -11,13 +11,14 @@ import analysis
 from analysis.__main__ import main as cli_main
 from analysis.capture import batch_stage_vectors, length_batches, stage_vectors, tokenize_all
 from analysis.corpus import corpus_spikes, shares_from_counts
-from analysis.geometry import BACKGROUND_BATCH_TOKENS, GEOMETRIES, compute_background, geometry_map
+from analysis.definitions import GEOMETRIES, METHODS, VERDICT_COLUMNS
+from analysis.geometry import BACKGROUND_BATCH_TOKENS, compute_background, geometry_map
 from analysis.metrics import map_scorer, score_blocks
 from analysis.original_demo import original_demo
 from analysis.references import vocabulary_scorer
 from analysis.sentences import corpus_sentences
 from analysis.synthetic import SEED_SENTENCE
-from analysis.verdict import METHODS, VERDICT_COLUMNS, spike_verdict, verdict_summary
+from analysis.verdict import spike_verdict, verdict_summary
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
 
 
@@ -262,7 +263,13 @@ def test_the_summary_sentence_answers_the_question_with_its_numbers():
     decoder = verdict_summary(verdict_rows({"cosine": [3, 40, 0, 0], "centered": [0, 30, 2, 0]}))
     assert "spike most at layer 1 under the exact computation (cosine)" in decoder
     nothing = verdict_summary(verdict_rows({"original_demo": [0, 0], "cosine": [0, 0]}))
-    assert nothing == "No: no method finds function words spiking at any layer of this corpus."
+    assert nothing.startswith("No: no method finds function words spiking at any layer of this corpus.")
+    faint = verdict_summary(verdict_rows({"original_demo": [0, 1, 0], "cosine": [0, 0, 0]}))  # 1 of 100 tokens
+    assert faint.startswith("No: no method finds") and "original_demo 1.0% (0.2%-5.4%) at layer 1" in faint
+    elsewhere = verdict_summary(
+        verdict_rows({"original_demo": [0, 1, 0], "cosine": [0, 0, 0], "standardized": [9, 0, 0]})
+    )
+    assert elsewhere.startswith("No clear spike under original_demo; only standardized (layer 0) finds")
 
 
 def test_the_verdict_command_writes_its_table_chart_and_summary(tmp_path, tiny_roberta):

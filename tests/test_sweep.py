@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.batch import ROW_COLUMNS, SweepSettings, batch_rows
+from analysis.batch import SweepSettings, batch_rows
 from analysis.capture import length_batches
 from analysis.corpus import shares_from_counts, spike_counts
+from analysis.definitions import ROW_COLUMNS
 from analysis.original_demo import original_demo
 from analysis.sentences import corpus_sentences
 from analysis.spikes import token_spikes
@@ -176,13 +177,16 @@ def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp
             "--shard-size", "4", "--batch-tokens", "64", "--device", "auto", "--limit", "6"]  # fmt: skip
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
-    assert "6 texts (0 empty skipped)" in done.stderr and "on cpu" in done.stderr and "text/s" in done.stderr
+    assert "6 texts (0 empty skipped)" in done.stderr and "on cpu" in done.stderr
+    assert "\r" not in done.stderr  # not a terminal: progress as whole lines
+    assert re.search(r"^sweep: 6 of 6 texts \(100%\), [\d.]+ texts/s$", done.stderr, re.M)
     assert sorted(p.name for p in (tmp_path / "out" / "rows").glob("shard-*")) == [
         "shard-00000.parquet",
         "shard-00001.parquet",
     ]
     again = run_cli(*args)
     assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert "sweep:" not in again.stderr  # no empty progress bar
 
 
 def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):

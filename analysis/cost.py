@@ -1,0 +1,73 @@
+"""How long corpus work will take here, said before it starts: floating-point operations counted from the
+model's shapes and the texts' tokens, at a speed measured once per process on a product of the scoring's shape.
+
+The scoring dominates: every kept token at every layer against every vocabulary row, once per product the
+methods need (the geometries that share one, standardized's own, the original demo's; see `analysis.metrics`).
+`OVERHEAD` is what the rest adds (the elementwise passes, the forward passes), measured by
+`benchmarks/bench_verdict.py`, which reports the estimate beside the time taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from functools import lru_cache
+
+import torch
+
+from analysis.capture import token_table, tokenize_all
+from analysis.definitions import Method
+from analysis.encoder import EncoderModel
+from analysis.wordclass import word_classes
+
+OVERHEAD = 1.4
+"""Measured time over the scoring products' time (the verdict on the bundled model and the roberta-base shape)."""
+
+
+@lru_cache(maxsize=8)
+def flops_per_second(device: str = "cpu") -> float:
+    """Float32 matrix-product speed of this machine: the best of a few products of the scoring's shape."""
+    rows, hidden, vocab = 128, 512, 8192
+    a = torch.randn(rows, hidden, device=device)
+    b = torch.randn(vocab, hidden, device=device)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        (a @ b.T).sum().item()  # .item() waits for an accelerator to finish
+        best = min(best, time.perf_counter() - start)
+    return 2 * rows * hidden * vocab / best
+
+
+def products_needed(methods: Sequence[Method]) -> int:
+    """Products with the vocabulary table per token and layer: one shared by cosine, centered and no_rogue, one
+    for standardized, one for the original demo."""
+    shared = any(method in ("cosine", "centered", "no_rogue") for method in methods)
+    return int(shared) + int("standardized" in methods) + int("original_demo" in methods)
+
+
+def token_counts(encoder: EncoderModel, texts: list[str], classes: Collection[str] | None = None) -> tuple[int, int]:
+    """(all tokens, tokens of the word `classes` given, or all) of `texts`, each tokenised alone."""
+    tokens = tokenize_all(encoder, texts)
+    total = sum(len(t) for t in tokens)
+    if classes is None:
+        return total, total
+    kept = sum(
+        int(word_classes(token_table(t, text)).isin(classes).sum()) for t, text in zip(tokens, texts, strict=True)
+    )
+    return total, kept
+
+
+def corpus_seconds(
+    encoder: EncoderModel,
+    texts: list[str],
+    methods: Sequence[Method],
+    *,
+    classes: Collection[str] | None = None,
+    forward_passes: int = 1,
+) -> float:
+    """About how long the counting engine takes on `texts` under `methods`, with `forward_passes` passes over them
+    (2 when the corpus statistics must be computed first)."""
+    total, kept = token_counts(encoder, texts, classes)
+    scoring = 2.0 * kept * encoder.num_layers * encoder.vocab_size * encoder.hidden_size * products_needed(methods)
+    forward = 2.0 * encoder.info.parameters * total * forward_passes
+    return OVERHEAD * (scoring + forward) / flops_per_second(encoder.device.type)

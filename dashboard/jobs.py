@@ -1,0 +1,224 @@
+"""Long work (the verdict, the corpus check, corpus statistics) on worker threads, shared by every session.
+
+A page starts a job by key; the job runs once on its own thread, whatever the sessions do meanwhile (reruns,
+page switches, closed tabs), and its result stays for every session that asks for the same key. Pages draw a
+job's progress themselves (`dashboard.widgets.follow_job`): nothing Streamlit draws is ever called from the
+work, so a cached result never replays a stale element.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+import analysis
+from analysis.batch import SweepSettings
+from analysis.corpus import corpus_spikes
+from analysis.cost import corpus_seconds
+from analysis.definitions import Method
+from analysis.geometry import corpus_statistics, has_background
+from analysis.verdict import spike_verdict
+from dashboard.cache import loaded_encoder
+
+
+@dataclass
+class Job:
+    """One piece of long work: what it is, how far it got, and how it ended."""
+
+    key: Hashable
+    label: str  # what the work is, for its progress line: "Verdict"
+    unit: str  # what `done` counts: "sentence"
+    work: Callable[[Job], Any] = field(repr=False, default=lambda job: None)
+    started: float = field(default_factory=time.monotonic)
+    phase: str = ""  # the current step, where the work has several
+    done: float = 0.0
+    total: float = 0.0
+    phase_started: float = field(default_factory=time.monotonic)
+    result: Any = None
+    error: str | None = None
+    ended: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.ended is None
+
+    @property
+    def fraction(self) -> float:
+        return min(self.done / self.total, 1.0) if self.total else 0.0
+
+    def progress(self, done: float, total: float) -> None:
+        """The work's progress callback: `done` of `total` units of the current phase."""
+        self.done, self.total = done, total
+
+    def start_phase(self, phase: str) -> None:
+        """A new step begins (its progress counts from 0)."""
+        self.phase, self.done, self.total, self.phase_started = phase, 0.0, 0.0, time.monotonic()
+
+    def status(self) -> str:
+        """`Verdict: sentence 40 of 110, about 12 s left` (the time left from the rate so far)."""
+        step = f"{self.phase}: " if self.phase else f"{self.label}: "
+        if not self.total:
+            return step + "starting…"
+        count = f"{self.unit} {int(self.done):,} of {int(self.total):,}"
+        elapsed = time.monotonic() - self.phase_started
+        if self.done <= 0 or elapsed < 1:
+            return step + count
+        return step + f"{count}, about {duration(elapsed * (self.total - self.done) / self.done)} left"
+
+
+def duration(seconds: float) -> str:
+    """`8 s`, `3 min`, `1 h 20 min`: a duration as a person reads it."""
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
+
+
+class JobBoard:
+    """Jobs by key, for the whole server. Thread-safe. The `keep` most recently finished jobs stay (their results
+    are small: tables of shares); older ones are dropped."""
+
+    def __init__(self, keep: int = 16):
+        self.keep = keep
+        self._jobs: OrderedDict[Hashable, Job] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Job | None:
+        with self._lock:
+            return self._jobs.get(key)
+
+    def start(self, key: Hashable, label: str, unit: str, work: Callable[[Job], Any], *, again: bool = False) -> Job:
+        """Start `work(job)` on a worker thread under `key`, unless a job with that key is running, or has
+        finished and not `again`: then that job. `work` reports through `job.progress` and `job.start_phase`;
+        its return value is the result, and a ValueError's message (or any other error's) the job's error."""
+        with self._lock:
+            found = self._jobs.get(key)
+            if found is not None and (found.running or not again):
+                return found
+            job = Job(key, label, unit, work)
+            self._jobs[key] = job
+            self._jobs.move_to_end(key)
+            finished = [k for k, j in self._jobs.items() if not j.running]
+            for stale in finished[: max(0, len(finished) - (self.keep - 1))]:  # room for the new one's result
+                del self._jobs[stale]
+        threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"job {label}").start()
+        return job
+
+    def retry(self, job: Job) -> Job:
+        """Run a finished job's work again (after it failed, say), under the same key."""
+        return self.start(job.key, job.label, job.unit, job.work, again=True)
+
+    @staticmethod
+    def _run(job: Job, work: Callable[[Job], Any]) -> None:
+        try:
+            job.result = work(job)
+        except ValueError as error:
+            job.error = str(error)
+        except Exception as error:  # a worker thread has no page to show a traceback on: keep the message
+            job.error = f"{type(error).__name__}: {error}"
+        finally:
+            job.ended = time.monotonic()
+
+
+@st.cache_resource(show_spinner=False)
+def job_board() -> JobBoard:
+    """The server's one job board (every session shares it)."""
+    return JobBoard()
+
+
+def statistics_ready(model: str, stage: analysis.Stage) -> bool:
+    """Whether this model's corpus statistics of `stage` are computed (the geometries and baselines need them)."""
+    return has_background(loaded_encoder(model, interactive=False), stage)
+
+
+def background_job(model: str, stage: analysis.Stage) -> Job | None:
+    """None when this model's corpus statistics of `stage` are ready; else the job computing them (started here
+    when none runs: also after the model was released and loaded again, which drops them)."""
+    encoder = loaded_encoder(model, interactive=False)
+    if has_background(encoder, stage):
+        return None
+    key = ("background", model, stage)
+    found = job_board().get(key)
+    if found is not None and (found.running or found.error):
+        return found
+
+    def work(job: Job) -> None:
+        job.start_phase(f"Corpus statistics of {stage} in {model}")
+        corpus_statistics(encoder, stage, job.progress)
+
+    return job_board().start(key, f"Corpus statistics of {stage}", "sentence", work, again=True)
+
+
+def _verdict_key(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> tuple:
+    return ("verdict", model, stage, reference, rogue_k)
+
+
+def find_verdict(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job | None:
+    """The verdict job of these settings, running or finished, if one was started."""
+    return job_board().get(_verdict_key(model, stage, reference, rogue_k))
+
+
+def verdict_job(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job:
+    """The verdict over the shipped corpus (every method), started when none runs for these settings; it first
+    computes the corpus statistics its geometries need, where they are missing."""
+    encoder = loaded_encoder(model, interactive=False)
+
+    def work(job: Job) -> pd.DataFrame:
+        if not has_background(encoder, stage):
+            job.start_phase("Corpus statistics for the geometries")
+            corpus_statistics(encoder, stage, job.progress)
+        job.start_phase("Verdict")
+        return spike_verdict(encoder, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=job.progress)
+
+    return job_board().start(_verdict_key(model, stage, reference, rogue_k), "Verdict", "sentence", work)
+
+
+def _corpus_key(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> tuple:
+    return ("corpus", model, settings, hashlib.sha256("\n".join(texts).encode()).hexdigest())
+
+
+def find_corpus(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> Job | None:
+    """The corpus check job of these settings and texts, running or finished, if one was started."""
+    return job_board().get(_corpus_key(model, settings, texts))
+
+
+def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], source: str) -> Job:
+    """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs."""
+    encoder = loaded_encoder(model, interactive=False)
+    (geometry,) = settings.methods
+
+    def work(job: Job) -> pd.DataFrame:
+        if geometry != "cosine" and not has_background(encoder, settings.stage):
+            job.start_phase("Corpus statistics for the geometry")
+            corpus_statistics(encoder, settings.stage, job.progress)
+        job.start_phase(f"Corpus check of {source}")
+        return corpus_spikes(
+            encoder, list(texts), stage=settings.stage, reference=settings.reference, geometry=geometry,
+            rogue_k=settings.rogue_k, on_progress=job.progress,
+        )  # fmt: skip
+
+    return job_board().start(_corpus_key(model, settings, texts), "Corpus check", "text", work)
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def estimated_seconds(
+    model: str,
+    texts: tuple[str, ...],
+    methods: tuple[Method, ...],
+    classes: tuple[str, ...] | None,
+    with_statistics: bool,
+) -> float:
+    """About how long the counting engine takes on `texts` here (`analysis.cost`), with the corpus statistics'
+    forward passes where they must be computed first."""
+    encoder = loaded_encoder(model, interactive=False)
+    return corpus_seconds(encoder, list(texts), methods, classes=classes, forward_passes=1 + with_statistics)

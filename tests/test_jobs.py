@@ -1,0 +1,75 @@
+"""Long work on the server's job board: each job runs once on its own thread, its result stays for every
+session, failures keep their message, and the board keeps a bounded number of finished jobs."""
+
+import threading
+import time
+
+import pytest
+
+from dashboard.jobs import Job, JobBoard, duration
+
+
+def wait(job: Job, timeout: float = 30) -> Job:
+    deadline = time.monotonic() + timeout
+    while job.running:
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.01)
+    return job
+
+
+def test_a_job_runs_once_and_its_result_stays_for_every_caller():
+    board = JobBoard()
+    release, calls = threading.Event(), []
+
+    def work(job: Job) -> str:
+        calls.append(threading.current_thread().name)
+        job.start_phase("Counting")
+        job.progress(1, 4)
+        release.wait(10)
+        return "done"
+
+    first = board.start("key", "Verdict", "sentence", work)
+    again = board.start("key", "Verdict", "sentence", work)  # a second session asks while it runs
+    assert again is first and first.running
+    while first.total == 0:
+        time.sleep(0.01)
+    assert first.fraction == 0.25 and first.status().startswith("Counting: sentence 1 of 4")
+    release.set()
+    assert wait(first).result == "done" and first.error is None
+    assert board.start("key", "Verdict", "sentence", work) is first  # finished: the same result, not rerun
+    assert len(calls) == 1 and calls[0] != threading.current_thread().name  # on a worker thread
+    rerun = board.start("key", "Verdict", "sentence", work, again=True)
+    assert rerun is not first and wait(rerun).result == "done" and len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "message"), [(ValueError("rogue_k must be a whole number"), "rogue_k must be a whole number"),
+                           (RuntimeError("out of memory"), "RuntimeError: out of memory")],
+)  # fmt: skip
+def test_a_failed_job_keeps_its_message(error, message):
+    def work(job: Job) -> None:
+        raise error
+
+    board = JobBoard()
+    job = wait(board.start("key", "Corpus check", "text", work))
+    assert job.error == message and job.result is None
+    retried = wait(board.retry(job))
+    assert retried is not job and board.get("key") is retried and retried.error == message
+
+
+def test_the_board_keeps_a_bounded_number_of_finished_jobs_but_never_drops_a_running_one():
+    board = JobBoard(keep=2)
+    release = threading.Event()
+    running = board.start("slow", "slow", "x", lambda job: release.wait(10))
+    for key in range(4):
+        wait(board.start(key, "quick", "x", lambda job, key=key: key))
+    assert board.get("slow") is running
+    assert [key for key in range(4) if board.get(key) is not None] == [2, 3]
+    release.set()
+    wait(running)
+
+
+def test_durations_read_as_people_say_them():
+    assert [duration(s) for s in (0.2, 8.4, 59, 61, 3500, 3599, 4800)] == [
+        "1 s", "8 s", "59 s", "1 min", "58 min", "1 h", "1 h 20 min"
+    ]  # fmt: skip
