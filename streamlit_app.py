@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from analysis.charts import token_label
 from analysis.definitions import WORD_CLASSES
+from analysis.report.reports import token_label
 from dashboard.controller import open_page
 from dashboard.show import literal
 from dashboard.widgets import bind, page_links

@@ -191,7 +191,7 @@ def _counter(desc: str, unit: str) -> tuple[Callable[[float, float], None], Call
 
 
 def _load(name: str):
-    from analysis.loading import load_model
+    from analysis.model.loading import load_model
 
     _say(f"loading {name}…")
     return load_model(name)
@@ -199,8 +199,8 @@ def _load(name: str):
 
 def _export(args: argparse.Namespace) -> list[Path]:
     from analysis.checks import check_text
-    from analysis.export import write_export
-    from analysis.trace import analyze
+    from analysis.output.export import write_export
+    from analysis.report.result import analyze
 
     check_text(args.text)
     encoder = _load(args.model)
@@ -228,11 +228,10 @@ def _export(args: argparse.Namespace) -> list[Path]:
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:
-    from analysis.export import write_verdict
-    from analysis.geometry import background, check_rogue_k, corpus_statistics
-    from analysis.original_demo import demo_unavailable
-    from analysis.references import default_reference
-    from analysis.verdict import spike_verdict, verdict_methods, verdict_summary
+    from analysis.corpus.verdict import spike_verdict, verdict_methods, verdict_summary
+    from analysis.model.capabilities import default_reference, demo_unavailable
+    from analysis.output.export import write_verdict
+    from analysis.scoring.geometry import background, check_rogue_k, corpus_statistics
     from analysis.version import __version__
 
     encoder = _load(args.model)
@@ -261,19 +260,17 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
 
 
 def _sweep(args: argparse.Namespace) -> list[Path]:
-    from analysis.batch import SweepSettings
-    from analysis.capture import check_stage
+    from analysis.corpus.engine import SweepSettings
+    from analysis.corpus.texts import read_texts
     from analysis.devices import resolve_device
-    from analysis.geometry import check_rogue_k
-    from analysis.original_demo import demo_unavailable
-    from analysis.references import check_reference, default_reference
-    from analysis.sweep import run_sweep
-    from analysis.texts import read_texts
+    from analysis.model.capabilities import check_reference, check_stage, default_reference, demo_unavailable
+    from analysis.output.sweep import run_sweep
+    from analysis.scoring.geometry import check_rogue_k
 
     texts = read_texts(args.input, args.limit)
     device = resolve_device(args.device)
     if args.engine == "ray":
-        from analysis import ray_engine  # Ray is optional: imported only when asked for
+        from analysis.output import ray_engine  # Ray is optional: imported only when asked for
     encoder = _load(args.model)
     encoder.move_to(device)
     reference = args.reference or default_reference(encoder)

@@ -25,7 +25,8 @@ import pandas as pd
 import vl_convert
 
 from analysis.definitions import METHODS
-from analysis.trace import AnalysisResult
+from analysis.report.reports import token_label
+from analysis.report.result import AnalysisResult
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
@@ -125,11 +126,6 @@ def _spec(chart: alt.TopLevelMixin) -> dict:
 
 def _rows() -> alt.NamedData:
     return alt.NamedData(name=DATA)
-
-
-def token_label(position: int, text: str) -> str:
-    """How a token is named in legends and pickers: `3 · like` (position, then its text)."""
-    return f"{position} · {text.strip() or repr(text)}"
 
 
 def highlight_colours(highlight: list[int]) -> dict[int, str]:

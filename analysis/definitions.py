@@ -143,3 +143,6 @@ VERDICT_COLUMNS = {
     "word_class": "function or content words",
     "top_layer": "the method's layer with the largest share of spiking function and content tokens together",
 }
+
+
+SEED_SENTENCE = "Time flies like an arrow. Fruit flies like a banana."

@@ -16,11 +16,12 @@ import time
 import torch
 
 import analysis
-from analysis.capture import stage_vectors
-from analysis.references import vocabulary_scorer
-from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
+from analysis.capture.forward import stage_vectors
+from analysis.definitions import SEED_SENTENCE
+from analysis.scoring.references import vocabulary_scorer
 from benchmarks.memory import long_text_growth
 from benchmarks.runner import run
+from tests.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_roberta
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

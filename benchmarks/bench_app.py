@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from streamlit.runtime.scriptrunner import script_runner
 from streamlit.testing.v1 import AppTest
 
-from analysis.synthetic import ROBERTA_BASE_SHAPE, random_roberta
+from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"

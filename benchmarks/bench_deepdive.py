@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from streamlit.testing.v1 import AppTest
 
-from analysis.corpus import corpus_spikes
-from analysis.sentences import corpus_sentences
-from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_roberta
+from analysis.corpus.counts import corpus_spikes
+from analysis.data import corpus_sentences
 from benchmarks.memory import PeakRss, rss_bytes
+from tests.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_roberta
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"

@@ -12,19 +12,19 @@
 from __future__ import annotations
 
 import analysis
-from analysis.synthetic import (
+from analysis.definitions import SEED_SENTENCE
+from benchmarks.bench_analysis import best_of, floor
+from benchmarks.memory import long_text_growth
+from benchmarks.runner import run
+from tests.synthetic import (
     GPT2_SHAPE,
     ROBERTA_BASE_SHAPE,
-    SEED_SENTENCE,
     SMOLLM2_135M_SHAPE,
     byte_level_tokenizer,
     random_model,
     random_roberta,
     sentencepiece_tokenizer,
 )
-from benchmarks.bench_analysis import best_of, floor
-from benchmarks.memory import long_text_growth
-from benchmarks.runner import run
 
 
 def against_floor(encoder: analysis.EncoderModel) -> dict:

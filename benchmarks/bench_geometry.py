@@ -15,11 +15,11 @@ from __future__ import annotations
 import time
 
 import analysis
-from analysis.definitions import GEOMETRIES
-from analysis.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, SEED_SENTENCE, random_roberta
+from analysis.definitions import GEOMETRIES, SEED_SENTENCE
 from benchmarks.bench_analysis import best_of
 from benchmarks.memory import PeakRss, rss_bytes
 from benchmarks.runner import run
+from tests.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_roberta
 
 
 def base_benchmarks() -> dict:

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from analysis.batch import SweepSettings, batch_stage_vectors, length_batches
-from analysis.capture import tokenize
-from analysis.sentences import corpus_sentences
-from analysis.sweep import run_sweep
-from analysis.synthetic import ROBERTA_BASE_SHAPE, random_roberta
-from analysis.texts import Texts
+from analysis.capture.forward import batch_stage_vectors
+from analysis.capture.tokens import length_batches, tokenize
+from analysis.corpus.engine import SweepSettings
+from analysis.corpus.texts import Texts
+from analysis.data import corpus_sentences
+from analysis.output.sweep import run_sweep
 from benchmarks.memory import PeakRss, rss_bytes
 from benchmarks.runner import RESULTS
+from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 
 BATCH_TOKENS = 4096
 

@@ -18,17 +18,17 @@ import time
 import pandas as pd
 
 import analysis
-from analysis.corpus import spike_counts
-from analysis.cost import corpus_seconds
+from analysis.corpus.cost import corpus_seconds
+from analysis.corpus.counts import spike_counts
+from analysis.corpus.verdict import VERDICT_CLASSES, spike_verdict, verdict_methods
+from analysis.data import corpus_sentences
 from analysis.definitions import GEOMETRIES
-from analysis.geometry import corpus_statistics
-from analysis.original_demo import original_demo
-from analysis.sentences import corpus_sentences
-from analysis.spikes import token_spikes
-from analysis.synthetic import ROBERTA_BASE_SHAPE, random_roberta
-from analysis.verdict import VERDICT_CLASSES, spike_verdict, verdict_methods
-from analysis.wordclass import word_classes
+from analysis.report.original_demo import original_demo
+from analysis.report.spikes import token_spikes
+from analysis.report.wordclass import word_classes
+from analysis.scoring.geometry import corpus_statistics
 from benchmarks.runner import run
+from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 
 
 def per_sentence_reference(encoder: analysis.EncoderModel, sentences: list[str]) -> pd.DataFrame:

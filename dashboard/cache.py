@@ -12,10 +12,10 @@ import streamlit as st
 from huggingface_hub import constants as hub_constants
 
 import analysis
+from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.devices import resolve_device
-from analysis.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
-from analysis.loading import check_model_size, download, hub_reachable, needs_download
-from analysis.references import own_references
+from analysis.model.loading import check_model_size, download, hub_reachable, needs_download
+from analysis.scoring.references import own_references
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import View, check_model_allowed

@@ -11,9 +11,9 @@ import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.reports import opening_layer
-from analysis.sentences import corpus_sentences
-from analysis.wordclass import word_classes
+from analysis.data import corpus_sentences
+from analysis.report.reports import opening_layer
+from analysis.report.wordclass import word_classes
 from dashboard import widgets
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
 from dashboard.jobs import background_job

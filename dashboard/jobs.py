@@ -20,12 +20,12 @@ import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.batch import SweepSettings
-from analysis.corpus import corpus_spikes
-from analysis.cost import corpus_seconds
+from analysis.corpus.cost import corpus_seconds
+from analysis.corpus.counts import corpus_spikes
+from analysis.corpus.engine import SweepSettings
+from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
-from analysis.geometry import corpus_statistics, has_background
-from analysis.verdict import spike_verdict
+from analysis.scoring.geometry import corpus_statistics, has_background
 from dashboard.cache import loaded_encoder
 
 

@@ -10,9 +10,8 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
-from analysis.definitions import WORD_CLASSES
-from analysis.loading import resolve_model
-from analysis.synthetic import SEED_SENTENCE
+from analysis.definitions import SEED_SENTENCE, WORD_CLASSES
+from analysis.model.loading import resolve_model
 from dashboard.settings import settings
 
 TOP_K_RANGE = (1, 50)

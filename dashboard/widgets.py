@@ -10,8 +10,9 @@ import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.charts import PICK, token_label, trajectory_chart
+from analysis.charts import PICK, trajectory_chart
 from analysis.definitions import WORD_CLASSES
+from analysis.report.reports import token_label
 from dashboard import show
 from dashboard.jobs import Job, job_board
 from dashboard.settings import settings

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from analysis.charts import neighbor_grid, overlap_chart, token_label
+from analysis.charts import neighbor_grid, overlap_chart
 from analysis.definitions import NEIGHBORS_COLUMNS
+from analysis.report.reports import token_label
 from dashboard import show
 from dashboard.controller import open_page
 from dashboard.view import TOP_K_RANGE, current_view

@@ -2,10 +2,13 @@
 
 import streamlit as st
 
-from analysis.batch import SweepSettings
 from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
+from analysis.corpus.engine import SweepSettings
+from analysis.corpus.texts import Texts, texts_from_upload
+from analysis.corpus.verdict import VERDICT_CLASSES, verdict_methods, verdict_summary
+from analysis.data import corpus_sentences
 from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
-from analysis.reports import (
+from analysis.report.reports import (
     MAX_FOLLOWED,
     LayerReport,
     attention_pattern,
@@ -15,10 +18,7 @@ from analysis.reports import (
     rogue_table,
     token_labels,
 )
-from analysis.sentences import corpus_sentences
-from analysis.spikes import SPIKE_DEFINITION, spike_scores
-from analysis.texts import Texts, texts_from_upload
-from analysis.verdict import VERDICT_CLASSES, verdict_methods, verdict_summary
+from analysis.report.spikes import SPIKE_DEFINITION, spike_scores
 from dashboard import show
 from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background
 from dashboard.controller import Context, deep_dive_layer, open_page

@@ -4,8 +4,8 @@ import streamlit as st
 
 import analysis
 from analysis.charts import comparison_chart, heatmap
-from analysis.loading import model_bytes
-from analysis.reports import comparison_report
+from analysis.model.loading import model_bytes
+from analysis.report.reports import comparison_report
 from dashboard import show
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
 from dashboard.controller import open_page, replacements

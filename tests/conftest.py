@@ -8,7 +8,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest
 
 import analysis
-from analysis.synthetic import TINY_SHAPE, random_roberta, save_tiny_model
+from tests.synthetic import TINY_SHAPE, random_roberta, save_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import analysis
-from analysis.references import vocabulary_scorer
-from analysis.synthetic import SEED_SENTENCE
+from analysis.definitions import SEED_SENTENCE
+from analysis.scoring.references import vocabulary_scorer
 from tests.hooks import installed_hooks
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
 

@@ -13,11 +13,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import analysis
-from analysis.definitions import METHODS
-from analysis.reports import opening_layer
-from analysis.sentences import corpus_sentences
-from analysis.synthetic import SEED_SENTENCE
-from analysis.verdict import verdict_summary
+from analysis.corpus.verdict import verdict_summary
+from analysis.data import corpus_sentences
+from analysis.definitions import METHODS, SEED_SENTENCE
+from analysis.report.reports import opening_layer
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
@@ -320,7 +319,7 @@ def test_the_deep_dive_folds_its_sections_and_says_what_the_choices_mean():
 
 
 def test_the_corpus_check_runs_on_request_and_a_new_session_sees_its_result(monkeypatch):
-    monkeypatch.setattr("analysis.sentences.corpus_sentences", lambda: corpus_sentences()[:3])
+    monkeypatch.setattr("analysis.data.corpus_sentences", lambda: corpus_sentences()[:3])
     app = open_app(DEEP_DIVE)
     button = app.button(key="run_corpus")
     assert re.fullmatch(r"Run the corpus check: 3 texts, about \d+ s here", button.label)
@@ -417,8 +416,8 @@ def test_trajectories_draw_the_anisotropy_baseline_and_colour_by_word_class():
 def test_the_verdict_runs_on_request_and_reopens_in_any_session(monkeypatch):
     """Issue 16: the verdict's progress bar was drawn from inside a cached function, so every later visit to the
     page replayed it and failed. It runs as a job now: a new session after it finished sees the result at once."""
-    monkeypatch.setattr("analysis.verdict.corpus_sentences", lambda: corpus_sentences()[:3])
-    monkeypatch.setattr("analysis.sentences.corpus_sentences", lambda: corpus_sentences()[:3])
+    monkeypatch.setattr("analysis.corpus.verdict.corpus_sentences", lambda: corpus_sentences()[:3])
+    monkeypatch.setattr("analysis.data.corpus_sentences", lambda: corpus_sentences()[:3])
     app = open_app(DEEP_DIVE)
     button = app.button(key="run_verdict")
     assert re.fullmatch(r"Run the verdict: 3 sentences x 5 methods, about \d+ s here", button.label)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import analysis
-from analysis.heads import attribute_heads
-from analysis.reports import layer_report
-from analysis.synthetic import SEED_SENTENCE
-from analysis.texts import texts_from_upload
-from analysis.wordclass import word_classes
+from analysis.capture.heads import attribute_heads
+from analysis.corpus.texts import texts_from_upload
+from analysis.definitions import SEED_SENTENCE
+from analysis.report.reports import layer_report
+from analysis.report.wordclass import word_classes
 from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, open_app
 
 

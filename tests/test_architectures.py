@@ -10,19 +10,19 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 import analysis
-from analysis.capture import stage_vectors
-from analysis.references import vocabulary_scorer
-from analysis.reports import token_labels
-from analysis.synthetic import (
-    SEED_SENTENCE,
+from analysis.capture.forward import stage_vectors
+from analysis.definitions import SEED_SENTENCE
+from analysis.report.reports import token_labels
+from analysis.report.wordclass import word_classes
+from analysis.scoring.references import vocabulary_scorer
+from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
+from tests.synthetic import (
     TINY_FAMILIES,
     byte_level_tokenizer,
     random_hf_model,
     sentencepiece_tokenizer,
     wordpiece_tokenizer,
 )
-from analysis.wordclass import word_classes
-from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
 
 # Where each family keeps its parts, written here from the transformers model sources, independently of
 # analysis.architectures: the blocks, the norm after the attention (None: a parallel block) and the attention.

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import analysis
-from analysis.capture import stage_vectors
-from analysis.synthetic import SEED_SENTENCE
+from analysis.capture.forward import stage_vectors
+from analysis.definitions import SEED_SENTENCE
 from tests.hooks import installed_hooks
 
 

@@ -18,13 +18,12 @@ from analysis.charts import (
     neighbor_grid,
     overlap_chart,
     spread_labels,
-    token_label,
     trajectory_chart,
     verdict_chart,
 )
-from analysis.definitions import METHODS
-from analysis.synthetic import SEED_SENTENCE
-from analysis.wordclass import word_classes
+from analysis.definitions import METHODS, SEED_SENTENCE
+from analysis.report.reports import token_label
+from analysis.report.wordclass import word_classes
 
 
 @pytest.fixture(scope="module")

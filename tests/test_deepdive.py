@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.compare import cka_matrix, linear_cka, model_summary, word_vectors
-from analysis.corpus import corpus_spikes, wilson_interval
-from analysis.heads import attention_shares, attribute_heads, outlier_dimensions
-from analysis.references import own_references
-from analysis.sentences import corpus_sentences
-from analysis.spikes import spike_scores, token_spikes, top_spike_layer
-from analysis.synthetic import SEED_SENTENCE
-from analysis.wordclass import word_classes
+from analysis.capture.heads import attention_shares, attribute_heads, outlier_dimensions
+from analysis.corpus.counts import corpus_spikes, wilson_interval
+from analysis.data import corpus_sentences
+from analysis.definitions import SEED_SENTENCE
+from analysis.report.compare import cka_matrix, linear_cka, model_summary, word_vectors
+from analysis.report.spikes import spike_scores, token_spikes, top_spike_layer
+from analysis.report.wordclass import word_classes
+from analysis.scoring.references import own_references
 
 
 def metrics_from_ranks(ranks: dict[str, list[int]]) -> pd.DataFrame:

@@ -9,16 +9,16 @@ import torch
 
 import analysis
 from analysis.__main__ import main as cli_main
-from analysis.capture import batch_stage_vectors, length_batches, stage_vectors, tokenize_all
-from analysis.corpus import corpus_spikes, shares_from_counts
-from analysis.definitions import GEOMETRIES, METHODS, VERDICT_COLUMNS
-from analysis.geometry import BACKGROUND_BATCH_TOKENS, compute_background, geometry_map
-from analysis.metrics import map_scorer, score_blocks
-from analysis.original_demo import original_demo
-from analysis.references import vocabulary_scorer
-from analysis.sentences import corpus_sentences
-from analysis.synthetic import SEED_SENTENCE
-from analysis.verdict import spike_verdict, verdict_summary
+from analysis.capture.forward import batch_stage_vectors, stage_vectors
+from analysis.capture.tokens import length_batches, tokenize_all
+from analysis.corpus.counts import corpus_spikes, shares_from_counts
+from analysis.corpus.verdict import spike_verdict, verdict_summary
+from analysis.data import corpus_sentences
+from analysis.definitions import GEOMETRIES, METHODS, SEED_SENTENCE, VERDICT_COLUMNS
+from analysis.report.original_demo import original_demo
+from analysis.scoring.geometry import BACKGROUND_BATCH_TOKENS, compute_background, geometry_map
+from analysis.scoring.ranks import map_scorer, score_blocks
+from analysis.scoring.references import vocabulary_scorer
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
 
 
@@ -284,3 +284,20 @@ def test_the_verdict_command_writes_its_table_chart_and_summary(tmp_path, tiny_r
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["rogue_k"] == 2 and provenance["corpus"]["sentences"] == len(corpus_sentences())
     assert cli_main(["verdict", "--model", str(folder), "--out", str(tmp_path / "x"), "--rogue-k", "32"]) == 1
+
+
+def test_changing_the_reference_reuses_the_stages_statistics_without_a_forward_pass(tiny_roberta):
+    """The stage's statistics need the corpus run through the model; the reference's need no forward pass, so a
+    reference change costs a fraction of a second instead of a pass over the corpus."""
+    first = analysis.background(tiny_roberta, "layer_output", "position")
+    passes = []
+    hook = tiny_roberta.hf_model.register_forward_pre_hook(lambda module, args: passes.append(1))
+    try:
+        for reference in ("raw", "embedding"):
+            other = analysis.background(tiny_roberta, "layer_output", reference)
+            assert other.reference == reference and other.stage_mean is first.stage_mean
+            assert other.anisotropy is first.anisotropy and other.rogue_order is first.rogue_order
+            assert not np.allclose(other.reference_mean, first.reference_mean)
+    finally:
+        hook.remove()
+    assert passes == []

@@ -8,7 +8,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import analysis
-from analysis import loading
+from analysis.definitions import SEED_SENTENCE
+from analysis.model import loading
 from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, open_app
 
 ODD_TEXTS = {
@@ -48,7 +49,7 @@ def test_text_over_the_limit_is_refused_in_the_page_and_in_a_link(monkeypatch):
     linked = open_app(text="x" * 101)
     assert_clean(linked)
     assert "limit is 100" in " ".join(info.value for info in linked.info)
-    assert linked.session_state["view"].text == analysis.synthetic.SEED_SENTENCE
+    assert linked.session_state["view"].text == SEED_SENTENCE
 
 
 @pytest.mark.parametrize(

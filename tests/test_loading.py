@@ -9,8 +9,9 @@ from huggingface_hub import constants as hub_constants
 from transformers import OPTConfig, OPTModel
 
 import analysis
-from analysis import loading
-from analysis.synthetic import SEED_SENTENCE, TINY_SHAPE, bpe_tokenizer, random_roberta, tiny_model
+from analysis.definitions import SEED_SENTENCE
+from analysis.model import loading
+from tests.synthetic import TINY_SHAPE, bpe_tokenizer, random_roberta, tiny_model
 
 
 def test_bundled_model_loads_offline_with_its_sizes(minilm):

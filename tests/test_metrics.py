@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 import analysis
-from analysis import metrics
-from analysis.architectures import EmbeddingParts
-from analysis.geometry import PLAIN
-from analysis.metrics import MapScorer, overlap_counts, own_rank, score_tokens
-from analysis.references import VocabularyScorer, vocabulary_scorer
-from analysis.synthetic import SEED_SENTENCE
+from analysis.definitions import SEED_SENTENCE
+from analysis.model.architectures import EmbeddingParts
+from analysis.scoring import ranks
+from analysis.scoring.geometry import PLAIN
+from analysis.scoring.ranks import MapScorer, overlap_counts, own_rank, score_tokens
+from analysis.scoring.references import VocabularyScorer, vocabulary_scorer
 from tests.numerics import assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
 
 # Six vocabulary rows in 3-D.
@@ -65,7 +65,7 @@ def test_overlap_counts_shared_ids():
 
 def test_position_blocks_give_the_same_result_as_one_block(tiny_roberta, monkeypatch):
     whole = analysis.analyze(tiny_roberta, SEED_SENTENCE, reference="embedding")
-    monkeypatch.setattr(metrics, "SCORE_BLOCK_BYTES", 1)  # one position per block
+    monkeypatch.setattr(ranks, "SCORE_BLOCK_BYTES", 1)  # one position per block
     blocked = analysis.analyze(tiny_roberta, SEED_SENTENCE, reference="embedding")
     # Matrix products of another shape may round the last float32 bit differently, so ranks and neighbours are
     # checked against exact float64 cosines (each allowed only float32's ambiguity), not against each other.

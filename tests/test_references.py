@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import analysis
-from analysis.capture import stage_vectors
-from analysis.references import vocabulary_scorer
-from analysis.synthetic import SEED_SENTENCE
+from analysis.capture.forward import stage_vectors
+from analysis.definitions import SEED_SENTENCE
+from analysis.scoring.references import vocabulary_scorer
 from tests.numerics import COSINE32
 
 

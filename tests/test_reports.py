@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.heads import attribute_heads
-from analysis.reports import (
+from analysis.capture.heads import attribute_heads
+from analysis.definitions import SEED_SENTENCE
+from analysis.report.reports import (
     baseline_table,
     comparison_report,
     layer_report,
@@ -14,8 +15,7 @@ from analysis.reports import (
     opening_layer,
     rogue_table,
 )
-from analysis.synthetic import SEED_SENTENCE
-from analysis.wordclass import word_classes
+from analysis.report.wordclass import word_classes
 from tests.test_deepdive import metrics_from_ranks
 
 
@@ -26,10 +26,12 @@ def test_the_deep_dive_opens_on_the_top_spike_layer_or_says_why_not():
     # as layer 1 (0.5), so only the median decides here.
     calm = metrics_from_ranks({"a": [1, 1, 40, 40], "b": [1, 2, 1, 2]})
     layer, why = opening_layer(calm)
-    assert layer == 2 and "opened on layer 2" in why and "median change 20 ranks" in why
-    # Equal medians everywhere: the larger mean change wins.
+    assert layer == 2 and "opened on layer 2" in why
+    assert why.endswith("the typical token moves 20 places (the median), 20.0 on average.")  # (39 + 1) / 2
+    # Equal medians everywhere: the larger mean change wins, and the sentence says most tokens keep their rank.
     tied = metrics_from_ranks({"a": [1, 1, 1, 1], "b": [1, 1, 1, 1], "c": [1, 1, 9, 9]})
-    assert opening_layer(tied)[0] == 2
+    layer, why = opening_layer(tied)
+    assert layer == 2 and why.endswith("2.7 places on average, though most tokens keep their rank.")  # 8 / 3
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_layer_report_lays_out_the_layers_decomposition(minilm, seed_result):
     report = layer_report(seed_result, word_classes(seed_result.tokens), parts, attribution)
     n_tokens = len(seed_result.tokens)
     assert report.layer == 2 and len(report.leaps) == n_tokens
-    assert {"rank at 1", "rank at 2", "rank at 3", "word class"} <= set(report.leaps.columns)
+    assert {"rank at layer 1", "rank at layer 2", "rank at layer 3", "word class"} <= set(report.leaps.columns)
     assert report.leap_summary.startswith(f"0 of {n_tokens} tokens spike at layer 2")
     by_part = report.attribution.pivot(index="token", columns="part", values="change in cosine")
     parts_sum = by_part[[f"head {h}" for h in range(minilm.num_heads)] + ["output bias", "rescaling"]].sum(axis=1)

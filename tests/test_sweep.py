@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.batch import SweepSettings, batch_rows
-from analysis.capture import length_batches
-from analysis.corpus import shares_from_counts, spike_counts
+from analysis.capture.tokens import length_batches
+from analysis.corpus.counts import shares_from_counts, spike_counts
+from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.texts import read_texts
+from analysis.data import corpus_sentences
 from analysis.definitions import ROW_COLUMNS
-from analysis.original_demo import original_demo
-from analysis.sentences import corpus_sentences
-from analysis.spikes import token_spikes
-from analysis.sweep import run_sweep, shard_path
-from analysis.texts import read_texts
-from analysis.wordclass import word_classes
+from analysis.output.sweep import run_sweep, shard_path
+from analysis.report.original_demo import original_demo
+from analysis.report.spikes import token_spikes
+from analysis.report.wordclass import word_classes
 from tests.numerics import COSINE32
 from tests.test_cli import run_cli
 
@@ -128,7 +128,7 @@ def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, mi
 
     def stop_after_first(shards, done):
         chunk = texts.texts[:3]
-        from analysis.sweep import write_shard
+        from analysis.output.sweep import write_shard
 
         write_shard(out, shards[0], batch_rows(minilm, chunk, [0, 1, 2], SETTINGS, 4096))
         done(shards[0], 3)

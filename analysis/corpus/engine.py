@@ -17,15 +17,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture import Tokens, length_batches, read_stage, run_model, stage_taps, token_table, tokenize_all
+from analysis.capture.demo import demo_taps, read_demo_vectors
+from analysis.capture.forward import read_stage, run_model, stage_taps
+from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_all
 from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
-from analysis.encoder import EncoderModel
-from analysis.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
-from analysis.metrics import map_scorer, rank_tokens
-from analysis.original_demo import demo_taps, read_demo_vectors
-from analysis.references import vocabulary_scorer
-from analysis.spikes import spike_mask
-from analysis.wordclass import word_classes
+from analysis.model.encoder import EncoderModel
+from analysis.report.spikes import spike_mask
+from analysis.report.wordclass import word_classes
+from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
+from analysis.scoring.ranks import map_scorer, rank_tokens
+from analysis.scoring.references import vocabulary_scorer
 
 _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
 DEMO_ATTENTION_BYTES = 256 * 2**20

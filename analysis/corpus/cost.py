@@ -15,10 +15,10 @@ from functools import lru_cache
 
 import torch
 
-from analysis.capture import token_table, tokenize_all
+from analysis.capture.tokens import token_table, tokenize_all
 from analysis.definitions import Method
-from analysis.encoder import EncoderModel
-from analysis.wordclass import word_classes
+from analysis.model.encoder import EncoderModel
+from analysis.report.wordclass import word_classes
 
 OVERHEAD = 1.4
 """Measured time over the scoring products' time (the verdict on the bundled model and the roberta-base shape)."""

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.charts import token_label
-from analysis.compare import cka_matrix, model_summary
-from analysis.geometry import Background
-from analysis.heads import HeadAttribution, HeadDecomposition, attention_shares, outlier_dimensions
-from analysis.spikes import token_spikes, top_spike_layer
-from analysis.trace import AnalysisResult
+from analysis.capture.heads import HeadAttribution, HeadDecomposition, attention_shares, outlier_dimensions
+from analysis.report.compare import cka_matrix, model_summary
+from analysis.report.result import AnalysisResult
+from analysis.report.spikes import token_spikes, top_spike_layer
+from analysis.scoring.geometry import Background
 
 MAX_FOLLOWED = 6
 """Highlighted tokens given their own column in the rogue-dimension table (more would not fit the page)."""
@@ -203,3 +202,8 @@ def comparison_report(first: AnalysisResult, second: AnalysisResult, text: str) 
         }
     )
     return Comparison(summary, same, cells, best, None)
+
+
+def token_label(position: int, text: str) -> str:
+    """How a token is named in legends and pickers: `3 · like` (position, then its text)."""
+    return f"{position} · {text.strip() or repr(text)}"

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from analysis.definitions import BUNDLED_MODEL
-from analysis.encoder import EncoderModel, UnsupportedModelError, wrap_model
+from analysis.model.architectures import UnsupportedModelError
+from analysis.model.encoder import EncoderModel, wrap_model
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.architectures import EmbeddingParts
-from analysis.checks import check_available, check_choice
+from analysis.checks import check_choice
 from analysis.definitions import REFERENCES, Reference
-from analysis.encoder import EncoderModel
+from analysis.model.architectures import EmbeddingParts
+from analysis.model.capabilities import check_reference
+from analysis.model.encoder import EncoderModel
 
 Memo = Callable[[str, Callable[[], Any]], Any]
 
@@ -42,26 +43,6 @@ _EPS = 1e-12
 def _by_row_chunks(n_rows: int, fn) -> torch.Tensor:
     """Apply `fn` to slices of `_ROW_CHUNK` rows and concatenate, to bound temporaries to `[chunk, hidden]`."""
     return torch.cat([fn(slice(i, i + _ROW_CHUNK)) for i in range(0, n_rows, _ROW_CHUNK)])
-
-
-def unavailable_references(encoder: EncoderModel) -> dict[Reference, str]:
-    """The references this model does not have, each with the reason."""
-    if encoder.structure.embeddings.position is None:
-        return {
-            "position": f"{encoder.structure.label} has no absolute position table (its positions act inside "
-            "attention), so word + position row does not exist"
-        }
-    return {}
-
-
-def default_reference(encoder: EncoderModel) -> Reference:
-    """`position` where the model has an absolute position table (the seed's choice), else `embedding`."""
-    return "embedding" if "position" in unavailable_references(encoder) else "position"
-
-
-def check_reference(encoder: EncoderModel, reference: object) -> Reference:
-    """A reference this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    return check_available(encoder.name, "reference", reference, REFERENCES, unavailable_references(encoder))
 
 
 @dataclass(frozen=True)

@@ -14,65 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from analysis.capture import Tap, forward_pass, layer_taps
-from analysis.encoder import EncoderModel
-from analysis.geometry import PLAIN, GeometryMap, own_cosine
-from analysis.metrics import map_scorer, score_tokens
-from analysis.references import vocabulary_scorer
-from analysis.trace import AnalysisResult, assemble_result
+from analysis.capture.demo import demo_taps, read_demo_vectors
+from analysis.capture.forward import forward_pass
+from analysis.model.encoder import EncoderModel
+from analysis.report.result import AnalysisResult, assemble_result
+from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
+from analysis.scoring.ranks import map_scorer, score_tokens
+from analysis.scoring.references import vocabulary_scorer
 
 DEMO_DEFINITION = (
     "the original demo's 'attention + residual' vector: X W_V and Z W_O with the stored [out, in] matrices "
     "untransposed, no biases; references are raw word rows (positional: plus the position-0 row for every token)"
 )
-
-
-def demo_unavailable(encoder: EncoderModel) -> str | None:
-    """Why the demo's computation is not defined for this model, or None: it needs a post-LayerNorm encoder with
-    hidden-size embeddings and square value and attention-output matrices, as roberta-base has."""
-    structure = encoder.structure
-    hidden = encoder.hidden_size
-    square = all(
-        parts.value is not None
-        and tuple(parts.value.weight.shape) == (hidden, hidden)
-        and isinstance(parts.attention_out, torch.nn.Linear)
-        and tuple(parts.attention_out.weight.shape) == (hidden, hidden)
-        for parts in structure.layers
-    )
-    if structure.kind != "post_ln" or structure.embeddings.projection is not None or not square:
-        return (
-            f"the original demo's computation is defined for post-LayerNorm encoders with hidden-size embeddings "
-            f"and square value and output matrices (the RoBERTa family); {encoder.name} is a {structure.label}"
-        )
-    return None
-
-
-def demo_taps(encoder: EncoderModel) -> dict[str, Tap]:
-    """The readings the demo's vectors need: every block's input and attention weights."""
-    why = demo_unavailable(encoder)
-    if why is not None:
-        raise ValueError(why[0].upper() + why[1:] + ".")
-    layers = range(encoder.num_layers)
-    return {
-        **layer_taps(encoder, lambda p: Tap(p.block, "input"), layers, "x"),
-        **layer_taps(encoder, lambda p: Tap(p.attention, "output", item=1), layers, "a"),
-    }
-
-
-def read_demo_vectors(encoder: EncoderModel, readings: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The demo's u_l for every layer from readings taken with `demo_taps`, one text `[layers, tokens, hidden]` or
-    a padded batch `[layers, batch, tokens, hidden]` (masked keys carry no attention, so padding adds nothing)."""
-    heads = encoder.num_heads
-    vectors = []
-    with torch.inference_mode():
-        for index, parts in enumerate(encoder.structure.layers):
-            x = readings[f"x{index}"]  # [..., tokens, hidden]
-            attention = readings[f"a{index}"]  # [..., heads, tokens, tokens]
-            values = x @ parts.value.weight  # the stored matrix, not its transpose; no bias
-            per_head = values.unflatten(-1, (heads, -1)).transpose(-3, -2)  # [..., heads, tokens, head_dim]
-            mixed = (attention @ per_head).transpose(-3, -2).flatten(-2)  # concat_h Z_h
-            vectors.append(x + mixed @ parts.attention_out.weight)  # stored matrix again, no bias
-    return torch.stack(vectors)
 
 
 def demo_map(encoder: EncoderModel, positional: bool) -> GeometryMap:

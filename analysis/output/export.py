@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.charts import verdict_chart
 from analysis.definitions import EXPORT_FILES
-from analysis.trace import AnalysisResult
+from analysis.report.result import AnalysisResult
 
 
 def result_tables(result: AnalysisResult) -> dict[str, object]:

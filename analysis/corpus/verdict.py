@@ -8,14 +8,13 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from analysis.batch import SweepSettings
-from analysis.corpus import corpus_counts, method_shares
+from analysis.corpus.counts import corpus_counts, method_shares
+from analysis.corpus.engine import SweepSettings
+from analysis.data import corpus_sentences
 from analysis.definitions import METHODS, VERDICT_COLUMNS, Method, Reference, Stage
-from analysis.encoder import EncoderModel
-from analysis.geometry import check_rogue_k
-from analysis.original_demo import demo_unavailable
-from analysis.references import default_reference
-from analysis.sentences import corpus_sentences
+from analysis.model.capabilities import default_reference, demo_unavailable
+from analysis.model.encoder import EncoderModel
+from analysis.scoring.geometry import check_rogue_k
 
 VERDICT_CLASSES = ("function", "content")
 SPIKE_FLOOR = 0.01

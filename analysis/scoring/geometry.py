@@ -27,12 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.capture import batch_stage_vectors, check_stage, length_batches, tokenize_all
+from analysis.capture.forward import batch_stage_vectors
+from analysis.capture.tokens import length_batches, tokenize_all
 from analysis.checks import check_choice
+from analysis.data import CORPUS_FILE, corpus_sentences
 from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
-from analysis.encoder import EncoderModel
-from analysis.references import check_reference, vocabulary_scorer
-from analysis.sentences import CORPUS_FILE, corpus_sentences
+from analysis.model.capabilities import check_reference, check_stage
+from analysis.model.encoder import EncoderModel
+from analysis.scoring.references import vocabulary_scorer
 
 STD_FLOOR = 1e-6
 """Spreads below this are raised to it, so a constant dimension does not divide by zero."""

@@ -11,7 +11,13 @@ from typing import TypeVar
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from analysis.architectures import BlockKind, EncoderStructure, UnsupportedModelError, architecture, find_structure
+from analysis.model.architectures import (
+    BlockKind,
+    EncoderStructure,
+    UnsupportedModelError,
+    architecture,
+    find_structure,
+)
 
 T = TypeVar("T")
 

@@ -25,12 +25,12 @@ import pyarrow.parquet as pq
 import torch
 import transformers
 
-from analysis.batch import SweepSettings, batch_rows
 from analysis.charts import verdict_chart
-from analysis.corpus import method_shares, spike_counts
+from analysis.corpus.counts import method_shares, spike_counts
+from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.texts import Texts
 from analysis.definitions import ROW_COLUMNS
-from analysis.encoder import EncoderModel
-from analysis.texts import Texts
+from analysis.model.encoder import EncoderModel
 from analysis.version import __version__
 
 MANIFEST = "sweep.json"

@@ -23,9 +23,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from analysis.encoder import EncoderModel
-from analysis.geometry import GeometryMap
-from analysis.references import Columns, PositionBlock, VocabularyScorer, Weighting, per_token
+from analysis.model.encoder import EncoderModel
+from analysis.scoring.geometry import GeometryMap
+from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer, Weighting, per_token
 
 SCORE_BLOCK_BYTES = 16 * 2**20
 """Upper bound on one `[groups, tokens, vocab]` float32 score block; tokens are chunked to fit. Below glibc's

@@ -10,13 +10,15 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture import Tokens, check_stage, stage_vectors, token_table
+from analysis.capture.forward import stage_vectors
+from analysis.capture.tokens import Tokens, token_table
 from analysis.checks import check_count
 from analysis.definitions import Geometry, Reference, Stage
-from analysis.encoder import EncoderModel
-from analysis.geometry import PLAIN, geometry_map, own_cosine
-from analysis.metrics import TokenScores, map_scorer, overlap_counts, score_tokens
-from analysis.references import default_reference, vocabulary_scorer
+from analysis.model.capabilities import check_stage, default_reference
+from analysis.model.encoder import EncoderModel
+from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
+from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
+from analysis.scoring.references import vocabulary_scorer
 from analysis.version import __version__
 
 

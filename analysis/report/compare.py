@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from analysis.spikes import spike_scores
-from analysis.trace import AnalysisResult
-from analysis.wordclass import word_classes
+from analysis.report.result import AnalysisResult
+from analysis.report.spikes import spike_scores
+from analysis.report.wordclass import word_classes
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 

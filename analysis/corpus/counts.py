@@ -9,9 +9,9 @@ from collections.abc import Callable, Collection
 import numpy as np
 import pandas as pd
 
-from analysis.batch import SweepSettings, batch_rows
+from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.definitions import METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
-from analysis.encoder import EncoderModel
+from analysis.model.encoder import EncoderModel
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
 INTERACTIVE_BATCH_TOKENS = 4096

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CORPUS_FILE = Path(__file__).parent / "data" / "corpus.txt"
+CORPUS_FILE = Path(__file__).parent / "corpus.txt"
 
 
 def corpus_sentences() -> list[str]:

@@ -22,9 +22,8 @@ from tokenizers import (
 )
 from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast
 
-from analysis.encoder import EncoderModel, wrap_model
-
-SEED_SENTENCE = "Time flies like an arrow. Fruit flies like a banana."
+from analysis.definitions import SEED_SENTENCE
+from analysis.model.encoder import EncoderModel, wrap_model
 
 TRAINING_SENTENCES = [
     SEED_SENTENCE,

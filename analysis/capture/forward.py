@@ -6,50 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from analysis.architectures import LayerParts
-from analysis.checks import check_available, check_text
-from analysis.definitions import STAGES, Stage
-from analysis.encoder import EncoderModel
-
-
-def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:
-    """The stages this model does not have, each with the reason."""
-    if encoder.structure.kind == "parallel":
-        return {
-            "attn_output": f"{encoder.structure.label} runs attention and MLP side by side on the block input, so no "
-            "norm is ever applied to attn_residual"
-        }
-    return {}
-
-
-def check_stage(encoder: EncoderModel, stage: object) -> Stage:
-    """A stage this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    return check_available(encoder.name, "stage", stage, STAGES, unavailable_stages(encoder))
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """The tokens fed to the model, special tokens included, after any truncation."""
-
-    ids: list[int]
-    pieces: list[str]
-    special: list[bool]
-    offsets: list[tuple[int, int]]
-    position_ids: list[int]
-    n_tokens_in_text: int  # special tokens included, before truncation
-    truncated_at_char: int | None
-
-    @property
-    def truncated(self) -> bool:
-        return self.truncated_at_char is not None
-
-    def __len__(self) -> int:
-        return len(self.ids)
+from analysis.capture.tokens import Tokens, tokenize
+from analysis.checks import check_text
+from analysis.definitions import Stage
+from analysis.model.architectures import LayerParts
+from analysis.model.capabilities import check_stage
+from analysis.model.encoder import EncoderModel
 
 
 @dataclass(frozen=True)
@@ -68,66 +33,6 @@ class Tap:
 class ForwardPass:
     tokens: Tokens
     taps: dict[str, torch.Tensor]  # each without the batch dimension
-
-
-def tokenize(encoder: EncoderModel, text: str) -> Tokens:
-    """Tokenise `text`, keeping at most `encoder.max_tokens` tokens and recording where it was cut."""
-    tokenizer = encoder.tokenizer
-    limit = encoder.max_tokens
-    n_in_text = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-    n_in_text += tokenizer.num_special_tokens_to_add()
-    encoding = tokenizer(
-        text,
-        truncation=True,
-        max_length=limit,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-        verbose=False,
-    )
-    ids = encoding["input_ids"]
-    special = [bool(s) for s in encoding["special_tokens_mask"]]
-    if all(special):
-        raise ValueError(
-            "The text has no tokens the model can read: type words, not only spaces or control characters."
-        )
-    offsets = [tuple(o) for o in encoding["offset_mapping"]]
-    truncated_at = (
-        max(end for (_, end), s in zip(offsets, special, strict=True) if not s) if len(ids) < n_in_text else None
-    )
-    offset = encoder.structure.embeddings.position_offset
-    return Tokens(
-        ids=ids,
-        pieces=[str(p) for p in tokenizer.convert_ids_to_tokens(ids)],
-        special=special,
-        offsets=offsets,
-        position_ids=[offset + p for p in range(len(ids))],
-        n_tokens_in_text=n_in_text,
-        truncated_at_char=truncated_at,
-    )
-
-
-def tokenize_all(encoder: EncoderModel, texts: list[str]) -> list[Tokens]:
-    """Each text tokenised alone (`tokenize`), under the model's lock (its fast tokenizer is not re-entrant)."""
-    with encoder.lock:
-        return [tokenize(encoder, text) for text in texts]
-
-
-def length_batches(lengths: list[int], batch_tokens: int, square_tokens: int | None = None) -> list[list[int]]:
-    """Indices into `lengths`, shortest first, grouped so that a batch's padded size (its longest length times
-    its size) stays within `batch_tokens` and, with `square_tokens`, its size times the square of its longest
-    length (what its attention weights hold) within that; a text that passes either alone goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    for index in order:
-        size, longest = (len(batches[-1]) + 1, lengths[index]) if batches else (1, lengths[index])
-        fits = batches and longest * size <= batch_tokens
-        if fits and square_tokens is not None:
-            fits = longest * longest * size <= square_tokens
-        if fits:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
 
 
 def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -275,22 +180,3 @@ def batch_stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage
         readings = run_model(encoder, batch, stage_taps(encoder, stage))
     vectors = read_stage(encoder, readings, stage)  # [layers, batch, padded tokens, hidden]
     return [vectors[:, row, : len(tokens)] for row, tokens in enumerate(batch)]
-
-
-def token_table(tokens: Tokens, text: str) -> pd.DataFrame:
-    """One row per token: position, piece, id, position-table row, covered text, special flag, character span."""
-    return pd.DataFrame(
-        {
-            "position": np.arange(len(tokens)),
-            "token": tokens.pieces,
-            "token_id": tokens.ids,
-            "position_id": tokens.position_ids,
-            "text": [
-                p if s else text[a:b]
-                for p, s, (a, b) in zip(tokens.pieces, tokens.special, tokens.offsets, strict=True)
-            ],
-            "special": tokens.special,
-            "char_start": [a for a, _ in tokens.offsets],
-            "char_end": [b for _, b in tokens.offsets],
-        }
-    )

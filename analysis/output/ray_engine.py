@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
-from analysis.batch import SweepSettings, batch_rows
+from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.texts import Texts
 from analysis.devices import resolve_device
-from analysis.loading import load_model
-from analysis.sweep import ShardRunner, write_shard
-from analysis.texts import Texts
+from analysis.model.loading import load_model
+from analysis.output.sweep import ShardRunner, write_shard
 
+PACKAGE = Path(__file__).resolve().parents[1]
+"""The `analysis` package's folder, shipped to Ray's workers."""
 INSTALL_HINT = "--engine ray needs Ray: pip install -r requirements-scale.txt (on every node of a cluster)."
 _FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TOKEN_TRAILS_DEVICE")
 
@@ -73,7 +74,7 @@ def ray_shard_runner(
             include_dashboard=False,
             log_to_driver=False,
             logging_level=logging.WARNING,
-            runtime_env={"env_vars": environment, "py_modules": [str(Path(analysis.__file__).parent)]},
+            runtime_env={"env_vars": environment, "py_modules": [str(PACKAGE)]},
         )
         items = [
             {"shard": shard, "first": shard * shard_size, "texts": texts.texts[shard * shard_size :][:shard_size]}

@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.architectures import output_matrix
-from analysis.capture import Tap, forward_pass, layer_tap, read_stage, stage_taps, token_table
+from analysis.capture.forward import Tap, forward_pass, layer_tap, read_stage, stage_taps
+from analysis.capture.tokens import token_table
 from analysis.checks import check_text
-from analysis.encoder import EncoderModel
+from analysis.model.architectures import output_matrix
+from analysis.model.encoder import EncoderModel
 
 
 @dataclass(frozen=True)

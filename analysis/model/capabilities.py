@@ -1,0 +1,97 @@
+"""What a loaded model offers: its stages and references, and each missing one with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from analysis.checks import check_available
+from analysis.definitions import REFERENCES, STAGES, Reference, Stage
+from analysis.model.encoder import EncoderModel
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which stages and references a model has, why the others are missing, and whether the original demo's
+    computation (DESIGN section 8) is defined for it."""
+
+    model: str
+    family: str
+    stages: tuple[Stage, ...]
+    references: tuple[Reference, ...]
+    unavailable: dict[str, str]  # stage or reference name -> why the model lacks it
+    original_demo: str | None  # None where the demo applies, else why not
+
+    def reason(self, choice: str) -> str | None:
+        """Why `choice` (a stage or reference) is unavailable, or None where the model has it."""
+        return self.unavailable.get(choice)
+
+
+def capabilities(encoder: EncoderModel) -> Capabilities:
+    """The stages and references `encoder` has, and each unavailable one with the reason."""
+    missing_stages = unavailable_stages(encoder)
+    missing_references = unavailable_references(encoder)
+    return Capabilities(
+        model=encoder.name,
+        family=encoder.structure.label,
+        stages=tuple(stage for stage in STAGES if stage not in missing_stages),
+        references=tuple(reference for reference in REFERENCES if reference not in missing_references),
+        unavailable={**missing_stages, **missing_references},
+        original_demo=demo_unavailable(encoder),
+    )
+
+
+def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:
+    """The stages this model does not have, each with the reason."""
+    if encoder.structure.kind == "parallel":
+        return {
+            "attn_output": f"{encoder.structure.label} runs attention and MLP side by side on the block input, so no "
+            "norm is ever applied to attn_residual"
+        }
+    return {}
+
+
+def check_stage(encoder: EncoderModel, stage: object) -> Stage:
+    """A stage this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
+    return check_available(encoder.name, "stage", stage, STAGES, unavailable_stages(encoder))
+
+
+def unavailable_references(encoder: EncoderModel) -> dict[Reference, str]:
+    """The references this model does not have, each with the reason."""
+    if encoder.structure.embeddings.position is None:
+        return {
+            "position": f"{encoder.structure.label} has no absolute position table (its positions act inside "
+            "attention), so word + position row does not exist"
+        }
+    return {}
+
+
+def default_reference(encoder: EncoderModel) -> Reference:
+    """`position` where the model has an absolute position table (the seed's choice), else `embedding`."""
+    return "embedding" if "position" in unavailable_references(encoder) else "position"
+
+
+def check_reference(encoder: EncoderModel, reference: object) -> Reference:
+    """A reference this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
+    return check_available(encoder.name, "reference", reference, REFERENCES, unavailable_references(encoder))
+
+
+def demo_unavailable(encoder: EncoderModel) -> str | None:
+    """Why the demo's computation is not defined for this model, or None: it needs a post-LayerNorm encoder with
+    hidden-size embeddings and square value and attention-output matrices, as roberta-base has."""
+    structure = encoder.structure
+    hidden = encoder.hidden_size
+    square = all(
+        parts.value is not None
+        and tuple(parts.value.weight.shape) == (hidden, hidden)
+        and isinstance(parts.attention_out, torch.nn.Linear)
+        and tuple(parts.attention_out.weight.shape) == (hidden, hidden)
+        for parts in structure.layers
+    )
+    if structure.kind != "post_ln" or structure.embeddings.projection is not None or not square:
+        return (
+            f"the original demo's computation is defined for post-LayerNorm encoders with hidden-size embeddings "
+            f"and square value and output matrices (the RoBERTa family); {encoder.name} is a {structure.label}"
+        )
+    return None

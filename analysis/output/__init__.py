@@ -1,0 +1,1 @@
+"""output: files: the CLI's exports, resumable sweeps (local or on Ray)."""

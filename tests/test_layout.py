@@ -1,0 +1,64 @@
+"""The package's layout follows its flow: imports only run down it, and the README's map of the code is the tree."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = [
+    {"analysis.definitions", "analysis.version", "analysis.checks", "analysis.data", "analysis.devices",
+     "analysis.progress"},
+    {"analysis.model"},
+    {"analysis.capture"},
+    {"analysis.scoring"},
+    {"analysis.report"},
+    {"analysis.corpus"},
+    {"analysis.charts"},
+    {"analysis.output"},
+    {"analysis.__main__", "analysis"},
+]  # fmt: skip
+"""Each step may import from its own step and the ones before it, never from a later one."""
+
+
+def step(module: str) -> int:
+    for index, names in enumerate(FLOW):
+        if any(module == name or module.startswith(name + ".") for name in names if name != "analysis"):
+            return index
+    assert module == "analysis", module
+    return len(FLOW) - 1
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("analysis"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("analysis")}
+    return found
+
+
+def test_imports_run_down_the_flow_and_streamlit_stays_out():
+    backwards = []
+    for path in sorted((ROOT / "analysis").rglob("*.py")):
+        importer = module_name(path)
+        backwards += [(importer, name) for name in imports(path) if step(name) > step(importer)]
+        assert "streamlit" not in path.read_text(), f"{importer} uses Streamlit: analysis/ is for the CLI and tests too"
+    assert not backwards
+
+
+def test_the_readme_maps_every_package_and_module_of_the_tree():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## How the code is laid out") :]
+    mapped = set(re.findall(r"`(analysis/[\w/.]+)`", table))
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "analysis").rglob("*.py") if p.name != "__init__.py"}
+    packages = {str(p.parent.relative_to(ROOT)) + "/" for p in (ROOT / "analysis").rglob("__init__.py")}
+    packages -= {"analysis/"}
+    assert modules <= mapped, sorted(modules - mapped)  # every module has its place in the table
+    assert packages <= mapped, sorted(packages - mapped)
+    assert all((ROOT / path).exists() for path in mapped), sorted(p for p in mapped if not (ROOT / p).exists())
