@@ -36,8 +36,7 @@ class Job:
     key: Hashable
     label: str  # what the work is, for its progress line: "Verdict"
     unit: str  # what `done` counts: "sentence"
-    work: Callable[[Job], Any] = field(repr=False, default=lambda job: None)
-    started: float = field(default_factory=time.monotonic)
+    work: Callable[[Job], Any] = field(repr=False)  # what computes the result, given the job to report to
     phase: str = ""  # the current step, where the work has several
     done: float = 0.0
     total: float = 0.0

@@ -101,7 +101,7 @@ def test_each_geometry_scores_every_vocabulary_item_exactly(encoder, stage, refe
     scorer = vocabulary_scorer(encoder, reference)
     mapping = map_scorer(encoder, scorer, geometry_map(encoder, stage, reference, geometry, rogue_k=3))
     with torch.inference_mode():
-        blocks = score_blocks(scorer, first.clone(), torch.tensor(positions), [mapping])
+        blocks = score_blocks(scorer, torch.tensor(positions), [(first.clone(), mapping)])
         fast = torch.cat([cosines for _, _, cosines in blocks], dim=1).double().numpy()
     layers = [0, encoder.num_layers - 1]
     slow = explicit_geometry_cosines(encoder, stage, reference, geometry, first.numpy(), layers, positions, 3)

@@ -41,7 +41,7 @@ def test_rank_topk_and_overlap_by_hand():
     # Layer 1: v = (0, 1, .2): cos e1 = .981, e3 = .693, e2 = .196, e4 = .139, e0 = e5 = 0 -> rank 5.
     vectors = torch.tensor([[[1.0, 0.5, 0.0]], [[0.0, 1.0, 0.2]]])
     scorer = hand_built_scorer()
-    scores = score_tokens(scorer, MapScorer(scorer, PLAIN), vectors, torch.tensor([0]), torch.tensor([0]), k=3)
+    (scores,) = score_tokens(scorer, [(vectors, MapScorer(scorer, PLAIN))], torch.tensor([0]), torch.tensor([0]), k=3)
     assert scores.rank[:, 0].tolist() == [2, 5]
     assert scores.cosine[0, 0].item() == pytest.approx(1 / math.sqrt(1.25), abs=1e-6)
     assert scores.top_ids[0, 0].tolist() == [3, 0, 4]

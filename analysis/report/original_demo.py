@@ -55,8 +55,8 @@ def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False)
         if references.reference_shift is not None:
             own_reference = own_reference - torch.from_numpy(references.reference_shift).to(own_reference)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
-        scorer_of_map = map_scorer(encoder, scorer, references)
-        scores = score_tokens(scorer, scorer_of_map, groups, token_ids, position_ids, max(top_k, overlap_n))
+        requests = [(groups, map_scorer(encoder, scorer, references))]
+        (scores,) = score_tokens(scorer, requests, token_ids, position_ids, max(top_k, overlap_n))
         cosine = own_cosine(references, vectors, scorer.references(token_ids, position_ids, torch.float64))
     return assemble_result(
         encoder,

@@ -110,12 +110,11 @@ def analyze(
     k_scored = max(top_k, overlap_n)
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
-        layers = score_tokens(
-            scorer, map_scorer(encoder, scorer, geometry_maps), vectors, token_ids, position_ids, k_scored
-        )
-        original = score_tokens(  # the token's own reference belongs to no layer: plain cosine
-            scorer, map_scorer(encoder, scorer, PLAIN), own_reference.unsqueeze(0), token_ids, position_ids, k_scored
-        )
+        requests = [  # the token's own reference belongs to no layer: its neighbourhood is plain cosine's
+            (vectors, map_scorer(encoder, scorer, geometry_maps)),
+            (own_reference.unsqueeze(0), map_scorer(encoder, scorer, PLAIN)),
+        ]
+        layers, original = score_tokens(scorer, requests, token_ids, position_ids, k_scored)
         scores = TokenScores(
             *(torch.cat([getattr(layers, f), getattr(original, f)]) for f in TokenScores.__dataclass_fields__)
         )

@@ -25,13 +25,12 @@ import torch
 
 from analysis.model.encoder import EncoderModel
 from analysis.scoring.geometry import GeometryMap
-from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer, Weighting, per_token
+from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer, Weighting, Workspace, per_token
 
-SCORE_BLOCK_BYTES = 16 * 2**20
-"""Upper bound on one `[groups, tokens, vocab]` float32 score block; tokens are chunked to fit. Below glibc's
-largest mmap threshold (32 MiB), with room for the position rows that ride along, so blocks are recycled from
-the heap instead of being mapped and faulted in afresh each time (which made every pass over a 64 MiB block
-several times slower)."""
+SCORE_BLOCK_BYTES = 64 * 2**20
+"""Upper bound on one `[groups, tokens, vocab]` float32 score block; tokens are chunked to fit. Blocks are
+written into a `Workspace` reused from block to block, so their size costs no page faults, and large blocks
+keep the products with the table efficient (many rows per product)."""
 
 SPARSE_SHARE = 8
 """A scale that differs from 1 on at most hidden / SPARSE_SHARE dimensions is applied as a correction of the
@@ -121,29 +120,34 @@ class MapScorer:
         *,
         owned: bool = True,
         unit: bool = True,
+        workspace: Workspace | None = None,
     ) -> torch.Tensor:
         """cos(f(v), g(r_u(p))) for every vocabulary item: vectors `[groups, tokens, hidden]` → `[groups, tokens,
         vocab]`. `shared`: the block's T_u . v (None where this map takes a product of its own), overwritten
         unless `owned` is False; tokens sit at the block's positions `rows` (None: one position each, in order).
         With `unit` False the scores are left multiplied by |f(v)|, which orders each token's vocabulary the
-        same way (enough for ranks)."""
+        same way (enough for ranks). A map's own scores go into `workspace` where one is given."""
         scorer = self.scorer
+        shape = (*vectors.shape[:2], scorer.vocab_size)
+        mine = None if workspace is None else workspace.take("map", shape)
         if self.product == "own":
-            products, owned = scorer.table_products(self.scale.unsqueeze(1) * vectors), True
+            flat = None if mine is None else mine.view(-1, shape[-1])
+            products, owned = scorer.table_products(self.scale.unsqueeze(1) * vectors, out=flat), True
         else:
             products = shared
             if self.correction is not None:
                 if not owned:
-                    products, owned = products.clone(), True
+                    products, owned = _copy(shared, mine), True
                 deviation = ((self.scale - 1).unsqueeze(1) * vectors).flatten(0, 1)
                 scorer.table_products_on(deviation, self.correction, out=products.view(len(deviation), -1))
         a = vectors if self.scale is None else vectors * self.scale.unsqueeze(1)
         if self.bias is not None:
             a = a - self.bias.unsqueeze(1)
             layer_rows = self.layer_rows.unsqueeze(1)
-            products, owned = (products.sub_(layer_rows), True) if owned else (products - layer_rows, True)
+            products = products.sub_(layer_rows) if owned else torch.sub(products, layer_rows, out=mine)
+            owned = True
         if not owned:
-            products = products.clone()
+            products = _copy(shared, mine)
         scorer.finish(products, a, block, rows, self.shift)
         computed: dict[int, torch.Tensor] = {}  # a weighting shared by several layers is computed once
 
@@ -164,40 +168,56 @@ class MapScorer:
         return products.div_(norms.clamp_min_(_EPS))
 
 
+def _copy(source: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
+    """A copy of `source`, in `into` where given."""
+    return source.clone() if into is None else into.copy_(source)
+
+
 def map_scorer(encoder: EncoderModel, scorer: VocabularyScorer, geometry: GeometryMap) -> MapScorer:
     """The `MapScorer` of `geometry` on `scorer`'s references, built once per model and map key."""
     return encoder.cached(f"map_scorer/{scorer.key}/{geometry.key}", lambda: MapScorer(scorer, geometry))
 
 
+Request = tuple[torch.Tensor, MapScorer]
+"""Vectors `[groups, tokens, hidden]` to score under one geometry: several requests over the same tokens share a
+block's position terms and its one product with the vocabulary table."""
+
+
 def score_blocks(
-    scorer: VocabularyScorer,
-    vectors: torch.Tensor,
-    position_ids: torch.Tensor,
-    maps: Sequence[MapScorer],
-    *,
-    unit: bool = True,
+    scorer: VocabularyScorer, position_ids: torch.Tensor, requests: Sequence[Request], *, unit: bool = True
 ) -> Iterator[tuple[slice, int, torch.Tensor]]:
-    """The cosines of `vectors [groups, tokens, hidden]` at `position_ids [tokens]` against every vocabulary
-    reference under each of `maps`, one block of tokens at a time: yields `(tokens, map index, cosines [groups,
-    block, vocab])`, every map of a block before the next block. Tokens that share positions (sorted by
-    position) share their position terms. `unit` False: see `MapScorer.cosine` (enough for ranks)."""
-    groups, n_tokens = vectors.shape[:2]
+    """The cosines of each request's vectors at `position_ids [tokens]` against every vocabulary reference under
+    its geometry, one block of tokens at a time: yields `(tokens, request index, cosines [groups, block,
+    vocab])`, every request of a block before the next block. One product with the table per block serves every
+    request that needs T_u . v, each distinct vectors tensor riding along once; tokens that share positions
+    (sorted by position) share their position terms. `unit` False: see `MapScorer.cosine` (enough for ranks)."""
+    n_tokens = requests[0][0].shape[1]
+    riders = list({id(vectors): vectors for vectors, mapping in requests if mapping.product == "shared"}.values())
+    groups = max(sum(vectors.shape[0] for vectors in riders), *(vectors.shape[0] for vectors, _ in requests))
     per_block = max(1, SCORE_BLOCK_BYTES // (4 * groups * scorer.vocab_size))
-    weightings = tuple(w for m in maps for w in m.weightings)
-    sharing = [index for index, m in enumerate(maps) if m.product == "shared"]
-    # The shared product goes, unchanged, to every sharing map but one, which may overwrite it: best one that
-    # would otherwise copy it. Maps are scored in an order that leaves that one last.
-    owner = next((index for index in sharing if maps[index].copies_shared), sharing[-1] if sharing else None)
-    order = [index for index in range(len(maps)) if index != owner] + ([owner] if owner is not None else [])
+    weightings = tuple(w for _, mapping in requests for w in mapping.weightings)
+    # Each rider's product goes, unchanged, to every request on it but one, which may overwrite it: best one that
+    # would otherwise copy it. Requests are scored in an order that leaves those last.
+    owners = set()
+    for vectors in riders:
+        sharing = [i for i, (v, mapping) in enumerate(requests) if v is vectors and mapping.product == "shared"]
+        owners.add(next((i for i in sharing if requests[i][1].copies_shared), sharing[-1]))
+    order = [i for i in range(len(requests)) if i not in owners] + sorted(owners)
+    workspace = Workspace(scorer.table)
     for start in range(0, n_tokens, per_block):
         part = slice(start, min(start + per_block, n_tokens))
-        block_vectors = vectors[:, part]
         positions, rows = torch.unique(position_ids[part], return_inverse=True)
         if torch.equal(positions, position_ids[part]):
             rows = None
-        block, shared = scorer.position_block(positions, weightings, block_vectors if sharing else None)
+        ridden = torch.cat([vectors[:, part] for vectors in riders]) if riders else None
+        block, products = scorer.position_block(positions, weightings, ridden, workspace)
+        shared = dict(zip(map(id, riders), products.split([v.shape[0] for v in riders]), strict=True)) if riders else {}
         for index in order:
-            cosines = maps[index].cosine(block_vectors, shared, block, rows, owned=index == owner, unit=unit)
+            vectors, mapping = requests[index]
+            cosines = mapping.cosine(
+                vectors[:, part], shared.get(id(vectors)), block, rows, owned=index in owners, unit=unit,
+                workspace=workspace,
+            )  # fmt: skip
             yield part, index, cosines
 
 
@@ -234,22 +254,22 @@ def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def score_tokens(
     scorer: VocabularyScorer,
-    geometry: MapScorer,
-    vectors: torch.Tensor,
+    requests: Sequence[Request],
     token_ids: torch.Tensor,
     position_ids: torch.Tensor,
     k: int,
-) -> TokenScores:
-    """Score `vectors [groups, tokens, hidden]` against the whole vocabulary under one geometry: own cosine,
-    rank and the top `k`."""
+) -> list[TokenScores]:
+    """Score each request's vectors against the whole vocabulary under its geometry: own cosine, rank and the
+    top `k`, one `TokenScores` per request."""
     k = min(k, scorer.vocab_size)
-    parts: list[TokenScores] = []
-    for part, _, cosines in score_blocks(scorer, vectors, position_ids, [geometry]):
+    parts: list[list[TokenScores]] = [[] for _ in requests]
+    for part, index, cosines in score_blocks(scorer, position_ids, requests):
         top = cosines.topk(k, dim=-1)
         own, rank = own_rank(cosines, token_ids[part])
-        parts.append(TokenScores(own, rank, top.indices, top.values))
+        parts[index].append(TokenScores(own, rank, top.indices, top.values))
         del cosines
-    return TokenScores(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in TokenScores.__dataclass_fields__))
+    fields = TokenScores.__dataclass_fields__
+    return [TokenScores(*(torch.cat([getattr(p, f) for p in found], dim=1) for f in fields)) for found in parts]
 
 
 def rank_tokens(
@@ -266,7 +286,9 @@ def rank_tokens(
     order = torch.argsort(position_ids, stable=True)
     ranks = [torch.empty(vectors.shape[:2], dtype=torch.long, device=vectors.device) for _ in maps]
     sorted_ids = token_ids[order]
-    for part, index, cosines in score_blocks(scorer, vectors[:, order], position_ids[order], maps, unit=False):
+    in_order = vectors[:, order]
+    requests = [(in_order, mapping) for mapping in maps]
+    for part, index, cosines in score_blocks(scorer, position_ids[order], requests, unit=False):
         ranks[index][:, order[part]] = own_rank(cosines, sorted_ids[part])[1]
         del cosines
         if on_scored:

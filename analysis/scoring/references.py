@@ -53,6 +53,27 @@ class VocabConstants:
     mean: torch.Tensor  # mean_i w_ui
 
 
+class Workspace:
+    """Scratch tensors reused from one score block to the next: a view of the shape asked for, into a flat buffer
+    kept by name. A large fresh tensor is mapped and faulted in page by page each time it is allocated, which
+    made filling and passing over a score block several times slower than over a reused one."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A contiguous `[shape]` tensor of `like`'s dtype and device, its contents undefined."""
+        size = 1
+        for extent in shape:
+            size *= extent
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=self.like.dtype, device=self.like.device)
+            self._buffers[name] = buffer
+        return buffer[:size].view(shape)
+
+
 @dataclass(frozen=True)
 class PositionBlock:
     """What every score at a set of distinct positions shares: Q_p `[positions, hidden]` (None where the
@@ -203,10 +224,11 @@ class VocabularyScorer:
             a = a * self.gain
         return a - a.mean(-1, keepdim=True) if self.centred else a
 
-    def table_products(self, x: torch.Tensor) -> torch.Tensor:
-        """T_u . x for every vocabulary item: `[..., hidden]` → `[..., vocab]`, one product with the whole table."""
+    def table_products(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """T_u . x for every vocabulary item: `[..., hidden]` → `[..., vocab]`, one product with the whole table
+        (written into `out`, `[rows, vocab]`, when given)."""
         flat = self._pullback(x.reshape(-1, x.shape[-1]))
-        return (flat @ self.table.T).view(*x.shape[:-1], -1)
+        return torch.matmul(flat, self.table.T, out=out).view(*x.shape[:-1], -1)
 
     def columns(self, support: torch.Tensor) -> Columns:
         """The table's `Columns` on the dimensions `support` `[s]` (kept per model: slicing copies them)."""
@@ -227,12 +249,16 @@ class VocabularyScorer:
         return g @ table.T if out is None else out.addmm_(g, table.T)
 
     def position_block(
-        self, position_ids: torch.Tensor, weightings: tuple[Weighting, ...] = (), riders: torch.Tensor | None = None
+        self,
+        position_ids: torch.Tensor,
+        weightings: tuple[Weighting, ...] = (),
+        riders: torch.Tensor | None = None,
+        workspace: Workspace | None = None,
     ) -> tuple[PositionBlock, torch.Tensor | None]:
         """The terms shared by every score at the distinct `position_ids` `[positions]`: Q_p, the LayerNorm scale
         and the cross terms of the plain norm and of the full `weightings`; and the table products T_u . x of
         `riders` `[groups, tokens, hidden]` (`[groups, tokens, vocab]`, None without riders). One product with the
-        table gives them all, so the table is read once."""
+        table gives them all, so the table is read once; it is written into `workspace` where one is given."""
         rows = [] if riders is None else [self._pullback(riders.reshape(-1, riders.shape[-1]))]
         q_embedding = self.position_vectors(position_ids)
         q = riding = None
@@ -243,7 +269,11 @@ class VocabularyScorer:
         word_rows = self.normalised and q_embedding is not None and self.projection is None  # table = word table
         if word_rows:
             rows.append(q_embedding)
-        products = torch.cat(rows) @ self.table.T if rows else None
+        products = None
+        if rows:
+            stacked = torch.cat(rows)
+            out = None if workspace is None else workspace.take("position_block", (len(stacked), self.vocab_size))
+            products = torch.matmul(stacked, self.table.T, out=out)
         ridden = 0 if riders is None else riders.shape[0] * riders.shape[1]
         table_products = None if riders is None else products[:ridden].view(*riders.shape[:2], -1)
         n = len(position_ids)
