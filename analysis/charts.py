@@ -25,7 +25,7 @@ import pandas as pd
 import vl_convert
 
 from analysis.definitions import METHODS
-from analysis.report.reports import token_label
+from analysis.report.reports import model_labels, token_label
 from analysis.report.result import AnalysisResult
 
 PICK = "pick"
@@ -555,7 +555,7 @@ def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
             "word_class:N",
             title="word class",
             scale=alt.Scale(domain=list(classes), range=[WORD_CLASS_COLOURS[c] for c in classes]),
-            legend=alt.Legend(orient="top"),
+            legend=alt.Legend(orient="top", symbolOpacity=1),
         ),
     )
     y_axis = alt.Axis(format="%")
@@ -572,10 +572,10 @@ def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
             alt.Tooltip("high:Q", title="95% CI high", format=".1%"),
         ],
     )
-    bars = base.mark_errorbar().encode(y=alt.Y("low:Q", title=SHARE_TITLE, axis=y_axis), y2="high:Q")
+    bands = base.mark_area(opacity=0.18).encode(y=alt.Y("low:Q", title=SHARE_TITLE, axis=y_axis), y2="high:Q")
     if not by_method:
-        return _spec(alt.layer(bars, lines, data=_rows()).properties(height=300, width=680))
-    panels = alt.layer(bars, lines).properties(height=190, width=200)
+        return _spec(alt.layer(bands, lines, data=_rows()).properties(height=300, width=680))
+    panels = alt.layer(bands, lines).properties(height=190, width=200)
     facet = alt.Facet("method:N", title=None, sort=list(METHODS))
     return _spec(panels.facet(facet, columns=3, data=_rows()))
 
@@ -586,19 +586,14 @@ def _classes_in(table: pd.DataFrame) -> tuple[str, ...]:
 
 
 def corpus_chart(table: pd.DataFrame) -> Figure:
-    """Share of tokens that spike per layer, one line per word class, with 95% interval bars."""
+    """Share of tokens that spike per layer, one line per word class, with its 95% interval as a band."""
     return Figure(_shares_spec(False, _classes_in(table)), table)
 
 
 def verdict_chart(verdict: pd.DataFrame) -> Figure:
-    """The verdict: share of function and content tokens spiking per layer with 95% intervals, one panel per
-    method, three panels to a row."""
+    """The verdict: share of function and content tokens spiking per layer with 95% intervals as bands, one panel
+    per method, three panels to a row."""
     return Figure(_shares_spec(True, _classes_in(verdict)), verdict)
-
-
-def short_name(model: str) -> str:
-    """A model's name short enough for a legend: a hub id's last part, a folder's own name."""
-    return Path(model.rstrip("/")).name or model
 
 
 @lru_cache(maxsize=32)
@@ -646,9 +641,9 @@ def comparison_chart(
 ) -> Figure:
     """Cosine or rank trajectories of several results: overlaid on relative depth (layer / (layers - 1)), or side
     by side on absolute layers, in the order given. Highlighted positions bold and labelled at their last point,
-    the rest faint; one colour per result, named by `names` (default: `1: model`, `2: model`, … with models
-    shortened; the full name is in the tooltip)."""
-    names = names or [f"{index + 1}: {short_name(result.model)}" for index, result in enumerate(results)]
+    the rest faint; one colour per result, named by `names` (default: `model_labels`, `1: roberta-base`, …; the
+    full name is in the tooltip)."""
+    names = names or model_labels([result.model for result in results])
     frames = []
     for name, result in zip(names, results, strict=True):
         n_layers = int(result.metrics["layer"].max()) + 1

@@ -5,7 +5,8 @@ import streamlit as st
 import analysis
 from analysis.charts import comparison_chart, heatmap
 from analysis.model.loading import model_bytes
-from analysis.report.reports import comparison_report
+from analysis.report.compare import SUMMARY_COLUMNS
+from analysis.report.reports import comparison_report, model_labels
 from dashboard import show
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
 from dashboard.controller import open_page, replacements
@@ -80,6 +81,7 @@ st.caption(
     )
 )
 comparison = comparison_report(results[0], results[1], view.text)
+labels = model_labels(models)
 if not comparison.same_tokens:
     st.caption("The two models tokenize the text differently: highlighted positions follow the sidebar's model.")
 
@@ -103,7 +105,8 @@ st.caption(
     "Spike layers: where tokens leap at least 10 times down the ranking and come back (see Layer deep dive). "
     "Drift: mean drop of the cosine to the original embedding from the first to the last layer."
 )
-show.table(comparison.summary, "model_summary", key="summary_table")
+show.table(comparison.summary, "model_summary", key="summary_table", column_help=SUMMARY_COLUMNS)
+st.caption(show.literal(" · ".join(f"{label} = {model}" for label, model in zip(labels, models, strict=True))))
 
 st.subheader("Layer-to-layer similarity (linear CKA)")
 if comparison.cka_cells is None:
@@ -120,7 +123,7 @@ else:
             "second model layer",
             "first model layer",
             "CKA",
-            (f"{models[1]} layer", f"{models[0]} layer", "CKA"),
+            (f"layer of {labels[1]}", f"layer of {labels[0]}", "CKA"),
             diverging=False,
         ),
         "cka",

@@ -326,7 +326,7 @@ def test_the_corpus_check_runs_on_request_and_a_new_session_sees_its_result(monk
     button.click().run()
     settle(app)
     assert_clean(app)
-    corpus = chart_rows(app, chart_holding(app, '"errorbar"'))
+    corpus = chart_rows(app, chart_holding(app, '"area"'))
     assert set(corpus["word_class"]) >= {"function", "content"}
     n_tokens = sum(len(analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), text).tokens)
                    for text in corpus_sentences()[:3])  # fmt: skip
@@ -335,7 +335,7 @@ def test_the_corpus_check_runs_on_request_and_a_new_session_sees_its_result(monk
     again = open_app(DEEP_DIVE, fresh=False)  # another visitor: the server's result, no button, no error
     assert_clean(again)
     assert not [button for button in again.button if button.proto.id.endswith("run_corpus")]
-    pd.testing.assert_frame_equal(chart_rows(again, chart_holding(again, '"errorbar"')), corpus)
+    pd.testing.assert_frame_equal(chart_rows(again, chart_holding(again, '"area"')), corpus)
 
 
 def test_a_link_to_a_layer_the_model_lacks_opens_on_the_default():
@@ -354,6 +354,10 @@ def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
     assert diagonal["CKA"].to_numpy() == pytest.approx(1.0)
     summary = app.dataframe[0].value
     assert list(summary["layers"]) == [6, 6]
+    assert list(summary["model"]) == ["1: all-MiniLM-L6-v2", "2: all-MiniLM-L6-v2"]  # short, and told apart
+    assert all(len(column) <= 20 for column in summary.columns)  # headers that fit their columns
+    captions = " ".join(caption.value.replace("\\", "") for caption in app.caption)
+    assert "1: all-MiniLM-L6-v2 = sentence-transformers/all-MiniLM-L6-v2" in captions
 
 
 def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(tmp_path, monkeypatch, tiny_roberta):

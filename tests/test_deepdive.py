@@ -9,7 +9,7 @@ from analysis.capture.heads import attention_shares, attribute_heads, outlier_di
 from analysis.corpus.counts import corpus_spikes, wilson_interval
 from analysis.data import corpus_sentences
 from analysis.definitions import SEED_SENTENCE
-from analysis.report.compare import cka_matrix, linear_cka, model_summary, word_vectors
+from analysis.report.compare import SUMMARY_COLUMNS, cka_matrix, linear_cka, model_summary, word_vectors
 from analysis.report.spikes import spike_scores, token_spikes, top_spike_layer
 from analysis.report.wordclass import word_classes
 from analysis.scoring.references import own_references
@@ -111,10 +111,11 @@ def test_cka_across_tokenizers_compares_words(minilm, tiny_roberta):
 
 
 def test_model_summary_names_its_parts(minilm):
-    summary = model_summary(analysis.analyze(minilm, SEED_SENTENCE))
+    summary = model_summary(analysis.analyze(minilm, SEED_SENTENCE), "1: all-MiniLM-L6-v2")
+    assert list(summary) == list(SUMMARY_COLUMNS) and summary["model"] == "1: all-MiniLM-L6-v2"
     assert summary["layers"] == 6
-    assert summary["median final rank, content words"] >= 1
-    assert -2 <= summary["total drift (mean cosine drop, first to last layer)"] <= 2
+    assert summary["final rank, content"] >= 1
+    assert -2 <= summary["drift"] <= 2
 
 
 def test_the_corpus_has_over_a_hundred_distinct_sentences():

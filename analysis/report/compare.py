@@ -55,8 +55,20 @@ def cka_matrix(first: AnalysisResult, second: AnalysisResult, text: str) -> pd.D
     )
 
 
-def model_summary(result: AnalysisResult) -> dict[str, object]:
-    """Spike layers and scores, median final rank of function vs content words, total drift of the cosine."""
+SUMMARY_COLUMNS = {
+    "model": "the model's short label (its full name is said beside the table)",
+    "layers": "number of blocks",
+    "spike layers": "the (up to) three layers with the largest spike score, and their scores",
+    "final rank, function": "median rank of function words' own embeddings at the last layer (1 = nearest)",
+    "final rank, content": "median rank of content words' own embeddings at the last layer (1 = nearest)",
+    "drift": "mean drop of the cosine to the original embedding from the first to the last layer",
+}
+"""The columns of a model summary (`model_summary`) and what each means."""
+
+
+def model_summary(result: AnalysisResult, label: str) -> dict[str, object]:
+    """Spike layers and scores, median final rank of function vs content words, total drift of the cosine; the
+    model named `label` (see SUMMARY_COLUMNS)."""
     scores = spike_scores(result.metrics).dropna(subset=["score"])
     top = scores[scores["spikes"] > 0].sort_values("score", ascending=False).head(3)
     last = result.metrics[result.metrics["layer"] == result.metrics["layer"].max()]
@@ -65,12 +77,12 @@ def model_summary(result: AnalysisResult) -> dict[str, object]:
     first = result.metrics[result.metrics["layer"] == 0].set_index("position")["cosine"]
     drift = (first - last.set_index("position")["cosine"]).mean()
     return {
-        "model": result.model,
+        "model": label,
         "layers": int(result.metrics["layer"].max()) + 1,
-        "spike layers (score)": ", ".join(f"{int(r.layer)} ({r.score:.0%})" for r in top.itertuples()) or "none",
-        "median final rank, function words": _median(final_rank[classes == "function"]),
-        "median final rank, content words": _median(final_rank[classes == "content"]),
-        "total drift (mean cosine drop, first to last layer)": round(float(drift), 4),
+        "spike layers": ", ".join(f"{int(r.layer)} ({r.score:.0%})" for r in top.itertuples()) or "none",
+        "final rank, function": _median(final_rank[classes == "function"]),
+        "final rank, content": _median(final_rank[classes == "content"]),
+        "drift": round(float(drift), 4),
     }
 
 

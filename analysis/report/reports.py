@@ -4,6 +4,7 @@ The pages lay these out and do no arithmetic of their own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -184,9 +185,24 @@ class Comparison:
     cka_note: str | None  # why there is no CKA (too few shared words)
 
 
+def short_name(model: str) -> str:
+    """A model's name short enough for a legend or a column: a hub id's last part, a folder's own name."""
+    return Path(model.rstrip("/")).name or model
+
+
+def model_labels(models: list[str]) -> list[str]:
+    """`1: roberta-base`, `2: roberta-large`: models numbered in order and named short (two picks of the same
+    model stay apart)."""
+    return [f"{index}: {short_name(model)}" for index, model in enumerate(models, start=1)]
+
+
 def comparison_report(first: AnalysisResult, second: AnalysisResult, text: str) -> Comparison:
-    """Summaries of both results and linear CKA between every pair of their layers over the words of `text`."""
-    summary = pd.DataFrame([model_summary(result) for result in (first, second)])
+    """Summaries of both results and linear CKA between every pair of their layers over the words of `text`;
+    models named by `model_labels`."""
+    labels = model_labels([first.model, second.model])
+    summary = pd.DataFrame(
+        [model_summary(result, label) for result, label in zip((first, second), labels, strict=True)]
+    )
     same = first.tokens["token_id"].equals(second.tokens["token_id"])
     try:
         cka = cka_matrix(first, second, text)
@@ -196,8 +212,8 @@ def comparison_report(first: AnalysisResult, second: AnalysisResult, text: str) 
     cells.columns = ["first model layer", "second model layer", "CKA"]
     best = pd.DataFrame(
         {
-            f"{first.model} layer": cka.index,
-            f"best-matching {second.model} layer": cka.to_numpy().argmax(1),
+            f"layer of {labels[0]}": cka.index,
+            f"best match in {labels[1]}": cka.to_numpy().argmax(1),
             "CKA": cka.to_numpy().max(1),
         }
     )

@@ -6,9 +6,10 @@ A geometry maps a stage vector v of layer l to f(v) = A_l (v - mu_l) and a refer
 a = B_l f(v) = P_l v - b_l (P_l = A_l B_l, b_l = P_l mu_l), and a . r needs T_u . a = T_u . (P_l v) - T_u . b_l.
 T_u . b_l is one row per layer, computed once; T_u . (P_l v) is the product with the table:
 
-- P_l = 1 (cosine, centered): the block's one product T_u . v, shared by every such geometry;
-- P_l = 1 except on a few dimensions (no_rogue): that product plus the few columns where some P_l differs;
-- anything else (standardized): a product of its own.
+- P_l = 1 (cosine, centered): T_u . v, shared by every such geometry;
+- P_l = 1 except on a few dimensions (no_rogue): that plus the few columns where some P_l differs;
+- anything else (standardized): T_u . (P_l v), rows of its own;
+and the rows every geometry needs ride along in one product with the table per block of tokens.
 
 The denominators |g(r_u(p))| are weighted norms of the references (`references.Weighting`), and |f(v)| is
 taken directly.
@@ -100,6 +101,11 @@ class MapScorer:
         """Every weighting the norms use (their cross terms ride along with a block's position terms)."""
         return list({id(w): w for layer in self.norms for w in layer}.values())
 
+    def table_rows(self, vectors: torch.Tensor) -> torch.Tensor:
+        """What this map multiplies with the table: the vectors themselves (a product shared with every map that
+        does the same), or P v (a product of its own)."""
+        return vectors if self.product == "shared" else self.scale.unsqueeze(1) * vectors
+
     @property
     def copies_shared(self) -> bool:
         """Whether this map would have to copy the shared product before changing it (it adds nothing to it)."""
@@ -114,7 +120,7 @@ class MapScorer:
     def cosine(
         self,
         vectors: torch.Tensor,
-        shared: torch.Tensor | None,
+        products: torch.Tensor,
         block: PositionBlock,
         rows: torch.Tensor | None,
         *,
@@ -123,23 +129,17 @@ class MapScorer:
         workspace: Workspace | None = None,
     ) -> torch.Tensor:
         """cos(f(v), g(r_u(p))) for every vocabulary item: vectors `[groups, tokens, hidden]` → `[groups, tokens,
-        vocab]`. `shared`: the block's T_u . v (None where this map takes a product of its own), overwritten
-        unless `owned` is False; tokens sit at the block's positions `rows` (None: one position each, in order).
-        With `unit` False the scores are left multiplied by |f(v)|, which orders each token's vocabulary the
-        same way (enough for ranks). A map's own scores go into `workspace` where one is given."""
+        vocab]`, given the block's `products` with the table (`table_rows`'s rows times T_u), overwritten unless
+        `owned` is False; tokens sit at the block's positions `rows` (None: one position each, in order). With
+        `unit` False the scores are left multiplied by |f(v)|, which orders each token's vocabulary the same way
+        (enough for ranks). A copy, where one is needed, goes into `workspace` where one is given."""
         scorer = self.scorer
-        shape = (*vectors.shape[:2], scorer.vocab_size)
-        mine = None if workspace is None else workspace.take("map", shape)
-        if self.product == "own":
-            flat = None if mine is None else mine.view(-1, shape[-1])
-            products, owned = scorer.table_products(self.scale.unsqueeze(1) * vectors, out=flat), True
-        else:
-            products = shared
-            if self.correction is not None:
-                if not owned:
-                    products, owned = _copy(shared, mine), True
-                deviation = ((self.scale - 1).unsqueeze(1) * vectors).flatten(0, 1)
-                scorer.table_products_on(deviation, self.correction, out=products.view(len(deviation), -1))
+        mine = None if owned or workspace is None else workspace.take("map", products.shape)
+        if self.correction is not None:
+            if not owned:
+                products, owned = _copy(products, mine), True
+            deviation = ((self.scale - 1).unsqueeze(1) * vectors).flatten(0, 1)
+            scorer.table_products_on(deviation, self.correction, out=products.view(len(deviation), -1))
         a = vectors if self.scale is None else vectors * self.scale.unsqueeze(1)
         if self.bias is not None:
             a = a - self.bias.unsqueeze(1)
@@ -147,7 +147,7 @@ class MapScorer:
             products = products.sub_(layer_rows) if owned else torch.sub(products, layer_rows, out=mine)
             owned = True
         if not owned:
-            products = _copy(shared, mine)
+            products = _copy(products, mine)
         scorer.finish(products, a, block, rows, self.shift)
         computed: dict[int, torch.Tensor] = {}  # a weighting shared by several layers is computed once
 
@@ -189,33 +189,35 @@ def score_blocks(
     """The cosines of each request's vectors at `position_ids [tokens]` against every vocabulary reference under
     its geometry, one block of tokens at a time: yields `(tokens, request index, cosines [groups, block,
     vocab])`, every request of a block before the next block. One product with the table per block serves every
-    request that needs T_u . v, each distinct vectors tensor riding along once; tokens that share positions
-    (sorted by position) share their position terms. `unit` False: see `MapScorer.cosine` (enough for ranks)."""
+    request: the rows each needs ride along in it (vectors shared by several requests once), with the block's
+    position terms, so the table is read once per block; tokens that share positions (sorted by position) share
+    their position terms. `unit` False: see `MapScorer.cosine` (enough for ranks)."""
     n_tokens = requests[0][0].shape[1]
-    riders = list({id(vectors): vectors for vectors, mapping in requests if mapping.product == "shared"}.values())
-    groups = max(sum(vectors.shape[0] for vectors in riders), *(vectors.shape[0] for vectors, _ in requests))
+    keys = [id(vectors) if mapping.product == "shared" else ("own", i) for i, (vectors, mapping) in enumerate(requests)]
+    riders = {key: index for index, key in reversed(list(enumerate(keys)))}  # each product once: its first request
+    groups = sum(requests[index][0].shape[0] for index in riders.values())
     per_block = max(1, SCORE_BLOCK_BYTES // (4 * groups * scorer.vocab_size))
     weightings = tuple(w for _, mapping in requests for w in mapping.weightings)
-    # Each rider's product goes, unchanged, to every request on it but one, which may overwrite it: best one that
-    # would otherwise copy it. Requests are scored in an order that leaves those last.
+    # A product shared by several requests goes, unchanged, to all of them but one, which may overwrite it: best
+    # one that would otherwise copy it. Requests are scored in an order that leaves those last.
     owners = set()
-    for vectors in riders:
-        sharing = [i for i, (v, mapping) in enumerate(requests) if v is vectors and mapping.product == "shared"]
-        owners.add(next((i for i in sharing if requests[i][1].copies_shared), sharing[-1]))
-    order = [i for i in range(len(requests)) if i not in owners] + sorted(owners)
+    for key in riders:
+        using = [index for index, other in enumerate(keys) if other == key]
+        owners.add(next((index for index in using if requests[index][1].copies_shared), using[-1]))
+    order = [index for index in range(len(requests)) if index not in owners] + sorted(owners)
     workspace = Workspace(scorer.table)
     for start in range(0, n_tokens, per_block):
         part = slice(start, min(start + per_block, n_tokens))
         positions, rows = torch.unique(position_ids[part], return_inverse=True)
         if torch.equal(positions, position_ids[part]):
             rows = None
-        ridden = torch.cat([vectors[:, part] for vectors in riders]) if riders else None
-        block, products = scorer.position_block(positions, weightings, ridden, workspace)
-        shared = dict(zip(map(id, riders), products.split([v.shape[0] for v in riders]), strict=True)) if riders else {}
+        ridden = [requests[index][1].table_rows(requests[index][0][:, part]) for index in riders.values()]
+        block, products = scorer.position_block(positions, weightings, torch.cat(ridden), workspace)
+        by_key = dict(zip(riders, products.split([rider.shape[0] for rider in ridden]), strict=True))
         for index in order:
             vectors, mapping = requests[index]
             cosines = mapping.cosine(
-                vectors[:, part], shared.get(id(vectors)), block, rows, owned=index in owners, unit=unit,
+                vectors[:, part], by_key[keys[index]], block, rows, owned=index in owners, unit=unit,
                 workspace=workspace,
             )  # fmt: skip
             yield part, index, cosines
