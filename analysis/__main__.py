@@ -306,7 +306,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     if report.truncated:
         _say(
             f"note: {len(report.truncated):,} texts were cut at the model's limit of {encoder.max_tokens} tokens "
-            "(column `truncated`; their ids are in provenance.json)."
+            "(column truncated; their ids are in provenance.json)."
         )
     return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
 

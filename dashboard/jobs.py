@@ -25,6 +25,7 @@ from analysis.corpus.counts import corpus_spikes
 from analysis.corpus.engine import SweepSettings
 from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
+from analysis.model.loading import load_model
 from analysis.scoring.geometry import corpus_statistics, has_background
 from dashboard.cache import loaded_encoder
 
@@ -135,6 +136,19 @@ def job_board() -> JobBoard:
     return JobBoard()
 
 
+def _model_of(model: str) -> Callable[[], analysis.EncoderModel]:
+    """Check `model` now, in the page (allowlist, size, device), and return what loads it in the worker: by name,
+    from the package's model cache, so that a finished job holds no model (a released model is freed)."""
+    device = loaded_encoder(model, interactive=False).device
+
+    def load() -> analysis.EncoderModel:
+        encoder = load_model(model)
+        encoder.move_to(device)
+        return encoder
+
+    return load
+
+
 def statistics_ready(model: str, stage: analysis.Stage) -> bool:
     """Whether this model's corpus statistics of `stage` are computed (the geometries and baselines need them)."""
     return has_background(loaded_encoder(model, interactive=False), stage)
@@ -143,17 +157,17 @@ def statistics_ready(model: str, stage: analysis.Stage) -> bool:
 def background_job(model: str, stage: analysis.Stage) -> Job | None:
     """None when this model's corpus statistics of `stage` are ready; else the job computing them (started here
     when none runs: also after the model was released and loaded again, which drops them)."""
-    encoder = loaded_encoder(model, interactive=False)
-    if has_background(encoder, stage):
+    if statistics_ready(model, stage):
         return None
     key = ("background", model, stage)
     found = job_board().get(key)
     if found is not None and (found.running or found.error):
         return found
+    encoder_of = _model_of(model)
 
     def work(job: Job) -> None:
         job.start_phase(f"Corpus statistics of {stage} in {model}")
-        corpus_statistics(encoder, stage, job.progress)
+        corpus_statistics(encoder_of(), stage, job.progress)
 
     return job_board().start(key, f"Corpus statistics of {stage}", "sentence", work, again=True)
 
@@ -170,9 +184,10 @@ def find_verdict(model: str, stage: analysis.Stage, reference: analysis.Referenc
 def verdict_job(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job:
     """The verdict over the shipped corpus (every method), started when none runs for these settings; it first
     computes the corpus statistics its geometries need, where they are missing."""
-    encoder = loaded_encoder(model, interactive=False)
+    encoder_of = _model_of(model)
 
     def work(job: Job) -> pd.DataFrame:
+        encoder = encoder_of()
         if not has_background(encoder, stage):
             job.start_phase("Corpus statistics for the geometries")
             corpus_statistics(encoder, stage, job.progress)
@@ -193,10 +208,11 @@ def find_corpus(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> 
 
 def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], source: str) -> Job:
     """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs."""
-    encoder = loaded_encoder(model, interactive=False)
+    encoder_of = _model_of(model)
     (geometry,) = settings.methods
 
     def work(job: Job) -> pd.DataFrame:
+        encoder = encoder_of()
         if geometry != "cosine" and not has_background(encoder, settings.stage):
             job.start_phase("Corpus statistics for the geometry")
             corpus_statistics(encoder, settings.stage, job.progress)

@@ -108,7 +108,7 @@ def test_every_input_format_reads_the_same_texts(tmp_path):
     [
         ("empty.txt", "\n \n", "holds no text to analyse (2 empty entries)"),
         ("bad.jsonl", '{"text": "ok"}\n{not json', "Could not read the input"),
-        ("no_column.csv", "sentence\nhello\n", "has no `text` column (columns: sentence)"),
+        ("no_column.csv", "sentence\nhello\n", "has no text column (columns: sentence)"),
         ("data.xlsx", "x", "is not a file type Token Trails reads"),
         ("latin1.txt", b"caf\xe9", "Could not read the input"),
     ],

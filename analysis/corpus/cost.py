@@ -1,5 +1,6 @@
 """How long corpus work will take here, said before it starts: floating-point operations counted from the
-model's shapes and the texts' tokens, at a speed measured once per process on a product of the scoring's shape.
+model's shapes and the texts' tokens, at a speed measured once per model: a product with its own vocabulary
+table, the scoring's own shape.
 
 The scoring dominates: every kept token at every layer against every vocabulary row, once per product the
 methods need (the geometries that share one, standardized's own, the original demo's; see `analysis.metrics`).
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Sequence
-from functools import lru_cache
 
 import torch
 
@@ -20,22 +20,28 @@ from analysis.definitions import Method
 from analysis.model.encoder import EncoderModel
 from analysis.report.wordclass import word_classes
 
-OVERHEAD = 1.4
-"""Measured time over the scoring products' time (the verdict on the bundled model and the roberta-base shape)."""
+OVERHEAD = 1.3
+"""What the rest adds to the products' time at the measured speed: the verdict takes 1.1 to 1.4 times that on
+the bundled model and on the roberta-base shape (`benchmarks/bench_verdict.py` reports estimate and time)."""
 
 
-@lru_cache(maxsize=8)
-def flops_per_second(device: str = "cpu") -> float:
-    """Float32 matrix-product speed of this machine: the best of a few products of the scoring's shape."""
-    rows, hidden, vocab = 128, 512, 8192
-    a = torch.randn(rows, hidden, device=device)
-    b = torch.randn(vocab, hidden, device=device)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        (a @ b.T).sum().item()  # .item() waits for an accelerator to finish
-        best = min(best, time.perf_counter() - start)
-    return 2 * rows * hidden * vocab / best
+def flops_per_second(encoder: EncoderModel) -> float:
+    """Float32 speed of this machine on the scoring's products: the best of a few products of 256 rows with the
+    model's vocabulary table (a few tenths of a second, once per model)."""
+
+    def measure() -> float:
+        table = encoder.structure.embeddings.word.weight.detach()
+        rows = torch.randn(256, table.shape[1], device=table.device)
+        out = torch.empty(len(rows), len(table), device=table.device)  # reused, as the scoring's workspace is
+        best = float("inf")
+        with torch.inference_mode():
+            for _ in range(3):
+                start = time.perf_counter()
+                torch.matmul(rows, table.T, out=out)[0, 0].item()  # .item() waits for an accelerator to finish
+                best = min(best, time.perf_counter() - start)
+        return 2 * rows.numel() * table.shape[0] / best
+
+    return encoder.cached("flops_per_second", measure)
 
 
 def products_needed(methods: Sequence[Method]) -> int:
@@ -70,4 +76,4 @@ def corpus_seconds(
     total, kept = token_counts(encoder, texts, classes)
     scoring = 2.0 * kept * encoder.num_layers * encoder.vocab_size * encoder.hidden_size * products_needed(methods)
     forward = 2.0 * encoder.info.parameters * total * forward_passes
-    return OVERHEAD * (scoring + forward) / flops_per_second(encoder.device.type)
+    return OVERHEAD * (scoring + forward) / flops_per_second(encoder)

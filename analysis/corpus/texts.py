@@ -32,7 +32,7 @@ class Texts:
 def _texts_column(frame: pd.DataFrame, path: Path) -> list[object]:
     if "text" not in frame.columns:
         found = ", ".join(map(str, frame.columns)) or "none"
-        raise ValueError(f"{path} has no `text` column (columns: {found}).")
+        raise ValueError(f"{path} has no text column (columns: {found}).")
     return frame["text"].tolist()
 
 
@@ -48,7 +48,7 @@ def _raw_texts(path: Path) -> list[object]:
                 continue
             record = json.loads(line)
             if not isinstance(record, dict) or "text" not in record:
-                raise ValueError(f"{path}, line {number}: expected a JSON object with a `text` field.")
+                raise ValueError(f"{path}, line {number}: expected a JSON object with a text field.")
             texts.append(record["text"])
         return texts
     if suffix == ".csv":
@@ -96,6 +96,6 @@ def texts_from_upload(name: str, data: bytes, max_chars: int) -> Texts:
     if total > max_chars:
         raise ValueError(
             f"{name} holds {total:,} characters of text, over this app's limit of {max_chars:,} (max_text_chars). "
-            "For a corpus of any size, run `python -m analysis sweep --model MODEL --input FILE --out DIR`."
+            "For a corpus of any size, run: python -m analysis sweep --model MODEL --input FILE --out DIR."
         )
     return found

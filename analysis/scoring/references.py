@@ -120,12 +120,14 @@ class VocabularyScorer:
     """
 
     def __init__(self, parts: EmbeddingParts, reference: Reference, memo: Memo = lambda key, build: build()):
-        """`memo(key, build)` keeps per-model terms (`EncoderModel.cached`; default: build every time)."""
+        """`memo(key, build)` keeps per-model terms (`EncoderModel.cached`; default: build every time). The scorer
+        does not keep `memo`: whatever a model caches must not hold the model, or releasing it would free
+        nothing until Python's cycle collector ran."""
         self.reference = check_choice("reference", reference, REFERENCES)
         if reference == "position" and parts.position is None:
             raise ValueError("The reference 'position' needs an absolute position table.")
         self.parts = parts
-        self.memo = memo
+        self._columns: dict[tuple[int, ...], Columns] = {}
         self.word = parts.word.weight.detach()  # [vocab, embedding size]
         self.constants = memo("vocab_constants", lambda: vocab_constants(parts))
         self.normalised = reference == "embedding" and parts.norm is not None
@@ -231,11 +233,13 @@ class VocabularyScorer:
         return torch.matmul(flat, self.table.T, out=out).view(*x.shape[:-1], -1)
 
     def columns(self, support: torch.Tensor) -> Columns:
-        """The table's `Columns` on the dimensions `support` `[s]` (kept per model: slicing copies them)."""
+        """The table's `Columns` on the dimensions `support` `[s]` (kept by the scorer: slicing copies them)."""
         if len(support) == self.table.shape[1]:
             return Columns(support, self.table)
-        dims = ",".join(map(str, support.tolist()))
-        return self.memo(f"columns/{self.key}/{dims}", lambda: Columns(support, self.table[:, support]))
+        dims = tuple(support.tolist())
+        if dims not in self._columns:
+            self._columns[dims] = Columns(support, self.table[:, support])
+        return self._columns[dims]
 
     def table_products_on(self, y: torch.Tensor, columns: Columns, out: torch.Tensor | None = None) -> torch.Tensor:
         """T_u . y for rows y `[n, hidden]` that vanish off `columns.support` → `[n, vocab]`, from those columns
