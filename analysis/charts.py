@@ -136,24 +136,34 @@ def highlight_colours(highlight: list[int]) -> dict[int, str]:
 
 def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint_alpha: float = 0.35) -> pd.DataFrame:
     """`frame[columns]` plus label, highlighted, colour, width and alpha: highlighted tokens coloured and bold, the
-    rest faint. Only the columns a chart draws are kept, since every row is sent to the browser."""
-    colours = highlight_colours(highlight)
-    tokens = frame.drop_duplicates("position")
-    labels = {p: token_label(p, t) for p, t in zip(tokens["position"], tokens["text"], strict=True)}
-    highlighted = frame["position"].isin(colours)
+    rest faint. Only the columns a chart draws are kept, since every row is sent to the browser. Positions are a
+    text's token positions (0 to n - 1), so each token's label and colour are looked up by position."""
+    positions = frame["position"].to_numpy()
+    seen, first = np.unique(positions, return_index=True)
+    texts = frame["text"].to_numpy()[first]
+    labels = np.empty(seen.max() + 1, dtype=object)
+    labels[seen] = [token_label(p, t) for p, t in zip(seen.tolist(), texts, strict=True)]
+    colours = np.full(len(labels), FAINT, dtype=object)
+    for position, colour in highlight_colours(highlight).items():
+        if position < len(colours):
+            colours[position] = colour
+    highlighted = colours[positions] != FAINT
     return frame[columns].assign(
-        label=frame["position"].map(labels),
+        label=labels[positions],
         highlighted=highlighted,
-        colour=np.where(highlighted, frame["position"].map(colours), FAINT),
+        colour=colours[positions],
         width=np.where(highlighted, 3.0, 1.0),
         alpha=np.where(highlighted, 1.0, faint_alpha),
     )
 
 
-def _key(rows: pd.DataFrame) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _key(rows: pd.DataFrame, highlight: list[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The highlighted tokens' labels and colours in text order, from `_styled` rows."""
-    shown = rows[rows["highlighted"]].drop_duplicates("position").sort_values("position")
-    return tuple(shown["label"]), tuple(shown["colour"])
+    shown = rows.loc[rows["highlighted"], ["position", "label"]].drop_duplicates("position")
+    labels = dict(zip(shown["position"], shown["label"], strict=True))
+    colours = highlight_colours(highlight)
+    present = [position for position in colours if position in labels]
+    return tuple(labels[p] for p in present), tuple(colours[p] for p in present)
 
 
 GEOMETRY_TITLES = {
@@ -348,7 +358,7 @@ def trajectory_chart(
         rows = pd.concat([rows, line], ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["position"], [])
     spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry)
-    return Figure(spec, rows, _key(rows))
+    return Figure(spec, rows, _key(rows, highlight))
 
 
 OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original neighbourhood"}
@@ -422,7 +432,7 @@ def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFra
     rows = _styled(
         overlap_rows(result) if rows is None else rows, highlight, ["layer", "position", "against", "shared"]
     )
-    return Figure(_overlap_spec(n), rows, _key(rows))
+    return Figure(_overlap_spec(n), rows, _key(rows, highlight))
 
 
 def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame:

@@ -8,6 +8,7 @@ work, so a cached result never replays a stale element.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import threading
 import time
@@ -45,6 +46,7 @@ class Job:
     result: Any = None
     error: str | None = None
     ended: float | None = None
+    stop_requested: bool = False  # set when the server shuts down: the work stops at its next progress report
 
     @property
     def running(self) -> bool:
@@ -55,7 +57,10 @@ class Job:
         return min(self.done / self.total, 1.0) if self.total else 0.0
 
     def progress(self, done: float, total: float) -> None:
-        """The work's progress callback: `done` of `total` units of the current phase."""
+        """The work's progress callback: `done` of `total` units of the current phase. Raises JobStopped once a
+        stop is requested, which ends the work there."""
+        if self.stop_requested:
+            raise JobStopped(self.label)
         self.done, self.total = done, total
 
     def start_phase(self, phase: str) -> None:
@@ -72,6 +77,10 @@ class Job:
         if self.done <= 0 or elapsed < 1:
             return step + count
         return step + f"{count}, about {duration(elapsed * (self.total - self.done) / self.done)} left"
+
+
+class JobStopped(Exception):
+    """A job's work was stopped before it finished (the server is shutting down)."""
 
 
 def duration(seconds: float) -> str:
@@ -91,7 +100,9 @@ class JobBoard:
     def __init__(self, keep: int = 16):
         self.keep = keep
         self._jobs: OrderedDict[Hashable, Job] = OrderedDict()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        atexit.register(self.stop)
 
     def get(self, key: Hashable) -> Job | None:
         with self._lock:
@@ -111,8 +122,21 @@ class JobBoard:
             finished = [k for k, j in self._jobs.items() if not j.running]
             for stale in finished[: max(0, len(finished) - (self.keep - 1))]:  # room for the new one's result
                 del self._jobs[stale]
-        threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"job {label}").start()
+            thread = threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"job {label}")
+            self._threads = [*[t for t in self._threads if t.is_alive()], thread]
+        thread.start()
         return job
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask every running job to stop and wait (up to `timeout` seconds in all) for their threads to end, so
+        the process never exits with a worker inside the model's native code."""
+        with self._lock:
+            for job in self._jobs.values():
+                job.stop_requested = True
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def retry(self, job: Job) -> Job:
         """Run a finished job's work again (after it failed, say), under the same key."""
@@ -122,6 +146,8 @@ class JobBoard:
     def _run(job: Job, work: Callable[[Job], Any]) -> None:
         try:
             job.result = work(job)
+        except JobStopped:
+            job.error = "Stopped before it finished: the server shut down."
         except ValueError as error:
             job.error = str(error)
         except Exception as error:  # a worker thread has no page to show a traceback on: keep the message

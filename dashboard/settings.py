@@ -41,11 +41,16 @@ class Settings:
         return self.allowed_models is None or model.strip() in self.allowed_models
 
 
-def _raw(name: str) -> str | None:
+def _secrets() -> dict:
+    """The secrets file's values, read once per `settings()` call; none when there is no secrets file."""
     try:
-        value = st.secrets.get(name)
+        return st.secrets.to_dict()
     except (StreamlitSecretNotFoundError, FileNotFoundError):
-        value = None
+        return {}
+
+
+def _raw(secrets: dict, name: str) -> str | None:
+    value = secrets.get(name)
     if value is None:
         value = os.environ.get(f"TOKEN_TRAILS_{name.upper()}")
     if isinstance(value, list | tuple):
@@ -53,8 +58,8 @@ def _raw(name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _number(name: str, default: float) -> float:
-    value = _raw(name)
+def _number(secrets: dict, name: str, default: float) -> float:
+    value = _raw(secrets, name)
     try:
         number = float(value) if value is not None else default
     except ValueError:
@@ -64,10 +69,11 @@ def _number(name: str, default: float) -> float:
 
 def settings() -> Settings:
     """The settings in force now (read on every call: secrets and environment may change between runs)."""
-    deployment = (_raw("deployment") or "").lower()
+    secrets = _secrets()
+    deployment = (_raw(secrets, "deployment") or "").lower()
     if deployment not in ("cloud", "local"):
         deployment = "cloud" if str(APP_FOLDER).startswith("/mount/src") else "local"
-    listed = _raw("allowed_models")
+    listed = _raw(secrets, "allowed_models")
     if listed is None:
         allowed = CLOUD_MODELS if deployment == "cloud" else None
     elif listed.strip() == "*":
@@ -77,9 +83,9 @@ def settings() -> Settings:
     return Settings(
         deployment=deployment,
         allowed_models=allowed,
-        max_text_chars=int(_number("max_text_chars", 20_000)),
-        max_model_bytes=int(_number("max_model_gb", 2.0) * 2**30),
-        memory_budget_bytes=int(_number("memory_budget_gb", 2.5) * 2**30),
-        max_models=max(1, int(_number("max_models", 1))),
-        device=(_raw("device") or "auto").strip().lower(),
+        max_text_chars=int(_number(secrets, "max_text_chars", 20_000)),
+        max_model_bytes=int(_number(secrets, "max_model_gb", 2.0) * 2**30),
+        memory_budget_bytes=int(_number(secrets, "memory_budget_gb", 2.5) * 2**30),
+        max_models=max(1, int(_number(secrets, "max_models", 1))),
+        device=(_raw(secrets, "device") or "auto").strip().lower(),
     )

@@ -54,10 +54,16 @@ MODEL_PRESETS: dict[str, Preset] = {
 }
 
 
-def model_label(name: str) -> str:
-    """A preset's label with its family and size; any other model by its name."""
-    preset = MODEL_PRESETS.get(name)
-    return preset.label(settings().max_model_bytes) if preset else name
+def model_labeller() -> Callable[[str], str]:
+    """What a model picker shows for each model: a preset's label with its family and size (marked when over this
+    deployment's size limit, read once here), any other model by its name."""
+    max_model_bytes = settings().max_model_bytes
+
+    def label(name: str) -> str:
+        preset = MODEL_PRESETS.get(name)
+        return preset.label(max_model_bytes) if preset else name
+
+    return label
 
 
 VIEW = "view"

@@ -16,7 +16,7 @@ from analysis.report.reports import token_label
 from dashboard import show
 from dashboard.jobs import Job, job_board
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, model_label, update_view, view_to_query
+from dashboard.view import MODEL_PRESETS, ROGUE_K_RANGE, current_view, model_labeller, update_view, view_to_query
 
 OTHER_MODEL = "other"  # the model picker's "any hub id or folder" option, and whether it is open
 PAGES = {
@@ -92,11 +92,12 @@ def _on_model_choice() -> None:
 def model_picker(current: str) -> None:
     """The model: a preset, or any hub id or folder typed in; only the allowlist where a deployment sets one."""
     allowed = settings().allowed_models
+    label = model_labeller()
     if allowed is not None:
         st.selectbox(
             "Model",
             list(dict.fromkeys([*allowed, current])),
-            format_func=model_label,
+            format_func=label,
             help="This deployment serves only these models (setting allowed_models).",
             **bind("model", current),
         )
@@ -108,7 +109,7 @@ def model_picker(current: str) -> None:
         "Model",
         [*MODEL_PRESETS, OTHER_MODEL],
         key="w_model_choice",
-        format_func=lambda name: "Other: a hub id or a local folder…" if name == OTHER_MODEL else model_label(name),
+        format_func=lambda name: "Other: a hub id or a local folder…" if name == OTHER_MODEL else label(name),
         on_change=_on_model_choice,
         help="Hub models are downloaded once into the Hugging Face cache; the bundled model works offline. Any "
         "encoder (BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT, MPNet, DeBERTa, ModernBERT) or decoder "

@@ -11,7 +11,7 @@ from dashboard import show
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
 from dashboard.controller import open_page, replacements
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS, model_label
+from dashboard.view import MODEL_PRESETS, model_labeller
 from dashboard.widgets import bind
 
 context = open_page("Base vs large")
@@ -48,7 +48,7 @@ for column, field, current in ((left, "model_a", models[0]), (right, "model_b", 
         "First model" if field == "model_a" else "Second model",
         list(dict.fromkeys([*(MODEL_PRESETS if allowed is None else allowed), current])),
         accept_new_options=allowed is None,
-        format_func=model_label,
+        format_func=model_labeller(),
         **bind(field, current, convert=str.strip),
         help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
         "they would not fit the memory budget.",

@@ -73,3 +73,23 @@ def test_durations_read_as_people_say_them():
     assert [duration(s) for s in (0.2, 8.4, 59, 61, 3500, 3599, 4800)] == [
         "1 s", "8 s", "59 s", "1 min", "58 min", "1 h", "1 h 20 min"
     ]  # fmt: skip
+
+
+def test_stopping_the_board_ends_running_work_at_its_next_progress_report():
+    """At shutdown (the board's atexit hook) running work is asked to stop and waited for, so the process never
+    exits with a worker thread inside the model's native code."""
+    board, reports = JobBoard(), []
+
+    def work(job: Job) -> str:
+        for step in range(10_000):
+            job.progress(step, 10_000)
+            reports.append(step)
+            time.sleep(0.001)
+        return "finished"
+
+    job = board.start("key", "Verdict", "sentence", work)
+    while not reports:
+        time.sleep(0.01)
+    board.stop(timeout=10)
+    assert not job.running and job.result is None and "server shut down" in job.error
+    assert len(reports) < 10_000
