@@ -14,7 +14,7 @@ from analysis.model.encoder import EncoderModel
 @dataclass(frozen=True)
 class Capabilities:
     """Which stages and references a model has, why the others are missing, and whether the original demo's
-    computation (DESIGN section 8) is defined for it."""
+    computation (docs/design.md, section 6) is defined for it."""
 
     model: str
     family: str
