@@ -39,7 +39,7 @@ _LAZY = {
     "wrap_model": "analysis.model.encoder",
     "HeadDecomposition": "analysis.capture.heads",
     "decompose_heads": "analysis.capture.heads",
-    "ModelLoadError": "analysis.model.loading",
+    "ModelLoadError": "analysis.model.checkpoint",
     "configure_model_cache": "analysis.model.loading",
     "load_model": "analysis.model.loading",
     "release_models": "analysis.model.loading",

@@ -36,7 +36,7 @@ def loaded_encoder(model: str, interactive: bool = True) -> analysis.EncoderMode
     analysis.configure_model_cache(max_models=current.max_models, memory_budget_bytes=current.memory_budget_bytes)
     if interactive and model not in analysis.resident_models():
         ensure_downloaded(model)
-    encoder = analysis.load_model(model)
+    encoder = analysis.load_model(model, max_bytes=current.max_model_bytes)
     encoder.move_to(device)
     return encoder
 

@@ -212,5 +212,6 @@ def test_a_hub_repository_with_only_pickled_weights_is_refused(tmp_path, monkeyp
     torch.save(hf_model.state_dict(), snapshot / "pytorch_model.bin")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
-    with pytest.raises(analysis.ModelLoadError, match=re.escape("has no .safetensors weights on the hub")):
+    message = "has no model.safetensors (or model.safetensors.index.json); Token Trails reads only safetensors"
+    with pytest.raises(analysis.ModelLoadError, match=re.escape(message)):
         analysis.load_model("someone/pickled-gpt")

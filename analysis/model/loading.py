@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import io
@@ -11,7 +12,7 @@ import re
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,18 +24,27 @@ from huggingface_hub import snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers.utils import logging as transformers_logging
 
 from analysis.definitions import BUNDLED_MODEL
 from analysis.model.architectures import UnsupportedModelError
+from analysis.model.checkpoint import (
+    UNREAD_MODULES,
+    WEIGHTS_FILE,
+    WEIGHTS_INDEX,
+    ModelLoadError,
+    check_complete,
+    check_loaded,
+    check_memory,
+    check_tokenizer,
+    first_line,
+    read_checkpoint,
+)
 from analysis.model.encoder import EncoderModel, wrap_model
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 _OFFLINE_HINT = f"the bundled model {BUNDLED_MODEL!r} always works offline."
-
-
-class ModelLoadError(ValueError):
-    """A model could not be loaded; the message says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def _folder_source(name: str) -> ModelSource:
         raise ModelLoadError(
             f"The folder {str(path)!r} has no config.json: point to a saved transformers model folder."
         )
-    if not any(path.glob("*.safetensors")):
+    if not (path / WEIGHTS_FILE).is_file() and not (path / WEIGHTS_INDEX).is_file():
         raise ModelLoadError(
             f"The folder {str(path)!r} has no .safetensors weights; Token Trails never loads pickled (.bin) weights. "
             "Convert it with model.save_pretrained(folder, safe_serialization=True)."
@@ -158,15 +168,29 @@ def download(name: str, on_progress: Callable[[str, float, float], None]) -> Non
 def parameter_bytes(config: PretrainedConfig) -> int:
     """float32 size of the base model `config` describes, any architecture: the model is built on PyTorch's meta
     device (shapes only, no memory, no weights) and its parameters counted, shared ones once."""
-    return 4 * _parameter_count(config.to_json_string(use_diff=False))
+    return 4 * parameter_counts(config)[0]
+
+
+def parameter_counts(config: PretrainedConfig) -> tuple[int, int]:
+    """(all parameters, those a checkpoint must hold) of the base model `config` describes: the second leaves out
+    modules no stage reads (the pooler). Raises UnsupportedModelError for a family transformers cannot build."""
+    return _parameter_counts(config.to_json_string(use_diff=False))
 
 
 @functools.lru_cache(maxsize=64)
-def _parameter_count(config_json: str) -> int:
+def _parameter_counts(config_json: str) -> tuple[int, int]:
     config = AutoConfig.for_model(**json.loads(config_json))
-    with torch.device("meta"):
-        hf_model = AutoModel.from_config(config)
-    return sum(p.numel() for p in hf_model.parameters())
+    try:
+        with torch.device("meta"):
+            hf_model = AutoModel.from_config(config)
+    except ValueError as error:
+        raise UnsupportedModelError(
+            f"transformers has no base model for the type {config.model_type}: pick an encoder or decoder of a "
+            "supported family."
+        ) from error
+    parameters = dict(hf_model.named_parameters())
+    required = sum(p.numel() for name, p in parameters.items() if not name.startswith(UNREAD_MODULES))
+    return sum(p.numel() for p in parameters.values()), required
 
 
 def model_bytes(name_or_path: str) -> int | None:
@@ -179,9 +203,9 @@ def model_bytes(name_or_path: str) -> int | None:
         return None
 
 
-def check_model_size(name_or_path: str, max_bytes: int) -> None:
-    """Refuse a model whose float32 size, read from its config (a small download for hub ids), passes `max_bytes`.
-    Raises ModelLoadError saying how large it is and what the limit is."""
+def check_model_size(name_or_path: str, max_bytes: int | None) -> None:
+    """Refuse a model whose float32 size, read from its config (a small download for hub ids), passes `max_bytes`
+    or the memory free now, before anything else is downloaded. Raises ModelLoadError saying how large it is."""
     source = resolve_model(name_or_path)
     try:
         config = AutoConfig.from_pretrained(
@@ -191,13 +215,8 @@ def check_model_size(name_or_path: str, max_bytes: int) -> None:
     except (OSError, ValueError) as error:
         if source.kind == "hub":
             raise _hub_error(source, error) from error
-        raise ModelLoadError(f"Could not read the config of {source.location!r}: {error}") from error
-    size = parameter_bytes(config)
-    if size > max_bytes:
-        raise ModelLoadError(
-            f"{source.name} is about {size / 2**30:.2f} GB in float32, over this deployment's limit of "
-            f"{max_bytes / 2**30:.2f} GB (max_model_gb); pick a smaller model."
-        )
+        raise ModelLoadError(f"Could not read the config of {source.location!r}: {first_line(error)}") from error
+    check_memory(source.name, parameter_bytes(config), max_bytes)
 
 
 def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
@@ -227,48 +246,96 @@ def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
     )
 
 
-def _from_pretrained(source: ModelSource, local_files_only: bool) -> EncoderModel:
-    options = {"trust_remote_code": False, "local_files_only": local_files_only}
-    config = AutoConfig.from_pretrained(source.location, **options)
+def _snapshot(source: ModelSource, local_files_only: bool) -> Path:
+    """The local folder of the model's files: the folder itself, or the hub cache's snapshot (downloaded first
+    unless `local_files_only`). Raises OSError when a hub model's weights are not in the cache."""
+    if source.kind != "hub":
+        return Path(source.location)
+    folder = Path(
+        snapshot_download(source.location, allow_patterns=DOWNLOAD_PATTERNS, local_files_only=local_files_only)
+    )
+    has_weights = (folder / WEIGHTS_FILE).is_file() or (folder / WEIGHTS_INDEX).is_file()
+    if local_files_only and not has_weights and not any(folder.glob("*.bin")):  # pickled only: refused when read
+        raise FileNotFoundError(f"{source.name}: only part of the model is in the local cache")
+    return folder
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' own load report and warnings stay out of the output: every problem they would report is
+    refused here with one line."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> EncoderModel:
+    """Load the model in `folder` after checking, before anything is allocated, its config, its weight files and
+    its size; then refuse it if any weight was missing, misplaced or of another shape, or if its tokenizer is not
+    real or does not fit the embedding table."""
+    checkpoint = read_checkpoint(folder, source.name)
+    options = {"trust_remote_code": False, "local_files_only": True}
+    with _quiet_transformers():
+        config = AutoConfig.from_pretrained(folder, **options)
     if getattr(config, "is_encoder_decoder", False):
         raise UnsupportedModelError(
             f"{source.name} ({config.model_type}) is an encoder-decoder model; pick an encoder (BERT, RoBERTa, "
             "DeBERTa, ModernBERT, …) or a decoder-only language model (GPT-2, Pythia, Llama, Qwen2, …)."
         )
-    try:
-        hf_model = AutoModel.from_pretrained(
-            source.location,
-            config=config,
-            attn_implementation="eager",
-            use_safetensors=True,
-            dtype=torch.float32,
-            **options,
+    total, required = parameter_counts(config)
+    check_complete(checkpoint, required)
+    check_memory(source.name, 4 * total, max_bytes)
+    with _quiet_transformers():
+        try:
+            hf_model, loading_info = AutoModel.from_pretrained(
+                folder,
+                config=config,
+                attn_implementation="eager",
+                use_safetensors=True,
+                dtype=torch.float32,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported in loading_info, and refused just below
+                **options,
+            )
+        except ValueError as error:
+            raise UnsupportedModelError(
+                f"The architecture {config.model_type} of {source.name} cannot be loaded: {first_line(error)}"
+            ) from error
+        children = {name for name, _ in hf_model.named_children()}
+        check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+    check_tokenizer(source.name, folder, tokenizer, hf_model.get_input_embeddings().num_embeddings)
+    encoder = wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+    if encoder.max_tokens < 3:
+        raise ModelLoadError(
+            f"{source.name} has room for {max(encoder.max_tokens, 0)} tokens (max_position_embeddings in its "
+            "config.json), too few for any text: the config is wrong."
         )
-    except ValueError as error:
-        raise UnsupportedModelError(
-            f"The architecture {config.model_type} of {source.name} cannot be loaded: {error}"
-        ) from error
-    tokenizer = AutoTokenizer.from_pretrained(source.location, **options)
-    return wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+    return encoder
 
 
-def _load(source: ModelSource) -> EncoderModel:
+def _load(source: ModelSource, max_bytes: int | None) -> EncoderModel:
     """Load from a folder, or from the local hub cache first and the hub itself second."""
     try:
-        return _from_pretrained(source, local_files_only=True)
-    except UnsupportedModelError:
+        return _from_folder(source, _snapshot(source, local_files_only=True), max_bytes)
+    except ValueError:
         raise
-    except (OSError, ValueError) as error:
+    except OSError as error:
         if source.kind != "hub":
-            raise ModelLoadError(f"Could not load the model folder {source.location!r}: {error}") from error
+            raise ModelLoadError(f"Could not load the model folder {source.location!r}: {first_line(error)}") from error
         if hub_constants.is_offline_mode() or not hub_reachable():
             raise _hub_error(source, error) from error
     try:
-        return _from_pretrained(source, local_files_only=False)
-    except UnsupportedModelError:
-        raise
+        folder = _snapshot(source, local_files_only=False)
     except (OSError, ValueError) as error:
         raise _hub_error(source, error) from error
+    try:
+        return _from_folder(source, folder, max_bytes)
+    except OSError as error:
+        raise ModelLoadError(f"Could not load {source.name}: {first_line(error)}") from error
 
 
 class ModelCache:
@@ -324,7 +391,7 @@ class ModelCache:
     def _resident_bytes(self) -> int:
         return sum(encoder.parameter_bytes for encoder in self._encoders.values())
 
-    def get(self, name_or_path: str | os.PathLike) -> EncoderModel:
+    def get(self, name_or_path: str | os.PathLike, max_bytes: int | None = None) -> EncoderModel:
         source = resolve_model(name_or_path)
         resident = self._resident_encoder(source)
         if resident is not None:
@@ -334,7 +401,7 @@ class ModelCache:
             if resident is not None:
                 return resident
             self._make_room(source)
-            encoder = _load(source)
+            encoder = _load(source, max_bytes)
             with self._lock:
                 self._encoders[source] = encoder
             return encoder
@@ -347,15 +414,18 @@ class ModelCache:
 _cache = ModelCache()
 
 
-def load_model(name_or_path: str | os.PathLike) -> EncoderModel:
+def load_model(name_or_path: str | os.PathLike, *, max_bytes: int | None = None) -> EncoderModel:
     """Load an encoder or decoder once per process: eval mode, eager attention, float32, safetensors only.
 
     `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled
-    `sentence-transformers/all-MiniLM-L6-v2`. Raises ModelLoadError / UnsupportedModelError (both ValueError)
-    with a message that says what to do. Loaded models stay in memory within the bounds set by
-    `configure_model_cache` (default: one model).
+    `sentence-transformers/all-MiniLM-L6-v2`. Before anything is allocated, its config and weight files are
+    checked and its size compared with `max_bytes` (a deployment's limit; None: none) and the memory free;
+    after loading, every weight must have come from the checkpoint in its shape, and the tokenizer must be the
+    model's. Raises ModelLoadError / UnsupportedModelError (both ValueError) with one line that says what is
+    wrong and what to do. Loaded models stay in memory within the bounds set by `configure_model_cache`
+    (default: one model).
     """
-    return _cache.get(name_or_path)
+    return _cache.get(name_or_path, max_bytes)
 
 
 def configure_model_cache(*, max_models: int, memory_budget_bytes: int | None = None) -> None:
