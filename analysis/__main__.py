@@ -261,52 +261,75 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
 
 def _sweep(args: argparse.Namespace) -> list[Path]:
     from analysis.corpus.engine import SweepSettings
-    from analysis.corpus.texts import read_texts
     from analysis.devices import resolve_device
-    from analysis.model.capabilities import check_reference, check_stage, default_reference, demo_unavailable
-    from analysis.output.sweep import run_sweep
-    from analysis.scoring.geometry import check_rogue_k
+    from analysis.model.capabilities import default_reference
+    from analysis.model.loading import resolve_model
+    from analysis.output.sweep import open_sweep, recorded_reference
 
-    texts = read_texts(args.input, args.limit)
     device = resolve_device(args.device)
     if args.engine == "ray":
         from analysis.output import ray_engine  # Ray is optional: imported only when asked for
+
+        ray_engine.require_ray()
+    methods = tuple(dict.fromkeys(args.methods or ["cosine"]))
+    model = resolve_model(args.model).name
+    if args.reference is None:  # the model's default: the one the folder's sweep used, else ask the model
+        args.reference = recorded_reference(args.out) or default_reference(_load(args.model))
+    settings = SweepSettings(args.stage, args.reference, methods, args.rogue_k)
+    _say(f"reading {args.input} into {args.out}…")
+    sweep = open_sweep(
+        args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,
+        input_name=str(args.input),
+    )  # fmt: skip
+    try:
+        return _run_sweep(args, sweep, device, ray_engine if args.engine == "ray" else None)
+    finally:
+        sweep.close()
+
+
+def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:
+    from analysis.model.capabilities import check_reference, check_stage, demo_unavailable
+    from analysis.scoring.geometry import check_rogue_k
+
+    settings = sweep.settings
+    notes = "; ".join(sweep.notes)
+    _say(f"{sweep.sentences:,} texts from {args.input}" + (f" ({notes})" if notes else ""))
+    if not sweep.missing() and sweep.finished:
+        _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
+        return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
     encoder = _load(args.model)
     encoder.move_to(device)
-    reference = args.reference or default_reference(encoder)
-    settings = SweepSettings(args.stage, reference, tuple(dict.fromkeys(args.methods or ["cosine"])), args.rogue_k)
     check_stage(encoder, settings.stage)
-    check_reference(encoder, reference)
+    check_reference(encoder, settings.reference)
     if "original_demo" in settings.methods and (why := demo_unavailable(encoder)) is not None:
         raise ValueError(f"--method original_demo: {why}.")
-    check_rogue_k(args.rogue_k, encoder.hidden_size)
+    check_rogue_k(settings.rogue_k, encoder.hidden_size)
     runner = None
-    if args.engine == "ray":
+    if ray_engine is not None:
         runner = ray_engine.ray_shard_runner(
-            args.model, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
-            device=args.device, address=args.ray_address, actors=args.actors,
+            args.model, sweep, batch_tokens=args.batch_tokens, device=args.device, address=args.ray_address,
+            actors=args.actors,
         )  # fmt: skip
-    _say(
-        f"{len(texts.texts):,} texts ({texts.skipped_empty:,} empty skipped) from {args.input}; "
-        f"{encoder.name} on {device}"
-    )
+    _say(f"{encoder.name} on {device}: {len(sweep.missing()):,} of {sweep.shards:,} shards to compute")
     on_progress, close = _counter("sweep", "text")
     try:
-        report = run_sweep(
-            encoder, texts, args.out, settings, shard_size=args.shard_size, batch_tokens=args.batch_tokens,
-            input_name=str(args.input), engine=args.engine, run_shards=runner, on_progress=on_progress,
-        )  # fmt: skip
+        report = sweep.run(
+            encoder, batch_tokens=args.batch_tokens, engine=args.engine, run_shards=runner, on_progress=on_progress
+        )
     except KeyboardInterrupt:
         close()
         _say(f"stopped: run the same command again to continue from the first missing shard in {args.out}.")
         raise
     close()
-    if report.already_done:
-        _say(f"nothing to do: {args.out} already holds this finished sweep ({report.sentences:,} texts).")
     if report.truncated:
         _say(
             f"note: {len(report.truncated):,} texts were cut at the model's limit of {encoder.max_tokens} tokens "
             "(column truncated; their ids are in provenance.json)."
+        )
+    if report.unreadable:
+        _say(
+            f"note: {len(report.unreadable):,} texts have no token the model reads (only spaces, control or "
+            "zero-width characters) and were skipped; their ids are in provenance.json (unreadable_sentence_ids)."
         )
     return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
 

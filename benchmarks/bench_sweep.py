@@ -21,7 +21,6 @@ import torch
 from analysis.capture.forward import batch_stage_vectors
 from analysis.capture.tokens import length_batches, tokenize
 from analysis.corpus.engine import SweepSettings
-from analysis.corpus.texts import Texts
 from analysis.data import corpus_sentences
 from analysis.output.sweep import run_sweep
 from benchmarks.memory import PeakRss, rss_bytes
@@ -54,11 +53,14 @@ def main() -> None:
     texts = [shipped[i % len(shipped)] for i in range(args.sentences)]
     encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
-    run_sweep(encoder, Texts(texts[:8], 0, "warm-up"), Path(tempfile.mkdtemp()) / "warm", settings)
+    inputs = Path(tempfile.mkdtemp())
+    (inputs / "warm.txt").write_text("\n".join(texts[:8]) + "\n")
+    (inputs / "bench.txt").write_text("\n".join(texts) + "\n")
+    run_sweep(encoder, inputs / "warm.txt", inputs / "warm", settings)
     loaded = rss_bytes()
     with PeakRss() as memory, tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run_sweep(encoder, Texts(texts, 0, "bench"), Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
+        run_sweep(encoder, inputs / "bench.txt", Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
         ours = time.perf_counter() - start
     start = time.perf_counter()
     tokens = floor(encoder, texts)

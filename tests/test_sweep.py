@@ -17,7 +17,7 @@ from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import read_texts
 from analysis.data import corpus_sentences
 from analysis.definitions import ROW_COLUMNS
-from analysis.output.sweep import run_sweep, shard_path
+from analysis.output.sweep import open_sweep, run_sweep, shard_path, write_shard
 from analysis.report.original_demo import original_demo
 from analysis.report.spikes import token_spikes
 from analysis.report.wordclass import word_classes
@@ -78,7 +78,7 @@ def test_batched_rows_equal_analyze_on_each_text_alone(encoder, batch_tokens):
 
 
 def test_the_summary_is_the_verdicts_numbers(tmp_path, minilm):
-    report = run_sweep(minilm, read_texts(texts_file(tmp_path)), tmp_path / "out", SETTINGS, shard_size=3)
+    report = run_sweep(minilm, texts_file(tmp_path), tmp_path / "out", SETTINGS, shard_size=3)
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     for method in SETTINGS.methods:
         expected = shares_from_counts(spike_counts(pd.concat([spikes_alone(minilm, text, method) for text in TEXTS])))
@@ -106,8 +106,8 @@ def test_every_input_format_reads_the_same_texts(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("empty.txt", "\n \n", "holds no text to analyse (2 empty entries)"),
-        ("bad.jsonl", '{"text": "ok"}\n{not json', "Could not read the input"),
+        ("empty.txt", "\n \n", "holds no text to analyse (2 empty texts skipped)"),
+        ("bad.jsonl", '{"text": "ok"}\n{not json', "bad.jsonl, line 2: not valid JSON (Expecting property name"),
         ("no_column.csv", "sentence\nhello\n", "has no text column (columns: sentence)"),
         ("data.xlsx", "x", "is not a file type Token Trails reads"),
         ("latin1.txt", b"caf\xe9", "Could not read the input"),
@@ -124,22 +124,21 @@ def test_a_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, name, content
 
 
 def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, minilm):
-    texts, out = read_texts(texts_file(tmp_path)), tmp_path / "out"
+    path, out = texts_file(tmp_path), tmp_path / "out"
 
     def stop_after_first(shards, done):
-        chunk = texts.texts[:3]
-        from analysis.output.sweep import write_shard
-
-        write_shard(out, shards[0], batch_rows(minilm, chunk, [0, 1, 2], SETTINGS, 4096))
+        write_shard(out, shards[0], batch_rows(minilm, TEXTS[:3], [0, 1, 2], SETTINGS, 4096))
         done(shards[0], 3)
         (out / "rows" / ".shard-00001.parquet.tmp").write_bytes(b"half a file from a killed process")
         raise KeyboardInterrupt
 
+    sweep = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(minilm, texts, out, SETTINGS, shard_size=3, run_shards=stop_after_first)
+        sweep.run(minilm, run_shards=stop_after_first)
+    sweep.close()
     assert [p.name for p in sorted((out / "rows").glob("shard-*"))] == ["shard-00000.parquet"]
     first = shard_path(out, 0).stat()
-    report = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
+    report = run_sweep(minilm, path, out, SETTINGS, shard_size=3)
     assert report.written == [1, 2] and shard_path(out, 0).stat().st_mtime_ns == first.st_mtime_ns
     assert not list((out / "rows").glob(".*.tmp"))
     rows = pd.read_parquet(out / "rows")  # the whole dataset, every shard
@@ -147,22 +146,23 @@ def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, mi
     assert not rows.duplicated(keys).any()
     assert sorted(rows["sentence_id"].unique()) == list(range(7))
     assert len(rows) == len(SETTINGS.methods) * 6 * sum(len(minilm.tokenizer(t)["input_ids"]) for t in TEXTS)
-    again = run_sweep(minilm, texts, out, SETTINGS, shard_size=3)
+    again = run_sweep(minilm, path, out, SETTINGS, shard_size=3)
     assert again.already_done and again.written == []
     with pytest.raises(ValueError, match=r"holds a different sweep .*rogue_k: 3 there, 5 now"):
-        run_sweep(minilm, texts, out, SweepSettings("attn_residual", "position", SETTINGS.methods, 5), shard_size=3)
+        run_sweep(minilm, path, out, SweepSettings("attn_residual", "position", SETTINGS.methods, 5), shard_size=3)
+    assert not (out / ".lock").exists()
 
 
 def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="is not empty and holds no Token Trails sweep"):
-        run_sweep(minilm, read_texts(texts_file(tmp_path)), tmp_path, SETTINGS)
+        run_sweep(minilm, texts_file(tmp_path), tmp_path, SETTINGS)
 
 
 def test_over_long_texts_are_cut_and_flagged(tmp_path, tiny_roberta):
     long_text = " ".join(["flies like an arrow"] * 40)
-    texts = read_texts(texts_file(tmp_path, [TEXTS[0], long_text]))
-    report = run_sweep(tiny_roberta, texts, tmp_path / "out", SweepSettings("layer_output", "raw", ("cosine",), 3))
+    path = texts_file(tmp_path, [TEXTS[0], long_text])
+    report = run_sweep(tiny_roberta, path, tmp_path / "out", SweepSettings("layer_output", "raw", ("cosine",), 3))
     rows = pd.read_parquet(tmp_path / "out" / "rows")
     assert report.truncated == [1]
     assert rows.groupby("sentence_id")["truncated"].all().tolist() == [False, True]
@@ -177,7 +177,9 @@ def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp
             "--shard-size", "4", "--batch-tokens", "64", "--device", "auto", "--limit", "6"]  # fmt: skip
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
-    assert "6 texts (0 empty skipped)" in done.stderr and "on cpu" in done.stderr
+    from analysis.devices import resolve_device
+
+    assert f"6 texts from {path}\n" in done.stderr and f"on {resolve_device('auto')}: 2 of 2 shards" in done.stderr
     assert "\r" not in done.stderr  # not a terminal: progress as whole lines
     assert re.search(r"^sweep: 6 of 6 texts \(100%\), [\d.]+ texts/s$", done.stderr, re.M)
     assert sorted(p.name for p in (tmp_path / "out" / "rows").glob("shard-*")) == [
@@ -201,7 +203,7 @@ def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "ray" / "rows"), pd.read_parquet(tmp_path / "local" / "rows")
     )
-    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["engine"] == "ray"
+    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]["engine"] == "ray"
 
 
 def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path, monkeypatch):

@@ -30,14 +30,28 @@ class Tokens:
         return len(self.ids)
 
 
+PREFIX_CHARS_PER_TOKEN = 16
+"""A long text is tokenised from a prefix of this many characters per token the model reads (grown while too
+short), so a 20 MB line costs what its first tokens cost; its full count is taken in chunks."""
+COUNT_CHUNK_CHARS = 1 << 16
+
+
 def tokenize(encoder: EncoderModel, text: str) -> Tokens:
-    """Tokenise `text`, keeping at most `encoder.max_tokens` tokens and recording where it was cut."""
+    """Tokenise `text`, keeping at most `encoder.max_tokens` tokens and recording where it was cut. Raises
+    ValueError when the text has no token the model reads (only spaces or control characters, say)."""
     tokenizer = encoder.tokenizer
     limit = encoder.max_tokens
-    n_in_text = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
-    n_in_text += tokenizer.num_special_tokens_to_add()
+    specials = tokenizer.num_special_tokens_to_add()
+    window = PREFIX_CHARS_PER_TOKEN * limit
+    while True:
+        cut = len(text) > window
+        piece = text[: _space_before(text, window)] if cut else text
+        in_piece = _count(tokenizer, piece)
+        if not cut or in_piece + specials > limit:  # the piece holds every token kept, and the cut word is past them
+            break
+        window *= 4
     encoding = tokenizer(
-        text,
+        piece,
         truncation=True,
         max_length=limit,
         return_offsets_mapping=True,
@@ -50,6 +64,7 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
         raise ValueError(
             "The text has no tokens the model can read: type words, not only spaces or control characters."
         )
+    n_in_text = specials + (_count_in_chunks(tokenizer, text) if cut else in_piece)
     offsets = [tuple(o) for o in encoding["offset_mapping"]]
     truncated_at = (
         max(end for (_, end), s in zip(offsets, special, strict=True) if not s) if len(ids) < n_in_text else None
@@ -66,10 +81,45 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     )
 
 
+def _count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def _space_before(text: str, end: int) -> int:
+    """The last whitespace position at or before `end` (so a cut never splits a word), or `end` when the text has
+    none in its second half there."""
+    space = max(text.rfind(" ", end // 2, end + 1), text.rfind("\n", end // 2, end + 1))
+    return space if space > 0 else end
+
+
+def _count_in_chunks(tokenizer, text: str) -> int:
+    """The tokens of a long text (no special tokens), counted in chunks cut at whitespace: bounded memory."""
+    count, start = 0, 0
+    while start < len(text):
+        end = len(text) if len(text) - start <= COUNT_CHUNK_CHARS else _space_before(text, start + COUNT_CHUNK_CHARS)
+        end = end if end > start else start + COUNT_CHUNK_CHARS
+        count += _count(tokenizer, text[start:end])
+        start = end
+    return count
+
+
 def tokenize_all(encoder: EncoderModel, texts: list[str]) -> list[Tokens]:
     """Each text tokenised alone (`tokenize`), under the model's lock (its fast tokenizer is not re-entrant)."""
     with encoder.lock:
         return [tokenize(encoder, text) for text in texts]
+
+
+def tokenize_readable(encoder: EncoderModel, texts: list[str]) -> list[Tokens | None]:
+    """`tokenize_all`, with None for a text that has no token the model reads (skipped and counted by callers)."""
+    with encoder.lock:
+        return [_readable(encoder, text) for text in texts]
+
+
+def _readable(encoder: EncoderModel, text: str) -> Tokens | None:
+    try:
+        return tokenize(encoder, text)
+    except ValueError:
+        return None
 
 
 def length_batches(lengths: list[int], batch_tokens: int, square_tokens: int | None = None) -> list[list[int]]:

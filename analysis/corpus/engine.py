@@ -19,7 +19,7 @@ import torch
 
 from analysis.capture.demo import demo_taps, read_demo_vectors
 from analysis.capture.forward import read_stage, run_model, stage_taps
-from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_all
+from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
 from analysis.model.encoder import EncoderModel
 from analysis.report.spikes import spike_mask
@@ -54,8 +54,13 @@ def batch_rows(
 ) -> pd.DataFrame:
     """ROW_COLUMNS rows for `texts` (labelled `sentence_ids`), ordered by sentence, method, layer, position; only
     the tokens of the word `classes` given (default: every token: a token's rows depend on it alone, so leaving
-    others out changes none of them). `on_progress(done, total)` counts texts as their batches finish."""
-    tokens = tokenize_all(encoder, texts)
+    others out changes none of them). A text with no token the model reads has no rows (callers count the ids
+    missing from the rows). `on_progress(done, total)` counts texts as their batches finish."""
+    readable = [(text, tokens, i) for text, tokens, i in zip(texts, tokenize_readable(encoder, texts), sentence_ids,
+                                                             strict=True) if tokens is not None]  # fmt: skip
+    if not readable:
+        return pd.DataFrame({column: [] for column in ROW_COLUMNS})
+    texts, tokens, sentence_ids = (list(column) for column in zip(*readable, strict=True))
     square = _attention_budget(encoder) if "original_demo" in settings.methods else None
     frames = []
     done = 0

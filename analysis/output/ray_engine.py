@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.corpus.engine import SweepSettings, batch_rows
-from analysis.corpus.texts import Texts
 from analysis.devices import resolve_device
 from analysis.model.loading import load_model
-from analysis.output.sweep import ShardRunner, write_shard
+from analysis.output.sweep import ShardRunner, Sweep, spool_texts, write_shard
 
 PACKAGE = Path(__file__).resolve().parents[1]
 """The `analysis` package's folder, shipped to Ray's workers."""
@@ -39,20 +38,27 @@ class ShardWorker:
         self.batch_tokens = batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for shard, first, texts in zip(batch["shard"], batch["first"], batch["texts"], strict=True):
-            texts = [str(text) for text in texts]
+        for shard, first, offset, size in zip(batch["shard"], batch["first"], batch["offset"], batch["size"],
+                                              strict=True):  # fmt: skip
+            texts = spool_texts(self.out, int(offset), int(size))
             ids = list(range(int(first), int(first) + len(texts)))
             write_shard(self.out, int(shard), batch_rows(self.encoder, texts, ids, self.settings, self.batch_tokens))
-        return {"shard": batch["shard"], "sentences": np.array([len(t) for t in batch["texts"]])}
+        return {"shard": batch["shard"], "sentences": batch["size"]}
+
+
+def require_ray():
+    """The `ray` module, or a ValueError saying how to install it (checked before a sweep claims its folder)."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ValueError(INSTALL_HINT) from error
+    return ray
 
 
 def ray_shard_runner(
     model: str,
-    texts: Texts,
-    out: Path,
-    settings: SweepSettings,
+    sweep: Sweep,
     *,
-    shard_size: int,
     batch_tokens: int,
     device: str,
     address: str | None,
@@ -60,10 +66,7 @@ def ray_shard_runner(
 ) -> ShardRunner:
     """A `ShardRunner` that sends the shards to `actors` Ray actors, on a local Ray started here or on the
     cluster at `address`."""
-    try:
-        import ray
-    except ImportError as error:
-        raise ValueError(INSTALL_HINT) from error
+    ray = require_ray()
 
     def run(shards: list[int], done: Callable[[int, int], None]) -> None:
         environment = {name: os.environ[name] for name in _FORWARDED_ENVIRONMENT if name in os.environ}
@@ -77,16 +80,17 @@ def ray_shard_runner(
             runtime_env={"env_vars": environment, "py_modules": [str(PACKAGE)]},
         )
         items = [
-            {"shard": shard, "first": shard * shard_size, "texts": texts.texts[shard * shard_size :][:shard_size]}
+            {"shard": shard, "first": shard * sweep.shard_size, "offset": sweep.shard_offset(shard),
+             "size": len(sweep.shard_ids(shard))}
             for shard in shards
-        ]
+        ]  # fmt: skip
         ray.data.DataContext.get_current().enable_progress_bars = False
         results = ray.data.from_items(items).map_batches(
             ShardWorker,
             fn_constructor_kwargs={
                 "model": model,
-                "out": str(Path(out).resolve()),
-                "settings": {**asdict(settings), "methods": list(settings.methods)},
+                "out": str(sweep.out.resolve()),
+                "settings": {**asdict(sweep.settings), "methods": list(sweep.settings.methods)},
                 "batch_tokens": batch_tokens,
                 "device": device,
             },

@@ -1,12 +1,16 @@
 """`sweep`: the analysis over a whole corpus as a resumable batch job, writing a Parquet dataset.
 
-The texts are cut into shards of `shard_size` consecutive texts; each shard's rows (see `batch.ROW_COLUMNS`)
-go to `DIR/rows/shard-NNNNN.parquet`, written to a temporary name and renamed when complete, so a stopped
-sweep, run again with the same command, continues from the first missing shard and every (sentence, layer,
-position, method) is written exactly once. `sweep.json` records what the sweep is (model, settings,
-input); a folder holding another sweep is refused, never mixed. When every shard is there, `summary.csv`
-(spike shares per method, layer and word class with 95% Wilson intervals: the numbers `spike_verdict`
-gives on the same texts), its chart (`summary.png`, `summary.svg`) and `provenance.json` are written.
+`open_sweep` claims the folder DIR before any model is loaded: it takes DIR's lock (a second sweep into the
+same DIR is refused, naming the holder; a lock left by a killed run is recognised and taken over), refuses a
+DIR holding another sweep or anything else, and copies the input's texts into `DIR/texts.jsonl` as it hashes
+the input, so every shard reads exactly the bytes the recorded hash names, in bounded memory. `run` then cuts
+the texts into shards of `shard_size`; each shard's rows (`ROW_COLUMNS`) go to `DIR/rows/shard-NNNNN.parquet`,
+written to a temporary name, fsynced and renamed when complete, so a stopped sweep, run again with the same
+command, continues from the first missing shard and every (sentence, layer, position, method) is written
+exactly once. `sweep.json` records what the sweep is and every run's settings; `summary.csv` (spike shares
+per method, layer and word class with 95% Wilson intervals: the numbers `spike_verdict` gives on the same
+texts), its chart and `provenance.json` are written when every shard is there. Every JSON file is written
+like a shard: temporary name, fsync, rename, fsync of the folder.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -28,12 +35,28 @@ import transformers
 from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import SweepSettings, batch_rows
-from analysis.corpus.texts import Texts
+from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
 from analysis.definitions import ROW_COLUMNS
 from analysis.model.encoder import EncoderModel
 from analysis.version import __version__
 
 MANIFEST = "sweep.json"
+LOCK = ".lock"
+SPOOL = "texts.jsonl"
+"""The sweep's texts, one JSON string per line, copied from the input as it was hashed."""
+ROWS = "rows"
+"""The dataset's folder inside DIR: `pd.read_parquet(DIR / "rows")` reads every shard."""
+ROW_SCHEMA = pa.schema(
+    [
+        ("sentence_id", pa.int64()), ("layer", pa.int64()), ("position", pa.int64()), ("token", pa.large_string()),
+        ("token_id", pa.int64()), ("word_class", pa.large_string()), ("special", pa.bool_()),
+        ("method", pa.large_string()), ("cosine", pa.float64()), ("rank", pa.int64()), ("spike", pa.bool_()),
+        ("truncated", pa.bool_()),
+    ]
+)  # fmt: skip
+assert ROW_SCHEMA.names == list(ROW_COLUMNS)
+IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "shard_size", "limit")
+"""What a sweep is, known before its model loads; the input's hash and the model's revision complete it."""
 
 
 @dataclass(frozen=True)
@@ -46,61 +69,155 @@ class SweepReport:
     already_done: bool  # the folder held the finished sweep: nothing was computed
     sentences: int
     truncated: list[int]  # sentence ids cut at the model's length limit (every shard, this run or before)
-
-
-ROWS = "rows"
-"""The dataset's folder inside DIR: `pd.read_parquet(DIR / "rows")` reads every shard."""
+    unreadable: list[int] = field(default_factory=list)  # sentence ids with no token the model reads
+    notes: list[str] = field(default_factory=list)  # what reading the input skipped
 
 
 def shard_path(out: Path, shard: int) -> Path:
     return out / ROWS / f"shard-{shard:05d}.parquet"
 
 
-def identity(encoder: EncoderModel, texts: Texts, settings: SweepSettings, shard_size: int) -> dict:
-    """What a folder's sweep is: a run with another identity must not add to it."""
-    return {
-        "model": encoder.name,
-        "revision": encoder.revision,
-        **asdict(settings),
-        "methods": list(settings.methods),
-        "input_sha256": texts.sha256,
-        "sentences": len(texts.texts),
-        "shard_size": shard_size,
-    }
+def _fsync_folder(folder: Path) -> None:
+    if os.name == "posix":  # a folder cannot be opened for fsync on Windows
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
-def _claim(out: Path, wanted: dict) -> None:
-    """Create `out` for this sweep, or check that it already holds this very sweep."""
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        found = json.loads(manifest.read_text())
-        differing = sorted(key for key in wanted if found.get(key) != wanted[key])
-        if differing:
-            details = "; ".join(f"{key}: {found.get(key)!r} there, {wanted[key]!r} now" for key in differing)
-            raise ValueError(
-                f"{out} holds a different sweep ({details}). Use another --out folder, or the same settings to "
-                "continue it."
-            )
-        return
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
-    (out / ROWS).mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(wanted, indent=2) + "\n")
+def _replace_durably(temporary: Path, final: Path) -> None:
+    """Rename a complete, fsynced file into place and make the rename itself durable."""
+    os.replace(temporary, final)
+    _fsync_folder(final.parent)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` to `path` so that a crash or a full disk leaves the old file or the new one, never a part."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        file.write(json.dumps(data, indent=2) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    _replace_durably(temporary, path)
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file of the sweep folder; a damaged one is refused, naming it."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is damaged ({type(error).__name__}): delete it (and the folder's summary files) and run the "
+            "same command again; the finished shards are kept." if path.name != MANIFEST else
+            f"{path} is damaged ({type(error).__name__}), so what this folder holds is unknown: use a new --out folder."
+        ) from error  # fmt: skip
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} is damaged (not a JSON object): use a new --out folder.")
+    return found
 
 
 def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
-    """Write a shard under a temporary name, then rename it into place (atomic on one file system)."""
+    """Write a shard under a temporary name, fsync it, then rename it into place (atomic on one file system)."""
     final = shard_path(out, shard)
     temporary = final.with_name(f".{final.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(rows[list(ROW_COLUMNS)], preserve_index=False), temporary)
-    os.replace(temporary, final)
+    table = pa.Table.from_pandas(rows[list(ROW_COLUMNS)], schema=ROW_SCHEMA, preserve_index=False)
+    with temporary.open("wb") as file:
+        pq.write_table(table, file)
+        file.flush()
+        os.fsync(file.fileno())
+    _replace_durably(temporary, final)
 
 
-def shard_texts(texts: Texts, shard_size: int, shard: int) -> tuple[list[str], list[int]]:
-    """The texts of one shard and their sentence ids."""
-    first = shard * shard_size
-    chunk = texts.texts[first : first + shard_size]
-    return chunk, list(range(first, first + len(chunk)))
+class FolderLock:
+    """`DIR/.lock`: who runs a sweep into DIR now. Created exclusively; a lock whose process is gone (same host)
+    is stale and taken over; released on `release()`."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    raise ValueError(self._held_message()) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            except PermissionError as error:
+                message = f"Cannot write to {self.path.parent}: {error.strerror}; pick a writable --out folder."
+                raise ValueError(message) from None
+            with os.fdopen(descriptor, "w") as file:
+                file.write(json.dumps(holder) + "\n")
+            self.held = True
+            return
+        raise ValueError(self._held_message())
+
+    def _holder(self) -> dict:
+        try:
+            found = json.loads(self.path.read_text(encoding="utf-8"))
+            return found if isinstance(found, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self) -> bool:
+        holder = self._holder()
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            return not holder  # another host's lock cannot be checked from here; an unreadable one is a crash's
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # the process exists, run by someone else
+            return False
+        return False
+
+    def _held_message(self) -> str:
+        holder = self._holder()
+        who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+        return (
+            f"{self.path.parent} is in use by another sweep ({who}): wait for it to finish, or, if that process is "
+            f"gone, delete {self.path}."
+        )
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _spool(out: Path, input_path: Path, limit: int | None) -> tuple[int, CorpusCount, list[int]]:
+    """Copy the input's texts (at most `limit`) into DIR/texts.jsonl while hashing the input: (how many, what
+    was skipped, the byte offset of every text in the spool)."""
+    temporary = out / f".{SPOOL}.tmp"
+    offsets: list[int] = []
+    counted: list[CorpusCount] = []
+
+    def write(texts: Iterator[str], count: CorpusCount) -> None:
+        with temporary.open("wb") as spool:
+            for text in islice(texts, limit):
+                offsets.append(spool.tell())
+                spool.write(json.dumps(text, ensure_ascii=False).encode("utf-8") + b"\n")
+            spool.flush()
+            os.fsync(spool.fileno())
+        counted.append(count)
+
+    read_corpus(input_path, write, folder=out)
+    if not offsets:
+        temporary.unlink(missing_ok=True)
+        raise no_texts_error(input_path, counted[0])
+    _replace_durably(temporary, out / SPOOL)
+    return len(offsets), counted[0], offsets
+
+
+def spool_texts(out: Path, offset: int, count: int) -> list[str]:
+    """`count` texts of DIR/texts.jsonl from byte `offset` (where a shard starts)."""
+    with (out / SPOOL).open("rb") as spool:
+        spool.seek(offset)
+        return [json.loads(line) for line in islice(spool, count)]
 
 
 ShardRunner = Callable[[list[int], Callable[[int, int], None]], None]
@@ -108,88 +225,259 @@ ShardRunner = Callable[[list[int], Callable[[int, int], None]], None]
 as each is written."""
 
 
+@dataclass
+class Sweep:
+    """A claimed sweep folder (its lock held), its texts spooled: ready to compute with a model."""
+
+    out: Path
+    manifest: dict  # what sweep.json holds
+    lock: FolderLock
+
+    @property
+    def sentences(self) -> int:
+        return self.manifest["sentences"]
+
+    @property
+    def shard_size(self) -> int:
+        return self.manifest["shard_size"]
+
+    @property
+    def shards(self) -> int:
+        return math.ceil(self.sentences / self.shard_size)
+
+    def shard_offset(self, shard: int) -> int:
+        return self.manifest["shard_offsets"][shard]
+
+    def shard_ids(self, shard: int) -> range:
+        """The sentence ids of one shard."""
+        first = shard * self.shard_size
+        return range(first, min(first + self.shard_size, self.sentences))
+
+    def shard_texts(self, shard: int) -> tuple[list[str], list[int]]:
+        """The texts of one shard and their sentence ids."""
+        ids = self.shard_ids(shard)
+        return spool_texts(self.out, self.shard_offset(shard), len(ids)), list(ids)
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading the input skipped, as sentences."""
+        return CorpusCount(**self.manifest["skipped"]).notes()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the summary and provenance of every shard are written."""
+        return (self.out / "summary.csv").is_file() and (self.out / "provenance.json").is_file()
+
+    def missing(self) -> list[int]:
+        return [shard for shard in range(self.shards) if not shard_path(self.out, shard).exists()]
+
+    def run(
+        self,
+        encoder: EncoderModel,
+        *,
+        batch_tokens: int = 4096,
+        engine: str = "local",
+        run_shards: ShardRunner | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> SweepReport:
+        """Compute the missing shards with `encoder` (here, or by `run_shards(shards, done)`), then the summary
+        and provenance; `on_progress(done, total)` counts sentences."""
+        self._check_model(encoder)
+        for stale in (self.out / ROWS).glob(".shard-*.parquet.tmp"):  # left by a killed run: recomputed below
+            stale.unlink()
+        missing, notes = self.missing(), self.notes
+        if not missing and self.finished:
+            provenance = read_json(self.out / "provenance.json")
+            return SweepReport(
+                self.out, self.shards, [], True, self.sentences, provenance["truncated_sentence_ids"],
+                provenance.get("unreadable_sentence_ids", []), notes,
+            )  # fmt: skip
+        run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "engine": engine,
+               "device": str(encoder.device), "batch_tokens": batch_tokens, "shards_written": 0}  # fmt: skip
+        self.manifest["runs"].append(run)
+        write_json(self.out / MANIFEST, self.manifest)
+        done_sentences = self.sentences - sum(len(self.shard_ids(shard)) for shard in missing)
+        written: list[int] = []
+
+        def done(shard: int, sentences: int) -> None:
+            nonlocal done_sentences
+            written.append(shard)
+            done_sentences += sentences
+            if on_progress:
+                on_progress(done_sentences, self.sentences)
+
+        if on_progress:
+            on_progress(done_sentences, self.sentences)
+        started = time.perf_counter()
+        try:
+            if run_shards is None:
+                settings = self.settings
+                for shard in missing:
+                    texts, ids = self.shard_texts(shard)
+                    write_shard(self.out, shard, batch_rows(encoder, texts, ids, settings, batch_tokens))
+                    done(shard, len(texts))
+            else:
+                run_shards(missing, done)
+        finally:
+            run["shards_written"] = len(written)
+            run["seconds"] = round(time.perf_counter() - started, 3)
+            write_json(self.out / MANIFEST, self.manifest)
+        truncated, unreadable, tokens = self._finish()
+        run["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        write_json(self.out / MANIFEST, self.manifest)
+        provenance = {
+            **{key: value for key, value in self.manifest.items() if key != "shard_offsets"},
+            "skipped_empty": self.manifest["skipped"]["skipped_empty"],
+            "truncated_sentence_ids": truncated,
+            "unreadable_sentence_ids": unreadable,
+            "tokens": tokens,
+            "shards": self.shards,
+            "columns": ROW_COLUMNS,
+            "analysis_version": __version__,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+            "pyarrow_version": pa.__version__,
+        }
+        write_json(self.out / "provenance.json", provenance)
+        return SweepReport(self.out, self.shards, written, False, self.sentences, truncated, unreadable, notes)
+
+    @property
+    def settings(self) -> SweepSettings:
+        found = self.manifest
+        return SweepSettings(found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"])
+
+    def _check_model(self, encoder: EncoderModel) -> None:
+        """The model's revision completes the identity on the first run; later runs must load the same one."""
+        recorded = self.manifest.get("revision", "unknown")
+        if recorded == "unknown":
+            self.manifest["revision"] = encoder.revision
+            write_json(self.out / MANIFEST, self.manifest)
+        elif recorded != encoder.revision:
+            raise ValueError(
+                f"{self.out} holds a sweep of {encoder.name} at revision {recorded}, but revision {encoder.revision} "
+                "is loaded now: use another --out folder."
+            )
+
+    def _finish(self) -> tuple[list[int], list[int], int]:
+        """summary.csv and its chart from every shard, one shard in memory at a time; the ids of the texts cut at
+        the length limit and of those with no readable token, and the number of tokens analysed."""
+        columns = ["sentence_id", "method", "layer", "word_class", "spike", "truncated"]
+        counts, truncated, unreadable, tokens = [], set(), [], 0
+        for shard in range(self.shards):
+            rows = pd.read_parquet(shard_path(self.out, shard), columns=columns)
+            counts.append(spike_counts(rows, by=["method"]))
+            truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
+            first = rows["method"].iat[0] if len(rows) else None
+            tokens += int(((rows["method"] == first) & (rows["layer"] == 0)).sum())
+            present = set(rows["sentence_id"].unique().tolist())
+            unreadable += [i for i in self.shard_ids(shard) if i not in present]
+        summary = method_shares(pd.concat(counts))
+        summary.to_csv(self.out / "summary.csv", index=False)
+        figure = verdict_chart(summary)
+        figure.save(self.out / "summary.png")
+        figure.save(self.out / "summary.svg")
+        return sorted(truncated), unreadable, tokens
+
+    def close(self) -> None:
+        self.lock.release()
+
+
+def open_sweep(
+    out: Path,
+    input_path: Path,
+    *,
+    model: str,
+    settings: SweepSettings,
+    shard_size: int = 1000,
+    limit: int | None = None,
+    input_name: str = "",
+) -> Sweep:
+    """Claim `out` for this sweep before any model loads: lock it, check that it holds this very sweep (its
+    settings, then its input's hash) or nothing, and spool the input's texts on a first run. Raises ValueError
+    naming what differs, who holds the lock, or which file is damaged."""
+    out, input_path = Path(out), Path(input_path).expanduser()
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Cannot create {out}: {error.strerror}; pick a writable --out folder.") from None
+    wanted = {"model": model, **asdict(settings), "methods": list(settings.methods), "shard_size": shard_size,
+              "limit": limit}  # fmt: skip
+    lock = FolderLock(out)
+    lock.acquire()
+    try:
+        manifest = _claimed(out, input_path, wanted) or _first_claim(out, input_path, wanted, input_name)
+        (out / ROWS).mkdir(exist_ok=True)
+    except BaseException:
+        lock.release()
+        if created:  # a folder this call made holds nothing worth keeping
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return Sweep(out, manifest, lock)
+
+
+def recorded_reference(out: Path) -> str | None:
+    """The reference of the sweep `out` holds, if it holds one (what a rerun without --reference continues)."""
+    manifest = Path(out) / MANIFEST
+    return read_json(manifest).get("reference") if manifest.is_file() else None
+
+
+def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
+    """The manifest of the sweep `out` already holds, checked against this one; None for a new folder."""
+    if not (out / MANIFEST).is_file():
+        if any(path.name != LOCK for path in out.iterdir()):
+            raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
+        return None
+    found = read_json(out / MANIFEST)
+    differing = [key for key in IDENTITY_KEYS if found.get(key) != wanted[key]]
+    if differing:
+        details = "; ".join(f"{key}: {found.get(key)!r} there, {wanted[key]!r} now" for key in differing)
+        raise ValueError(
+            f"{out} holds a different sweep ({details}). Use another --out folder, or the same settings to continue it."
+        )
+    if not input_path.is_file():
+        raise ValueError(f"No input file at {str(input_path)!r}.")
+    if file_sha256(input_path) != found["input_sha256"]:
+        raise ValueError(
+            f"{out} holds a sweep of another input (SHA-256 {found['input_sha256'][:12]}…; {input_path} is not that "
+            "file now): use another --out folder, or the original input to continue it."
+        )
+    if not (out / SPOOL).is_file():
+        raise ValueError(f"{out / SPOOL} is missing, so the sweep's texts are unknown: use a new --out folder.")
+    return found
+
+
+def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> dict:
+    sentences, count, offsets = _spool(out, input_path, wanted["limit"])
+    manifest = {
+        **wanted,
+        "revision": "unknown",
+        "input": input_name or str(input_path),
+        "input_sha256": count.sha256,
+        "sentences": sentences,
+        "skipped": {key: value for key, value in asdict(count).items() if key != "sha256"},
+        "shard_offsets": offsets[:: wanted["shard_size"]],
+        "runs": [],
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
 def run_sweep(
     encoder: EncoderModel,
-    texts: Texts,
+    input_path: Path,
     out: Path,
     settings: SweepSettings,
     *,
     shard_size: int = 1000,
+    limit: int | None = None,
     batch_tokens: int = 4096,
-    input_name: str = "",
-    engine: str = "local",
-    run_shards: ShardRunner | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SweepReport:
-    """Run (or continue) the sweep of `texts` into `out`. `run_shards(shards, done)` computes and writes the given
-    shards, calling `done(shard, sentences)` after each (default: here, one after another); `on_progress(done,
-    total)` counts sentences."""
-    out = Path(out)
-    wanted = identity(encoder, texts, settings, shard_size)
-    _claim(out, wanted)
-    for stale in (out / ROWS).glob(".shard-*.parquet.tmp"):  # left by a killed run: recomputed below
-        stale.unlink()
-    n_shards = math.ceil(len(texts.texts) / shard_size)
-    missing = [shard for shard in range(n_shards) if not shard_path(out, shard).exists()]
-    finished = (out / "summary.csv").is_file() and (out / "provenance.json").is_file()
-    if not missing and finished:
-        provenance = json.loads((out / "provenance.json").read_text())
-        return SweepReport(out, n_shards, [], True, len(texts.texts), provenance["truncated_sentence_ids"])
-    done_sentences = len(texts.texts) - sum(len(shard_texts(texts, shard_size, s)[0]) for s in missing)
-    written: list[int] = []
-
-    def done(shard: int, sentences: int) -> None:
-        nonlocal done_sentences
-        written.append(shard)
-        done_sentences += sentences
-        if on_progress:
-            on_progress(done_sentences, len(texts.texts))
-
-    if on_progress:
-        on_progress(done_sentences, len(texts.texts))
-    started = time.perf_counter()
-    if run_shards is None:
-        for shard in missing:
-            chunk, ids = shard_texts(texts, shard_size, shard)
-            write_shard(out, shard, batch_rows(encoder, chunk, ids, settings, batch_tokens))
-            done(shard, len(chunk))
-    else:
-        run_shards(missing, done)
-    truncated, tokens = _finish(out, n_shards)
-    provenance = {
-        **wanted,
-        "input": input_name,
-        "skipped_empty": texts.skipped_empty,
-        "truncated_sentence_ids": truncated,
-        "tokens": tokens,
-        "shards": n_shards,
-        "engine": engine,
-        "device": str(encoder.device),
-        "batch_tokens": batch_tokens,
-        "seconds_this_run": time.perf_counter() - started,
-        "columns": ROW_COLUMNS,
-        "analysis_version": __version__,
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "pyarrow_version": pa.__version__,
-    }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    return SweepReport(out, n_shards, written, False, len(texts.texts), truncated)
-
-
-def _finish(out: Path, n_shards: int) -> tuple[list[int], int]:
-    """summary.csv and its chart from every shard, one shard in memory at a time; the ids of the texts cut at
-    the length limit, and the number of tokens analysed."""
-    columns = ["sentence_id", "method", "layer", "word_class", "spike", "truncated"]
-    counts, truncated, tokens = [], set(), 0
-    for shard in range(n_shards):
-        rows = pd.read_parquet(shard_path(out, shard), columns=columns)
-        counts.append(spike_counts(rows, by=["method"]))
-        truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
-        tokens += int(((rows["method"] == rows["method"].iat[0]) & (rows["layer"] == 0)).sum())
-    summary = method_shares(pd.concat(counts))
-    summary.to_csv(out / "summary.csv", index=False)
-    figure = verdict_chart(summary)
-    figure.save(out / "summary.png")
-    figure.save(out / "summary.svg")
-    return sorted(truncated), tokens
+    """Open (`open_sweep`) and run (`Sweep.run`) the sweep of the corpus file `input_path` into `out` here, with
+    the lock released at the end: the whole sweep in one call, for scripts."""
+    sweep = open_sweep(out, input_path, model=encoder.name, settings=settings, shard_size=shard_size, limit=limit)
+    try:
+        return sweep.run(encoder, batch_tokens=batch_tokens, on_progress=on_progress)
+    finally:
+        sweep.close()
