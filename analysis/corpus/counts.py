@@ -70,6 +70,11 @@ def corpus_counts(
     """Spikes and tokens per method, layer and word class over `texts`, from the counting engine
     (`analysis.batch`), for the word `classes` given (default all). `on_progress(done, total)` counts texts."""
     rows = batch_rows(encoder, texts, list(range(len(texts))), settings, batch_tokens, on_progress, classes)
+    if rows.empty:
+        raise ValueError(
+            f"None of the {len(texts):,} texts has a token {encoder.name} reads (only spaces, control or zero-width "
+            "characters)."
+        )
     return spike_counts(rows, by=["method"])
 
 

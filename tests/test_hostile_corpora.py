@@ -1,0 +1,173 @@
+"""Hostile corpora and folders for `sweep`: unreadable texts are skipped and listed, never a stuck shard;
+manifests survive a full disk; one sweep per folder at a time, with stale locks recognised; the analysed texts
+are the bytes hashed; odd rows are named; refusals come before the model loads; every run is recorded."""
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.__main__ import main
+from analysis.capture.tokens import tokenize
+from analysis.corpus import texts as texts_module
+from analysis.corpus.engine import SweepSettings
+from analysis.corpus.texts import read_texts
+from analysis.model import loading
+from analysis.output import sweep as sweep_module
+from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, run_sweep, write_json
+from tests.test_sweep import TEXTS, texts_file
+
+SETTINGS = SweepSettings("attn_residual", "position", ("cosine",), 3)
+UNREADABLE = ["\u200b\u200b\u200b", "\x01\x02\x03"]  # only zero-width spaces; only control characters
+
+
+def sweep_args(path: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out", str(out), "--reference",
+            "position", "--shard-size", "3", *extra]  # fmt: skip
+
+
+def test_texts_with_no_readable_token_are_skipped_counted_and_listed(tmp_path, minilm, capsys):
+    path = tmp_path / "texts.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in [TEXTS[0], *UNREADABLE, TEXTS[1]]) + "\n")
+    assert main(sweep_args(path, tmp_path / "out")) == 0
+    said = capsys.readouterr().err
+    assert "note: 2 texts have no token the model reads" in said
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["unreadable_sentence_ids"] == [1, 2] and provenance["sentences"] == 4
+    rows = pd.read_parquet(tmp_path / "out" / "rows")
+    assert sorted(rows["sentence_id"].unique()) == [0, 3]
+
+
+def test_manifests_survive_a_full_disk_and_a_damaged_one_is_named(tmp_path, minilm, monkeypatch):
+    out = tmp_path / "out"
+    run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3)
+    before = (out / MANIFEST).read_text()
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sweep_module.os, "fsync", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            write_json(out / MANIFEST, {"anything": 1})
+    assert (out / MANIFEST).read_text() == before  # the old file, whole
+    assert run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3).already_done
+    (out / MANIFEST).write_bytes(b"")  # what an in-place write on a full disk left before
+    with pytest.raises(ValueError, match=rf"{MANIFEST} is damaged \(JSONDecodeError\), so what this folder holds"):
+        run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3)
+    (out / MANIFEST).write_text(before)
+    (out / "provenance.json").write_text("{half")
+    with pytest.raises(ValueError, match=r"provenance.json is damaged \(JSONDecodeError\): delete it"):
+        run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3)
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path, minilm):
+    out, path = tmp_path / "out", texts_file(tmp_path)
+    holder = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+    with pytest.raises(ValueError, match=rf"is in use by another sweep \(process {os.getpid()} on .*delete"):
+        open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+    holder.close()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = {"pid": int(gone.stdout), "host": os.uname().nodename, "started": "earlier"}
+    (out / ".lock").write_text(json.dumps(lock))  # a killed run's lock: its process is gone
+    report = run_sweep(minilm, path, out, SETTINGS, shard_size=3)
+    assert report.written == [0, 1, 2] and not (out / ".lock").exists()
+    (out / ".lock").write_text('{"pid": ')  # a lock cut short by a crash while it was written
+    assert run_sweep(minilm, path, out, SETTINGS, shard_size=3).already_done
+
+
+def test_the_texts_analysed_are_the_bytes_hashed_even_if_the_input_is_replaced(tmp_path, minilm, monkeypatch):
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    original = path.read_bytes()
+    copy = texts_module.hashing_copy
+
+    def copy_then_replace(source, target):
+        digest = copy(source, target)
+        source.write_text("A different corpus.\n")  # replaced once read
+        return digest
+
+    monkeypatch.setattr(texts_module, "hashing_copy", copy_then_replace)
+    sweep = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+    sweep.close()
+    assert sweep.manifest["input_sha256"] == hashlib.sha256(original).hexdigest()
+    spooled = [json.loads(line) for line in (out / SPOOL).read_text().splitlines()]
+    assert spooled == TEXTS
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="holds a sweep of another input"):
+        open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+
+
+def test_odd_rows_are_named_by_line_and_row(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([json.dumps({"text": t}) for t in TEXTS[:50]] + ["{oops"]))
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 8: not valid JSON \(Expecting property name"):
+        read_texts(bad)
+    odd = tmp_path / "odd.jsonl"
+    values = ["A text.", 123, None, ["a", "list"], "", "Another text.", True]
+    odd.write_text("\n".join(json.dumps({"text": value}) for value in values))
+    found = read_texts(odd)
+    assert found.texts == ["A text.", "Another text."]
+    assert found.described("odd.jsonl") == (
+        "2 texts of odd.jsonl (1 empty text skipped; 4 rows whose text is not a string skipped (line 2 (a number), "
+        "line 3 (null), line 4 (a list or object), line 7 (true/false)))"
+    )
+
+
+def test_refusals_and_unwritable_folders_come_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    assert main(sweep_args(path, out, "--limit", "3")) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(sweep_args(path, out, "--limit", "3", "--rogue-k", "5")) == 1
+    assert "holds a different sweep (rogue_k: 3 there, 5 now)" in capsys.readouterr().err
+    assert main(sweep_args(path, out, "--limit", "3")) == 0  # finished: nothing to do, no model
+    assert "nothing to do" in capsys.readouterr().err
+    real_open = os.open
+
+    def read_only(file, flags, *args):
+        if str(file).endswith(".lock") and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(file, flags, *args)
+
+    monkeypatch.setattr(sweep_module.os, "open", read_only)
+    assert main(sweep_args(path, out)) == 1
+    assert "Cannot write to" in capsys.readouterr().err
+
+
+def test_every_runs_settings_are_recorded(tmp_path, minilm):
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    first = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+
+    def stop(shards, done):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.run(minilm, batch_tokens=64, run_shards=stop)
+    first.close()
+    run_sweep(minilm, path, out, SETTINGS, shard_size=3, batch_tokens=512)
+    runs = json.loads((out / "provenance.json").read_text())["runs"]
+    assert [(run["batch_tokens"], run["shards_written"], run["finished"] is None) for run in runs] == [
+        (64, 0, True),
+        (512, 3, False),
+    ]
+
+
+@pytest.mark.parametrize("filler", [" ", "\n", ""])
+def test_a_long_text_is_cut_before_tokenising_with_the_same_tokens(encoder, filler):
+    """A text far past the model's limit is tokenised from a prefix: the same ids, offsets and count as the whole
+    text tokenised at once (with no whitespace at all, too)."""
+    words = ("flies like an arrow" + filler) * (encoder.max_tokens * 8)
+    mine = tokenize(encoder, words)
+    whole = encoder.tokenizer(words, truncation=True, max_length=encoder.max_tokens, return_offsets_mapping=True)
+    assert mine.ids == whole["input_ids"] and mine.offsets == [tuple(o) for o in whole["offset_mapping"]]
+    full_count = len(encoder.tokenizer(words)["input_ids"])
+    assert mine.n_tokens_in_text == full_count and mine.truncated
+    assert len(words) > 16 * encoder.max_tokens  # the prefix path was taken
+    assert analysis.analyze(encoder, words, top_k=1, overlap_n=1).n_tokens_in_text == full_count
