@@ -16,7 +16,7 @@ import time
 import torch
 
 import analysis
-from analysis.capture.forward import stage_vectors
+from analysis.capture.trace import trace
 from analysis.definitions import SEED_SENTENCE
 from analysis.scoring.references import vocabulary_scorer
 from benchmarks.memory import long_text_growth
@@ -35,7 +35,8 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 
 def naive_ranks(encoder, text: str) -> torch.Tensor:
     """The original demo's algorithm (with correct references): `[layers, tokens]` 1-based ranks."""
-    tokens, vectors = stage_vectors(encoder, text, "attn_residual")
+    run = trace(encoder, text, ["attn_residual"])
+    tokens, vectors = run.tokens[0], run.stage("attn_residual")
     scorer = vocabulary_scorer(encoder, "position")
     vocab = torch.arange(encoder.vocab_size)
     ranks = torch.zeros(vectors.shape[:2], dtype=torch.long)
@@ -51,7 +52,7 @@ def naive_ranks(encoder, text: str) -> torch.Tensor:
 
 def floor(encoder, text: str) -> None:
     """One forward pass plus one `[rows, hidden] x [hidden, vocab]` product: no method can do less."""
-    _, vectors = stage_vectors(encoder, text, "attn_residual")
+    vectors = trace(encoder, text, ["attn_residual"]).stage("attn_residual")
     with torch.inference_mode():
         vectors.reshape(-1, vectors.shape[-1]) @ encoder.structure.embeddings.word.weight.T
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.capture.forward import batch_stage_vectors
 from analysis.capture.tokens import length_batches, tokenize
+from analysis.capture.trace import trace_tokens
 from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
 from analysis.output.sweep import run_sweep
@@ -36,7 +36,8 @@ def floor(encoder, texts: list[str]) -> int:
     word = encoder.structure.embeddings.word.weight
     n = 0
     for batch in length_batches([len(t) for t in tokens], BATCH_TOKENS):
-        vectors = torch.cat(batch_stage_vectors(encoder, [tokens[i] for i in batch], "attn_residual"), dim=1)
+        run = trace_tokens(encoder, [texts[i] for i in batch], [tokens[i] for i in batch], ["attn_residual"])
+        vectors = torch.cat([run.stage("attn_residual", row) for row in range(len(batch))], dim=1)
         with torch.inference_mode():
             rows = vectors.reshape(-1, vectors.shape[-1])
             for start in range(0, len(rows), 256):  # 256 rows x vocab: the sweep's score blocks are as large

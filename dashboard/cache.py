@@ -13,6 +13,7 @@ from huggingface_hub import constants as hub_constants
 
 import analysis
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
+from analysis.capture.trace import EXTRAS, Extra, Trace, available_points, trace
 from analysis.devices import resolve_device
 from analysis.model.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.scoring.references import own_references
@@ -47,6 +48,16 @@ def checked_size(model: str, max_bytes: int) -> None:
     check_model_size(model, max_bytes)
 
 
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner=False)
+def cached_trace(model: str, text: str, extras: tuple[Extra, ...] = ()) -> Trace:
+    """The one forward pass over `text` that every analysis of it on a page reads: every stage the model has at
+    every layer, plus `extras` (the deep dive's attention weights and head contexts, for its head decomposition
+    and the original demo). Bounded: 512 tokens of roberta-large hold ~200 MB of stages, ~0.4 GB more with
+    attention weights."""
+    encoder = loaded_encoder(model, interactive=False)
+    return trace(encoder, text, available_points(encoder, extras))
+
+
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_analysis(
     model: str,
@@ -57,13 +68,15 @@ def cached_analysis(
     rogue_k: int,
     top_k: int,
     overlap_n: int,
+    extras: tuple[Extra, ...] = (),
 ) -> analysis.AnalysisResult:
-    """The analysis of one text; keyed on everything that changes it (highlighting and page do not).
+    """The analysis of one text, read from its trace (`extras` says which: the deep dive's, or the plain one);
+    keyed on everything that changes it (highlighting and page do not).
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
     return analysis.analyze(
         loaded_encoder(model, interactive=False),
-        text,
+        cached_trace(model, text, extras),
         stage=stage,
         reference=reference,
         geometry=geometry,
@@ -79,8 +92,10 @@ def cached_capabilities(model: str) -> analysis.Capabilities:
     return analysis.capabilities(loaded_encoder(model, interactive=False))
 
 
-def view_analysis(view: View, **overrides) -> analysis.AnalysisResult:
-    """`cached_analysis` of the view's settings, with `overrides` (model, stage, …) where a page needs others."""
+def view_analysis(view: View, extras: tuple[Extra, ...] = (), **overrides) -> analysis.AnalysisResult:
+    """`cached_analysis` of the view's settings, with `overrides` (model, stage, …) where a page needs others,
+    read from the trace with `extras` (a page asks for the ones its other sections read, so it runs the model
+    once)."""
     settings_ = {
         "model": view.model,
         "text": view.text,
@@ -91,7 +106,7 @@ def view_analysis(view: View, **overrides) -> analysis.AnalysisResult:
         "top_k": view.top_k,
         "overlap_n": view.overlap_n,
     }
-    return cached_analysis(**{**settings_, **overrides})
+    return cached_analysis(**{**settings_, **overrides}, extras=extras)
 
 
 def ensure_downloaded(model: str) -> None:
@@ -138,11 +153,11 @@ def cached_heads(
 ) -> tuple[HeadDecomposition, HeadAttribution]:
     """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
     encoder = loaded_encoder(model, interactive=False)
-    parts = decompose_heads(encoder, text, layer)
+    parts = decompose_heads(encoder, cached_trace(model, text, EXTRAS), layer)
     return parts, attribute_heads(parts, own_references(encoder, parts.tokens, reference))
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_original_demo(model: str, text: str) -> analysis.AnalysisResult:
     """The original demo's computation of one text (for comparison with the exact one)."""
-    return analysis.original_demo(loaded_encoder(model, interactive=False), text)
+    return analysis.original_demo(loaded_encoder(model, interactive=False), cached_trace(model, text, EXTRAS))

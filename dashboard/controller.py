@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import analysis
+from analysis.capture.trace import Extra
 from analysis.data import corpus_sentences
 from analysis.report.reports import opening_layer
 from analysis.report.wordclass import word_classes
@@ -78,9 +79,10 @@ def _drop_stale_highlights(result: analysis.AnalysisResult) -> None:
         st.info(literal(f"Dropped highlighted positions {stale}: the text has only {len(result.tokens)} tokens."))
 
 
-def open_page(page_title: str) -> Context:
+def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     """Set the page up, draw the shared sidebar, load the model and analysis (with spinners), and return what
-    the page lays out. Any failure is shown in the page and ends the run."""
+    the page lays out. `extras`: what else the page's sections read from the text's trace (attention weights,
+    head contexts), recorded in the same forward pass. Any failure is shown in the page and ends the run."""
     st.set_page_config(page_title=f"{page_title} · Token Trails", page_icon=":material/route:", layout="wide")
     _init_view()
     view = current_view()
@@ -123,7 +125,7 @@ def open_page(page_title: str) -> Context:
             widgets.follow_job(waiting)
             st.stop()
         with st.spinner("Tracing every token through every layer…"):
-            result = view_analysis(view)
+            result = view_analysis(view, extras)
     except ValueError as error:
         _fail(str(error))
     info = encoder.info

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from analysis.capture.trace import EXTRAS
 from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
 from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import Texts, texts_from_upload
@@ -188,8 +189,8 @@ def layernorm_section(context: Context, layer: int) -> None:
         return
     view = context.view
     with st.spinner("Reading attn_residual and attn_output…"):
-        before_norm = view_analysis(view, stage="attn_residual")
-        after_norm = view_analysis(view, stage="attn_output")
+        before_norm = view_analysis(view, EXTRAS, stage="attn_residual")
+        after_norm = view_analysis(view, EXTRAS, stage="attn_output")
     norm = "attention LayerNorm" if context.info.block == "post_ln" else "MLP's input norm"
     st.caption(
         show.literal(
@@ -318,7 +319,7 @@ def corpus_section(context: Context) -> None:
     show.table(corpus, "corpus_spikes", key="corpus_table", column_help=SUMMARY_COLUMNS)
 
 
-context = open_page("Layer deep dive")
+context = open_page("Layer deep dive", EXTRAS)
 st.header("Layer deep dive")
 show.explanations()
 with st.expander("Is the spike real? Every method over the shipped corpus", expanded=True):

@@ -1,4 +1,13 @@
-"""What hooks a model carries, to check that an analysis leaves none of its own behind."""
+"""What hooks a model carries, to check that an analysis leaves none of its own behind; one stage of one text
+read through a trace."""
+
+from analysis.capture.trace import trace
+
+
+def stage_vectors(encoder, text: str, stage: str):
+    """(tokens, `[layers, tokens, hidden]` vectors) of `text` at `stage`, from one traced forward pass."""
+    run = trace(encoder, text, [stage])
+    return run.tokens[0], run.stage(stage)
 
 
 def installed_hooks(encoder) -> set[tuple[int, str, int]]:

@@ -438,3 +438,26 @@ def test_the_verdict_runs_on_request_and_reopens_in_any_session(monkeypatch):
         assert_clean(again)
         assert not [button for button in again.button if button.proto.id.endswith("run_verdict")], visit
         pd.testing.assert_frame_equal(chart_rows(again, chart_holding(again, '"field": "method"')), verdict)
+
+
+@pytest.mark.parametrize(("page", "passes"), [(RANKS, 1), (DEEP_DIVE, 2)])
+def test_a_page_view_runs_the_model_once_over_its_text(page, passes, minilm):
+    """Everything a page shows of its text (the analysis, the LayerNorm effect, the heads, the original demo) is
+    read from one trace. Home then Rank plots share one; the deep dive's also records attention weights and head
+    contexts, so home then deep dive is two. A rerun runs none."""
+    seed_ids = minilm.tokenizer(SEED_SENTENCE)["input_ids"]
+    calls = []
+
+    def count(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] == 1 and kwargs["input_ids"][0].tolist() == seed_ids:
+            calls.append(1)
+
+    handle = minilm.hf_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        app = open_app(page, model=analysis.BUNDLED_MODEL)
+        assert_clean(app)
+        assert app.get("vega_lite_chart") and len(calls) == passes
+        app.run()
+        assert len(calls) == passes
+    finally:
+        handle.remove()

@@ -10,11 +10,11 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 import analysis
-from analysis.capture.forward import stage_vectors
 from analysis.definitions import SEED_SENTENCE
 from analysis.report.reports import token_labels
 from analysis.report.wordclass import word_classes
 from analysis.scoring.references import vocabulary_scorer
+from tests.hooks import stage_vectors
 from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
 from tests.synthetic import (
     TINY_FAMILIES,

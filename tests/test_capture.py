@@ -5,9 +5,8 @@ import pytest
 import torch
 
 import analysis
-from analysis.capture.forward import stage_vectors
 from analysis.definitions import SEED_SENTENCE
-from tests.hooks import installed_hooks
+from tests.hooks import installed_hooks, stage_vectors
 
 
 def plain_hidden_states(encoder, text):
@@ -103,3 +102,42 @@ def test_hooks_are_removed_after_each_call(encoder):
     analysis.decompose_heads(encoder, SEED_SENTENCE, 0)
     analysis.analyze(encoder, SEED_SENTENCE, stage="attn_output")
     assert installed_hooks(encoder) == before
+
+
+def same_run(mine: analysis.AnalysisResult, theirs: analysis.AnalysisResult) -> None:
+    """Two analyses of the same forward pass: vectors and cosines within float32 rounding, ranks and neighbours
+    equal."""
+    np.testing.assert_allclose(mine.vectors, theirs.vectors, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(mine.metrics["cosine"], theirs.metrics["cosine"], rtol=0, atol=1e-6)
+    assert mine.metrics["rank"].tolist() == theirs.metrics["rank"].tolist()
+    assert mine.neighbors["neighbor_id"].tolist() == theirs.neighbors["neighbor_id"].tolist()
+
+
+def test_every_reader_of_one_trace_gives_what_it_gives_from_the_text(encoder):
+    """One forward pass serves `analyze` at every stage, the head decomposition and the original demo: each equals
+    the same reader run on the text itself (its own pass)."""
+    from analysis.capture.heads import decompose_heads
+    from analysis.capture.trace import EXTRAS, available_points, trace
+
+    calls = []
+    handle = encoder.hf_model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        run = trace(encoder, SEED_SENTENCE, available_points(encoder, EXTRAS))
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and run.points == {*analysis.STAGES, *EXTRAS}
+    for stage in analysis.STAGES:
+        from_trace = analysis.analyze(encoder, run, stage=stage, top_k=3, overlap_n=5)
+        alone = analysis.analyze(encoder, SEED_SENTENCE, stage=stage, top_k=3, overlap_n=5)
+        same_run(from_trace, alone)
+    for layer in (0, encoder.num_layers - 1):
+        mine, theirs = decompose_heads(encoder, run, layer), decompose_heads(encoder, SEED_SENTENCE, layer)
+        np.testing.assert_allclose(mine.head_contributions, theirs.head_contributions, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(mine.attention, theirs.attention, rtol=1e-6, atol=1e-7)
+    if encoder.structure.kind == "post_ln":
+        same_run(analysis.original_demo(encoder, run), analysis.original_demo(encoder, SEED_SENTENCE))
+    plain = trace(encoder, SEED_SENTENCE, ["layer_output"])
+    with pytest.raises(ValueError, match=r"did not record attn_residual \(it holds layer_output\)"):
+        analysis.analyze(encoder, plain, stage="attn_residual")
+    with pytest.raises(ValueError, match="did not record layer_input, attn_residual, attention, head_context"):
+        decompose_heads(encoder, plain, 0)

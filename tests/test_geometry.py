@@ -9,8 +9,8 @@ import torch
 
 import analysis
 from analysis.__main__ import main as cli_main
-from analysis.capture.forward import batch_stage_vectors, stage_vectors
 from analysis.capture.tokens import length_batches, tokenize_all
+from analysis.capture.trace import trace_tokens
 from analysis.corpus.counts import corpus_spikes, shares_from_counts
 from analysis.corpus.verdict import spike_verdict, verdict_summary
 from analysis.data import corpus_sentences
@@ -19,6 +19,7 @@ from analysis.report.original_demo import original_demo
 from analysis.scoring.geometry import BACKGROUND_BATCH_TOKENS, compute_background, geometry_map
 from analysis.scoring.ranks import map_scorer, score_blocks
 from analysis.scoring.references import vocabulary_scorer
+from tests.hooks import stage_vectors
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
 
 
@@ -29,10 +30,10 @@ def stage_and_references(encoder, sentences, stage, reference):
     xs, ys = [], []
     tokens = tokenize_all(encoder, sentences)
     for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
-        texts = [tokens[i] for i in batch]
-        for text, vectors in zip(texts, batch_stage_vectors(encoder, texts, stage), strict=True):
+        run = trace_tokens(encoder, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
+        for index, text in enumerate(run.tokens):
             keep = ~np.array(text.special)
-            xs.append(vectors.double().numpy()[:, keep])
+            xs.append(run.stage(stage, index).double().numpy()[:, keep])
             ids, positions = torch.tensor(text.ids)[keep], torch.tensor(text.position_ids)[keep]
             ys.append(scorer.references(ids, positions, torch.float64).numpy())
     return np.concatenate(xs, axis=1), np.concatenate(ys)

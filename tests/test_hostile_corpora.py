@@ -20,7 +20,7 @@ from analysis.corpus import texts as texts_module
 from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import read_texts
 from analysis.model import loading
-from analysis.output import sweep as sweep_module
+from analysis.output import files as files_module
 from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, run_sweep, write_json
 from tests.test_sweep import TEXTS, texts_file
 
@@ -54,17 +54,21 @@ def test_manifests_survive_a_full_disk_and_a_damaged_one_is_named(tmp_path, mini
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patched:
-        patched.setattr(sweep_module.os, "fsync", disk_full)
+        patched.setattr(files_module.os, "fsync", disk_full)
         with pytest.raises(OSError, match="No space left"):
             write_json(out / MANIFEST, {"anything": 1})
     assert (out / MANIFEST).read_text() == before  # the old file, whole
     assert run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3).already_done
     (out / MANIFEST).write_bytes(b"")  # what an in-place write on a full disk left before
-    with pytest.raises(ValueError, match=rf"{MANIFEST} is damaged \(JSONDecodeError\), so what this folder holds"):
+    with pytest.raises(
+        ValueError, match=rf"{MANIFEST} is damaged \(JSONDecodeError\): what this folder holds is unknown"
+    ):
         run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3)
     (out / MANIFEST).write_text(before)
     (out / "provenance.json").write_text("{half")
-    with pytest.raises(ValueError, match=r"provenance.json is damaged \(JSONDecodeError\): delete it"):
+    with pytest.raises(
+        ValueError, match=r"provenance.json is damaged \(JSONDecodeError\): delete it and run the same command again"
+    ):
         run_sweep(minilm, texts_file(tmp_path), out, SETTINGS, shard_size=3)
 
 
@@ -136,7 +140,7 @@ def test_refusals_and_unwritable_folders_come_before_the_model_loads(tmp_path, m
             raise PermissionError(errno.EACCES, "Permission denied")
         return real_open(file, flags, *args)
 
-    monkeypatch.setattr(sweep_module.os, "open", read_only)
+    monkeypatch.setattr(files_module.os, "open", read_only)
     assert main(sweep_args(path, out)) == 1
     assert "Cannot write to" in capsys.readouterr().err
 

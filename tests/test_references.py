@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import analysis
-from analysis.capture.forward import stage_vectors
 from analysis.definitions import SEED_SENTENCE
 from analysis.scoring.references import vocabulary_scorer
+from tests.hooks import stage_vectors
 from tests.numerics import COSINE32
 
 

@@ -1,4 +1,5 @@
-"""Tokenise a text and run one forward pass, reading vectors where the model itself computes them."""
+"""Run one forward pass over tokenised texts, reading tensors where the model itself computes them, with hooks
+that exist only during that pass (`analysis.capture.trace` names what is read)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from analysis.capture.tokens import Tokens, tokenize
-from analysis.checks import check_text
-from analysis.definitions import Stage
+from analysis.capture.tokens import Tokens
 from analysis.model.architectures import LayerParts
-from analysis.model.capabilities import check_stage
 from analysis.model.encoder import EncoderModel
 
 
@@ -27,12 +25,6 @@ class Tap:
     read: Literal["input", "output"]
     item: int | None = None
     call: int = 0
-
-
-@dataclass(frozen=True)
-class ForwardPass:
-    tokens: Tokens
-    taps: dict[str, torch.Tensor]  # each without the batch dimension
 
 
 def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -105,15 +97,6 @@ def run_model(encoder: EncoderModel, batch: list[Tokens], taps: dict[str, Tap]) 
     return {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
 
 
-def forward_pass(encoder: EncoderModel, text: str, taps: dict[str, Tap]) -> ForwardPass:
-    """Tokenise and run the model once on `text` alone, reading `taps`."""
-    check_text(text)
-    with encoder.lock:
-        tokens = tokenize(encoder, text)
-        readings = run_model(encoder, [tokens], taps)
-    return ForwardPass(tokens=tokens, taps={name: reading[0] for name, reading in readings.items()})
-
-
 def depth_call(encoder: EncoderModel, layer: int) -> int:
     """How many earlier layers run the same block module as `layer` (0 unless layers share weights)."""
     block = encoder.structure.layers[layer].block
@@ -123,60 +106,3 @@ def depth_call(encoder: EncoderModel, layer: int) -> int:
 def layer_tap(encoder: EncoderModel, layer: int, read: Callable[[LayerParts], Tap]) -> Tap:
     """`read`'s tap on layer `layer`'s parts, at the call of that depth."""
     return replace(read(encoder.structure.layers[layer]), call=depth_call(encoder, layer))
-
-
-def layer_taps(
-    encoder: EncoderModel, read: Callable[[LayerParts], Tap], layers: range | list[int], prefix: str = ""
-) -> dict[str, Tap]:
-    """One tap per block of `layers`, named `prefix + index`."""
-    return {f"{prefix}{i}": layer_tap(encoder, i, read) for i in layers}
-
-
-def stacked(readings: dict[str, torch.Tensor], layers: range | list[int], prefix: str = "") -> torch.Tensor:
-    """The per-block readings `prefix + index` of `layers`, stacked: `[layers, ...]`."""
-    return torch.stack([readings[f"{prefix}{i}"] for i in layers])
-
-
-def stage_taps(encoder: EncoderModel, stage: Stage, layers: list[int] | None = None) -> dict[str, Tap]:
-    """The hooks that read `stage` in `layers` (default: every block; see `analysis.architectures` for each
-    block kind)."""
-    check_stage(encoder, stage)
-    layers = range(encoder.num_layers) if layers is None else layers
-    if stage == "layer_input":
-        return layer_taps(encoder, lambda parts: Tap(parts.block, "input"), layers)
-    if stage == "layer_output":
-        return layer_taps(encoder, lambda parts: Tap(parts.block, "output"), layers)
-    if stage == "attn_output":
-        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "output"), layers)
-    if encoder.structure.kind != "parallel":
-        return layer_taps(encoder, lambda parts: Tap(parts.mid_norm, "input"), layers)
-    return {
-        **layer_taps(encoder, lambda parts: Tap(parts.block, "input"), layers, "in"),
-        **layer_taps(encoder, lambda parts: Tap(parts.attention, "output", 0), layers, "attn"),
-    }
-
-
-def read_stage(
-    encoder: EncoderModel, readings: dict[str, torch.Tensor], stage: Stage, layers: list[int] | None = None
-) -> torch.Tensor:
-    """`stage` in `layers` (default: every block) from readings taken with `stage_taps`: `[layers, tokens,
-    hidden]` (`[layers, batch, tokens, hidden]` from a batch). In a parallel block the model never forms
-    attn_residual; it is the block input plus the attention output, summed here."""
-    layers = range(encoder.num_layers) if layers is None else layers
-    if stage == "attn_residual" and encoder.structure.kind == "parallel":
-        return stacked(readings, layers, "in") + stacked(readings, layers, "attn")
-    return stacked(readings, layers)
-
-
-def stage_vectors(encoder: EncoderModel, text: str, stage: Stage) -> tuple[Tokens, torch.Tensor]:
-    """The vectors at `stage` for every block: `[layers, tokens, hidden]`."""
-    run = forward_pass(encoder, text, stage_taps(encoder, stage))
-    return run.tokens, read_stage(encoder, run.taps, stage)
-
-
-def batch_stage_vectors(encoder: EncoderModel, batch: list[Tokens], stage: Stage) -> list[torch.Tensor]:
-    """Each text's stage vectors from one padded forward pass: `[layers, tokens, hidden]` per text."""
-    with encoder.lock:
-        readings = run_model(encoder, batch, stage_taps(encoder, stage))
-    vectors = read_stage(encoder, readings, stage)  # [layers, batch, padded tokens, hidden]
-    return [vectors[:, row, : len(tokens)] for row, tokens in enumerate(batch)]

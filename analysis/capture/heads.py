@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture.forward import Tap, forward_pass, layer_tap, read_stage, stage_taps
 from analysis.capture.tokens import token_table
-from analysis.checks import check_text
+from analysis.capture.trace import Point, Trace, traced
 from analysis.model.architectures import output_matrix
 from analysis.model.encoder import EncoderModel
 
@@ -42,38 +41,36 @@ class HeadDecomposition:
         return self.head_contributions.sum(0) + self.output_bias
 
 
-def decompose_heads(encoder: EncoderModel, text: str, layer: int) -> HeadDecomposition:
-    """Run `text` once, reading layer `layer`'s input, attention weights, head contexts and attn_residual."""
-    check_text(text)
+HEAD_POINTS: tuple[Point, ...] = ("layer_input", "attn_residual", "attention", "head_context")
+"""What a trace must hold for the head decomposition."""
+
+
+def decompose_heads(encoder: EncoderModel, text: str | Trace, layer: int) -> HeadDecomposition:
+    """Layer `layer`'s attn_residual split into its input, each head's contribution and the output bias, from a
+    text (run once here) or a trace of it holding `HEAD_POINTS`."""
     n_layers = encoder.num_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be a whole number from 0 to {n_layers - 1}, not {layer!r}.")
+    run = traced(encoder, text, HEAD_POINTS)
     parts = encoder.structure.layers[layer]
-    taps = {
-        **stage_taps(encoder, "attn_residual", [layer]),
-        "residual": layer_tap(encoder, layer, lambda p: Tap(p.block, "input")),
-        "attention": layer_tap(encoder, layer, lambda p: Tap(p.attention, "output", item=1)),
-        "contexts": layer_tap(encoder, layer, lambda p: Tap(p.attention_out, "input")),
-    }
-    run = forward_pass(encoder, text, taps)
     heads = encoder.num_heads
     projection = parts.attention_out
     with torch.inference_mode():
-        contexts = run.taps["contexts"].cpu().double()  # [tokens, heads * head_dim]; float64 on the CPU
+        contexts = run.at("head_context", layer).cpu().double()  # [tokens, heads * head_dim]; float64 on the CPU
         per_head = contexts.view(len(contexts), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]
         out_weight = output_matrix(projection).cpu().double()  # [hidden, heads * head_dim]
         per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
         contributions = per_head @ per_head_out.transpose(1, 2)
         bias = projection.bias if projection.bias is not None else torch.zeros(out_weight.shape[0])
-        attn_residual = read_stage(encoder, run.taps, "attn_residual", [layer])[0]
+        attn_residual = run.at("attn_residual", layer)
     return HeadDecomposition(
         layer=layer,
-        tokens=token_table(run.tokens, text),
-        residual=run.taps["residual"].double().cpu().numpy(),
+        tokens=token_table(run.tokens[0], run.texts[0]),
+        residual=run.at("layer_input", layer).double().cpu().numpy(),
         head_contributions=contributions.cpu().numpy(),
         output_bias=bias.detach().double().cpu().numpy(),
         attn_residual=attn_residual.double().cpu().numpy(),
-        attention=run.taps["attention"].double().cpu().numpy(),
+        attention=run.at("attention", layer).double().cpu().numpy(),
     )
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.capture.demo import demo_taps, read_demo_vectors
-from analysis.capture.forward import read_stage, run_model, stage_taps
+from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
+from analysis.capture.trace import trace_tokens
 from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
 from analysis.model.encoder import EncoderModel
 from analysis.report.spikes import spike_mask
@@ -103,11 +103,8 @@ def _batch_frame(
     tables = tables[kept].reset_index(drop=True)
     geometries: list[Geometry] = [method for method in settings.methods if method != "original_demo"]
     with_demo = "original_demo" in settings.methods
-    taps = stage_taps(encoder, settings.stage) if geometries else {}
-    if with_demo:
-        taps = {**taps, **demo_taps(encoder)}
-    with encoder.lock:
-        readings = run_model(encoder, tokens, taps)
+    points = {settings.stage} if geometries else set()
+    run = trace_tokens(encoder, texts, tokens, points | set(DEMO_POINTS) if with_demo else points)
     device = encoder.device
     keep = torch.from_numpy(kept.copy()).to(device)
 
@@ -128,7 +125,7 @@ def _batch_frame(
 
     with torch.inference_mode():
         if geometries:
-            vectors = joined(read_stage(encoder, readings, settings.stage))
+            vectors = joined(run.batch(settings.stage))
             scorer = vocabulary_scorer(encoder, settings.reference)
             maps = [geometry_map(encoder, settings.stage, settings.reference, g, settings.rogue_k) for g in geometries]
             scorers = [map_scorer(encoder, scorer, m) for m in maps]
@@ -138,7 +135,7 @@ def _batch_frame(
                 ranks[geometry] = rank.cpu().numpy()
                 cosines[geometry] = _own_cosines(mapping, vectors, own_reference)
         if with_demo:
-            vectors = joined(read_demo_vectors(encoder, readings))
+            vectors = joined(demo_vectors(encoder, run))
             raw = vocabulary_scorer(encoder, "raw")
             (rank,) = rank_tokens(raw, [map_scorer(encoder, raw, PLAIN)], vectors, token_ids, position_ids, on_scored)
             ranks["original_demo"] = rank.cpu().numpy()

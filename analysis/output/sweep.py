@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,10 +37,12 @@ from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
 from analysis.definitions import ROW_COLUMNS
 from analysis.model.encoder import EncoderModel
+from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
 from analysis.version import __version__
 
 MANIFEST = "sweep.json"
-LOCK = ".lock"
+MANIFEST_DAMAGED = "what this folder holds is unknown, so use a new --out folder."
+PROVENANCE_DAMAGED = "delete it and run the same command again; the finished shards are kept."
 SPOOL = "texts.jsonl"
 """The sweep's texts, one JSON string per line, copied from the input as it was hashed."""
 ROWS = "rows"
@@ -77,46 +78,6 @@ def shard_path(out: Path, shard: int) -> Path:
     return out / ROWS / f"shard-{shard:05d}.parquet"
 
 
-def _fsync_folder(folder: Path) -> None:
-    if os.name == "posix":  # a folder cannot be opened for fsync on Windows
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _replace_durably(temporary: Path, final: Path) -> None:
-    """Rename a complete, fsynced file into place and make the rename itself durable."""
-    os.replace(temporary, final)
-    _fsync_folder(final.parent)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write `data` to `path` so that a crash or a full disk leaves the old file or the new one, never a part."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as file:
-        file.write(json.dumps(data, indent=2) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    _replace_durably(temporary, path)
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file of the sweep folder; a damaged one is refused, naming it."""
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"{path} is damaged ({type(error).__name__}): delete it (and the folder's summary files) and run the "
-            "same command again; the finished shards are kept." if path.name != MANIFEST else
-            f"{path} is damaged ({type(error).__name__}), so what this folder holds is unknown: use a new --out folder."
-        ) from error  # fmt: skip
-    if not isinstance(found, dict):
-        raise ValueError(f"{path} is damaged (not a JSON object): use a new --out folder.")
-    return found
-
-
 def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
     """Write a shard under a temporary name, fsync it, then rename it into place (atomic on one file system)."""
     final = shard_path(out, shard)
@@ -126,67 +87,7 @@ def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
         pq.write_table(table, file)
         file.flush()
         os.fsync(file.fileno())
-    _replace_durably(temporary, final)
-
-
-class FolderLock:
-    """`DIR/.lock`: who runs a sweep into DIR now. Created exclusively; a lock whose process is gone (same host)
-    is stale and taken over; released on `release()`."""
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK
-        self.held = False
-
-    def acquire(self) -> None:
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
-            try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    raise ValueError(self._held_message()) from None
-                self.path.unlink(missing_ok=True)
-                continue
-            except PermissionError as error:
-                message = f"Cannot write to {self.path.parent}: {error.strerror}; pick a writable --out folder."
-                raise ValueError(message) from None
-            with os.fdopen(descriptor, "w") as file:
-                file.write(json.dumps(holder) + "\n")
-            self.held = True
-            return
-        raise ValueError(self._held_message())
-
-    def _holder(self) -> dict:
-        try:
-            found = json.loads(self.path.read_text(encoding="utf-8"))
-            return found if isinstance(found, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    def _stale(self) -> bool:
-        holder = self._holder()
-        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-            return not holder  # another host's lock cannot be checked from here; an unreadable one is a crash's
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # the process exists, run by someone else
-            return False
-        return False
-
-    def _held_message(self) -> str:
-        holder = self._holder()
-        who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-        return (
-            f"{self.path.parent} is in use by another sweep ({who}): wait for it to finish, or, if that process is "
-            f"gone, delete {self.path}."
-        )
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+    replace_durably(temporary, final)
 
 
 def _spool(out: Path, input_path: Path, limit: int | None) -> tuple[int, CorpusCount, list[int]]:
@@ -209,7 +110,7 @@ def _spool(out: Path, input_path: Path, limit: int | None) -> tuple[int, CorpusC
     if not offsets:
         temporary.unlink(missing_ok=True)
         raise no_texts_error(input_path, counted[0])
-    _replace_durably(temporary, out / SPOOL)
+    replace_durably(temporary, out / SPOOL)
     return len(offsets), counted[0], offsets
 
 
@@ -287,7 +188,7 @@ class Sweep:
             stale.unlink()
         missing, notes = self.missing(), self.notes
         if not missing and self.finished:
-            provenance = read_json(self.out / "provenance.json")
+            provenance = read_json(self.out / "provenance.json", PROVENANCE_DAMAGED)
             return SweepReport(
                 self.out, self.shards, [], True, self.sentences, provenance["truncated_sentence_ids"],
                 provenance.get("unreadable_sentence_ids", []), notes,
@@ -419,7 +320,7 @@ def open_sweep(
 def recorded_reference(out: Path) -> str | None:
     """The reference of the sweep `out` holds, if it holds one (what a rerun without --reference continues)."""
     manifest = Path(out) / MANIFEST
-    return read_json(manifest).get("reference") if manifest.is_file() else None
+    return read_json(manifest, MANIFEST_DAMAGED).get("reference") if manifest.is_file() else None
 
 
 def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
@@ -428,7 +329,7 @@ def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
         if any(path.name != LOCK for path in out.iterdir()):
             raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
         return None
-    found = read_json(out / MANIFEST)
+    found = read_json(out / MANIFEST, MANIFEST_DAMAGED)
     differing = [key for key in IDENTITY_KEYS if found.get(key) != wanted[key]]
     if differing:
         details = "; ".join(f"{key}: {found.get(key)!r} there, {wanted[key]!r} now" for key in differing)

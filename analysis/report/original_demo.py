@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from analysis.capture.demo import demo_taps, read_demo_vectors
-from analysis.capture.forward import forward_pass
+from analysis.capture.demo import DEMO_POINTS, check_demo, demo_vectors
+from analysis.capture.trace import Trace, traced
 from analysis.model.encoder import EncoderModel
 from analysis.report.result import AnalysisResult, assemble_result
 from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
@@ -40,11 +40,14 @@ def demo_map(encoder: EncoderModel, positional: bool) -> GeometryMap:
     return GeometryMap("original_demo", "original_demo/positional", reference_shift=-position_zero)
 
 
-def original_demo(encoder: EncoderModel, text: str, *, positional: bool = False) -> AnalysisResult:
+def original_demo(encoder: EncoderModel, text: str | Trace, *, positional: bool = False) -> AnalysisResult:
     """Every token's vector, cosine and rank at every layer as the seed's demo computed them (see module doc), in
-    the tidy columns of `analyze` with stage "original_demo". For comparison only."""
-    run = forward_pass(encoder, text, demo_taps(encoder))
-    tokens, vectors = run.tokens, read_demo_vectors(encoder, run.taps)
+    the tidy columns of `analyze` with stage "original_demo". `text`: a text, or a trace of it holding
+    `DEMO_POINTS`. For comparison only."""
+    check_demo(encoder)
+    run = traced(encoder, text, DEMO_POINTS)
+    text, tokens = run.texts[0], run.tokens[0]
+    vectors = demo_vectors(encoder, run)[:, 0, : len(tokens)]
     scorer = vocabulary_scorer(encoder, "raw")
     references = demo_map(encoder, positional)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 import transformers
 
-from analysis.capture.forward import stage_vectors
 from analysis.capture.tokens import Tokens, token_table
+from analysis.capture.trace import Trace, traced
 from analysis.checks import check_count
 from analysis.definitions import Geometry, Reference, Stage
 from analysis.model.capabilities import check_stage, default_reference
@@ -78,7 +78,7 @@ def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> 
 
 def analyze(
     encoder: EncoderModel,
-    text: str,
+    text: str | Trace,
     *,
     stage: Stage = "attn_residual",
     reference: Reference | None = None,
@@ -87,7 +87,8 @@ def analyze(
     top_k: int = 15,
     overlap_n: int = 100,
 ) -> AnalysisResult:
-    """Trace every token of `text` through every layer of `encoder`.
+    """Trace every token of `text` through every layer of `encoder`: a text (run once here), or a `Trace` of one
+    text that holds `stage` (so several analyses of one text share one forward pass).
 
     `reference` None: `position` where the model has an absolute position table, else `embedding`.
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
@@ -104,7 +105,8 @@ def analyze(
     reference = default_reference(encoder) if reference is None else reference
     scorer = vocabulary_scorer(encoder, reference)
     geometry_maps = geometry_map(encoder, stage, reference, geometry, rogue_k)
-    tokens, vectors = stage_vectors(encoder, text, stage)
+    run = traced(encoder, text, [stage])
+    text, tokens, vectors = run.texts[0], run.tokens[0], run.stage(stage)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     k_scored = max(top_k, overlap_n)

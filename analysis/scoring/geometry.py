@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.capture.forward import batch_stage_vectors
 from analysis.capture.tokens import length_batches, tokenize_all
+from analysis.capture.trace import trace_tokens
 from analysis.checks import check_choice
 from analysis.data import CORPUS_FILE, corpus_sentences
 from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
@@ -129,9 +129,11 @@ def stage_statistics(
     unit_sum = unit_sq_sum = 0.0
     done = 0
     for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
-        texts = [tokens[i] for i in batch]
-        for text, vectors in zip(texts, batch_stage_vectors(encoder, texts, stage), strict=True):
-            x = vectors.cpu().numpy()[:, ~np.array(text.special)].astype(np.float64)  # [layers, n, hidden]
+        run = trace_tokens(encoder, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
+        for index, text in enumerate(run.tokens):
+            x = (
+                run.stage(stage, index).cpu().numpy()[:, ~np.array(text.special)].astype(np.float64)
+            )  # [layers, n, hidden]
             moments.add(x, axis=1)
             unit = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
             unit_sum = unit_sum + unit.sum(1)
