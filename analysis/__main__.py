@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis.definitions import (
     BUNDLED_MODEL,
+    DEFAULTS,
     DEVICES,
     EXPORT_FILES,
     FORMATS,
@@ -71,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_and_reference_arguments(export)
     _geometry_arguments(export)
     export.add_argument(
-        "--top-k", type=_positive, default=15, help="nearest vocabulary neighbours kept per token and layer (15)"
+        "--top-k",
+        type=_positive,
+        default=DEFAULTS.top_k,
+        help=f"nearest vocabulary neighbours kept per token and layer ({DEFAULTS.top_k})",
     )
     export.add_argument(
-        "--overlap-n", type=_positive, default=100, help="neighbourhood size N for the overlap counts (100)"
+        "--overlap-n",
+        type=_positive,
+        default=DEFAULTS.overlap_n,
+        help=f"neighbourhood size N for the overlap counts ({DEFAULTS.overlap_n})",
     )
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
@@ -144,7 +151,7 @@ def _stage_and_reference_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--stage",
         choices=list(STAGES),
-        default="attn_residual",
+        default=DEFAULTS.stage,
         help="where in each block to read the vector: " + "; ".join(f"{k}: {v}" for k, v in STAGES.items()),
     )
     command.add_argument(
@@ -167,7 +174,9 @@ def _geometry_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def _rogue_k_argument(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--rogue-k", type=_whole, default=3, help="dimensions removed by no_rogue (3)")
+    command.add_argument(
+        "--rogue-k", type=_whole, default=DEFAULTS.rogue_k, help=f"dimensions removed by no_rogue ({DEFAULTS.rogue_k})"
+    )
 
 
 def _say(message: str) -> None:
@@ -232,7 +241,7 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
     from analysis.model.capabilities import default_reference, demo_unavailable
     from analysis.output.export import write_verdict
     from analysis.scoring.geometry import background, check_rogue_k, corpus_statistics
-    from analysis.version import __version__
+    from analysis.version import provenance as provenance_record
 
     encoder = _load(args.model)
     check_rogue_k(args.rogue_k, encoder.hidden_size)
@@ -245,16 +254,14 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
         encoder, stage=args.stage, reference=reference, rogue_k=args.rogue_k, on_progress=on_progress
     )
     close()
-    provenance = {
-        "model": encoder.name,
-        "revision": encoder.revision,
-        "stage": args.stage,
-        "reference": reference,
-        "rogue_k": args.rogue_k,
-        "methods": verdict_methods(demo_unavailable(encoder) is None),
-        "corpus": background(encoder, args.stage, reference).corpus,
-        "analysis_version": __version__,
-    }
+    provenance = provenance_record(
+        encoder,
+        stage=args.stage,
+        reference=reference,
+        rogue_k=args.rogue_k,
+        methods=verdict_methods(demo_unavailable(encoder) is None),
+        corpus=background(encoder, args.stage, reference).corpus,
+    )
     _say(f"writing verdict.csv, verdict.png, verdict.txt and provenance.json to {args.out}…")
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
 

@@ -7,6 +7,7 @@ whether a model is reachable) use `st.cache_data`."""
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict, replace
 
 import streamlit as st
 from huggingface_hub import constants as hub_constants
@@ -14,6 +15,7 @@ from huggingface_hub import constants as hub_constants
 import analysis
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.capture.trace import EXTRAS, Extra, Trace, available_points, trace
+from analysis.definitions import AnalysisSettings
 from analysis.devices import resolve_device
 from analysis.model.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.scoring.references import own_references
@@ -60,53 +62,30 @@ def cached_trace(model: str, text: str, extras: tuple[Extra, ...] = ()) -> Trace
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_analysis(
-    model: str,
-    text: str,
-    stage: analysis.Stage,
-    reference: analysis.Reference,
-    geometry: analysis.Geometry,
-    rogue_k: int,
-    top_k: int,
-    overlap_n: int,
-    extras: tuple[Extra, ...] = (),
+    model: str, text: str, settings: AnalysisSettings, extras: tuple[Extra, ...] = ()
 ) -> analysis.AnalysisResult:
     """The analysis of one text, read from its trace (`extras` says which: the deep dive's, or the plain one);
     keyed on everything that changes it (highlighting and page do not).
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
     return analysis.analyze(
-        loaded_encoder(model, interactive=False),
-        cached_trace(model, text, extras),
-        stage=stage,
-        reference=reference,
-        geometry=geometry,
-        rogue_k=rogue_k,
-        top_k=top_k,
-        overlap_n=overlap_n,
+        loaded_encoder(model, interactive=False), cached_trace(model, text, extras), **asdict(settings)
     )
+
+
+def view_analysis(
+    view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None, **changes
+) -> analysis.AnalysisResult:
+    """`cached_analysis` of the view's text and settings, with `model` or settings `changes` (stage, …) where a
+    page needs others, read from the trace with `extras` (a page asks for the ones its other sections read, so
+    it runs the model once)."""
+    return cached_analysis(model or view.model, view.text, replace(view.settings, **changes), extras)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def cached_capabilities(model: str) -> analysis.Capabilities:
     """What a model offers, kept after the model itself is released (the pages check every view against it)."""
     return analysis.capabilities(loaded_encoder(model, interactive=False))
-
-
-def view_analysis(view: View, extras: tuple[Extra, ...] = (), **overrides) -> analysis.AnalysisResult:
-    """`cached_analysis` of the view's settings, with `overrides` (model, stage, …) where a page needs others,
-    read from the trace with `extras` (a page asks for the ones its other sections read, so it runs the model
-    once)."""
-    settings_ = {
-        "model": view.model,
-        "text": view.text,
-        "stage": view.stage,
-        "reference": view.reference,
-        "geometry": view.geometry,
-        "rogue_k": view.rogue_k,
-        "top_k": view.top_k,
-        "overlap_n": view.overlap_n,
-    }
-    return cached_analysis(**{**settings_, **overrides}, extras=extras)
 
 
 def ensure_downloaded(model: str) -> None:

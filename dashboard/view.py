@@ -10,7 +10,7 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
-from analysis.definitions import SEED_SENTENCE, WORD_CLASSES
+from analysis.definitions import DEFAULTS, SEED_SENTENCE, WORD_CLASSES, AnalysisSettings
 from analysis.model.loading import resolve_model
 from dashboard.settings import settings
 
@@ -76,18 +76,23 @@ class View:
 
     text: str = SEED_SENTENCE
     model: str = analysis.BUNDLED_MODEL
-    stage: analysis.Stage = "attn_residual"
-    reference: analysis.Reference = "position"
-    geometry: analysis.Geometry = "cosine"
-    rogue_k: int = 3  # dimensions removed by the no_rogue geometry
+    stage: analysis.Stage = DEFAULTS.stage
+    reference: analysis.Reference = "position"  # the seed's; a model without absolute positions falls back
+    geometry: analysis.Geometry = DEFAULTS.geometry
+    rogue_k: int = DEFAULTS.rogue_k
     highlight: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
-    top_k: int = 15
-    overlap_n: int = 100
+    top_k: int = DEFAULTS.top_k
+    overlap_n: int = DEFAULTS.overlap_n
     layer: int = -1  # deep-dive layer; -1 = the opening layer (top spike layer, else where ranks change most)
     head: int = 0  # deep-dive attention head
     model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
     model_b: str = ""
+
+    @property
+    def settings(self) -> AnalysisSettings:
+        """The analysis settings of this view (what its analysis is keyed on besides model and text)."""
+        return AnalysisSettings(self.stage, self.reference, self.geometry, self.rogue_k, self.top_k, self.overlap_n)
 
 
 def check_view_text(text: object) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.corpus.engine import SweepSettings, batch_rows
-from analysis.definitions import METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
+from analysis.definitions import DEFAULTS, METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
 from analysis.model.encoder import EncoderModel
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
@@ -82,10 +82,10 @@ def corpus_spikes(
     encoder: EncoderModel,
     texts: list[str],
     *,
-    stage: Stage = "attn_residual",
+    stage: Stage = DEFAULTS.stage,
     reference: Reference = "position",
     geometry: Geometry = "cosine",
-    rogue_k: int = 3,
+    rogue_k: int = DEFAULTS.rogue_k,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Per layer and word class over all `texts` under one geometry: tokens, spiking tokens, share and its 95%

@@ -11,7 +11,7 @@ import pandas as pd
 from analysis.corpus.counts import corpus_counts, method_shares
 from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
-from analysis.definitions import METHODS, VERDICT_COLUMNS, Method, Reference, Stage
+from analysis.definitions import DEFAULTS, METHODS, VERDICT_COLUMNS, Method, Reference, Stage
 from analysis.model.capabilities import default_reference, demo_unavailable
 from analysis.model.encoder import EncoderModel
 from analysis.scoring.geometry import check_rogue_k
@@ -30,9 +30,9 @@ def verdict_methods(with_original_demo: bool) -> dict[Method, str]:
 def spike_verdict(
     encoder: EncoderModel,
     *,
-    stage: Stage = "attn_residual",
+    stage: Stage = DEFAULTS.stage,
     reference: Reference | None = None,
-    rogue_k: int = 3,
+    rogue_k: int = DEFAULTS.rogue_k,
     sentences: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:

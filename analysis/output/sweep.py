@@ -28,8 +28,6 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-import transformers
 
 from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
@@ -38,7 +36,6 @@ from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read
 from analysis.definitions import ROW_COLUMNS
 from analysis.model.encoder import EncoderModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
-from analysis.version import __version__
 
 MANIFEST = "sweep.json"
 MANIFEST_DAMAGED = "what this folder holds is unknown, so use a new --out folder."
@@ -226,20 +223,17 @@ class Sweep:
         truncated, unreadable, tokens = self._finish()
         run["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         write_json(self.out / MANIFEST, self.manifest)
-        provenance = {
+        record = provenance(
+            encoder,
             **{key: value for key, value in self.manifest.items() if key != "shard_offsets"},
-            "skipped_empty": self.manifest["skipped"]["skipped_empty"],
-            "truncated_sentence_ids": truncated,
-            "unreadable_sentence_ids": unreadable,
-            "tokens": tokens,
-            "shards": self.shards,
-            "columns": ROW_COLUMNS,
-            "analysis_version": __version__,
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
-            "pyarrow_version": pa.__version__,
-        }
-        write_json(self.out / "provenance.json", provenance)
+            skipped_empty=self.manifest["skipped"]["skipped_empty"],
+            truncated_sentence_ids=truncated,
+            unreadable_sentence_ids=unreadable,
+            tokens=tokens,
+            shards=self.shards,
+            columns=ROW_COLUMNS,
+        )
+        write_json(self.out / "provenance.json", record)
         return SweepReport(self.out, self.shards, written, False, self.sentences, truncated, unreadable, notes)
 
     @property

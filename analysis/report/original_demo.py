@@ -16,6 +16,7 @@ import torch
 
 from analysis.capture.demo import DEMO_POINTS, check_demo, demo_vectors
 from analysis.capture.trace import Trace, traced
+from analysis.definitions import DEFAULTS
 from analysis.model.encoder import EncoderModel
 from analysis.report.result import AnalysisResult, assemble_result
 from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
@@ -52,7 +53,7 @@ def original_demo(encoder: EncoderModel, text: str | Trace, *, positional: bool 
     references = demo_map(encoder, positional)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
-    top_k, overlap_n = 15, 100  # analyze's defaults
+    top_k, overlap_n = DEFAULTS.top_k, DEFAULTS.overlap_n
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)  # the raw word rows
         if references.reference_shift is not None:

@@ -8,18 +8,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-import transformers
 
 from analysis.capture.tokens import Tokens, token_table
 from analysis.capture.trace import Trace, traced
 from analysis.checks import check_count
-from analysis.definitions import Geometry, Reference, Stage
+from analysis.definitions import DEFAULTS, AnalysisSettings, Geometry, Reference, Stage
 from analysis.model.capabilities import check_stage, default_reference
 from analysis.model.encoder import EncoderModel
 from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
 from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
 from analysis.scoring.references import vocabulary_scorer
-from analysis.version import __version__
+from analysis.version import provenance as provenance_record
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,11 @@ class AnalysisResult:
     @property
     def truncated(self) -> bool:
         return self.truncated_at_char is not None
+
+    @property
+    def settings(self) -> AnalysisSettings:
+        """The settings this result was computed with."""
+        return AnalysisSettings(self.stage, self.reference, self.geometry, self.rogue_k, self.top_k, self.overlap_n)
 
 
 def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
@@ -80,12 +84,12 @@ def analyze(
     encoder: EncoderModel,
     text: str | Trace,
     *,
-    stage: Stage = "attn_residual",
-    reference: Reference | None = None,
-    geometry: Geometry = "cosine",
-    rogue_k: int = 3,
-    top_k: int = 15,
-    overlap_n: int = 100,
+    stage: Stage = DEFAULTS.stage,
+    reference: Reference | None = DEFAULTS.reference,
+    geometry: Geometry = DEFAULTS.geometry,
+    rogue_k: int = DEFAULTS.rogue_k,
+    top_k: int = DEFAULTS.top_k,
+    overlap_n: int = DEFAULTS.overlap_n,
 ) -> AnalysisResult:
     """Trace every token of `text` through every layer of `encoder`: a text (run once here), or a `Trace` of one
     text that holds `stage` (so several analyses of one text share one forward pass).
@@ -195,24 +199,18 @@ def assemble_result(
         }
     )
 
-    record = {
-        "model": encoder.name,
-        "revision": encoder.revision,
-        "architecture": encoder.architecture,
-        "dtype": str(encoder.hf_model.dtype).removeprefix("torch."),
-        "stage": stage,
-        "reference": reference,
-        "geometry": geometry,
-        "top_k": top_k,
-        "overlap_n": overlap_n,
-        "n_tokens": n_tokens,
-        "n_tokens_in_text": tokens.n_tokens_in_text,
-        "truncated": tokens.truncated,
-        "truncated_at_char": tokens.truncated_at_char,
-        "analysis_version": __version__,
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-    }
+    record = provenance_record(
+        encoder,
+        stage=stage,
+        reference=reference,
+        geometry=geometry,
+        top_k=top_k,
+        overlap_n=overlap_n,
+        n_tokens=n_tokens,
+        n_tokens_in_text=tokens.n_tokens_in_text,
+        truncated=tokens.truncated,
+        truncated_at_char=tokens.truncated_at_char,
+    )
     return AnalysisResult(
         model=encoder.name,
         stage=stage,
