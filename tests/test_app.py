@@ -224,8 +224,11 @@ def test_long_text_says_it_was_truncated_and_where():
     app.sidebar.text_area[0].input("word " * 600).run()
     assert_clean(app)
     warning = app.warning[0].value.replace("\\", "")
-    assert "cut to the model's 512 tokens (of 602)" in warning
-    assert "character 2549" in warning
+    minilm = analysis.load_model(analysis.BUNDLED_MODEL)
+    in_text = len(minilm.tokenizer("word " * 600)["input_ids"])
+    kept_words = minilm.max_tokens - minilm.tokenizer.num_special_tokens_to_add()
+    assert f"cut to the model's {minilm.max_tokens} tokens (of {in_text})" in warning
+    assert f"character {len('word ' * kept_words) - 1}" in warning
 
 
 @pytest.mark.parametrize(
@@ -361,9 +364,8 @@ def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
     assert "1: all-MiniLM-L6-v2 = sentence-transformers/all-MiniLM-L6-v2" in captions
 
 
-def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(tmp_path, monkeypatch, tiny_roberta):
-    tiny_roberta.hf_model.save_pretrained(tmp_path)
-    tiny_roberta.tokenizer.save_pretrained(tmp_path)
+def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(family_folder, monkeypatch):
+    tmp_path = family_folder("roberta")
     monkeypatch.setenv("TOKEN_TRAILS_MEMORY_BUDGET_GB", "0.05")  # the bundled model alone is ~0.09 GB
     app = open_app(COMPARE, model_b=str(tmp_path))
     assert_clean(app)

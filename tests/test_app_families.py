@@ -3,16 +3,27 @@ folders like a user's, through Streamlit's AppTest."""
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import analysis
 from analysis.capture.heads import attribute_heads
 from analysis.corpus.texts import texts_from_upload
+from analysis.data import corpus_sentences
 from analysis.definitions import SEED_SENTENCE
 from analysis.report.reports import layer_report
 from analysis.report.wordclass import word_classes
-from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, open_app
+from tests.test_app import (
+    COMPARE,
+    DEEP_DIVE,
+    RANKS,
+    TRAJECTORIES,
+    assert_clean,
+    chart_holding,
+    chart_rows,
+    open_app,
+)
 
 
 def notices(app) -> str:
@@ -40,10 +51,26 @@ def test_a_link_to_a_missing_stage_opens_with_a_notice_and_the_choice_disabled(f
 @pytest.mark.parametrize("family", ["gpt_neox", "llama", "albert"])
 @pytest.mark.parametrize("page", [TRAJECTORIES, RANKS, DEEP_DIVE])
 def test_every_page_draws_other_families(family_folder, family, page):
+    """Each page charts that model's own numbers: the ranks and cosines `analyze` gives, and on the deep dive the
+    attention weights `decompose_heads` reads at the layer shown."""
     app = open_app(page, model=str(family_folder(family)))
     assert_clean(app)
-    assert app.session_state["view"].model == str(family_folder(family))
-    assert app.get("vega_lite_chart")
+    view = app.session_state["view"]
+    assert view.model == str(family_folder(family))
+    encoder = analysis.load_model(view.model)
+    if page == DEEP_DIVE:
+        layer = int(app.subheader[0].value.removeprefix("Layer "))
+        attention = chart_rows(app, chart_holding(app, '"field": "attention"'))
+        expected = analysis.decompose_heads(encoder, view.text, layer).attention[view.head]
+        shown = attention.pivot_table(index="query", columns="key", values="attention", sort=False).to_numpy()
+        np.testing.assert_allclose(shown, expected, rtol=0, atol=1e-6)
+        return
+    result = analysis.analyze(encoder, view.text, stage=view.stage, reference=view.reference, top_k=1, overlap_n=1)
+    rows = chart_rows(app, chart_holding(app, '"field": "rank"'))
+    rows = rows[rows["rank"].notna()].sort_values(["layer", "position"])  # not the dashed baseline's rows
+    expected = result.metrics.sort_values(["layer", "position"])
+    assert rows["rank"].tolist() == expected["rank"].tolist()
+    np.testing.assert_allclose(rows["cosine"], expected["cosine"], rtol=0, atol=1e-6)
 
 
 def test_the_deep_dive_explains_what_a_parallel_decoder_lacks(family_folder):
@@ -52,7 +79,7 @@ def test_the_deep_dive_explains_what_a_parallel_decoder_lacks(family_folder):
     said = notices(app)
     assert "Not shown: the original demo's computation is defined for post-LayerNorm encoders" in said
     assert "No table of the norm after the attention: GPT-NeoX / Pythia (parallel attention and MLP, rotary " in said
-    assert len(app.get("vega_lite_chart")) >= 4  # attribution, pattern, sinks, norms
+    assert len(app.get("vega_lite_chart")) == 4  # attribution, pattern, sinks, norms
 
 
 def test_a_pre_ln_decoder_shows_its_mlp_norm_and_the_first_token_sink(family_folder):
@@ -60,7 +87,8 @@ def test_a_pre_ln_decoder_shows_its_mlp_norm_and_the_first_token_sink(family_fol
     assert_clean(app)
     assert not app.info or "has no" not in notices(app)
     assert any("MLP's input norm" in caption.value.replace("\\", "") for caption in app.caption)
-    assert len(app.get("dataframe")) >= 2
+    sinks = chart_rows(app, chart_holding(app, '"field": "keys"'))
+    assert "first token" in set(sinks["keys"]) and "special" not in set(sinks["keys"])
 
 
 def test_sink_shares_name_the_first_token_of_a_decoder_without_bos(family_folder):
@@ -115,7 +143,8 @@ def test_the_device_setting_places_the_model_and_refuses_one_torch_lacks(monkeyp
 def test_the_deep_dive_offers_an_upload_and_uploads_are_capped(tmp_path):
     app = open_app(DEEP_DIVE)
     assert_clean(app)
-    assert re.fullmatch(r"Run the corpus check: 110 texts, about \d+ s here", app.button(key="run_corpus").label)
+    label = rf"Run the corpus check: {len(corpus_sentences())} texts, about \d+ s here"
+    assert re.fullmatch(label, app.button(key="run_corpus").label)
     (uploader,) = app.get("file_uploader")
     assert "up to 20,000 characters in all" in uploader.proto.label
     texts = texts_from_upload("mine.txt", b"One text.\n\nTwo texts here.\n", max_chars=100)

@@ -1,5 +1,6 @@
 """python -m analysis export: writes documented tables and provenance; bad options fail in one line."""
 
+import contextlib
 import io
 import json
 import os
@@ -10,12 +11,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.__main__ import main
+from analysis.data import corpus_sentences
 from analysis.definitions import EXPORT_FILES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` run in this process (argument errors included): its exit code, stdout and
+    stderr. Everything a separate process adds (torch's import, --help's speed) is tested with `run_process`."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:
+            code = exit.code
+    return subprocess.CompletedProcess(["python", "-m", "analysis", *args], code, out.getvalue(), err.getvalue())
+
+
+def run_process(*args: str) -> subprocess.CompletedProcess:
+    """`python -m analysis ARGS` as a separate process, offline."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
@@ -81,7 +97,7 @@ def test_export_with_a_geometry_records_it_and_its_background(tmp_path):
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["geometry"] == "no_rogue" and provenance["rogue_k"] == 2
     corpus = provenance["background_corpus"]
-    assert corpus["file"] == "corpus.txt" and corpus["sentences"] == 110 and corpus["tokens"] > 1000
+    assert corpus["file"] == "corpus.txt" and corpus["sentences"] == len(corpus_sentences()) and corpus["tokens"] > 1000
     assert len(corpus["sha256"]) == 64
     bad = run_cli("export", "--model", "all-MiniLM-L6-v2", "--text", "x", "--geometry", "whitened", "--out", str(out))
     assert bad.returncode == 2 and "invalid choice: 'whitened'" in bad.stderr

@@ -62,7 +62,6 @@ def test_text_over_the_limit_is_refused_in_the_page_and_in_a_link(monkeypatch):
         ("top_k", "-3"),
         ("top_k", "9" * 40),
         ("overlap_n", "NaN"),
-        ("highlight", ",".join(["1"] * 5000)),
         ("highlight", "1;DROP TABLE"),
         ("layer", "1e9"),
         ("head", "🙂"),
@@ -73,8 +72,8 @@ def test_text_over_the_limit_is_refused_in_the_page_and_in_a_link(monkeypatch):
 def test_hostile_link_values_open_with_defaults_and_a_notice(name, value):
     app = open_app(**{name: value})
     assert_clean(app)
-    notices = " ".join(info.value for info in app.info)
-    assert name.replace("_", "\\_") in notices or name == "highlight"
+    notices = " ".join(info.value for info in app.info).replace("\\", "")
+    assert f"The link's {name} was not usable" in notices
     assert not unescaped(markdown_bodies(app), "<img") and not unescaped(markdown_bodies(app), "<b>")
     app.switch_page(RANKS).run()
     assert_clean(app)
@@ -93,11 +92,9 @@ def test_model_names_with_control_characters_or_huge_length_are_refused():
             analysis.load_model(name)
 
 
-def test_the_allowlist_is_on_by_default_on_community_cloud(monkeypatch, tmp_path, tiny_roberta):
+def test_the_allowlist_is_on_by_default_on_community_cloud(monkeypatch, family_folder):
     monkeypatch.setenv("TOKEN_TRAILS_DEPLOYMENT", "cloud")
-    tiny_roberta.hf_model.save_pretrained(tmp_path)
-    tiny_roberta.tokenizer.save_pretrained(tmp_path)
-    app = open_app(model=str(tmp_path))
+    app = open_app(model=str(family_folder("roberta")))
     assert_clean(app)
     assert "this deployment serves only roberta\\-base" in " ".join(info.value for info in app.info)
     assert app.session_state["view"].model == analysis.BUNDLED_MODEL
@@ -108,7 +105,7 @@ def test_the_allowlist_is_on_by_default_on_community_cloud(monkeypatch, tmp_path
         "all-MiniLM-L6-v2 · BERT encoder · 23M (bundled, offline)",
     ]
     assert not app.sidebar.text_input  # no free-form model field
-    compare = open_app(model_b=str(tmp_path))
+    compare = open_app(model_b=str(family_folder("roberta")))
     assert "model\\_b" in " ".join(info.value for info in compare.info)
     compare.switch_page(COMPARE).run()
     assert_clean(compare)
@@ -133,8 +130,9 @@ def test_models_over_the_size_limit_are_refused_with_their_size(monkeypatch):
     assert "limit of 0.05 GB (max_model_gb)" in message
 
 
-def test_check_model_size_reads_only_the_config(tmp_path, tiny_roberta):
-    tiny_roberta.hf_model.save_pretrained(tmp_path)
+def test_check_model_size_reads_only_the_config(tmp_path, family_folder):
+    (tmp_path / "config.json").write_bytes((family_folder("roberta") / "config.json").read_bytes())
+    (tmp_path / "model.safetensors").write_bytes(b"")  # never read: the size comes from the config
     loading.check_model_size(str(tmp_path), 10**9)
     with pytest.raises(analysis.ModelLoadError, match="over this deployment's limit"):
         loading.check_model_size(str(tmp_path), 1000)
@@ -154,10 +152,9 @@ def test_settings_come_from_streamlit_secrets_too():
     assert app.sidebar.text_area[0].proto.max_chars == 60
 
 
-def test_the_model_cache_bound_is_a_setting_like_the_others(tmp_path, tiny_roberta, monkeypatch):
+def test_the_model_cache_bound_is_a_setting_like_the_others(family_folder, monkeypatch):
     """max_models, from Secrets or TOKEN_TRAILS_MAX_MODELS, bounds the package's one model cache."""
-    tiny_roberta.hf_model.save_pretrained(tmp_path)
-    tiny_roberta.tokenizer.save_pretrained(tmp_path)
+    tmp_path = family_folder("roberta")
     try:
         app = open_app(TRAJECTORIES)  # the bundled model, with the default bound of one model
         app.secrets["max_models"] = 2

@@ -22,7 +22,7 @@ from analysis.report.original_demo import original_demo
 from analysis.report.spikes import token_spikes
 from analysis.report.wordclass import word_classes
 from tests.numerics import COSINE32
-from tests.test_cli import run_cli
+from tests.test_cli import run_cli, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
@@ -192,12 +192,11 @@ def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp
 
 
 def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):
-    pytest.importorskip("ray", reason="Ray is installed with requirements-dev.txt; here it is missing")
-    path = texts_file(tmp_path)
-    common = ["--model", "all-MiniLM-L6-v2", "--input", str(path), "--shard-size", "3", "--geometry", "cosine",
+    path = texts_file(tmp_path, TEXTS[:3])  # two shards on two actors: all a real Ray run needs to show
+    common = ["--model", "all-MiniLM-L6-v2", "--input", str(path), "--shard-size", "2", "--geometry", "cosine",
               "--geometry", "standardized"]  # fmt: skip
     local = run_cli("sweep", *common, "--out", str(tmp_path / "local"))
-    ray = run_cli("sweep", *common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2")
+    ray = run_process("sweep", *common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2")
     assert local.returncode == 0, local.stderr
     assert ray.returncode == 0, ray.stderr[-2000:]
     pd.testing.assert_frame_equal(
@@ -206,14 +205,16 @@ def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):
     assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]["engine"] == "ray"
 
 
-def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path, monkeypatch):
+def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     from analysis.__main__ import main
+    from analysis.output.ray_engine import INSTALL_HINT
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
     path = texts_file(tmp_path)
     code = main(["sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out", str(tmp_path / "o"),
                  "--engine", "ray"])  # fmt: skip
     assert code == 1 and not (tmp_path / "o").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"python -m analysis: error: {INSTALL_HINT}"
 
 
 def test_devices_resolve_to_what_torch_sees():
@@ -222,7 +223,8 @@ def test_devices_resolve_to_what_torch_sees():
     from analysis.devices import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    seen = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(seen)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no cuda device"):
             resolve_device("cuda")

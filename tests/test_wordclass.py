@@ -31,7 +31,7 @@ def test_roberta_pieces_take_the_class_of_their_word(tiny_roberta):
     assert (word["word_class"] == "content").all()
     assert tokens["token"].iloc[0] == "<s>" and tokens["word_class"].iloc[0] == "special"
     like = tokens[tokens["token"] == "Ġlike"]
-    assert (like["word_class"] == "function").all()
+    assert len(like) >= 1 and (like["word_class"] == "function").all()
 
 
 def test_the_closed_class_list_is_lower_case_english():

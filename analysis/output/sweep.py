@@ -36,6 +36,7 @@ from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read
 from analysis.definitions import ROW_COLUMNS
 from analysis.model.encoder import EncoderModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
+from analysis.version import provenance
 
 MANIFEST = "sweep.json"
 MANIFEST_DAMAGED = "what this folder holds is unknown, so use a new --out folder."
@@ -185,10 +186,10 @@ class Sweep:
             stale.unlink()
         missing, notes = self.missing(), self.notes
         if not missing and self.finished:
-            provenance = read_json(self.out / "provenance.json", PROVENANCE_DAMAGED)
+            recorded = read_json(self.out / "provenance.json", PROVENANCE_DAMAGED)
             return SweepReport(
-                self.out, self.shards, [], True, self.sentences, provenance["truncated_sentence_ids"],
-                provenance.get("unreadable_sentence_ids", []), notes,
+                self.out, self.shards, [], True, self.sentences, recorded["truncated_sentence_ids"],
+                recorded.get("unreadable_sentence_ids", []), notes,
             )  # fmt: skip
         run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "engine": engine,
                "device": str(encoder.device), "batch_tokens": batch_tokens, "shards_written": 0}  # fmt: skip
