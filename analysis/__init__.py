@@ -15,10 +15,12 @@ import importlib
 
 from analysis.definitions import (
     BUNDLED_MODEL,
+    DEFAULTS,
     GEOMETRIES,
     METHODS,
     REFERENCES,
     STAGES,
+    AnalysisSettings,
     Geometry,
     Method,
     Reference,
@@ -45,6 +47,8 @@ _LAZY = {
     "release_models": "analysis.model.loading",
     "resident_models": "analysis.model.loading",
     "original_demo": "analysis.report.original_demo",
+    "Trace": "analysis.capture.trace",
+    "trace": "analysis.capture.trace",
 }
 
 
@@ -63,11 +67,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BUNDLED_MODEL",
+    "DEFAULTS",
     "GEOMETRIES",
     "METHODS",
     "REFERENCES",
     "STAGES",
     "AnalysisResult",
+    "AnalysisSettings",
     "Background",
     "Capabilities",
     "EncoderModel",
@@ -78,6 +84,7 @@ __all__ = [
     "ModelLoadError",
     "Reference",
     "Stage",
+    "Trace",
     "UnsupportedModelError",
     "__version__",
     "analyze",
@@ -89,5 +96,6 @@ __all__ = [
     "original_demo",
     "release_models",
     "resident_models",
+    "trace",
     "wrap_model",
 ]
