@@ -16,7 +16,7 @@ import torch
 
 from analysis.capture.demo import DEMO_POINTS, check_demo, demo_vectors
 from analysis.capture.trace import Trace, traced
-from analysis.definitions import DEFAULTS
+from analysis.definitions import DEFAULTS, AnalysisSettings
 from analysis.model.encoder import EncoderModel
 from analysis.report.result import AnalysisResult, assemble_result
 from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
@@ -70,12 +70,7 @@ def original_demo(encoder: EncoderModel, text: str | Trace, *, positional: bool 
         scores,
         cosine,
         own_reference,
-        stage="original_demo",
-        reference="position" if positional else "raw",
-        geometry="cosine",
-        rogue_k=0,
-        top_k=top_k,
-        overlap_n=overlap_n,
+        AnalysisSettings("original_demo", "position" if positional else "raw", "cosine", 0, top_k, overlap_n),
         provenance={
             "what": "the original demo's computation, for comparison only: " + DEMO_DEFINITION,
             "positional": positional,

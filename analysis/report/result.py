@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -125,6 +125,7 @@ def analyze(
             *(torch.cat([getattr(layers, f), getattr(original, f)]) for f in TokenScores.__dataclass_fields__)
         )
         cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
+    settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n)
     return assemble_result(
         encoder,
         text,
@@ -133,12 +134,7 @@ def analyze(
         scores,
         cosine,
         own_reference,
-        stage=stage,
-        reference=reference,
-        geometry=geometry,
-        rogue_k=rogue_k,
-        top_k=top_k,
-        overlap_n=overlap_n,
+        settings,
         provenance={
             "rogue_k": rogue_k if geometry == "no_rogue" else None,
             "background_corpus": None if geometry_maps.background is None else geometry_maps.background.corpus,
@@ -154,18 +150,15 @@ def assemble_result(
     scores: TokenScores,
     cosine: torch.Tensor,
     own_reference: torch.Tensor,
+    settings: AnalysisSettings,
     *,
-    stage: Stage | Literal["original_demo"],
-    reference: Reference,
-    geometry: Geometry,
-    rogue_k: int,
-    top_k: int,
-    overlap_n: int,
     provenance: dict,
 ) -> AnalysisResult:
     """The tidy tables of one text: `vectors [layers, tokens, hidden]`, `scores` of the layers followed by one
     group for the tokens' own references, the displayed own `cosine [layers, tokens]`, the `own_reference`
-    vectors `[tokens, hidden]`; `provenance` adds to (or overrides) the common record."""
+    vectors `[tokens, hidden]`, under `settings` (stage "original_demo" for the demo); `provenance` adds to (or
+    overrides) the common record."""
+    top_k, overlap_n = settings.top_k, settings.overlap_n
     n_layers, n_tokens = vectors.shape[:2]
     token_frame = token_table(tokens, text)
     ids_n = scores.top_ids[..., :overlap_n]
@@ -201,9 +194,9 @@ def assemble_result(
 
     record = provenance_record(
         encoder,
-        stage=stage,
-        reference=reference,
-        geometry=geometry,
+        stage=settings.stage,
+        reference=settings.reference,
+        geometry=settings.geometry,
         top_k=top_k,
         overlap_n=overlap_n,
         n_tokens=n_tokens,
@@ -213,12 +206,7 @@ def assemble_result(
     )
     return AnalysisResult(
         model=encoder.name,
-        stage=stage,
-        reference=reference,
-        geometry=geometry,
-        rogue_k=rogue_k,
-        top_k=top_k,
-        overlap_n=overlap_n,
+        **asdict(settings),
         tokens=token_frame,
         metrics=metrics,
         neighbors=neighbors,
