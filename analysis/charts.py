@@ -106,17 +106,17 @@ class Figure:
             raise ValueError(f"Cannot save a chart as {path.name!r}: use .png, .svg, .html or .json.")
 
 
-def _fill_key(node: object, labels: tuple[str, ...], colours: tuple[str, ...]) -> None:
+def _fill_key(node: object, labels: tuple[str, ...], colors: tuple[str, ...]) -> None:
     """Put the highlighted tokens' labels and colours into every colour scale that holds `HIGHLIGHT_KEY`."""
     if isinstance(node, dict):
         scale = node.get("scale")
         if isinstance(scale, dict) and scale.get("domain") == [HIGHLIGHT_KEY]:
-            scale["domain"], scale["range"] = list(labels), list(colours) or [FAINT]
+            scale["domain"], scale["range"] = list(labels), list(colors) or [FAINT]
         for value in node.values():
-            _fill_key(value, labels, colours)
+            _fill_key(value, labels, colors)
     elif isinstance(node, list):
         for value in node:
-            _fill_key(value, labels, colours)
+            _fill_key(value, labels, colors)
 
 
 def _spec(chart: alt.TopLevelMixin) -> dict:
@@ -128,7 +128,7 @@ def _rows() -> alt.NamedData:
     return alt.NamedData(name=DATA)
 
 
-def highlight_colours(highlight: list[int]) -> dict[int, str]:
+def highlight_colors(highlight: list[int]) -> dict[int, str]:
     """Each highlighted position's colour, by its place among the highlighted positions in text order: the same
     whatever order they were picked in."""
     return {position: PALETTE[i % len(PALETTE)] for i, position in enumerate(sorted(set(highlight)))}
@@ -143,15 +143,15 @@ def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint
     texts = frame["text"].to_numpy()[first]
     labels = np.empty(seen.max() + 1, dtype=object)
     labels[seen] = [token_label(p, t) for p, t in zip(seen.tolist(), texts, strict=True)]
-    colours = np.full(len(labels), FAINT, dtype=object)
-    for position, colour in highlight_colours(highlight).items():
-        if position < len(colours):
-            colours[position] = colour
-    highlighted = colours[positions] != FAINT
+    colors = np.full(len(labels), FAINT, dtype=object)
+    for position, color in highlight_colors(highlight).items():
+        if position < len(colors):
+            colors[position] = color
+    highlighted = colors[positions] != FAINT
     return frame[columns].assign(
         label=labels[positions],
         highlighted=highlighted,
-        colour=colours[positions],
+        color=colors[positions],
         width=np.where(highlighted, 3.0, 1.0),
         alpha=np.where(highlighted, 1.0, faint_alpha),
     )
@@ -161,9 +161,9 @@ def _key(rows: pd.DataFrame, highlight: list[int]) -> tuple[tuple[str, ...], tup
     """The highlighted tokens' labels and colours in text order, from `_styled` rows."""
     shown = rows.loc[rows["highlighted"], ["position", "label"]].drop_duplicates("position")
     labels = dict(zip(shown["position"], shown["label"], strict=True))
-    colours = highlight_colours(highlight)
-    present = [position for position in colours if position in labels]
-    return tuple(labels[p] for p in present), tuple(colours[p] for p in present)
+    colors = highlight_colors(highlight)
+    present = [position for position in colors if position in labels]
+    return tuple(labels[p] for p in present), tuple(colors[p] for p in present)
 
 
 GEOMETRY_TITLES = {
@@ -254,14 +254,14 @@ def _trajectory_spec(
     tooltip = list(_TOOLTIP)
     if by_class:
         tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
-        faint_colour = alt.Color(
+        faint_color = alt.Color(
             "word_class:N",
             title="word class",
             scale=alt.Scale(domain=list(WORD_CLASS_COLOURS), range=list(WORD_CLASS_COLOURS.values())),
             legend=alt.Legend(orient="top"),
         )
     else:
-        faint_colour = alt.value(FAINT)
+        faint_color = alt.value(FAINT)
     key = alt.Color(
         "label:N",
         title="highlighted tokens",
@@ -275,7 +275,7 @@ def _trajectory_spec(
         alt.Chart()
         .transform_filter((alt.datum.position >= 0) & ~alt.datum.highlighted)
         .mark_line(point=point)
-        .encode(x=x, y=y, color=faint_colour, strokeWidth=width, opacity=opacity, detail="position:N", tooltip=tooltip)
+        .encode(x=x, y=y, color=faint_color, strokeWidth=width, opacity=opacity, detail="position:N", tooltip=tooltip)
         .add_params(pick)
     )
     bold = (
@@ -613,7 +613,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
         if relative
         else alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
     )
-    colour = alt.Color(
+    color = alt.Color(
         "model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models]), legend=alt.Legend(orient="top")
     )
     tooltip = [alt.Tooltip("model_name:N", title="model"), *_TOOLTIP]
@@ -623,7 +623,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
         .encode(
             x=x,
             y=_measure_axis(measure, geometry),
-            color=colour,
+            color=color,
             strokeWidth=alt.StrokeWidth("width:Q", scale=None),
             opacity=alt.Opacity("alpha:Q", scale=None),
             detail=alt.Detail(["model:N", "position:N"]),
@@ -634,7 +634,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
         alt.Chart()
         .transform_filter("isValid(datum.label_y)")
         .mark_text(align="left", dx=6, fontWeight="bold")
-        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=colour)
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=color)
     )
     if relative:
         return _spec(alt.layer(lines, labels, data=_rows()).properties(height=380, width=680, padding={"right": 110}))

@@ -197,10 +197,10 @@ def test_query_string_round_trip():
 
 
 def test_bad_and_stale_link_values_open_with_defaults_and_a_notice():
-    app = open_app(stage="middle", top_k="0", highlight="99", colour="red", model="https://x.org/m")
+    app = open_app(stage="middle", top_k="0", highlight="99", color="red", model="https://x.org/m")
     assert_clean(app)
     notices = " ".join(info.value for info in app.info)
-    for fragment in ("stage", "top\\_k", "colour", "model", "Dropped highlighted positions \\[99\\]"):
+    for fragment in ("stage", "top\\_k", "color", "model", "Dropped highlighted positions \\[99\\]"):
         assert fragment in notices
     view = app.session_state["view"]
     assert (view.stage, view.top_k, view.highlight) == ("attn_residual", 15, ())

@@ -44,7 +44,7 @@ def test_highlighted_tokens_are_flagged_keyed_and_labelled(result):
     assert set(rows.loc[rows["highlighted"], "position"]) == {2, 6}
     assert len(rows) == len(result.metrics)
     assert set(rows.loc[rows["highlighted"], "label"]) == {token_label(2, "flies"), token_label(6, ".")}
-    assert set(rows.loc[~rows["highlighted"], "colour"]) == {FAINT}
+    assert set(rows.loc[~rows["highlighted"], "color"]) == {FAINT}
     # Colours follow the text order of the highlighted tokens, whatever order they were picked in.
     assert figure.key == ((token_label(2, "flies"), token_label(6, ".")), (PALETTE[0], PALETTE[1]))
     assert trajectory_chart(result.metrics, "cosine", [2, 6]).key == figure.key

@@ -140,10 +140,10 @@ class VocabularyScorer:
         self.projection = projection.weight.detach() if projection is not None else None  # [hidden, embedding]
         self.projection_bias = projection.bias.detach() if projection is not None else None
         if projection is None:
-            self.table, self.gain, self.centred = self.word, self.ln_gain, self.normalised
+            self.table, self.gain, self.mean_subtracted = self.word, self.ln_gain, self.normalised
         else:
             self.table = memo(f"projected_table/{self.normalised}", self._projected_table)
-            self.gain, self.centred = None, False
+            self.gain, self.mean_subtracted = None, False
         self.offset = self._offset()
         self.plain = memo(f"plain_weighting/{reference}", lambda: self.weighting(torch.ones_like(self.table[0])))
 
@@ -224,7 +224,7 @@ class VocabularyScorer:
         """g with T_u . a = table_u . g: a itself, or C(gamma * a) where T_u = gamma * C w_u is implicit."""
         if self.gain is not None:
             a = a * self.gain
-        return a - a.mean(-1, keepdim=True) if self.centred else a
+        return a - a.mean(-1, keepdim=True) if self.mean_subtracted else a
 
     def table_products(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """T_u . x for every vocabulary item: `[..., hidden]` → `[..., vocab]`, one product with the whole table
@@ -245,7 +245,7 @@ class VocabularyScorer:
         """T_u . y for rows y `[n, hidden]` that vanish off `columns.support` → `[n, vocab]`, from those columns
         alone (a few dimensions cost a few columns); added into `out` `[n, vocab]` when given."""
         g = y[:, columns.support] if self.gain is None else (y * self.gain)[:, columns.support]
-        if self.centred:  # T_u . y = table_u . g - mean_u (sum g): one more column
+        if self.mean_subtracted:  # T_u . y = table_u . g - mean_u (sum g): one more column
             g = torch.cat([g, -g.sum(-1, keepdim=True)], dim=-1)
             table = torch.cat([columns.table, self.constants.mean.unsqueeze(-1)], dim=-1)
         else:
@@ -322,7 +322,7 @@ class VocabularyScorer:
         mean = self.constants.mean.unsqueeze(-1)
 
         def quadratic(rows: slice) -> torch.Tensor:
-            t = columns.table[rows] - mean[rows] if self.centred else columns.table[rows]
+            t = columns.table[rows] - mean[rows] if self.mean_subtracted else columns.table[rows]
             if self.gain is not None:
                 t = t * self.gain[columns.support]
             return t**2 @ w
