@@ -1,8 +1,8 @@
 """Token Trails analysis: how each token's encoding moves through a transformer, layer by layer.
 
 import analysis
-encoder = analysis.load_model("roberta-base")
-result = analysis.analyze(encoder, "Time flies like an arrow.", stage="attn_residual", reference="position")
+lm = analysis.load_model("roberta-base")
+result = analysis.analyze(lm, "Time flies like an arrow.", stage="attn_residual", reference="position")
 result.metrics  # layer, position, token, token_id, text, special, cosine, rank
 
 The names below load their modules (and torch) on first use, so `python -m analysis --help` and anything that
@@ -35,10 +35,10 @@ _LAZY = {
     "background": "analysis.scoring.geometry",
     "Capabilities": "analysis.model.capabilities",
     "capabilities": "analysis.model.capabilities",
-    "EncoderModel": "analysis.model.encoder",
-    "ModelInfo": "analysis.model.encoder",
+    "LoadedModel": "analysis.model.loaded",
+    "ModelInfo": "analysis.model.loaded",
     "UnsupportedModelError": "analysis.model.architectures",
-    "wrap_model": "analysis.model.encoder",
+    "wrap_model": "analysis.model.loaded",
     "HeadDecomposition": "analysis.capture.heads",
     "decompose_heads": "analysis.capture.heads",
     "ModelLoadError": "analysis.model.checkpoint",
@@ -76,9 +76,9 @@ __all__ = [
     "AnalysisSettings",
     "Background",
     "Capabilities",
-    "EncoderModel",
     "Geometry",
     "HeadDecomposition",
+    "LoadedModel",
     "Method",
     "ModelInfo",
     "ModelLoadError",

@@ -212,13 +212,13 @@ def _export(args: argparse.Namespace) -> list[Path]:
     from analysis.report.result import analyze
 
     check_text(args.text)
-    encoder = _load(args.model)
+    lm = _load(args.model)
     _say(
-        f"tracing the text through {encoder.num_layers} layers of {encoder.name} and scoring every token against "
-        f"all {encoder.vocab_size:,} vocabulary items…"
+        f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
+        f"all {lm.vocab_size:,} vocabulary items…"
     )
     result = analyze(
-        encoder,
+        lm,
         args.text,
         stage=args.stage,
         reference=args.reference,
@@ -243,24 +243,22 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
     from analysis.scoring.geometry import background, check_rogue_k, corpus_statistics
     from analysis.version import provenance as provenance_record
 
-    encoder = _load(args.model)
-    check_rogue_k(args.rogue_k, encoder.hidden_size)
-    reference = args.reference or default_reference(encoder)
+    lm = _load(args.model)
+    check_rogue_k(args.rogue_k, lm.hidden_size)
+    reference = args.reference or default_reference(lm)
     on_progress, close = _counter("corpus statistics", "sentence")
-    corpus_statistics(encoder, args.stage, on_progress)
+    corpus_statistics(lm, args.stage, on_progress)
     close()
     on_progress, close = _counter("verdict", "sentence")
-    verdict = spike_verdict(
-        encoder, stage=args.stage, reference=reference, rogue_k=args.rogue_k, on_progress=on_progress
-    )
+    verdict = spike_verdict(lm, stage=args.stage, reference=reference, rogue_k=args.rogue_k, on_progress=on_progress)
     close()
     provenance = provenance_record(
-        encoder,
+        lm,
         stage=args.stage,
         reference=reference,
         rogue_k=args.rogue_k,
-        methods=verdict_methods(demo_unavailable(encoder) is None),
-        corpus=background(encoder, args.stage, reference).corpus,
+        methods=verdict_methods(demo_unavailable(lm) is None),
+        corpus=background(lm, args.stage, reference).corpus,
     )
     _say(f"writing verdict.csv, verdict.png, verdict.txt and provenance.json to {args.out}…")
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
@@ -304,24 +302,24 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
     if not sweep.missing() and sweep.finished:
         _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
         return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
-    encoder = _load(args.model)
-    encoder.move_to(device)
-    check_stage(encoder, settings.stage)
-    check_reference(encoder, settings.reference)
-    if "original_demo" in settings.methods and (why := demo_unavailable(encoder)) is not None:
+    lm = _load(args.model)
+    lm.move_to(device)
+    check_stage(lm, settings.stage)
+    check_reference(lm, settings.reference)
+    if "original_demo" in settings.methods and (why := demo_unavailable(lm)) is not None:
         raise ValueError(f"--method original_demo: {why}.")
-    check_rogue_k(settings.rogue_k, encoder.hidden_size)
+    check_rogue_k(settings.rogue_k, lm.hidden_size)
     runner = None
     if ray_engine is not None:
         runner = ray_engine.ray_shard_runner(
             args.model, sweep, batch_tokens=args.batch_tokens, device=args.device, address=args.ray_address,
             actors=args.actors,
         )  # fmt: skip
-    _say(f"{encoder.name} on {device}: {len(sweep.missing()):,} of {sweep.shards:,} shards to compute")
+    _say(f"{lm.name} on {device}: {len(sweep.missing()):,} of {sweep.shards:,} shards to compute")
     on_progress, close = _counter("sweep", "text")
     try:
         report = sweep.run(
-            encoder, batch_tokens=args.batch_tokens, engine=args.engine, run_shards=runner, on_progress=on_progress
+            lm, batch_tokens=args.batch_tokens, engine=args.engine, run_shards=runner, on_progress=on_progress
         )
     except KeyboardInterrupt:
         close()
@@ -330,7 +328,7 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
     close()
     if report.truncated:
         _say(
-            f"note: {len(report.truncated):,} texts were cut at the model's limit of {encoder.max_tokens} tokens "
+            f"note: {len(report.truncated):,} texts were cut at the model's limit of {lm.max_tokens} tokens "
             "(column truncated; their ids are in provenance.json)."
         )
     if report.unreadable:

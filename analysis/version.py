@@ -7,8 +7,8 @@ import platform
 __version__ = "0.1.0"
 
 
-def provenance(encoder=None, **fields) -> dict:
-    """What produced an output: the model (name, revision, architecture, dtype, device) when `encoder` is given,
+def provenance(lm=None, **fields) -> dict:
+    """What produced an output: the model (name, revision, architecture, dtype, device) when `lm` is given,
     the `fields` the caller adds (settings, counts), and the versions of Python and every library that computed
     it. Libraries are imported here, not at import time, so the command line's --help stays fast."""
     import pyarrow
@@ -16,13 +16,13 @@ def provenance(encoder=None, **fields) -> dict:
     import transformers
 
     model = {}
-    if encoder is not None:
+    if lm is not None:
         model = {
-            "model": encoder.name,
-            "revision": encoder.revision,
-            "architecture": encoder.architecture,
-            "dtype": str(encoder.hf_model.dtype).removeprefix("torch."),
-            "device": str(encoder.device),
+            "model": lm.name,
+            "revision": lm.revision,
+            "architecture": lm.architecture,
+            "dtype": str(lm.hf_model.dtype).removeprefix("torch."),
+            "device": str(lm.device),
         }
     return {
         **model,

@@ -33,12 +33,12 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, value
 
 
-def naive_ranks(encoder, text: str) -> torch.Tensor:
+def naive_ranks(lm, text: str) -> torch.Tensor:
     """The original demo's algorithm (with correct references): `[layers, tokens]` 1-based ranks."""
-    run = trace(encoder, text, ["attn_residual"])
+    run = trace(lm, text, ["attn_residual"])
     tokens, vectors = run.tokens[0], run.stage("attn_residual")
-    scorer = vocabulary_scorer(encoder, "position")
-    vocab = torch.arange(encoder.vocab_size)
+    scorer = vocabulary_scorer(lm, "position")
+    vocab = torch.arange(lm.vocab_size)
     ranks = torch.zeros(vectors.shape[:2], dtype=torch.long)
     with torch.inference_mode():
         for position, (token_id, position_id) in enumerate(zip(tokens.ids, tokens.position_ids, strict=True)):
@@ -50,25 +50,25 @@ def naive_ranks(encoder, text: str) -> torch.Tensor:
     return ranks
 
 
-def floor(encoder, text: str) -> None:
+def floor(lm, text: str) -> None:
     """One forward pass plus one `[rows, hidden] x [hidden, vocab]` product: no method can do less."""
-    vectors = trace(encoder, text, ["attn_residual"]).stage("attn_residual")
+    vectors = trace(lm, text, ["attn_residual"]).stage("attn_residual")
     with torch.inference_mode():
-        vectors.reshape(-1, vectors.shape[-1]) @ encoder.structure.embeddings.word.weight.T
+        vectors.reshape(-1, vectors.shape[-1]) @ lm.structure.embeddings.word.weight.T
 
 
 def seed_benchmark() -> dict:
-    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     cold_start = time.perf_counter()
-    analysis.analyze(encoder, SEED_SENTENCE)
+    analysis.analyze(lm, SEED_SENTENCE)
     cold = time.perf_counter() - cold_start
-    ours, result = best_of(lambda: analysis.analyze(encoder, SEED_SENTENCE), 5)
-    floor_time, _ = best_of(lambda: floor(encoder, SEED_SENTENCE), 5)
-    naive_time, ranks = best_of(lambda: naive_ranks(encoder, SEED_SENTENCE), 1)
+    ours, result = best_of(lambda: analysis.analyze(lm, SEED_SENTENCE), 5)
+    floor_time, _ = best_of(lambda: floor(lm, SEED_SENTENCE), 5)
+    naive_time, ranks = best_of(lambda: naive_ranks(lm, SEED_SENTENCE), 1)
     ours_ranks = torch.tensor(result.metrics["rank"].to_numpy()).view(ranks.shape)
     return {
         "tokens": len(result.tokens),
-        "layers": encoder.num_layers,
+        "layers": lm.num_layers,
         "ours_s": ours,
         "ours_first_call_s": cold,
         "naive_s": naive_time,
@@ -80,8 +80,8 @@ def seed_benchmark() -> dict:
 
 
 def large_benchmark() -> dict:
-    encoder = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
-    return long_text_growth(encoder, reference="position")
+    lm = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
+    return long_text_growth(lm, reference="position")
 
 
 def main() -> None:

@@ -59,10 +59,10 @@ def timed(step) -> float:
 
 def main() -> None:
     _time_script_runs()
-    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     with tempfile.TemporaryDirectory() as folder:
-        encoder.hf_model.save_pretrained(folder)
-        encoder.tokenizer.save_pretrained(folder)
+        lm.hf_model.save_pretrained(folder)
+        lm.tokenizer.save_pretrained(folder)
         app = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=600)
         app.query_params["model"] = folder
         first = timed(app.run)

@@ -31,20 +31,20 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def corpus_speed() -> dict:
-    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     sentences = corpus_sentences()
-    corpus_spikes(encoder, sentences[:2])  # vocabulary constants, first-call costs
+    corpus_spikes(lm, sentences[:2])  # vocabulary constants, first-call costs
     start = time.perf_counter()
-    corpus_spikes(encoder, sentences)
+    corpus_spikes(lm, sentences)
     elapsed = time.perf_counter() - start
     return {"sentences": len(sentences), "seconds": elapsed, "sentences_per_second": len(sentences) / elapsed}
 
 
 def _save(shape_name: str, folder: str) -> None:
     shape = {"base": ROBERTA_BASE_SHAPE, "large": ROBERTA_LARGE_SHAPE}[shape_name]
-    encoder = random_roberta(shape)
-    encoder.hf_model.save_pretrained(folder)
-    encoder.tokenizer.save_pretrained(folder)
+    lm = random_roberta(shape)
+    lm.hf_model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
 
 
 def save_real_shapes(folder: str) -> tuple[str, str]:

@@ -27,15 +27,15 @@ from tests.synthetic import (
 )
 
 
-def against_floor(encoder: analysis.EncoderModel) -> dict:
-    analysis.analyze(encoder, SEED_SENTENCE)  # per-model constants, built once
-    ours, result = best_of(lambda: analysis.analyze(encoder, SEED_SENTENCE), 7)
-    floor_time, _ = best_of(lambda: floor(encoder, SEED_SENTENCE), 7)
+def against_floor(lm: analysis.LoadedModel) -> dict:
+    analysis.analyze(lm, SEED_SENTENCE)  # per-model constants, built once
+    ours, result = best_of(lambda: analysis.analyze(lm, SEED_SENTENCE), 7)
+    floor_time, _ = best_of(lambda: floor(lm, SEED_SENTENCE), 7)
     return {
         "reference": result.reference,
         "tokens": len(result.tokens),
-        "layers": encoder.num_layers,
-        "vocab": encoder.vocab_size,
+        "layers": lm.num_layers,
+        "vocab": lm.vocab_size,
         "ours_s": ours,
         "floor_s": floor_time,
         "ours_over_floor": ours / floor_time,
@@ -50,8 +50,8 @@ def seed_benchmarks() -> dict:
 
 def long_llama_benchmark() -> dict:
     tokenizer = sentencepiece_tokenizer(max_length=512, decoder=True)
-    encoder = random_model("llama", SMOLLM2_135M_SHAPE, tokenizer, "random SmolLM2-135M shape")
-    return {"parameters_m": encoder.info.parameters / 1e6, **long_text_growth(encoder, stage="attn_residual")}
+    lm = random_model("llama", SMOLLM2_135M_SHAPE, tokenizer, "random SmolLM2-135M shape")
+    return {"parameters_m": lm.info.parameters / 1e6, **long_text_growth(lm, stage="attn_residual")}
 
 
 def main() -> None:

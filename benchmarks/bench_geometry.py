@@ -23,13 +23,13 @@ from tests.synthetic import ROBERTA_BASE_SHAPE, ROBERTA_LARGE_SHAPE, random_robe
 
 
 def base_benchmarks() -> dict:
-    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     start = time.perf_counter()
-    found = analysis.background(encoder, "attn_residual", "position")
+    found = analysis.background(lm, "attn_residual", "position")
     background_s = time.perf_counter() - start
     for geometry in GEOMETRIES:  # warm-up: vocabulary constants, first-call allocations
-        analysis.analyze(encoder, SEED_SENTENCE, geometry=geometry)
-    seconds = {g: best_of(lambda g=g: analysis.analyze(encoder, SEED_SENTENCE, geometry=g), 7)[0] for g in GEOMETRIES}
+        analysis.analyze(lm, SEED_SENTENCE, geometry=geometry)
+    seconds = {g: best_of(lambda g=g: analysis.analyze(lm, SEED_SENTENCE, geometry=g), 7)[0] for g in GEOMETRIES}
     return {
         "background_s": background_s,
         "background_tokens": found.n_tokens,
@@ -39,19 +39,19 @@ def base_benchmarks() -> dict:
 
 
 def large_benchmark() -> dict:
-    encoder = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
+    lm = random_roberta(ROBERTA_LARGE_SHAPE, name="random roberta-large shape")
     start = time.perf_counter()
-    analysis.background(encoder, "attn_residual", "position")
+    analysis.background(lm, "attn_residual", "position")
     background_s = time.perf_counter() - start
     for geometry in GEOMETRIES:
-        analysis.analyze(encoder, "warm up the vocabulary constants", geometry=geometry)
+        analysis.analyze(lm, "warm up the vocabulary constants", geometry=geometry)
     text = " ".join(["flies"] * 600)
     report = {"background_s": background_s}
     for geometry in GEOMETRIES:
         loaded = rss_bytes()
         with PeakRss() as memory:
             start = time.perf_counter()
-            result = analysis.analyze(encoder, text, geometry=geometry)
+            result = analysis.analyze(lm, text, geometry=geometry)
             elapsed = time.perf_counter() - start
         report[geometry] = {
             "tokens": len(result.tokens),

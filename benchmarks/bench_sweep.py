@@ -30,13 +30,13 @@ from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 BATCH_TOKENS = 4096
 
 
-def floor(encoder, texts: list[str]) -> int:
+def floor(lm, texts: list[str]) -> int:
     """The forward passes of the sweep's batches plus one vocabulary product per layer for all their tokens."""
-    tokens = [tokenize(encoder, text) for text in texts]
-    word = encoder.structure.embeddings.word.weight
+    tokens = [tokenize(lm, text) for text in texts]
+    word = lm.structure.embeddings.word.weight
     n = 0
     for batch in length_batches([len(t) for t in tokens], BATCH_TOKENS):
-        run = trace_tokens(encoder, [texts[i] for i in batch], [tokens[i] for i in batch], ["attn_residual"])
+        run = trace_tokens(lm, [texts[i] for i in batch], [tokens[i] for i in batch], ["attn_residual"])
         vectors = torch.cat([run.stage("attn_residual", row) for row in range(len(batch))], dim=1)
         with torch.inference_mode():
             rows = vectors.reshape(-1, vectors.shape[-1])
@@ -52,19 +52,19 @@ def main() -> None:
     args = parser.parse_args()
     shipped = corpus_sentences()
     texts = [shipped[i % len(shipped)] for i in range(args.sentences)]
-    encoder = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
+    lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
     settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
     inputs = Path(tempfile.mkdtemp())
     (inputs / "warm.txt").write_text("\n".join(texts[:8]) + "\n")
     (inputs / "bench.txt").write_text("\n".join(texts) + "\n")
-    run_sweep(encoder, inputs / "warm.txt", inputs / "warm", settings)
+    run_sweep(lm, inputs / "warm.txt", inputs / "warm", settings)
     loaded = rss_bytes()
     with PeakRss() as memory, tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run_sweep(encoder, inputs / "bench.txt", Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
+        run_sweep(lm, inputs / "bench.txt", Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
         ours = time.perf_counter() - start
     start = time.perf_counter()
-    tokens = floor(encoder, texts)
+    tokens = floor(lm, texts)
     floor_s = time.perf_counter() - start
     report = {
         "torch_threads": torch.get_num_threads(),

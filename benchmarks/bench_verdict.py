@@ -31,13 +31,13 @@ from benchmarks.runner import run
 from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 
 
-def per_sentence_reference(encoder: analysis.EncoderModel, sentences: list[str]) -> pd.DataFrame:
+def per_sentence_reference(lm: analysis.LoadedModel, sentences: list[str]) -> pd.DataFrame:
     """The verdict as it was computed before the counting engine: per sentence, the original demo and `analyze`
     under each geometry, one forward pass and one full scoring each; spikes counted per method."""
     counts = []
     for sentence in sentences:
-        results = {"original_demo": original_demo(encoder, sentence)}
-        results |= {g: analysis.analyze(encoder, sentence, geometry=g, top_k=1, overlap_n=1) for g in GEOMETRIES}
+        results = {"original_demo": original_demo(lm, sentence)}
+        results |= {g: analysis.analyze(lm, sentence, geometry=g, top_k=1, overlap_n=1) for g in GEOMETRIES}
         for method, result in results.items():
             spikes = token_spikes(result.metrics)
             rows = spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)), spike=spikes["spikes"])
@@ -45,23 +45,23 @@ def per_sentence_reference(encoder: analysis.EncoderModel, sentences: list[str])
     return pd.concat(counts).groupby(["method", "layer", "word_class"])[["spikes", "tokens"]].sum()
 
 
-def measure(encoder: analysis.EncoderModel) -> dict:
+def measure(lm: analysis.LoadedModel) -> dict:
     sentences = corpus_sentences()
     start = time.perf_counter()
-    corpus_statistics(encoder, "attn_residual")
+    corpus_statistics(lm, "attn_residual")
     statistics_s = time.perf_counter() - start
-    spike_verdict(encoder, sentences=sentences[:3])  # first-call costs of both, outside the timings
-    per_sentence_reference(encoder, sentences[:3])
+    spike_verdict(lm, sentences=sentences[:3])  # first-call costs of both, outside the timings
+    per_sentence_reference(lm, sentences[:3])
     methods = tuple(verdict_methods(True))
-    estimate = corpus_seconds(encoder, sentences, methods, classes=VERDICT_CLASSES)
+    estimate = corpus_seconds(lm, sentences, methods, classes=VERDICT_CLASSES)
     start = time.perf_counter()
-    verdict = spike_verdict(encoder, sentences=sentences)
+    verdict = spike_verdict(lm, sentences=sentences)
     engine_s = time.perf_counter() - start
     start = time.perf_counter()
-    reference = per_sentence_reference(encoder, sentences)
+    reference = per_sentence_reference(lm, sentences)
     reference_s = time.perf_counter() - start
     engine_counts = verdict.set_index(["method", "layer", "word_class"])[["spikes", "tokens"]]
-    last_layer = encoder.num_layers - 1  # the verdict leaves it out: nothing can spike there
+    last_layer = lm.num_layers - 1  # the verdict leaves it out: nothing can spike there
     reference = reference[reference.index.get_level_values("layer") < last_layer]
     return {
         "sentences": len(sentences),

@@ -35,14 +35,14 @@ class PeakRss:
         self.peak = max(self.peak, rss_bytes())
 
 
-def long_text_growth(encoder: analysis.EncoderModel, **options) -> dict:
+def long_text_growth(lm: analysis.LoadedModel, **options) -> dict:
     """`analyze` on 600 words (cut at the model's limit) after a warm-up: seconds and peak RSS growth above the
     loaded model and its per-model constants."""
-    analysis.analyze(encoder, "warm up the vocabulary constants", **options)
+    analysis.analyze(lm, "warm up the vocabulary constants", **options)
     loaded = rss_bytes()
     with PeakRss() as memory:
         start = time.perf_counter()
-        result = analysis.analyze(encoder, " ".join(["flies"] * 600), **options)
+        result = analysis.analyze(lm, " ".join(["flies"] * 600), **options)
         elapsed = time.perf_counter() - start
     return {
         "reference": result.reference,

@@ -24,7 +24,7 @@ from dashboard.show import literal
 from dashboard.view import View, check_model_allowed
 
 
-def loaded_encoder(model: str, interactive: bool = True) -> analysis.EncoderModel:
+def loaded_lm(model: str, interactive: bool = True) -> analysis.LoadedModel:
     """The loaded model named `model`, for a model this deployment allows and can afford.
 
     Before a first load: refuse a model off the allowlist or over the size limit, and download it with a
@@ -39,9 +39,9 @@ def loaded_encoder(model: str, interactive: bool = True) -> analysis.EncoderMode
     analysis.configure_model_cache(max_models=current.max_models, memory_budget_bytes=current.memory_budget_bytes)
     if interactive and model not in analysis.resident_models():
         ensure_downloaded(model)
-    encoder = analysis.load_model(model, max_bytes=current.max_model_bytes)
-    encoder.move_to(device)
-    return encoder
+    lm = analysis.load_model(model, max_bytes=current.max_model_bytes)
+    lm.move_to(device)
+    return lm
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -56,8 +56,8 @@ def cached_trace(model: str, text: str, extras: tuple[Extra, ...] = ()) -> Trace
     every layer, plus `extras` (the deep dive's attention weights and head contexts, for its head decomposition
     and the original demo). Bounded: 512 tokens of roberta-large hold ~200 MB of stages, ~0.4 GB more with
     attention weights."""
-    encoder = loaded_encoder(model, interactive=False)
-    return trace(encoder, text, available_points(encoder, extras))
+    lm = loaded_lm(model, interactive=False)
+    return trace(lm, text, available_points(lm, extras))
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
@@ -68,9 +68,7 @@ def cached_analysis(
     keyed on everything that changes it (highlighting and page do not).
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
-    return analysis.analyze(
-        loaded_encoder(model, interactive=False), cached_trace(model, text, extras), **asdict(settings)
-    )
+    return analysis.analyze(loaded_lm(model, interactive=False), cached_trace(model, text, extras), **asdict(settings))
 
 
 def view_analysis(
@@ -85,7 +83,7 @@ def view_analysis(
 @st.cache_resource(max_entries=32, show_spinner=False)
 def cached_capabilities(model: str) -> analysis.Capabilities:
     """What a model offers, kept after the model itself is released (the pages check every view against it)."""
-    return analysis.capabilities(loaded_encoder(model, interactive=False))
+    return analysis.capabilities(loaded_lm(model, interactive=False))
 
 
 def ensure_downloaded(model: str) -> None:
@@ -123,7 +121,7 @@ def hub_model_available(model: str) -> bool:
 
 def view_background(view: View) -> analysis.Background:
     """The corpus statistics of the view's model, stage and reference (ready: see `jobs.background_job`)."""
-    return analysis.background(loaded_encoder(view.model, interactive=False), view.stage, view.reference)
+    return analysis.background(loaded_lm(view.model, interactive=False), view.stage, view.reference)
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
@@ -131,12 +129,12 @@ def cached_heads(
     model: str, text: str, layer: int, reference: analysis.Reference
 ) -> tuple[HeadDecomposition, HeadAttribution]:
     """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
-    encoder = loaded_encoder(model, interactive=False)
-    parts = decompose_heads(encoder, cached_trace(model, text, EXTRAS), layer)
-    return parts, attribute_heads(parts, own_references(encoder, parts.tokens, reference))
+    lm = loaded_lm(model, interactive=False)
+    parts = decompose_heads(lm, cached_trace(model, text, EXTRAS), layer)
+    return parts, attribute_heads(parts, own_references(lm, parts.tokens, reference))
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
 def cached_original_demo(model: str, text: str) -> analysis.AnalysisResult:
     """The original demo's computation of one text (for comparison with the exact one)."""
-    return analysis.original_demo(loaded_encoder(model, interactive=False), cached_trace(model, text, EXTRAS))
+    return analysis.original_demo(loaded_lm(model, interactive=False), cached_trace(model, text, EXTRAS))

@@ -16,7 +16,7 @@ from analysis.data import corpus_sentences
 from analysis.report.reports import opening_layer
 from analysis.report.wordclass import word_classes
 from dashboard import widgets
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis
 from dashboard.jobs import background_job
 from dashboard.settings import settings
 from dashboard.show import literal
@@ -104,7 +104,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
         _fail(str(error))
     try:
         with st.spinner(literal(f"Loading {view.model}…")):
-            encoder = loaded_encoder(view.model)
+            lm = loaded_lm(view.model)
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
     found = cached_capabilities(view.model)
@@ -128,7 +128,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
             result = view_analysis(view, extras)
     except ValueError as error:
         _fail(str(error))
-    info = encoder.info
+    info = lm.info
     info_slot.caption(literal(widgets.model_info_line(info)))
 
     _drop_stale_highlights(result)

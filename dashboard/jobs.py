@@ -28,7 +28,7 @@ from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
 from analysis.model.loading import load_model
 from analysis.scoring.geometry import corpus_statistics, has_background
-from dashboard.cache import loaded_encoder
+from dashboard.cache import loaded_lm
 
 
 @dataclass
@@ -162,22 +162,22 @@ def job_board() -> JobBoard:
     return JobBoard()
 
 
-def _model_of(model: str) -> Callable[[], analysis.EncoderModel]:
+def _model_of(model: str) -> Callable[[], analysis.LoadedModel]:
     """Check `model` now, in the page (allowlist, size, device), and return what loads it in the worker: by name,
     from the package's model cache, so that a finished job holds no model (a released model is freed)."""
-    device = loaded_encoder(model, interactive=False).device
+    device = loaded_lm(model, interactive=False).device
 
-    def load() -> analysis.EncoderModel:
-        encoder = load_model(model)
-        encoder.move_to(device)
-        return encoder
+    def load() -> analysis.LoadedModel:
+        lm = load_model(model)
+        lm.move_to(device)
+        return lm
 
     return load
 
 
 def statistics_ready(model: str, stage: analysis.Stage) -> bool:
     """Whether this model's corpus statistics of `stage` are computed (the geometries and baselines need them)."""
-    return has_background(loaded_encoder(model, interactive=False), stage)
+    return has_background(loaded_lm(model, interactive=False), stage)
 
 
 def background_job(model: str, stage: analysis.Stage) -> Job | None:
@@ -189,11 +189,11 @@ def background_job(model: str, stage: analysis.Stage) -> Job | None:
     found = job_board().get(key)
     if found is not None and (found.running or found.error):
         return found
-    encoder_of = _model_of(model)
+    lm_of = _model_of(model)
 
     def work(job: Job) -> None:
         job.start_phase(f"Corpus statistics of {stage} in {model}")
-        corpus_statistics(encoder_of(), stage, job.progress)
+        corpus_statistics(lm_of(), stage, job.progress)
 
     return job_board().start(key, f"Corpus statistics of {stage}", "sentence", work, again=True)
 
@@ -210,15 +210,15 @@ def find_verdict(model: str, stage: analysis.Stage, reference: analysis.Referenc
 def verdict_job(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job:
     """The verdict over the shipped corpus (every method), started when none runs for these settings; it first
     computes the corpus statistics its geometries need, where they are missing."""
-    encoder_of = _model_of(model)
+    lm_of = _model_of(model)
 
     def work(job: Job) -> pd.DataFrame:
-        encoder = encoder_of()
-        if not has_background(encoder, stage):
+        lm = lm_of()
+        if not has_background(lm, stage):
             job.start_phase("Corpus statistics for the geometries")
-            corpus_statistics(encoder, stage, job.progress)
+            corpus_statistics(lm, stage, job.progress)
         job.start_phase("Verdict")
-        return spike_verdict(encoder, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=job.progress)
+        return spike_verdict(lm, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=job.progress)
 
     return job_board().start(_verdict_key(model, stage, reference, rogue_k), "Verdict", "sentence", work)
 
@@ -234,17 +234,17 @@ def find_corpus(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> 
 
 def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], source: str) -> Job:
     """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs."""
-    encoder_of = _model_of(model)
+    lm_of = _model_of(model)
     (geometry,) = settings.methods
 
     def work(job: Job) -> pd.DataFrame:
-        encoder = encoder_of()
-        if geometry != "cosine" and not has_background(encoder, settings.stage):
+        lm = lm_of()
+        if geometry != "cosine" and not has_background(lm, settings.stage):
             job.start_phase("Corpus statistics for the geometry")
-            corpus_statistics(encoder, settings.stage, job.progress)
+            corpus_statistics(lm, settings.stage, job.progress)
         job.start_phase(f"Corpus check of {source}")
         return corpus_spikes(
-            encoder, list(texts), stage=settings.stage, reference=settings.reference, geometry=geometry,
+            lm, list(texts), stage=settings.stage, reference=settings.reference, geometry=geometry,
             rogue_k=settings.rogue_k, on_progress=job.progress,
         )  # fmt: skip
 
@@ -261,5 +261,5 @@ def estimated_seconds(
 ) -> float:
     """About how long the counting engine takes on `texts` here (`analysis.cost`), with the corpus statistics'
     forward passes where they must be computed first."""
-    encoder = loaded_encoder(model, interactive=False)
-    return corpus_seconds(encoder, list(texts), methods, classes=classes, forward_passes=1 + with_statistics)
+    lm = loaded_lm(model, interactive=False)
+    return corpus_seconds(lm, list(texts), methods, classes=classes, forward_passes=1 + with_statistics)

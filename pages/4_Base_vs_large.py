@@ -8,7 +8,7 @@ from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
 from analysis.report.reports import comparison_report, model_labels
 from dashboard import show
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_encoder, view_analysis
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis
 from dashboard.controller import open_page, replacements
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS, model_labeller
@@ -58,7 +58,7 @@ results = []
 for name in models:
     try:
         with st.spinner(show.literal(f"Tracing the text through {name}…")):
-            loaded_encoder(name)  # the checks, and a download with a progress bar, before a first load
+            loaded_lm(name)  # the checks, and a download with a progress bar, before a first load
             found = cached_capabilities(name)
             changes, notices = replacements(view, found)
             for notice in notices:

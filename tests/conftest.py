@@ -12,19 +12,19 @@ from tests.synthetic import TINY_SHAPE, random_roberta, save_tiny_model
 
 
 @pytest.fixture(scope="session")
-def minilm() -> analysis.EncoderModel:
+def minilm() -> analysis.LoadedModel:
     """The bundled real model (BERT architecture, 6 layers, hidden 384, vocab 30,522)."""
     return analysis.load_model(analysis.BUNDLED_MODEL)
 
 
 @pytest.fixture(scope="session")
-def tiny_roberta() -> analysis.EncoderModel:
+def tiny_roberta() -> analysis.LoadedModel:
     """A tiny random RobertaModel with a byte-level BPE tokenizer (position offset 2, pad id 1)."""
     return random_roberta(TINY_SHAPE, name="tiny-roberta")
 
 
 @pytest.fixture(params=["minilm", "tiny_roberta"])
-def encoder(request) -> analysis.EncoderModel:
+def lm(request) -> analysis.LoadedModel:
     """Each test using this runs on the real BERT model and on the RoBERTa fixture."""
     return request.getfixturevalue(request.param)
 

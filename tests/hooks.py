@@ -4,17 +4,17 @@ read through a trace."""
 from analysis.capture.trace import trace
 
 
-def stage_vectors(encoder, text: str, stage: str):
+def stage_vectors(lm, text: str, stage: str):
     """(tokens, `[layers, tokens, hidden]` vectors) of `text` at `stage`, from one traced forward pass."""
-    run = trace(encoder, text, [stage])
+    run = trace(lm, text, [stage])
     return run.tokens[0], run.stage(stage)
 
 
-def installed_hooks(encoder) -> set[tuple[int, str, int]]:
+def installed_hooks(lm) -> set[tuple[int, str, int]]:
     """(module id, hook kind, hook key) for every forward and pre-forward hook on the model."""
     return {
         (id(module), kind, key)
-        for module in encoder.hf_model.modules()
+        for module in lm.hf_model.modules()
         for kind, hooks in (("forward", module._forward_hooks), ("pre", module._forward_pre_hooks))
         for key in hooks
     }

@@ -23,7 +23,7 @@ from tokenizers import (
 from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerFast
 
 from analysis.definitions import SEED_SENTENCE
-from analysis.model.encoder import EncoderModel, wrap_model
+from analysis.model.loaded import LoadedModel, wrap_model
 
 TRAINING_SENTENCES = [
     SEED_SENTENCE,
@@ -86,7 +86,7 @@ def bpe_tokenizer(sentences: list[str] = TRAINING_SENTENCES, vocab_size: int = 4
 
 def random_roberta(
     shape: dict, tokenizer: PreTrainedTokenizerFast | None = None, seed: int = 0, name: str = "random-roberta"
-) -> EncoderModel:
+) -> LoadedModel:
     """A RobertaModel (no pooler) with random weights of `shape` and norms moved off 1 and 0, so that every term
     of the reference algebra is exercised. `vocab_size` defaults to the tokenizer's."""
     tokenizer = tokenizer or bpe_tokenizer()
@@ -95,7 +95,7 @@ def random_roberta(
     return wrap_model(hf_model, tokenizer, name)
 
 
-def random_model(model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFast, name: str) -> EncoderModel:
+def random_model(model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFast, name: str) -> LoadedModel:
     """Any family's base model with random weights of `shape` (e.g. GPT2_SHAPE), wrapped for analysis."""
     return wrap_model(random_hf_model(model_type, shape, tokenizer), tokenizer, name)
 

@@ -12,10 +12,10 @@ from tests.hooks import installed_hooks
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_cosines, exact_references, rank_bounds
 
 
-def test_tables_have_the_documented_shape(encoder):
-    result = analysis.analyze(encoder, SEED_SENTENCE, top_k=5, overlap_n=10)
+def test_tables_have_the_documented_shape(lm):
+    result = analysis.analyze(lm, SEED_SENTENCE, top_k=5, overlap_n=10)
     n_tokens = len(result.tokens)
-    rows = encoder.num_layers * n_tokens
+    rows = lm.num_layers * n_tokens
     assert list(result.metrics.columns) == [
         "layer",
         "position",
@@ -28,24 +28,24 @@ def test_tables_have_the_documented_shape(encoder):
     ]
     assert len(result.metrics) == rows and len(result.overlap) == rows
     assert len(result.neighbors) == rows * 5
-    assert result.vectors.shape == (encoder.num_layers, n_tokens, encoder.hidden_size)
+    assert result.vectors.shape == (lm.num_layers, n_tokens, lm.hidden_size)
     assert result.metrics["rank"].min() >= 1
-    assert result.metrics["rank"].max() <= encoder.vocab_size
+    assert result.metrics["rank"].max() <= lm.vocab_size
     assert result.overlap["previous"].isna().sum() == n_tokens  # layer 0 has no previous layer
     assert not result.truncated and result.n_tokens_in_text == n_tokens
     assert result.tokens["special"].iloc[0] and result.tokens["special"].iloc[-1]
     assert "".join(result.tokens["text"][~result.tokens["special"]]).replace(" ", "") == SEED_SENTENCE.replace(" ", "")
 
 
-def test_rank_is_one_based_and_matches_a_naive_argsort(encoder):
+def test_rank_is_one_based_and_matches_a_naive_argsort(lm):
     """Demo error 4: rank 1 = the own embedding is the nearest, the same in every table. Checked against every
     vocabulary reference materialised in float64; ranks may differ only where float32 cannot tell items apart."""
-    result = analysis.analyze(encoder, SEED_SENTENCE, stage="attn_output", reference="position")
-    scorer = vocabulary_scorer(encoder, "position")
-    for layer in (0, encoder.num_layers - 1):
+    result = analysis.analyze(lm, SEED_SENTENCE, stage="attn_output", reference="position")
+    scorer = vocabulary_scorer(lm, "position")
+    for layer in (0, lm.num_layers - 1):
         for position in (0, 3, len(result.tokens) - 1):
             row = result.metrics[(result.metrics.layer == layer) & (result.metrics.position == position)].iloc[0]
-            position_id = position + encoder.structure.embeddings.position_offset
+            position_id = position + lm.structure.embeddings.position_offset
             cos = exact_cosines(result.vectors[layer, position], exact_references(scorer, position_id))
             low, high = rank_bounds(cos, row["token_id"])
             assert low <= row["rank"] <= high

@@ -57,15 +57,15 @@ def test_every_page_draws_other_families(family_folder, family, page):
     assert_clean(app)
     view = app.session_state["view"]
     assert view.model == str(family_folder(family))
-    encoder = analysis.load_model(view.model)
+    lm = analysis.load_model(view.model)
     if page == DEEP_DIVE:
         layer = int(app.subheader[0].value.removeprefix("Layer "))
         attention = chart_rows(app, chart_holding(app, '"field": "attention"'))
-        expected = analysis.decompose_heads(encoder, view.text, layer).attention[view.head]
+        expected = analysis.decompose_heads(lm, view.text, layer).attention[view.head]
         shown = attention.pivot_table(index="query", columns="key", values="attention", sort=False).to_numpy()
         np.testing.assert_allclose(shown, expected, rtol=0, atol=1e-6)
         return
-    result = analysis.analyze(encoder, view.text, stage=view.stage, reference=view.reference, top_k=1, overlap_n=1)
+    result = analysis.analyze(lm, view.text, stage=view.stage, reference=view.reference, top_k=1, overlap_n=1)
     rows = chart_rows(app, chart_holding(app, '"field": "rank"'))
     rows = rows[rows["rank"].notna()].sort_values(["layer", "position"])  # not the dashed baseline's rows
     expected = result.metrics.sort_values(["layer", "position"])

@@ -61,10 +61,10 @@ def family_model(request, family_folder):
     analysis.release_models()
 
 
-def own_readings(encoder, family, text):
+def own_readings(lm, family, text):
     """A plain forward pass (the model's default positions, no package code) with this test's own hooks:
     per block its input, output, the mid norm's input and output and the attention's output."""
-    hf_model = encoder.hf_model
+    hf_model = lm.hf_model
     seen = {key: [] for key in ("input", "output", "norm_in", "norm_out", "attention")}
     handles = []
     unique_blocks = list({id(b): b for b in blocks_of(hf_model, family)}.values())
@@ -88,7 +88,7 @@ def own_readings(encoder, family, text):
         else:
             attention = attribute(block, ATTENTION[family])
             handles.append(attention.register_forward_hook(lambda m, a, out: seen["attention"].append(out[0][0])))
-    ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
+    ids = torch.tensor([lm.tokenizer(text)["input_ids"]])
     try:
         with torch.no_grad():
             hf_model(input_ids=ids)
@@ -99,10 +99,10 @@ def own_readings(encoder, family, text):
 
 
 def test_every_stage_is_what_the_model_computes(family_model):
-    family, encoder = family_model
-    own = own_readings(encoder, family, SEED_SENTENCE)
-    available = analysis.capabilities(encoder).stages
-    got = {stage: stage_vectors(encoder, SEED_SENTENCE, stage)[1] for stage in available}
+    family, lm = family_model
+    own = own_readings(lm, family, SEED_SENTENCE)
+    available = analysis.capabilities(lm).stages
+    got = {stage: stage_vectors(lm, SEED_SENTENCE, stage)[1] for stage in available}
     # Two forward passes through the same kernels, one with explicit position ids and mask: float32 defaults.
     torch.testing.assert_close(got["layer_input"], own["input"])
     torch.testing.assert_close(got["layer_output"], own["output"])
@@ -118,11 +118,11 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
     """layer_output = attn_residual + MLP(norm(·)) with the model's own MLP: in pre-LN blocks the norm is the
     mid norm of attn_residual, in parallel blocks the MLP's norm of the block input. (Post-LN blocks are checked
     against their LayerNorms in test_capture.)"""
-    family, encoder = family_model
-    _, x = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
-    _, residual = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
-    _, output = stage_vectors(encoder, SEED_SENTENCE, "layer_output")
-    for layer, block in enumerate(blocks_of(encoder.hf_model, family) if family in MLP else []):
+    family, lm = family_model
+    _, x = stage_vectors(lm, SEED_SENTENCE, "layer_input")
+    _, residual = stage_vectors(lm, SEED_SENTENCE, "attn_residual")
+    _, output = stage_vectors(lm, SEED_SENTENCE, "layer_output")
+    for layer, block in enumerate(blocks_of(lm.hf_model, family) if family in MLP else []):
         with torch.no_grad():
             if family == "gpt_neox":
                 mlp_input = block.post_attention_layernorm(x[layer])
@@ -130,13 +130,13 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
                 mlp_input = attribute(block, MID_NORM[family])(residual[layer])
             mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
         torch.testing.assert_close(output[layer], residual[layer] + mlp_output)  # float32 defaults
-    assert (encoder.info.block != "post_ln") == (family in MLP)
+    assert (lm.info.block != "post_ln") == (family in MLP)
 
 
-def explicit_reference(encoder, family, reference, token_ids, positions):
+def explicit_reference(lm, family, reference, token_ids, positions):
     """The reference written out from the model's own modules: word rows (+ position and type rows), the
     embedding LayerNorm for `embedding`, then the projection where the family has one."""
-    hf_model = encoder.hf_model
+    hf_model = lm.hf_model
     vectors = hf_model.get_input_embeddings()(token_ids)
     embeddings = getattr(hf_model, "embeddings", None)
     if reference != "raw":
@@ -156,26 +156,26 @@ def explicit_reference(encoder, family, reference, token_ids, positions):
 
 
 def test_references_are_the_explicit_computation_and_embedding_feeds_block_zero(family_model):
-    family, encoder = family_model
-    tokens, layer_input = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
+    family, lm = family_model
+    tokens, layer_input = stage_vectors(lm, SEED_SENTENCE, "layer_input")
     ids, position_ids = torch.tensor(tokens.ids), torch.tensor(tokens.position_ids)
     positions = torch.arange(len(ids))
     with torch.no_grad():
-        for reference in analysis.capabilities(encoder).references:
-            scorer = vocabulary_scorer(encoder, reference)
-            expected = explicit_reference(encoder, family, reference, ids, positions)
+        for reference in analysis.capabilities(lm).references:
+            scorer = vocabulary_scorer(lm, reference)
+            expected = explicit_reference(lm, family, reference, ids, positions)
             torch.testing.assert_close(scorer.references(ids, position_ids), expected)  # float32 defaults
         # What block 0 reads is the embedding layer's output: the `embedding` reference of each token.
-        embedding = vocabulary_scorer(encoder, "embedding").references(ids, position_ids)
+        embedding = vocabulary_scorer(lm, "embedding").references(ids, position_ids)
         torch.testing.assert_close(embedding, layer_input[0])
 
 
 def test_cosines_and_ranks_match_materialised_references(family_model):
-    family, encoder = family_model
-    for reference in analysis.capabilities(encoder).references:
-        result = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_output", reference=reference)
-        scorer = vocabulary_scorer(encoder, reference)
-        rows = result.metrics[result.metrics["layer"].isin([0, encoder.num_layers - 1])]
+    family, lm = family_model
+    for reference in analysis.capabilities(lm).references:
+        result = analysis.analyze(lm, SEED_SENTENCE, stage="layer_output", reference=reference)
+        scorer = vocabulary_scorer(lm, reference)
+        rows = result.metrics[result.metrics["layer"].isin([0, lm.num_layers - 1])]
         for row in rows.itertuples():
             position_id = int(result.tokens.at[row.position, "position_id"])
             cosines = exact_cosines(result.vectors[row.layer, row.position], exact_references(scorer, position_id))
@@ -185,30 +185,30 @@ def test_cosines_and_ranks_match_materialised_references(family_model):
 
 
 def test_head_decomposition_adds_up_and_decoders_are_causal(family_model):
-    family, encoder = family_model
-    for layer in (0, encoder.num_layers - 1):
-        parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+    family, lm = family_model
+    for layer in (0, lm.num_layers - 1):
+        parts = analysis.decompose_heads(lm, SEED_SENTENCE, layer)
         n = len(parts.tokens)
-        assert parts.head_contributions.shape == (encoder.num_heads, n, encoder.hidden_size)
+        assert parts.head_contributions.shape == (lm.num_heads, n, lm.hidden_size)
         # float64 sums of the model's float32 pieces against its float32 attn_residual (values of order 1-10).
         assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
         np.testing.assert_allclose(parts.attention.sum(-1), 1.0, atol=1e-5)
         above_diagonal = parts.attention[:, np.triu_indices(n, 1)[0], np.triu_indices(n, 1)[1]]
         if family in DECODERS:
-            assert encoder.info.causal and np.abs(above_diagonal).max() == 0
+            assert lm.info.causal and np.abs(above_diagonal).max() == 0
         else:
-            assert not encoder.info.causal and np.abs(above_diagonal).max() > 0
+            assert not lm.info.causal and np.abs(above_diagonal).max() > 0
 
 
 def test_what_a_model_lacks_is_refused_with_what_it_has(family_model):
-    family, encoder = family_model
-    found = analysis.capabilities(encoder)
+    family, lm = family_model
+    found = analysis.capabilities(lm)
     for missing, why in found.unavailable.items():
         assert why
         kind = "stage" if missing in analysis.STAGES else "reference"
         has = ", ".join(found.stages if kind == "stage" else found.references)
         with pytest.raises(ValueError, match=re.escape(f"has no {kind} {missing!r}") + ".*" + re.escape(has)):
-            analysis.analyze(encoder, SEED_SENTENCE, **{kind: missing})
+            analysis.analyze(lm, SEED_SENTENCE, **{kind: missing})
     expected_missing = set()
     if family == "gpt_neox":
         expected_missing.add("attn_output")
@@ -242,8 +242,8 @@ def test_an_encoder_decoder_model_is_refused(tmp_path):
 
 def test_word_classes_and_chips_read_byte_level_and_sentencepiece_pieces(family_model):
     """Ġ and ▁ pieces: chips show the covered text, word classes follow the words the pieces spell."""
-    _, encoder = family_model
-    result = analysis.analyze(encoder, "Time flies like an arrow.", stage="layer_output", top_k=1, overlap_n=1)
+    _, lm = family_model
+    result = analysis.analyze(lm, "Time flies like an arrow.", stage="layer_output", top_k=1, overlap_n=1)
     labels = token_labels(result)
     assert not any(marker in label for label in labels for marker in ("Ġ", "▁", "##"))
     classes = word_classes(result.tokens)
@@ -270,13 +270,13 @@ def test_variants_read_from_their_config(model_type, options, kind, references):
     """GPT-NeoX without the parallel residual is a pre-LN block; DeBERTa-v2 with absolute positions has them."""
     tokenizer_kind, shape = TINY_FAMILIES[model_type]
     tokenizer = byte_level_tokenizer() if tokenizer_kind == "byte_level_plain" else sentencepiece_tokenizer()
-    encoder = analysis.wrap_model(random_hf_model(model_type, {**shape, **options}, tokenizer), tokenizer, "variant")
-    found = analysis.capabilities(encoder)
-    assert encoder.info.block == kind and found.references == references and "attn_output" in found.stages
-    tokens, layer_input = stage_vectors(encoder, SEED_SENTENCE, "layer_input")
-    embedding = vocabulary_scorer(encoder, "embedding").references(
+    lm = analysis.wrap_model(random_hf_model(model_type, {**shape, **options}, tokenizer), tokenizer, "variant")
+    found = analysis.capabilities(lm)
+    assert lm.info.block == kind and found.references == references and "attn_output" in found.stages
+    tokens, layer_input = stage_vectors(lm, SEED_SENTENCE, "layer_input")
+    embedding = vocabulary_scorer(lm, "embedding").references(
         torch.tensor(tokens.ids), torch.tensor(tokens.position_ids)
     )
     torch.testing.assert_close(embedding, layer_input[0])  # float32 defaults
-    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, 1)
+    parts = analysis.decompose_heads(lm, SEED_SENTENCE, 1)
     assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4

@@ -149,8 +149,8 @@ def test_overlap_chart_has_both_comparisons_and_drops_layer_zeros_missing_previo
 
 
 def test_neighbor_grid_marks_the_own_token_and_gives_its_rank_outside_the_top_k():
-    encoder = analysis.load_model(analysis.BUNDLED_MODEL)
-    result = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_output", reference="raw", top_k=3)
+    lm = analysis.load_model(analysis.BUNDLED_MODEL)
+    result = analysis.analyze(lm, SEED_SENTENCE, stage="layer_output", reference="raw", top_k=3)
     position = 6  # "."
     grid = neighbor_grid(result, position, 3)
     assert list(grid.columns) == [f"layer {layer}" for layer in range(6)]

@@ -44,26 +44,26 @@ def test_spike_score_by_hand():
 
 
 @pytest.mark.parametrize("layer", [0, 2])
-def test_head_attribution_adds_up_to_the_change_in_cosine(encoder, layer):
-    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
-    split = attribute_heads(parts, own_references(encoder, parts.tokens, "position"))
-    assert split.per_head.shape == (encoder.num_heads, len(parts.tokens))
+def test_head_attribution_adds_up_to_the_change_in_cosine(lm, layer):
+    parts = analysis.decompose_heads(lm, SEED_SENTENCE, layer)
+    split = attribute_heads(parts, own_references(lm, parts.tokens, "position"))
+    assert split.per_head.shape == (lm.num_heads, len(parts.tokens))
     # The split is float64 arithmetic; `total` uses the model's float32 attn_residual, the parts its float64
     # recomputation, which agree to float32 rounding (see test_head_decomposition_adds_up_to_the_captured_vector).
     np.testing.assert_allclose(split.per_head.sum(0) + split.bias + split.rescaling, split.total, atol=1e-4)
-    residual = analysis.analyze(encoder, SEED_SENTENCE, stage="attn_residual", reference="position")
-    block_input = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_input", reference="position")
+    residual = analysis.analyze(lm, SEED_SENTENCE, stage="attn_residual", reference="position")
+    block_input = analysis.analyze(lm, SEED_SENTENCE, stage="layer_input", reference="position")
     after = residual.metrics[residual.metrics["layer"] == layer]["cosine"].to_numpy()
     before = block_input.metrics[block_input.metrics["layer"] == layer]["cosine"].to_numpy()
     np.testing.assert_allclose(split.total, after - before, atol=1e-4)
 
 
-def test_attention_sink_shares_sum_to_one_per_head(encoder):
-    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, 1)
+def test_attention_sink_shares_sum_to_one_per_head(lm):
+    parts = analysis.decompose_heads(lm, SEED_SENTENCE, 1)
     classes = word_classes(parts.tokens)
     groups = classes.where(classes.isin(["special", "punctuation"]), "other")
     shares = attention_shares(parts, groups)
-    assert list(shares.index) == list(range(encoder.num_heads))
+    assert list(shares.index) == list(range(lm.num_heads))
     assert set(shares.columns) == {"special", "punctuation", "other"}
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)  # float32 softmax rows, averaged
     assert (shares.to_numpy() >= 0).all()
@@ -91,10 +91,10 @@ def test_linear_cka_properties():
     assert 0 <= linear_cka(x, rng.normal(size=(40, 5))) < 0.5
 
 
-def test_a_model_against_itself_gives_one_on_the_cka_diagonal(encoder):
-    result = analysis.analyze(encoder, SEED_SENTENCE)
+def test_a_model_against_itself_gives_one_on_the_cka_diagonal(lm):
+    result = analysis.analyze(lm, SEED_SENTENCE)
     matrix = cka_matrix(result, result, SEED_SENTENCE)
-    assert matrix.shape == (encoder.num_layers, encoder.num_layers)
+    assert matrix.shape == (lm.num_layers, lm.num_layers)
     # CKA is computed in float64 (from float32 vectors): the ratio of two equal float64 sums is 1 to ~1e-15.
     np.testing.assert_allclose(np.diag(matrix), 1.0, rtol=1e-12)
     assert ((matrix.to_numpy() >= -1e-9) & (matrix.to_numpy() <= 1 + 1e-9)).all()

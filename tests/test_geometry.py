@@ -23,14 +23,14 @@ from tests.hooks import stage_vectors
 from tests.numerics import COSINE32, assert_top_ids_consistent, exact_references, rank_bounds
 
 
-def stage_and_references(encoder, sentences, stage, reference):
+def stage_and_references(lm, sentences, stage, reference):
     """Every non-special token's stage vectors `[layers, n, hidden]` and own references `[n, hidden]`, float64,
     read in the batches the background reads them in (`test_sweep` checks batched vectors against single ones)."""
-    scorer = vocabulary_scorer(encoder, reference)
+    scorer = vocabulary_scorer(lm, reference)
     xs, ys = [], []
-    tokens = tokenize_all(encoder, sentences)
+    tokens = tokenize_all(lm, sentences)
     for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
-        run = trace_tokens(encoder, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
+        run = trace_tokens(lm, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
         for index, text in enumerate(run.tokens):
             keep = ~np.array(text.special)
             xs.append(run.stage(stage, index).double().numpy()[:, keep])
@@ -72,23 +72,23 @@ def test_the_shipped_background_is_computed_once_per_model_stage_and_reference(m
 MATERIALISED: dict[tuple[str, str, int], np.ndarray] = {}
 
 
-def materialised_references(encoder, reference: str, position_id: int) -> np.ndarray:
+def materialised_references(lm, reference: str, position_id: int) -> np.ndarray:
     """`exact_references` as a read-only array, kept: every stage and geometry case of one model, reference and
     position shares it."""
-    key = (encoder.name, reference, position_id)
+    key = (lm.name, reference, position_id)
     if key not in MATERIALISED:
-        MATERIALISED[key] = exact_references(vocabulary_scorer(encoder, reference), position_id).numpy()
+        MATERIALISED[key] = exact_references(vocabulary_scorer(lm, reference), position_id).numpy()
         MATERIALISED[key].flags.writeable = False
     return MATERIALISED[key]
 
 
-def explicit_geometry_cosines(encoder, stage, reference, geometry, vectors, layers, position_ids, rogue_k):
+def explicit_geometry_cosines(lm, stage, reference, geometry, vectors, layers, position_ids, rogue_k):
     """cos(f(v), g(r)) for every vocabulary item with every reference materialised in float64: `vectors`
     `[layers, positions, hidden]` holds the vectors at `position_ids` → `[len(layers), positions, vocab]`."""
-    found = analysis.background(encoder, stage, reference) if geometry != "cosine" else None
-    out = np.empty((len(layers), len(position_ids), encoder.vocab_size))
+    found = analysis.background(lm, stage, reference) if geometry != "cosine" else None
+    out = np.empty((len(layers), len(position_ids), lm.vocab_size))
     for p, position_id in enumerate(position_ids):
-        references = materialised_references(encoder, reference, position_id)
+        references = materialised_references(lm, reference, position_id)
         for i, layer in enumerate(layers):
             v, r = vectors[layer, p].astype(np.float64), references
             if geometry in ("centered", "standardized"):
@@ -107,17 +107,17 @@ def explicit_geometry_cosines(encoder, stage, reference, geometry, vectors, laye
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
 @pytest.mark.parametrize("reference", list(analysis.REFERENCES))
 @pytest.mark.parametrize("stage", list(analysis.STAGES))
-def test_each_geometry_scores_every_vocabulary_item_exactly(encoder, stage, reference, geometry):
-    tokens, vectors = stage_vectors(encoder, SEED_SENTENCE, stage)
+def test_each_geometry_scores_every_vocabulary_item_exactly(lm, stage, reference, geometry):
+    tokens, vectors = stage_vectors(lm, SEED_SENTENCE, stage)
     first = vectors[:, :3]  # the first three tokens (position ids 2, 3, 4 for RoBERTa)
     positions = tokens.position_ids[:3]
-    scorer = vocabulary_scorer(encoder, reference)
-    mapping = map_scorer(encoder, scorer, geometry_map(encoder, stage, reference, geometry, rogue_k=3))
+    scorer = vocabulary_scorer(lm, reference)
+    mapping = map_scorer(lm, scorer, geometry_map(lm, stage, reference, geometry, rogue_k=3))
     with torch.inference_mode():
         blocks = score_blocks(scorer, torch.tensor(positions), [(first.clone(), mapping)])
         fast = torch.cat([cosines for _, _, cosines in blocks], dim=1).double().numpy()
-    layers = [0, encoder.num_layers - 1]
-    slow = explicit_geometry_cosines(encoder, stage, reference, geometry, first.numpy(), layers, positions, 3)
+    layers = [0, lm.num_layers - 1]
+    slow = explicit_geometry_cosines(lm, stage, reference, geometry, first.numpy(), layers, positions, 3)
     # float32 scores against float64 ones; standardizing rescales dimensions, so allow 10x the plain tolerance.
     np.testing.assert_allclose(fast[layers], slow, rtol=0, atol=10 * COSINE32)
 
@@ -181,15 +181,15 @@ def test_bad_geometry_settings_give_a_value_error_listing_the_choices(minilm, kw
         analysis.analyze(minilm, SEED_SENTENCE, **kwargs)
 
 
-def explicit_demo_vectors(encoder, text):
+def explicit_demo_vectors(lm, text):
     """The demo's formulas written out from the model's own hidden states and attention weights (float64)."""
-    ids = torch.tensor([encoder.tokenizer(text)["input_ids"]])
+    ids = torch.tensor([lm.tokenizer(text)["input_ids"]])
     with torch.no_grad():
-        output = encoder.hf_model(input_ids=ids, output_hidden_states=True, output_attentions=True)
-    heads, hidden = encoder.num_heads, encoder.hidden_size
+        output = lm.hf_model(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    heads, hidden = lm.num_heads, lm.hidden_size
     head_dim = hidden // heads
     vectors = []
-    for layer, block in enumerate(encoder.hf_model.encoder.layer):
+    for layer, block in enumerate(lm.hf_model.encoder.layer):
         x = output.hidden_states[layer][0].double()
         attention = output.attentions[layer][0].double()
         value = x @ block.attention.self.value.weight.double()
@@ -199,18 +199,18 @@ def explicit_demo_vectors(encoder, text):
 
 
 @pytest.mark.parametrize("positional", [False, True])
-def test_the_original_demo_reproduces_its_formulas(encoder, positional):
-    result = original_demo(encoder, SEED_SENTENCE, positional=positional)
+def test_the_original_demo_reproduces_its_formulas(lm, positional):
+    result = original_demo(lm, SEED_SENTENCE, positional=positional)
     assert result.stage == "original_demo" and result.provenance["positional"] is positional
-    expected = explicit_demo_vectors(encoder, SEED_SENTENCE)
+    expected = explicit_demo_vectors(lm, SEED_SENTENCE)
     # The demo's products in float32 (package) and float64 (here), over two products of `hidden` terms each.
     torch.testing.assert_close(torch.tensor(result.vectors, dtype=torch.float64), expected, rtol=1e-5, atol=1e-4)
-    embeddings = encoder.hf_model.embeddings
+    embeddings = lm.hf_model.embeddings
     words = embeddings.word_embeddings.weight.detach().double()
-    offset = encoder.structure.embeddings.position_offset
+    offset = lm.structure.embeddings.position_offset
     position_zero = embeddings.position_embeddings.weight[offset].detach().double()  # for every token: error 2
     references = words + position_zero if positional else words
-    for layer in (0, encoder.num_layers - 1):
+    for layer in (0, lm.num_layers - 1):
         for position in (1, 6):
             row = result.metrics[(result.metrics.layer == layer) & (result.metrics.position == position)].iloc[0]
             vector = torch.tensor(result.vectors[layer, position], dtype=torch.float64)

@@ -164,14 +164,14 @@ def test_every_runs_settings_are_recorded(tmp_path, minilm):
 
 
 @pytest.mark.parametrize("filler", [" ", "\n", ""])
-def test_a_long_text_is_cut_before_tokenising_with_the_same_tokens(encoder, filler):
+def test_a_long_text_is_cut_before_tokenising_with_the_same_tokens(lm, filler):
     """A text far past the model's limit is tokenised from a prefix: the same ids, offsets and count as the whole
     text tokenised at once (with no whitespace at all, too)."""
-    words = ("flies like an arrow" + filler) * (encoder.max_tokens * 8)
-    mine = tokenize(encoder, words)
-    whole = encoder.tokenizer(words, truncation=True, max_length=encoder.max_tokens, return_offsets_mapping=True)
+    words = ("flies like an arrow" + filler) * (lm.max_tokens * 8)
+    mine = tokenize(lm, words)
+    whole = lm.tokenizer(words, truncation=True, max_length=lm.max_tokens, return_offsets_mapping=True)
     assert mine.ids == whole["input_ids"] and mine.offsets == [tuple(o) for o in whole["offset_mapping"]]
-    full_count = len(encoder.tokenizer(words)["input_ids"])
+    full_count = len(lm.tokenizer(words)["input_ids"])
     assert mine.n_tokens_in_text == full_count and mine.truncated
-    assert len(words) > 16 * encoder.max_tokens  # the prefix path was taken
-    assert analysis.analyze(encoder, words, top_k=1, overlap_n=1).n_tokens_in_text == full_count
+    assert len(words) > 16 * lm.max_tokens  # the prefix path was taken
+    assert analysis.analyze(lm, words, top_k=1, overlap_n=1).n_tokens_in_text == full_count

@@ -161,8 +161,8 @@ def test_a_masked_lm_checkpoint_loads_its_base_model_exactly(family_folder, tmp_
     tokenizer.save_pretrained(tmp_path)
     stored = load_file(tmp_path / WEIGHTS_FILE)
     assert any(key.startswith("lm_head.") for key in stored) and not any("pooler" in key for key in stored)
-    encoder = analysis.load_model(tmp_path)
-    loaded = encoder.hf_model.state_dict()
+    lm = analysis.load_model(tmp_path)
+    loaded = lm.hf_model.state_dict()
     for key, value in stored.items():
         if key.startswith("roberta."):
             torch.testing.assert_close(loaded[key.removeprefix("roberta.")], value, rtol=0, atol=0)

@@ -22,11 +22,11 @@ def materialised_cosine(scorer, vectors, position_ids):
 
 
 @pytest.mark.parametrize("reference", list(analysis.REFERENCES))
-def test_algebraic_cosine_equals_materialised_references(encoder, reference):
-    tokens, vectors = stage_vectors(encoder, SEED_SENTENCE, "attn_residual")
+def test_algebraic_cosine_equals_materialised_references(lm, reference):
+    tokens, vectors = stage_vectors(lm, SEED_SENTENCE, "attn_residual")
     positions = torch.tensor(tokens.position_ids[:5])
     sample = vectors[[0, -1], :5]
-    scorer = vocabulary_scorer(encoder, reference)
+    scorer = vocabulary_scorer(lm, reference)
     with torch.inference_mode():
         fast = scorer.cosine(sample.clone(), positions)
         slow = materialised_cosine(scorer, sample, positions)
@@ -46,9 +46,9 @@ def test_position_reference_uses_each_tokens_own_position(tiny_roberta):
     assert not torch.allclose(refs[0], refs[1])
 
 
-def test_embedding_reference_is_the_embedding_layers_output(encoder):
+def test_embedding_reference_is_the_embedding_layers_output(lm):
     """With reference `embedding`, layer 0's input is its own reference: cosine 1, rank 1, full overlap."""
-    result = analysis.analyze(encoder, SEED_SENTENCE, stage="layer_input", reference="embedding", overlap_n=20)
+    result = analysis.analyze(lm, SEED_SENTENCE, stage="layer_input", reference="embedding", overlap_n=20)
     first = result.metrics[result.metrics.layer == 0]
     # The own cosine is computed in float64 from the model's float32 vector: the embedding layer summed the same
     # rows in another order, so the two vectors differ by float32 rounding, and the cosine is 1 to ~1e-12.

@@ -57,8 +57,8 @@ def test_layer_report_lays_out_the_layers_decomposition(minilm, seed_result):
     assert first.outliers is None
 
 
-def _heads(encoder, result, layer):
-    parts = analysis.decompose_heads(encoder, SEED_SENTENCE, layer)
+def _heads(lm, result, layer):
+    parts = analysis.decompose_heads(lm, SEED_SENTENCE, layer)
     return parts, attribute_heads(parts, result.own_references.astype(np.float64))
 
 

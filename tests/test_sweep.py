@@ -29,17 +29,17 @@ TEXTS = corpus_sentences()[:7]
 SETTINGS = SweepSettings("attn_residual", "position", ("original_demo", "cosine", "no_rogue"), 3)
 
 
-def alone(encoder, text: str, method: str) -> analysis.AnalysisResult:
+def alone(lm, text: str, method: str) -> analysis.AnalysisResult:
     """One text on its own: `original_demo`, or `analyze` under the method's geometry."""
     if method == "original_demo":
-        return original_demo(encoder, text)
-    return analysis.analyze(encoder, text, stage=SETTINGS.stage, reference=SETTINGS.reference, geometry=method,
+        return original_demo(lm, text)
+    return analysis.analyze(lm, text, stage=SETTINGS.stage, reference=SETTINGS.reference, geometry=method,
                             rogue_k=SETTINGS.rogue_k, top_k=1, overlap_n=1)  # fmt: skip
 
 
-def spikes_alone(encoder, text: str, method: str) -> pd.DataFrame:
+def spikes_alone(lm, text: str, method: str) -> pd.DataFrame:
     """Layer, word class and spike flag of every token of one text analysed alone."""
-    result = alone(encoder, text, method)
+    result = alone(lm, text, method)
     spikes = token_spikes(result.metrics)
     return spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)), spike=spikes["spikes"])
 
@@ -60,14 +60,14 @@ def test_length_batches_sort_by_length_and_bound_the_padded_size():
 
 
 @pytest.mark.parametrize("batch_tokens", [40, 4096])
-def test_batched_rows_equal_analyze_on_each_text_alone(encoder, batch_tokens):
+def test_batched_rows_equal_analyze_on_each_text_alone(lm, batch_tokens):
     """Padding and batching change no number beyond float32 rounding: the displayed cosine is a float64 cosine
     of float32 vectors from another kernel shape, so within COSINE32 (tests/numerics.py); ranks equal."""
-    rows = batch_rows(encoder, TEXTS, list(range(10, 17)), SETTINGS, batch_tokens)
+    rows = batch_rows(lm, TEXTS, list(range(10, 17)), SETTINGS, batch_tokens)
     assert list(rows.columns) == list(ROW_COLUMNS)
     for sentence, text in enumerate(TEXTS):
         for method in SETTINGS.methods:
-            expected = alone(encoder, text, method).metrics
+            expected = alone(lm, text, method).metrics
             mine = rows[(rows["sentence_id"] == sentence + 10) & (rows["method"] == method)]
             np.testing.assert_array_equal(
                 mine[["layer", "position", "token_id"]], expected[["layer", "position", "token_id"]]

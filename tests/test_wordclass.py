@@ -6,8 +6,8 @@ from analysis.report.wordclass import FUNCTION_WORDS, word_classes
 TEXT = "Time flies like an arrow. I don't know, it's unbelievable!"
 
 
-def classes_by_text(encoder):
-    result = analysis.analyze(encoder, TEXT, top_k=1, overlap_n=1)
+def classes_by_text(lm):
+    result = analysis.analyze(lm, TEXT, top_k=1, overlap_n=1)
     tokens = result.tokens.assign(word_class=word_classes(result.tokens))
     return tokens
 

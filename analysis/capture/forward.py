@@ -12,7 +12,7 @@ from torch import nn
 
 from analysis.capture.tokens import Tokens
 from analysis.model.architectures import LayerParts
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -52,31 +52,31 @@ def _record(calls: list[torch.Tensor], tap: Tap):
     )
 
 
-def model_inputs(encoder: EncoderModel, batch: list[Tokens]) -> dict[str, torch.Tensor]:
+def model_inputs(lm: LoadedModel, batch: list[Tokens]) -> dict[str, torch.Tensor]:
     """The forward pass's inputs for texts already tokenised, on the model's device: ids padded on the right,
     an attention mask that hides the padding, and the position ids and all-zero token types where the model
     takes them. Decoders apply their causal mask themselves; right padding never reaches a real token."""
-    device = encoder.device
+    device = lm.device
     length = max(len(tokens) for tokens in batch)
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    offset = encoder.structure.embeddings.position_offset
+    pad_id = lm.tokenizer.pad_token_id or 0
+    offset = lm.structure.embeddings.position_offset
     ids = [tokens.ids + [pad_id] * (length - len(tokens)) for tokens in batch]
     mask = [[1] * len(tokens) + [0] * (length - len(tokens)) for tokens in batch]
     input_ids = torch.tensor(ids, device=device)
     inputs = {"input_ids": input_ids, "attention_mask": torch.tensor(mask, device=device)}
-    accepted = encoder.forward_parameters
+    accepted = lm.forward_parameters
     if "position_ids" in accepted:
         positions = [offset + p for p in range(length)]  # the padding's rows are masked out
         inputs["position_ids"] = torch.tensor([positions] * len(batch), device=device)
-    if encoder.structure.embeddings.token_type is not None and "token_type_ids" in accepted:
+    if lm.structure.embeddings.token_type is not None and "token_type_ids" in accepted:
         inputs["token_type_ids"] = torch.zeros_like(input_ids)
     if "use_cache" in accepted:  # a decoder keeps no key/value cache for a single pass
         inputs["use_cache"] = False
     return inputs
 
 
-def run_model(encoder: EncoderModel, batch: list[Tokens], taps: dict[str, Tap]) -> dict[str, torch.Tensor]:
-    """One forward pass over `batch` (hold `encoder.lock`), reading `taps` with hooks that exist only during
+def run_model(lm: LoadedModel, batch: list[Tokens], taps: dict[str, Tap]) -> dict[str, torch.Tensor]:
+    """One forward pass over `batch` (hold `lm.lock`), reading `taps` with hooks that exist only during
     it: each reading with its batch dimension first."""
     calls: dict[tuple[int, str, int | None], list[torch.Tensor]] = {}
     handles = []
@@ -85,24 +85,24 @@ def run_model(encoder: EncoderModel, batch: list[Tokens], taps: dict[str, Tap]) 
         if key not in calls:
             calls[key] = []
             handles.append(_record(calls[key], tap))
-    inputs = model_inputs(encoder, batch)
+    inputs = model_inputs(lm, batch)
     if any(tap.read == "output" and tap.item == 1 for tap in taps.values()):
         inputs["output_attentions"] = True  # item 1 of an attention module's output: its weights
     try:
         with torch.inference_mode():
-            encoder.hf_model(**inputs)
+            lm.hf_model(**inputs)
     finally:
         for handle in handles:
             handle.remove()
     return {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
 
 
-def depth_call(encoder: EncoderModel, layer: int) -> int:
+def depth_call(lm: LoadedModel, layer: int) -> int:
     """How many earlier layers run the same block module as `layer` (0 unless layers share weights)."""
-    block = encoder.structure.layers[layer].block
-    return sum(parts.block is block for parts in encoder.structure.layers[:layer])
+    block = lm.structure.layers[layer].block
+    return sum(parts.block is block for parts in lm.structure.layers[:layer])
 
 
-def layer_tap(encoder: EncoderModel, layer: int, read: Callable[[LayerParts], Tap]) -> Tap:
+def layer_tap(lm: LoadedModel, layer: int, read: Callable[[LayerParts], Tap]) -> Tap:
     """`read`'s tap on layer `layer`'s parts, at the call of that depth."""
-    return replace(read(encoder.structure.layers[layer]), call=depth_call(encoder, layer))
+    return replace(read(lm.structure.layers[layer]), call=depth_call(lm, layer))

@@ -17,7 +17,7 @@ import torch
 from analysis.capture.tokens import token_table
 from analysis.capture.trace import Point, Trace, traced
 from analysis.model.architectures import output_matrix
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -45,15 +45,15 @@ HEAD_POINTS: tuple[Point, ...] = ("layer_input", "attn_residual", "attention", "
 """What a trace must hold for the head decomposition."""
 
 
-def decompose_heads(encoder: EncoderModel, text: str | Trace, layer: int) -> HeadDecomposition:
+def decompose_heads(lm: LoadedModel, text: str | Trace, layer: int) -> HeadDecomposition:
     """Layer `layer`'s attn_residual split into its input, each head's contribution and the output bias, from a
     text (run once here) or a trace of it holding `HEAD_POINTS`."""
-    n_layers = encoder.num_layers
+    n_layers = lm.num_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be a whole number from 0 to {n_layers - 1}, not {layer!r}.")
-    run = traced(encoder, text, HEAD_POINTS)
-    parts = encoder.structure.layers[layer]
-    heads = encoder.num_heads
+    run = traced(lm, text, HEAD_POINTS)
+    parts = lm.structure.layers[layer]
+    heads = lm.num_heads
     projection = parts.attention_out
     with torch.inference_mode():
         contexts = run.at("head_context", layer).cpu().double()  # [tokens, heads * head_dim]; float64 on the CPU

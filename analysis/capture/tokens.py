@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ short), so a 20 MB line costs what its first tokens cost; its full count is take
 COUNT_CHUNK_CHARS = 1 << 16
 
 
-def tokenize(encoder: EncoderModel, text: str) -> Tokens:
-    """Tokenise `text`, keeping at most `encoder.max_tokens` tokens and recording where it was cut. Raises
+def tokenize(lm: LoadedModel, text: str) -> Tokens:
+    """Tokenise `text`, keeping at most `lm.max_tokens` tokens and recording where it was cut. Raises
     ValueError when the text has no token the model reads (only spaces or control characters, say)."""
-    tokenizer = encoder.tokenizer
-    limit = encoder.max_tokens
+    tokenizer = lm.tokenizer
+    limit = lm.max_tokens
     specials = tokenizer.num_special_tokens_to_add()
     window = PREFIX_CHARS_PER_TOKEN * limit
     while True:
@@ -69,7 +69,7 @@ def tokenize(encoder: EncoderModel, text: str) -> Tokens:
     truncated_at = (
         max(end for (_, end), s in zip(offsets, special, strict=True) if not s) if len(ids) < n_in_text else None
     )
-    offset = encoder.structure.embeddings.position_offset
+    offset = lm.structure.embeddings.position_offset
     return Tokens(
         ids=ids,
         pieces=[str(p) for p in tokenizer.convert_ids_to_tokens(ids)],
@@ -103,21 +103,21 @@ def _count_in_chunks(tokenizer, text: str) -> int:
     return count
 
 
-def tokenize_all(encoder: EncoderModel, texts: list[str]) -> list[Tokens]:
+def tokenize_all(lm: LoadedModel, texts: list[str]) -> list[Tokens]:
     """Each text tokenised alone (`tokenize`), under the model's lock (its fast tokenizer is not re-entrant)."""
-    with encoder.lock:
-        return [tokenize(encoder, text) for text in texts]
+    with lm.lock:
+        return [tokenize(lm, text) for text in texts]
 
 
-def tokenize_readable(encoder: EncoderModel, texts: list[str]) -> list[Tokens | None]:
+def tokenize_readable(lm: LoadedModel, texts: list[str]) -> list[Tokens | None]:
     """`tokenize_all`, with None for a text that has no token the model reads (skipped and counted by callers)."""
-    with encoder.lock:
-        return [_readable(encoder, text) for text in texts]
+    with lm.lock:
+        return [_readable(lm, text) for text in texts]
 
 
-def _readable(encoder: EncoderModel, text: str) -> Tokens | None:
+def _readable(lm: LoadedModel, text: str) -> Tokens | None:
     try:
-        return tokenize(encoder, text)
+        return tokenize(lm, text)
     except ValueError:
         return None
 

@@ -23,7 +23,7 @@ from analysis.checks import check_text
 from analysis.definitions import STAGES, Stage
 from analysis.model.architectures import LayerParts
 from analysis.model.capabilities import check_stage, unavailable_stages
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 Extra = Literal["attention", "head_context"]
 Point = Stage | Extra
@@ -84,56 +84,56 @@ class Trace:
         return reading[:, :length, :length] if point == "attention" else reading[:length]
 
 
-def _tap(encoder: EncoderModel, point: str, layer: int) -> Tap:
+def _tap(lm: LoadedModel, point: str, layer: int) -> Tap:
     part, read, item = _READS[point]
-    return layer_tap(encoder, layer, lambda parts: Tap(getattr(parts, part), read, item))
+    return layer_tap(lm, layer, lambda parts: Tap(getattr(parts, part), read, item))
 
 
-def available_points(encoder: EncoderModel, extras: Collection[Extra] = ()) -> tuple[Point, ...]:
-    """The stages `encoder` has, then the `extras` asked for."""
-    missing = unavailable_stages(encoder)
+def available_points(lm: LoadedModel, extras: Collection[Extra] = ()) -> tuple[Point, ...]:
+    """The stages `lm` has, then the `extras` asked for."""
+    missing = unavailable_stages(lm)
     return (*(stage for stage in STAGES if stage not in missing), *extras)
 
 
-def trace_tokens(encoder: EncoderModel, texts: list[str], tokens: list[Tokens], points: Collection[Point]) -> Trace:
+def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points: Collection[Point]) -> Trace:
     """One padded, masked forward pass over texts already tokenised, recording `points` at every layer."""
     for point in points:
         if point in STAGES:
-            check_stage(encoder, point)
+            check_stage(lm, point)
         elif point not in EXTRAS:
             raise ValueError(f"Unknown point {point!r}: one of {', '.join([*STAGES, *EXTRAS])}.")
-    parallel_residual = "attn_residual" in points and encoder.structure.kind == "parallel"
+    parallel_residual = "attn_residual" in points and lm.structure.kind == "parallel"
     reads = {point for point in points if not (parallel_residual and point == "attn_residual")}
     if parallel_residual:  # the model never forms it: the block input plus the attention output
         reads |= {"layer_input", "attention_update"}
-    taps = {(point, layer): _tap(encoder, point, layer) for point in reads for layer in range(encoder.num_layers)}
-    with encoder.lock:
-        readings = run_model(encoder, tokens, taps)
+    taps = {(point, layer): _tap(lm, point, layer) for point in reads for layer in range(lm.num_layers)}
+    with lm.lock:
+        readings = run_model(lm, tokens, taps)
     if parallel_residual:
-        for layer in range(encoder.num_layers):
+        for layer in range(lm.num_layers):
             readings[("attn_residual", layer)] = (
                 readings[("layer_input", layer)] + readings[("attention_update", layer)]
             )
     kept = {key: value for key, value in readings.items() if key[0] in points}
-    return Trace(encoder.name, list(texts), list(tokens), kept, encoder.num_layers)
+    return Trace(lm.name, list(texts), list(tokens), kept, lm.num_layers)
 
 
-def trace(encoder: EncoderModel, text: str, points: Collection[Point] | None = None) -> Trace:
+def trace(lm: LoadedModel, text: str, points: Collection[Point] | None = None) -> Trace:
     """Tokenise `text` and run the model once, recording `points` (default: every stage the model has) at
     every layer. Ask for `attention` and `head_context` too where a reader needs them (the head decomposition,
     the original demo)."""
     check_text(text)
-    with encoder.lock:
-        tokens = tokenize(encoder, text)
-    return trace_tokens(encoder, [text], [tokens], available_points(encoder) if points is None else points)
+    with lm.lock:
+        tokens = tokenize(lm, text)
+    return trace_tokens(lm, [text], [tokens], available_points(lm) if points is None else points)
 
 
-def traced(encoder: EncoderModel, text_or_trace: str | Trace, needs: Collection[Point]) -> Trace:
+def traced(lm: LoadedModel, text_or_trace: str | Trace, needs: Collection[Point]) -> Trace:
     """`text_or_trace` as a trace holding `needs`: a given trace is checked (one text, this model, those points);
     a text is traced for exactly them."""
     if not isinstance(text_or_trace, Trace):
-        return trace(encoder, text_or_trace, needs)
-    if text_or_trace.model != encoder.name or len(text_or_trace.texts) != 1:
-        raise ValueError(f"This reader needs a trace of one text by {encoder.name}, not of {text_or_trace.model}.")
+        return trace(lm, text_or_trace, needs)
+    if text_or_trace.model != lm.name or len(text_or_trace.texts) != 1:
+        raise ValueError(f"This reader needs a trace of one text by {lm.name}, not of {text_or_trace.model}.")
     text_or_trace._check(*needs)
     return text_or_trace

@@ -17,7 +17,7 @@ import torch
 
 from analysis.capture.tokens import token_table, tokenize_all
 from analysis.definitions import Method
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.report.wordclass import word_classes
 
 OVERHEAD = 1.3
@@ -25,12 +25,12 @@ OVERHEAD = 1.3
 the bundled model and on the roberta-base shape (`benchmarks/bench_verdict.py` reports estimate and time)."""
 
 
-def flops_per_second(encoder: EncoderModel) -> float:
+def flops_per_second(lm: LoadedModel) -> float:
     """Float32 speed of this machine on the scoring's products: the best of a few products of 256 rows with the
     model's vocabulary table (a few tenths of a second, once per model)."""
 
     def measure() -> float:
-        table = encoder.structure.embeddings.word.weight.detach()
+        table = lm.structure.embeddings.word.weight.detach()
         rows = torch.randn(256, table.shape[1], device=table.device)
         out = torch.empty(len(rows), len(table), device=table.device)  # reused, as the scoring's workspace is
         best = float("inf")
@@ -41,7 +41,7 @@ def flops_per_second(encoder: EncoderModel) -> float:
                 best = min(best, time.perf_counter() - start)
         return 2 * rows.numel() * table.shape[0] / best
 
-    return encoder.cached("flops_per_second", measure)
+    return lm.cached("flops_per_second", measure)
 
 
 def products_needed(methods: Sequence[Method]) -> int:
@@ -51,9 +51,9 @@ def products_needed(methods: Sequence[Method]) -> int:
     return int(shared) + int("standardized" in methods) + int("original_demo" in methods)
 
 
-def token_counts(encoder: EncoderModel, texts: list[str], classes: Collection[str] | None = None) -> tuple[int, int]:
+def token_counts(lm: LoadedModel, texts: list[str], classes: Collection[str] | None = None) -> tuple[int, int]:
     """(all tokens, tokens of the word `classes` given, or all) of `texts`, each tokenised alone."""
-    tokens = tokenize_all(encoder, texts)
+    tokens = tokenize_all(lm, texts)
     total = sum(len(t) for t in tokens)
     if classes is None:
         return total, total
@@ -64,7 +64,7 @@ def token_counts(encoder: EncoderModel, texts: list[str], classes: Collection[st
 
 
 def corpus_seconds(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     texts: list[str],
     methods: Sequence[Method],
     *,
@@ -73,7 +73,7 @@ def corpus_seconds(
 ) -> float:
     """About how long the counting engine takes on `texts` under `methods`, with `forward_passes` passes over them
     (2 when the corpus statistics must be computed first)."""
-    total, kept = token_counts(encoder, texts, classes)
-    scoring = 2.0 * kept * encoder.num_layers * encoder.vocab_size * encoder.hidden_size * products_needed(methods)
-    forward = 2.0 * encoder.info.parameters * total * forward_passes
-    return OVERHEAD * (scoring + forward) / flops_per_second(encoder)
+    total, kept = token_counts(lm, texts, classes)
+    scoring = 2.0 * kept * lm.num_layers * lm.vocab_size * lm.hidden_size * products_needed(methods)
+    forward = 2.0 * lm.info.parameters * total * forward_passes
+    return OVERHEAD * (scoring + forward) / flops_per_second(lm)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.definitions import DEFAULTS, METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
 INTERACTIVE_BATCH_TOKENS = 4096
@@ -59,7 +59,7 @@ def method_shares(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 def corpus_counts(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     texts: list[str],
     settings: SweepSettings,
     *,
@@ -69,17 +69,17 @@ def corpus_counts(
 ) -> pd.DataFrame:
     """Spikes and tokens per method, layer and word class over `texts`, from the counting engine
     (`analysis.batch`), for the word `classes` given (default all). `on_progress(done, total)` counts texts."""
-    rows = batch_rows(encoder, texts, list(range(len(texts))), settings, batch_tokens, on_progress, classes)
+    rows = batch_rows(lm, texts, list(range(len(texts))), settings, batch_tokens, on_progress, classes)
     if rows.empty:
         raise ValueError(
-            f"None of the {len(texts):,} texts has a token {encoder.name} reads (only spaces, control or zero-width "
+            f"None of the {len(texts):,} texts has a token {lm.name} reads (only spaces, control or zero-width "
             "characters)."
         )
     return spike_counts(rows, by=["method"])
 
 
 def corpus_spikes(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     texts: list[str],
     *,
     stage: Stage = DEFAULTS.stage,
@@ -91,5 +91,5 @@ def corpus_spikes(
     """Per layer and word class over all `texts` under one geometry: tokens, spiking tokens, share and its 95%
     interval (SUMMARY_COLUMNS without the method)."""
     settings = SweepSettings(stage, reference, (geometry,), rogue_k)
-    counts = corpus_counts(encoder, texts, settings, on_progress=on_progress)
+    counts = corpus_counts(lm, texts, settings, on_progress=on_progress)
     return method_shares(counts).drop(columns="method")

@@ -21,7 +21,7 @@ from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
 from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.report.spikes import spike_mask
 from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
@@ -44,7 +44,7 @@ class SweepSettings:
 
 
 def batch_rows(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     texts: list[str],
     sentence_ids: list[int],
     settings: SweepSettings,
@@ -56,12 +56,12 @@ def batch_rows(
     the tokens of the word `classes` given (default: every token: a token's rows depend on it alone, so leaving
     others out changes none of them). A text with no token the model reads has no rows (callers count the ids
     missing from the rows). `on_progress(done, total)` counts texts as their batches finish."""
-    readable = [(text, tokens, i) for text, tokens, i in zip(texts, tokenize_readable(encoder, texts), sentence_ids,
+    readable = [(text, tokens, i) for text, tokens, i in zip(texts, tokenize_readable(lm, texts), sentence_ids,
                                                              strict=True) if tokens is not None]  # fmt: skip
     if not readable:
         return pd.DataFrame({column: [] for column in ROW_COLUMNS})
     texts, tokens, sentence_ids = (list(column) for column in zip(*readable, strict=True))
-    square = _attention_budget(encoder) if "original_demo" in settings.methods else None
+    square = _attention_budget(lm) if "original_demo" in settings.methods else None
     frames = []
     done = 0
     for batch in length_batches([len(t) for t in tokens], batch_tokens, square):
@@ -71,7 +71,7 @@ def batch_rows(
                 on_progress(before + size * fraction, len(texts))
 
         chosen = [tokens[i] for i in batch]
-        frame = _batch_frame(encoder, [texts[i] for i in batch], chosen, settings, classes, batch_progress)
+        frame = _batch_frame(lm, [texts[i] for i in batch], chosen, settings, classes, batch_progress)
         frame["sentence_id"] = np.asarray([sentence_ids[i] for i in batch])[frame.pop("text_in_batch")]
         frames.append(frame)
         done += len(batch)
@@ -83,13 +83,13 @@ def batch_rows(
     return rows[list(ROW_COLUMNS)]
 
 
-def _attention_budget(encoder: EncoderModel) -> int:
+def _attention_budget(lm: LoadedModel) -> int:
     """Texts times squared length a batch may hold when the demo keeps every layer's attention weights."""
-    return max(1, DEMO_ATTENTION_BYTES // (4 * encoder.num_heads * encoder.num_layers))
+    return max(1, DEMO_ATTENTION_BYTES // (4 * lm.num_heads * lm.num_layers))
 
 
 def _batch_frame(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     texts: list[str],
     tokens: list[Tokens],
     settings: SweepSettings,
@@ -104,8 +104,8 @@ def _batch_frame(
     geometries: list[Geometry] = [method for method in settings.methods if method != "original_demo"]
     with_demo = "original_demo" in settings.methods
     points = {settings.stage} if geometries else set()
-    run = trace_tokens(encoder, texts, tokens, points | set(DEMO_POINTS) if with_demo else points)
-    device = encoder.device
+    run = trace_tokens(lm, texts, tokens, points | set(DEMO_POINTS) if with_demo else points)
+    device = lm.device
     keep = torch.from_numpy(kept.copy()).to(device)
 
     def joined(per_text: torch.Tensor) -> torch.Tensor:
@@ -126,24 +126,24 @@ def _batch_frame(
     with torch.inference_mode():
         if geometries:
             vectors = joined(run.batch(settings.stage))
-            scorer = vocabulary_scorer(encoder, settings.reference)
-            maps = [geometry_map(encoder, settings.stage, settings.reference, g, settings.rogue_k) for g in geometries]
-            scorers = [map_scorer(encoder, scorer, m) for m in maps]
+            scorer = vocabulary_scorer(lm, settings.reference)
+            maps = [geometry_map(lm, settings.stage, settings.reference, g, settings.rogue_k) for g in geometries]
+            scorers = [map_scorer(lm, scorer, m) for m in maps]
             found = rank_tokens(scorer, scorers, vectors, token_ids, position_ids, on_scored)
             own_reference = scorer.references(token_ids, position_ids, torch.float64)
             for geometry, mapping, rank in zip(geometries, maps, found, strict=True):
                 ranks[geometry] = rank.cpu().numpy()
                 cosines[geometry] = _own_cosines(mapping, vectors, own_reference)
         if with_demo:
-            vectors = joined(demo_vectors(encoder, run))
-            raw = vocabulary_scorer(encoder, "raw")
-            (rank,) = rank_tokens(raw, [map_scorer(encoder, raw, PLAIN)], vectors, token_ids, position_ids, on_scored)
+            vectors = joined(demo_vectors(lm, run))
+            raw = vocabulary_scorer(lm, "raw")
+            (rank,) = rank_tokens(raw, [map_scorer(lm, raw, PLAIN)], vectors, token_ids, position_ids, on_scored)
             ranks["original_demo"] = rank.cpu().numpy()
             cosines["original_demo"] = _own_cosines(
                 PLAIN, vectors, raw.references(token_ids, position_ids, torch.float64)
             )
 
-    n_layers = encoder.num_layers
+    n_layers = lm.num_layers
     token_columns = {
         "layer": np.repeat(np.arange(n_layers), len(tables)),
         **{column: np.tile(tables[column].to_numpy(), n_layers) for column in _TOKEN_COLUMNS},

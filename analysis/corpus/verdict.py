@@ -13,7 +13,7 @@ from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
 from analysis.definitions import DEFAULTS, METHODS, VERDICT_COLUMNS, Method, Reference, Stage
 from analysis.model.capabilities import default_reference, demo_unavailable
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import check_rogue_k
 
 VERDICT_CLASSES = ("function", "content")
@@ -28,7 +28,7 @@ def verdict_methods(with_original_demo: bool) -> dict[Method, str]:
 
 
 def spike_verdict(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     *,
     stage: Stage = DEFAULTS.stage,
     reference: Reference | None = None,
@@ -42,12 +42,12 @@ def spike_verdict(
     each geometry at `stage` and `reference` (None: as `analyze` chooses), all from one forward pass per batch of
     sentences. `on_progress(done, total)` counts sentences.
     """
-    rogue_k = check_rogue_k(rogue_k, encoder.hidden_size)
-    reference = default_reference(encoder) if reference is None else reference
+    rogue_k = check_rogue_k(rogue_k, lm.hidden_size)
+    reference = default_reference(lm) if reference is None else reference
     sentences = corpus_sentences() if sentences is None else sentences
-    methods = tuple(verdict_methods(demo_unavailable(encoder) is None))
+    methods = tuple(verdict_methods(demo_unavailable(lm) is None))
     settings = SweepSettings(stage, reference, methods, rogue_k)
-    counts = corpus_counts(encoder, sentences, settings, on_progress=on_progress, classes=VERDICT_CLASSES)
+    counts = corpus_counts(lm, sentences, settings, on_progress=on_progress, classes=VERDICT_CLASSES)
     shares = method_shares(counts)
     tables = [rows.assign(top_layer=_top_layer(rows)) for _, rows in shares.groupby("method", sort=False)]
     verdict = pd.concat(tables, ignore_index=True)

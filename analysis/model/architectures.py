@@ -215,7 +215,7 @@ class LayerParts:
 
 
 @dataclass(frozen=True)
-class EncoderStructure:
+class ModelStructure:
     """What `find_structure` located: the family, block kind, embeddings and blocks (a shared block repeats)."""
 
     family: str
@@ -333,7 +333,7 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
     )
 
 
-def find_structure(hf_model: nn.Module) -> EncoderStructure:
+def find_structure(hf_model: nn.Module) -> ModelStructure:
     """Locate the embeddings and blocks of `hf_model` (a base model, not a task head) by its family's table."""
     config = hf_model.config
     if getattr(config, "is_encoder_decoder", False):
@@ -347,7 +347,7 @@ def find_structure(hf_model: nn.Module) -> EncoderStructure:
         blocks = _get(hf_model, family.blocks)
         if not isinstance(blocks, nn.ModuleList) or not len(blocks):
             raise unsupported(hf_model, f"no list of blocks at {family.blocks!r} was found")
-    return EncoderStructure(
+    return ModelStructure(
         family=config.model_type,
         label=family.label,
         kind=family.kind,

@@ -8,7 +8,7 @@ import torch
 
 from analysis.checks import check_available
 from analysis.definitions import REFERENCES, STAGES, Reference, Stage
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -28,60 +28,60 @@ class Capabilities:
         return self.unavailable.get(choice)
 
 
-def capabilities(encoder: EncoderModel) -> Capabilities:
-    """The stages and references `encoder` has, and each unavailable one with the reason."""
-    missing_stages = unavailable_stages(encoder)
-    missing_references = unavailable_references(encoder)
+def capabilities(lm: LoadedModel) -> Capabilities:
+    """The stages and references `lm` has, and each unavailable one with the reason."""
+    missing_stages = unavailable_stages(lm)
+    missing_references = unavailable_references(lm)
     return Capabilities(
-        model=encoder.name,
-        family=encoder.structure.label,
+        model=lm.name,
+        family=lm.structure.label,
         stages=tuple(stage for stage in STAGES if stage not in missing_stages),
         references=tuple(reference for reference in REFERENCES if reference not in missing_references),
         unavailable={**missing_stages, **missing_references},
-        original_demo=demo_unavailable(encoder),
+        original_demo=demo_unavailable(lm),
     )
 
 
-def unavailable_stages(encoder: EncoderModel) -> dict[Stage, str]:
+def unavailable_stages(lm: LoadedModel) -> dict[Stage, str]:
     """The stages this model does not have, each with the reason."""
-    if encoder.structure.kind == "parallel":
+    if lm.structure.kind == "parallel":
         return {
-            "attn_output": f"{encoder.structure.label} runs attention and MLP side by side on the block input, so no "
+            "attn_output": f"{lm.structure.label} runs attention and MLP side by side on the block input, so no "
             "norm is ever applied to attn_residual"
         }
     return {}
 
 
-def check_stage(encoder: EncoderModel, stage: object) -> Stage:
+def check_stage(lm: LoadedModel, stage: object) -> Stage:
     """A stage this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    return check_available(encoder.name, "stage", stage, STAGES, unavailable_stages(encoder))
+    return check_available(lm.name, "stage", stage, STAGES, unavailable_stages(lm))
 
 
-def unavailable_references(encoder: EncoderModel) -> dict[Reference, str]:
+def unavailable_references(lm: LoadedModel) -> dict[Reference, str]:
     """The references this model does not have, each with the reason."""
-    if encoder.structure.embeddings.position is None:
+    if lm.structure.embeddings.position is None:
         return {
-            "position": f"{encoder.structure.label} has no absolute position table (its positions act inside "
+            "position": f"{lm.structure.label} has no absolute position table (its positions act inside "
             "attention), so word + position row does not exist"
         }
     return {}
 
 
-def default_reference(encoder: EncoderModel) -> Reference:
+def default_reference(lm: LoadedModel) -> Reference:
     """`position` where the model has an absolute position table (the seed's choice), else `embedding`."""
-    return "embedding" if "position" in unavailable_references(encoder) else "position"
+    return "embedding" if "position" in unavailable_references(lm) else "position"
 
 
-def check_reference(encoder: EncoderModel, reference: object) -> Reference:
+def check_reference(lm: LoadedModel, reference: object) -> Reference:
     """A reference this model has; otherwise a ValueError naming the ones it has and why this one is missing."""
-    return check_available(encoder.name, "reference", reference, REFERENCES, unavailable_references(encoder))
+    return check_available(lm.name, "reference", reference, REFERENCES, unavailable_references(lm))
 
 
-def demo_unavailable(encoder: EncoderModel) -> str | None:
+def demo_unavailable(lm: LoadedModel) -> str | None:
     """Why the demo's computation is not defined for this model, or None: it needs a post-LayerNorm encoder with
     hidden-size embeddings and square value and attention-output matrices, as roberta-base has."""
-    structure = encoder.structure
-    hidden = encoder.hidden_size
+    structure = lm.structure
+    hidden = lm.hidden_size
     square = all(
         parts.value is not None
         and tuple(parts.value.weight.shape) == (hidden, hidden)
@@ -92,6 +92,6 @@ def demo_unavailable(encoder: EncoderModel) -> str | None:
     if structure.kind != "post_ln" or structure.embeddings.projection is not None or not square:
         return (
             f"the original demo's computation is defined for post-LayerNorm encoders with hidden-size embeddings "
-            f"and square value and output matrices (the RoBERTa family); {encoder.name} is a {structure.label}"
+            f"and square value and output matrices (the RoBERTa family); {lm.name} is a {structure.label}"
         )
     return None

@@ -40,7 +40,7 @@ from analysis.model.checkpoint import (
     first_line,
     read_checkpoint,
 )
-from analysis.model.encoder import EncoderModel, wrap_model
+from analysis.model.loaded import LoadedModel, wrap_model
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
@@ -272,7 +272,7 @@ def _quiet_transformers() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
 
 
-def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> EncoderModel:
+def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> LoadedModel:
     """Load the model in `folder` after checking, before anything is allocated, its config, its weight files and
     its size; then refuse it if any weight was missing, misplaced or of another shape, or if its tokenizer is not
     real or does not fit the embedding table."""
@@ -308,16 +308,16 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> En
         check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     check_tokenizer(source.name, folder, tokenizer, hf_model.get_input_embeddings().num_embeddings)
-    encoder = wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
-    if encoder.max_tokens < 3:
+    lm = wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+    if lm.max_tokens < 3:
         raise ModelLoadError(
-            f"{source.name} has room for {max(encoder.max_tokens, 0)} tokens (max_position_embeddings in its "
+            f"{source.name} has room for {max(lm.max_tokens, 0)} tokens (max_position_embeddings in its "
             "config.json), too few for any text: the config is wrong."
         )
-    return encoder
+    return lm
 
 
-def _load(source: ModelSource, max_bytes: int | None) -> EncoderModel:
+def _load(source: ModelSource, max_bytes: int | None) -> LoadedModel:
     """Load from a folder, or from the local hub cache first and the hub itself second."""
     try:
         return _from_folder(source, _snapshot(source, local_files_only=True), max_bytes)
@@ -349,7 +349,7 @@ class ModelCache:
     def __init__(self, max_models: int = 1, memory_budget_bytes: int | None = None):
         self.max_models = max_models
         self.memory_budget_bytes = memory_budget_bytes
-        self._encoders: OrderedDict[ModelSource, EncoderModel] = OrderedDict()
+        self._loaded: OrderedDict[ModelSource, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
 
@@ -359,62 +359,62 @@ class ModelCache:
             raise ValueError(f"max_models must be a whole number of at least 1, not {max_models!r}.")
         with self._lock:
             self.max_models, self.memory_budget_bytes = max_models, memory_budget_bytes
-            while len(self._encoders) > max_models or (
+            while len(self._loaded) > max_models or (
                 memory_budget_bytes is not None
-                and len(self._encoders) > 1  # one model always stays, as one always loads, whatever its size
+                and len(self._loaded) > 1  # one model always stays, as one always loads, whatever its size
                 and self._resident_bytes() > memory_budget_bytes
             ):
-                self._encoders.popitem(last=False)
+                self._loaded.popitem(last=False)
 
     def resident(self) -> list[str]:
         """Names of the models in memory, least recently used first."""
         with self._lock:
-            return [source.name for source in self._encoders]
+            return [source.name for source in self._loaded]
 
-    def _resident_encoder(self, source: ModelSource) -> EncoderModel | None:
+    def _resident_lm(self, source: ModelSource) -> LoadedModel | None:
         with self._lock:
-            if source in self._encoders:
-                self._encoders.move_to_end(source)
-                return self._encoders[source]
+            if source in self._loaded:
+                self._loaded.move_to_end(source)
+                return self._loaded[source]
             return None
 
     def _make_room(self, source: ModelSource) -> None:
         budget = self.memory_budget_bytes
         needed = model_bytes(source.location) if budget is not None else 0
         with self._lock:
-            while self._encoders and (
-                len(self._encoders) >= self.max_models
+            while self._loaded and (
+                len(self._loaded) >= self.max_models
                 or (budget is not None and (needed is None or self._resident_bytes() + needed > budget))
             ):
-                self._encoders.popitem(last=False)
+                self._loaded.popitem(last=False)
 
     def _resident_bytes(self) -> int:
-        return sum(encoder.parameter_bytes for encoder in self._encoders.values())
+        return sum(lm.parameter_bytes for lm in self._loaded.values())
 
-    def get(self, name_or_path: str | os.PathLike, max_bytes: int | None = None) -> EncoderModel:
+    def get(self, name_or_path: str | os.PathLike, max_bytes: int | None = None) -> LoadedModel:
         source = resolve_model(name_or_path)
-        resident = self._resident_encoder(source)
+        resident = self._resident_lm(source)
         if resident is not None:
             return resident
         with self._load_lock:
-            resident = self._resident_encoder(source)  # another thread may have loaded it meanwhile
+            resident = self._resident_lm(source)  # another thread may have loaded it meanwhile
             if resident is not None:
                 return resident
             self._make_room(source)
-            encoder = _load(source, max_bytes)
+            lm = _load(source, max_bytes)
             with self._lock:
-                self._encoders[source] = encoder
-            return encoder
+                self._loaded[source] = lm
+            return lm
 
     def clear(self) -> None:
         with self._lock:
-            self._encoders.clear()
+            self._loaded.clear()
 
 
 _cache = ModelCache()
 
 
-def load_model(name_or_path: str | os.PathLike, *, max_bytes: int | None = None) -> EncoderModel:
+def load_model(name_or_path: str | os.PathLike, *, max_bytes: int | None = None) -> LoadedModel:
     """Load an encoder or decoder once per process: eval mode, eager attention, float32, safetensors only.
 
     `name_or_path`: a hub id (roberta-base, roberta-large, …), a local folder, or the bundled

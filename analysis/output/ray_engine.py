@@ -31,8 +31,8 @@ class ShardWorker:
     """A Ray Data actor: loads the model once, then computes and writes whole shards."""
 
     def __init__(self, model: str, out: str, settings: dict, batch_tokens: int, device: str):
-        self.encoder = load_model(model)
-        self.encoder.move_to(resolve_device(device))
+        self.lm = load_model(model)
+        self.lm.move_to(resolve_device(device))
         self.out = Path(out)
         self.settings = SweepSettings(**{**settings, "methods": tuple(settings["methods"])})
         self.batch_tokens = batch_tokens
@@ -42,7 +42,7 @@ class ShardWorker:
                                               strict=True):  # fmt: skip
             texts = spool_texts(self.out, int(offset), int(size))
             ids = list(range(int(first), int(first) + len(texts)))
-            write_shard(self.out, int(shard), batch_rows(self.encoder, texts, ids, self.settings, self.batch_tokens))
+            write_shard(self.out, int(shard), batch_rows(self.lm, texts, ids, self.settings, self.batch_tokens))
         return {"shard": batch["shard"], "sentences": batch["size"]}
 
 

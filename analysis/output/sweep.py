@@ -34,7 +34,7 @@ from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
 from analysis.definitions import ROW_COLUMNS
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
 from analysis.version import provenance
 
@@ -172,16 +172,16 @@ class Sweep:
 
     def run(
         self,
-        encoder: EncoderModel,
+        lm: LoadedModel,
         *,
         batch_tokens: int = 4096,
         engine: str = "local",
         run_shards: ShardRunner | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> SweepReport:
-        """Compute the missing shards with `encoder` (here, or by `run_shards(shards, done)`), then the summary
+        """Compute the missing shards with `lm` (here, or by `run_shards(shards, done)`), then the summary
         and provenance; `on_progress(done, total)` counts sentences."""
-        self._check_model(encoder)
+        self._check_model(lm)
         for stale in (self.out / ROWS).glob(".shard-*.parquet.tmp"):  # left by a killed run: recomputed below
             stale.unlink()
         missing, notes = self.missing(), self.notes
@@ -192,7 +192,7 @@ class Sweep:
                 recorded.get("unreadable_sentence_ids", []), notes,
             )  # fmt: skip
         run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "engine": engine,
-               "device": str(encoder.device), "batch_tokens": batch_tokens, "shards_written": 0}  # fmt: skip
+               "device": str(lm.device), "batch_tokens": batch_tokens, "shards_written": 0}  # fmt: skip
         self.manifest["runs"].append(run)
         write_json(self.out / MANIFEST, self.manifest)
         done_sentences = self.sentences - sum(len(self.shard_ids(shard)) for shard in missing)
@@ -213,7 +213,7 @@ class Sweep:
                 settings = self.settings
                 for shard in missing:
                     texts, ids = self.shard_texts(shard)
-                    write_shard(self.out, shard, batch_rows(encoder, texts, ids, settings, batch_tokens))
+                    write_shard(self.out, shard, batch_rows(lm, texts, ids, settings, batch_tokens))
                     done(shard, len(texts))
             else:
                 run_shards(missing, done)
@@ -225,7 +225,7 @@ class Sweep:
         run["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         write_json(self.out / MANIFEST, self.manifest)
         record = provenance(
-            encoder,
+            lm,
             **{key: value for key, value in self.manifest.items() if key != "shard_offsets"},
             skipped_empty=self.manifest["skipped"]["skipped_empty"],
             truncated_sentence_ids=truncated,
@@ -242,15 +242,15 @@ class Sweep:
         found = self.manifest
         return SweepSettings(found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"])
 
-    def _check_model(self, encoder: EncoderModel) -> None:
+    def _check_model(self, lm: LoadedModel) -> None:
         """The model's revision completes the identity on the first run; later runs must load the same one."""
         recorded = self.manifest.get("revision", "unknown")
         if recorded == "unknown":
-            self.manifest["revision"] = encoder.revision
+            self.manifest["revision"] = lm.revision
             write_json(self.out / MANIFEST, self.manifest)
-        elif recorded != encoder.revision:
+        elif recorded != lm.revision:
             raise ValueError(
-                f"{self.out} holds a sweep of {encoder.name} at revision {recorded}, but revision {encoder.revision} "
+                f"{self.out} holds a sweep of {lm.name} at revision {recorded}, but revision {lm.revision} "
                 "is loaded now: use another --out folder."
             )
 
@@ -360,7 +360,7 @@ def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> 
 
 
 def run_sweep(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     input_path: Path,
     out: Path,
     settings: SweepSettings,
@@ -372,8 +372,8 @@ def run_sweep(
 ) -> SweepReport:
     """Open (`open_sweep`) and run (`Sweep.run`) the sweep of the corpus file `input_path` into `out` here, with
     the lock released at the end: the whole sweep in one call, for scripts."""
-    sweep = open_sweep(out, input_path, model=encoder.name, settings=settings, shard_size=shard_size, limit=limit)
+    sweep = open_sweep(out, input_path, model=lm.name, settings=settings, shard_size=shard_size, limit=limit)
     try:
-        return sweep.run(encoder, batch_tokens=batch_tokens, on_progress=on_progress)
+        return sweep.run(lm, batch_tokens=batch_tokens, on_progress=on_progress)
     finally:
         sweep.close()

@@ -17,7 +17,7 @@ import torch
 from analysis.capture.demo import DEMO_POINTS, check_demo, demo_vectors
 from analysis.capture.trace import Trace, traced
 from analysis.definitions import DEFAULTS, AnalysisSettings
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.report.result import AnalysisResult, assemble_result
 from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
 from analysis.scoring.ranks import map_scorer, score_tokens
@@ -29,28 +29,28 @@ DEMO_DEFINITION = (
 )
 
 
-def demo_map(encoder: EncoderModel, positional: bool) -> GeometryMap:
+def demo_map(lm: LoadedModel, positional: bool) -> GeometryMap:
     """The demo's references as a map of the raw word rows: w_u, or w_u + P[offset + 0] for every token, which
     is g(w_u) = w_u - m with m = -P[offset + 0]."""
     if not positional:
         return PLAIN
-    embeddings = encoder.structure.embeddings
+    embeddings = lm.structure.embeddings
     if embeddings.position is None:
-        raise ValueError(f"{encoder.name} has no absolute position table for the demo's positional references.")
+        raise ValueError(f"{lm.name} has no absolute position table for the demo's positional references.")
     position_zero = embeddings.position.weight.detach()[embeddings.position_offset].cpu().double().numpy()
     return GeometryMap("original_demo", "original_demo/positional", reference_shift=-position_zero)
 
 
-def original_demo(encoder: EncoderModel, text: str | Trace, *, positional: bool = False) -> AnalysisResult:
+def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = False) -> AnalysisResult:
     """Every token's vector, cosine and rank at every layer as the seed's demo computed them (see module doc), in
     the tidy columns of `analyze` with stage "original_demo". `text`: a text, or a trace of it holding
     `DEMO_POINTS`. For comparison only."""
-    check_demo(encoder)
-    run = traced(encoder, text, DEMO_POINTS)
+    check_demo(lm)
+    run = traced(lm, text, DEMO_POINTS)
     text, tokens = run.texts[0], run.tokens[0]
-    vectors = demo_vectors(encoder, run)[:, 0, : len(tokens)]
-    scorer = vocabulary_scorer(encoder, "raw")
-    references = demo_map(encoder, positional)
+    vectors = demo_vectors(lm, run)[:, 0, : len(tokens)]
+    scorer = vocabulary_scorer(lm, "raw")
+    references = demo_map(lm, positional)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
     top_k, overlap_n = DEFAULTS.top_k, DEFAULTS.overlap_n
@@ -59,11 +59,11 @@ def original_demo(encoder: EncoderModel, text: str | Trace, *, positional: bool 
         if references.reference_shift is not None:
             own_reference = own_reference - torch.from_numpy(references.reference_shift).to(own_reference)
         groups = torch.cat([vectors, own_reference.unsqueeze(0)])
-        requests = [(groups, map_scorer(encoder, scorer, references))]
+        requests = [(groups, map_scorer(lm, scorer, references))]
         (scores,) = score_tokens(scorer, requests, token_ids, position_ids, max(top_k, overlap_n))
         cosine = own_cosine(references, vectors, scorer.references(token_ids, position_ids, torch.float64))
     return assemble_result(
-        encoder,
+        lm,
         text,
         tokens,
         vectors,

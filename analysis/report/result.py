@@ -14,7 +14,7 @@ from analysis.capture.trace import Trace, traced
 from analysis.checks import check_count
 from analysis.definitions import DEFAULTS, AnalysisSettings, Geometry, Reference, Stage
 from analysis.model.capabilities import check_stage, default_reference
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
 from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
 from analysis.scoring.references import vocabulary_scorer
@@ -52,14 +52,14 @@ class AnalysisResult:
         return AnalysisSettings(self.stage, self.reference, self.geometry, self.rogue_k, self.top_k, self.overlap_n)
 
 
-def vocabulary_pieces(encoder: EncoderModel) -> np.ndarray:
+def vocabulary_pieces(lm: LoadedModel) -> np.ndarray:
     """The piece of every embedding row `[vocab]`; rows the tokenizer does not name show as `<id N>`."""
 
     def build() -> np.ndarray:
-        pieces = encoder.tokenizer.convert_ids_to_tokens(list(range(encoder.vocab_size)))
+        pieces = lm.tokenizer.convert_ids_to_tokens(list(range(lm.vocab_size)))
         return np.array([p if p is not None else f"<id {i}>" for i, p in enumerate(pieces)], dtype=object)
 
-    return encoder.cached("vocabulary_pieces", build)
+    return lm.cached("vocabulary_pieces", build)
 
 
 def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
@@ -81,7 +81,7 @@ def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> 
 
 
 def analyze(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     text: str | Trace,
     *,
     stage: Stage = DEFAULTS.stage,
@@ -91,7 +91,7 @@ def analyze(
     top_k: int = DEFAULTS.top_k,
     overlap_n: int = DEFAULTS.overlap_n,
 ) -> AnalysisResult:
-    """Trace every token of `text` through every layer of `encoder`: a text (run once here), or a `Trace` of one
+    """Trace every token of `text` through every layer of `lm`: a text (run once here), or a `Trace` of one
     text that holds `stage` (so several analyses of one text share one forward pass).
 
     `reference` None: `position` where the model has an absolute position table, else `embedding`.
@@ -101,15 +101,15 @@ def analyze(
     belongs to no layer. Raises ValueError on empty text, an unknown stage, reference, geometry or count, or a
     stage or reference this model does not have (the message names the ones it has).
     """
-    if not isinstance(encoder, EncoderModel):
-        raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(encoder).__name__}.")
+    if not isinstance(lm, LoadedModel):
+        raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(lm).__name__}.")
     top_k = check_count("top_k", top_k)
     overlap_n = check_count("overlap_n", overlap_n)
-    check_stage(encoder, stage)
-    reference = default_reference(encoder) if reference is None else reference
-    scorer = vocabulary_scorer(encoder, reference)
-    geometry_maps = geometry_map(encoder, stage, reference, geometry, rogue_k)
-    run = traced(encoder, text, [stage])
+    check_stage(lm, stage)
+    reference = default_reference(lm) if reference is None else reference
+    scorer = vocabulary_scorer(lm, reference)
+    geometry_maps = geometry_map(lm, stage, reference, geometry, rogue_k)
+    run = traced(lm, text, [stage])
     text, tokens, vectors = run.texts[0], run.tokens[0], run.stage(stage)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
@@ -117,8 +117,8 @@ def analyze(
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)
         requests = [  # the token's own reference belongs to no layer: its neighbourhood is plain cosine's
-            (vectors, map_scorer(encoder, scorer, geometry_maps)),
-            (own_reference.unsqueeze(0), map_scorer(encoder, scorer, PLAIN)),
+            (vectors, map_scorer(lm, scorer, geometry_maps)),
+            (own_reference.unsqueeze(0), map_scorer(lm, scorer, PLAIN)),
         ]
         layers, original = score_tokens(scorer, requests, token_ids, position_ids, k_scored)
         scores = TokenScores(
@@ -127,7 +127,7 @@ def analyze(
         cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
     settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n)
     return assemble_result(
-        encoder,
+        lm,
         text,
         tokens,
         vectors,
@@ -143,7 +143,7 @@ def analyze(
 
 
 def assemble_result(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     text: str,
     tokens: Tokens,
     vectors: torch.Tensor,
@@ -170,11 +170,11 @@ def assemble_result(
     metrics["rank"] = scores.rank[:n_layers].reshape(-1).cpu().numpy()
 
     overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
-    overlap["n"] = min(overlap_n, encoder.vocab_size)
+    overlap["n"] = min(overlap_n, lm.vocab_size)
     overlap["previous"] = pd.array([pd.NA] * n_tokens + [c for row in previous for c in row], dtype="Int64")
     overlap["reference"] = reference_overlap.reshape(-1).cpu().numpy()
 
-    k = min(top_k, encoder.vocab_size)
+    k = min(top_k, lm.vocab_size)
     top_ids = scores.top_ids[:n_layers, :, :k].reshape(-1).cpu().numpy()
     position = np.tile(np.repeat(np.arange(n_tokens), k), n_layers)
     own_ids = token_frame["token_id"].to_numpy()[position]
@@ -186,14 +186,14 @@ def assemble_result(
             "token_id": own_ids,
             "neighbor_rank": np.tile(np.arange(1, k + 1), n_layers * n_tokens),
             "neighbor_id": top_ids,
-            "neighbor": vocabulary_pieces(encoder)[top_ids],
+            "neighbor": vocabulary_pieces(lm)[top_ids],
             "cosine": _display_cosine(scores.top_cosines[:n_layers, :, :k]),
             "is_own": top_ids == own_ids,
         }
     )
 
     record = provenance_record(
-        encoder,
+        lm,
         stage=settings.stage,
         reference=settings.reference,
         geometry=settings.geometry,
@@ -205,7 +205,7 @@ def assemble_result(
         truncated_at_char=tokens.truncated_at_char,
     )
     return AnalysisResult(
-        model=encoder.name,
+        model=lm.name,
         **asdict(settings),
         tokens=token_frame,
         metrics=metrics,

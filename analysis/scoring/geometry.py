@@ -33,7 +33,7 @@ from analysis.checks import check_choice
 from analysis.data import CORPUS_FILE, corpus_sentences
 from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
 from analysis.model.capabilities import check_reference, check_stage
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.scoring.references import vocabulary_scorer
 
 STD_FLOOR = 1e-6
@@ -117,19 +117,19 @@ class _Moments:
 
 
 def stage_statistics(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     stage: Stage,
     sentences: list[str],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> StageStatistics:
     """The stage's statistics over the non-special tokens of `sentences`, in padded batches (each text's rows are
     what it gives alone: padding is masked). `on_progress(done, total)` counts sentences."""
-    tokens = tokenize_all(encoder, sentences)
+    tokens = tokenize_all(lm, sentences)
     moments = _Moments()
     unit_sum = unit_sq_sum = 0.0
     done = 0
     for batch in length_batches([len(t) for t in tokens], BACKGROUND_BATCH_TOKENS):
-        run = trace_tokens(encoder, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
+        run = trace_tokens(lm, [sentences[i] for i in batch], [tokens[i] for i in batch], [stage])
         for index, text in enumerate(run.tokens):
             x = (
                 run.stage(stage, index).cpu().numpy()[:, ~np.array(text.special)].astype(np.float64)
@@ -156,11 +156,11 @@ def stage_statistics(
     )
 
 
-def reference_statistics(encoder: EncoderModel, reference: Reference, sentences: list[str]) -> ReferenceStatistics:
+def reference_statistics(lm: LoadedModel, reference: Reference, sentences: list[str]) -> ReferenceStatistics:
     """Mean and spread of the own references of the non-special tokens of `sentences`: no forward pass."""
-    scorer = vocabulary_scorer(encoder, reference)
+    scorer = vocabulary_scorer(lm, reference)
     moments = _Moments()
-    for tokens in tokenize_all(encoder, sentences):
+    for tokens in tokenize_all(lm, sentences):
         keep = ~np.array(tokens.special)
         ids, positions = torch.tensor(tokens.ids)[keep], torch.tensor(tokens.position_ids)[keep]
         moments.add(scorer.references(ids, positions, torch.float64).numpy(), axis=0)
@@ -168,7 +168,7 @@ def reference_statistics(encoder: EncoderModel, reference: Reference, sentences:
 
 
 def compute_background(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     stage: Stage = "attn_residual",
     reference: Reference = "position",
     sentences: list[str] | None = None,
@@ -176,16 +176,16 @@ def compute_background(
 ) -> Background:
     """The background statistics from `sentences` (default: the shipped corpus), computed afresh."""
     sentences = corpus_sentences() if sentences is None else sentences
-    found = stage_statistics(encoder, stage, sentences, on_progress)
-    return combine(encoder, found, reference_statistics(encoder, reference, sentences), sentences)
+    found = stage_statistics(lm, stage, sentences, on_progress)
+    return combine(lm, found, reference_statistics(lm, reference, sentences), sentences)
 
 
 def combine(
-    encoder: EncoderModel, stage: StageStatistics, reference: ReferenceStatistics, sentences: list[str]
+    lm: LoadedModel, stage: StageStatistics, reference: ReferenceStatistics, sentences: list[str]
 ) -> Background:
     """One (model, stage, reference)'s background from its stage's and its reference's statistics."""
     return Background(
-        model=encoder.name,
+        model=lm.name,
         stage=stage.stage,
         reference=reference.reference,
         stage_mean=stage.mean,
@@ -201,37 +201,33 @@ def combine(
     )
 
 
-def has_background(encoder: EncoderModel, stage: Stage) -> bool:
+def has_background(lm: LoadedModel, stage: Stage) -> bool:
     """Whether the shipped corpus's statistics of `stage` are already computed for this model."""
-    return encoder.has_cached(f"stage_statistics/{stage}")
+    return lm.has_cached(f"stage_statistics/{stage}")
 
 
 def corpus_statistics(
-    encoder: EncoderModel, stage: Stage, on_progress: Callable[[int, int], None] | None = None
+    lm: LoadedModel, stage: Stage, on_progress: Callable[[int, int], None] | None = None
 ) -> StageStatistics:
     """The shipped corpus's statistics of `stage` for this model, computed once per model and stage (a forward
     pass per batch of sentences; `on_progress(done, total)` counts them)."""
-    check_stage(encoder, stage)
-    return encoder.cached(
-        f"stage_statistics/{stage}", lambda: stage_statistics(encoder, stage, corpus_sentences(), on_progress)
-    )
+    check_stage(lm, stage)
+    return lm.cached(f"stage_statistics/{stage}", lambda: stage_statistics(lm, stage, corpus_sentences(), on_progress))
 
 
 def background(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     stage: Stage = "attn_residual",
     reference: Reference = "position",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Background:
     """The background statistics of the shipped corpus: the stage's computed once per model and stage
     (`corpus_statistics`), the reference's once per model and reference (no forward pass)."""
-    found = corpus_statistics(encoder, stage, on_progress)
-    check_reference(encoder, reference)
+    found = corpus_statistics(lm, stage, on_progress)
+    check_reference(lm, reference)
     sentences = corpus_sentences()
-    references = encoder.cached(
-        f"reference_statistics/{reference}", lambda: reference_statistics(encoder, reference, sentences)
-    )
-    return encoder.cached(f"background/{stage}/{reference}", lambda: combine(encoder, found, references, sentences))
+    references = lm.cached(f"reference_statistics/{reference}", lambda: reference_statistics(lm, reference, sentences))
+    return lm.cached(f"background/{stage}/{reference}", lambda: combine(lm, found, references, sentences))
 
 
 def check_rogue_k(rogue_k: object, hidden: int) -> int:
@@ -302,7 +298,7 @@ def map_from_background(geometry: Geometry, found: Background, rogue_k: int) -> 
 
 
 def geometry_map(
-    encoder: EncoderModel,
+    lm: LoadedModel,
     stage: Stage,
     reference: Reference,
     geometry: Geometry,
@@ -311,12 +307,12 @@ def geometry_map(
 ) -> GeometryMap:
     """The maps of `geometry` for this model, stage and reference, with the background it needs."""
     check_choice("geometry", geometry, GEOMETRIES)
-    rogue_k = check_rogue_k(rogue_k, encoder.hidden_size)
+    rogue_k = check_rogue_k(rogue_k, lm.hidden_size)
     if geometry == "cosine":
         return PLAIN
-    found = background(encoder, stage, reference, on_progress)
+    found = background(lm, stage, reference, on_progress)
     key = f"geometry_map/{stage}/{reference}/{geometry}/{rogue_k if geometry == 'no_rogue' else ''}"
-    return encoder.cached(key, lambda: map_from_background(geometry, found, rogue_k))
+    return lm.cached(key, lambda: map_from_background(geometry, found, rogue_k))
 
 
 def own_cosine(geometry: GeometryMap, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import GeometryMap
 from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer, Weighting, Workspace, per_token
 
@@ -173,9 +173,9 @@ def _copy(source: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
     return source.clone() if into is None else into.copy_(source)
 
 
-def map_scorer(encoder: EncoderModel, scorer: VocabularyScorer, geometry: GeometryMap) -> MapScorer:
+def map_scorer(lm: LoadedModel, scorer: VocabularyScorer, geometry: GeometryMap) -> MapScorer:
     """The `MapScorer` of `geometry` on `scorer`'s references, built once per model and map key."""
-    return encoder.cached(f"map_scorer/{scorer.key}/{geometry.key}", lambda: MapScorer(scorer, geometry))
+    return lm.cached(f"map_scorer/{scorer.key}/{geometry.key}", lambda: MapScorer(scorer, geometry))
 
 
 Request = tuple[torch.Tensor, MapScorer]

@@ -32,7 +32,7 @@ from analysis.checks import check_choice
 from analysis.definitions import REFERENCES, Reference
 from analysis.model.architectures import EmbeddingParts
 from analysis.model.capabilities import check_reference
-from analysis.model.encoder import EncoderModel
+from analysis.model.loaded import LoadedModel
 
 Memo = Callable[[str, Callable[[], Any]], Any]
 
@@ -120,7 +120,7 @@ class VocabularyScorer:
     """
 
     def __init__(self, parts: EmbeddingParts, reference: Reference, memo: Memo = lambda key, build: build()):
-        """`memo(key, build)` keeps per-model terms (`EncoderModel.cached`; default: build every time). The scorer
+        """`memo(key, build)` keeps per-model terms (`LoadedModel.cached`; default: build every time). The scorer
         does not keep `memo`: whatever a model caches must not hold the model, or releasing it would free
         nothing until Python's cycle collector ran."""
         self.reference = check_choice("reference", reference, REFERENCES)
@@ -378,9 +378,9 @@ def vocab_constants(parts: EmbeddingParts) -> VocabConstants:
     return VocabConstants(norm_sq=_by_row_chunks(len(word), lambda rows: (word[rows] ** 2).sum(-1)), mean=word.mean(-1))
 
 
-def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: Reference) -> np.ndarray:
+def own_references(lm: LoadedModel, tokens: pd.DataFrame, reference: Reference) -> np.ndarray:
     """Each token's own reference vector, from a token table (token_id, position_id): `[tokens, hidden]`."""
-    scorer = vocabulary_scorer(encoder, reference)
+    scorer = vocabulary_scorer(lm, reference)
     with torch.inference_mode():
         vectors = scorer.references(
             torch.tensor(tokens["token_id"].to_numpy()), torch.tensor(tokens["position_id"].to_numpy())
@@ -388,9 +388,9 @@ def own_references(encoder: EncoderModel, tokens: pd.DataFrame, reference: Refer
     return vectors.cpu().numpy()
 
 
-def vocabulary_scorer(encoder: EncoderModel, reference: Reference) -> VocabularyScorer:
+def vocabulary_scorer(lm: LoadedModel, reference: Reference) -> VocabularyScorer:
     """The scorer for `reference` (one the model has; see `check_reference`); its per-vocabulary terms are
     computed once per model."""
-    check_reference(encoder, reference)
+    check_reference(lm, reference)
     with torch.inference_mode():
-        return VocabularyScorer(encoder.structure.embeddings, reference, encoder.cached)
+        return VocabularyScorer(lm.structure.embeddings, reference, lm.cached)

@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analysis.model.architectures import (
     BlockKind,
-    EncoderStructure,
+    ModelStructure,
     UnsupportedModelError,
     architecture,
     find_structure,
@@ -40,7 +40,7 @@ class ModelInfo:
 
 
 @dataclass
-class EncoderModel:
+class LoadedModel:
     """A loaded model (encoder or decoder) ready for analysis: the Hugging Face model, its tokenizer and its
     located parts. One instance may be shared by many threads.
 
@@ -51,7 +51,7 @@ class EncoderModel:
     name: str
     hf_model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    structure: EncoderStructure
+    structure: ModelStructure
     revision: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
@@ -154,7 +154,7 @@ class EncoderModel:
 
 def wrap_model(
     hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, revision: str | None = None
-) -> EncoderModel:
+) -> LoadedModel:
     """Wrap an already constructed model (eval mode, eager attention, float32) for analysis."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{name}: a fast (Rust) tokenizer is needed for character offsets.")
@@ -162,4 +162,4 @@ def wrap_model(
     hf_model.set_attn_implementation("eager")
     hf_model.eval()
     hf_model.to(torch.float32)
-    return EncoderModel(name=name, hf_model=hf_model, tokenizer=tokenizer, structure=structure, revision=revision)
+    return LoadedModel(name=name, hf_model=hf_model, tokenizer=tokenizer, structure=structure, revision=revision)
