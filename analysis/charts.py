@@ -464,7 +464,7 @@ def _spike_spec() -> dict:
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="layer (block index l)"),
-            y=alt.Y("score:Q", title="spike score (share of tokens)", axis=alt.Axis(format=".0%")),
+            y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format=".0%")),
             color=alt.Color(
                 "shown:N",
                 title=None,
@@ -475,7 +475,7 @@ def _spike_spec() -> dict:
                 alt.Tooltip("layer:O", title="layer"),
                 alt.Tooltip("spikes:Q", title="tokens that spike"),
                 alt.Tooltip("tokens:Q", title="tokens"),
-                alt.Tooltip("score:Q", title="spike score", format=".1%"),
+                alt.Tooltip("share:Q", title="share of tokens that spike", format=".1%"),
             ],
         )
         .properties(height=220, width=720)
@@ -483,10 +483,10 @@ def _spike_spec() -> dict:
     return _spec(chart)
 
 
-def spike_chart(scores: pd.DataFrame, selected: int) -> Figure:
-    """Spike score per layer (share of tokens that spike), the selected layer in colour."""
-    shown = np.where(scores["layer"] == selected, "layer shown below", "other layers")
-    return Figure(_spike_spec(), scores.assign(shown=shown, score=scores["score"].fillna(0)))
+def spike_chart(shares: pd.DataFrame, selected: int) -> Figure:
+    """The share of tokens that spike per layer (`spike_shares`), the selected layer in colour."""
+    shown = np.where(shares["layer"] == selected, "layer shown below", "other layers")
+    return Figure(_spike_spec(), shares.assign(shown=shown, share=shares["share"].fillna(0)))
 
 
 @lru_cache(maxsize=64)

@@ -19,7 +19,7 @@ from analysis.report.reports import (
     rogue_table,
     token_labels,
 )
-from analysis.report.spikes import SPIKE_DEFINITION, spike_scores
+from analysis.report.spikes import SPIKE_DEFINITION, spike_shares
 from dashboard import show
 from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background
 from dashboard.controller import Context, deep_dive_layer, open_page
@@ -74,21 +74,21 @@ def verdict_section(context: Context) -> None:
 
 
 def layer_section(context: Context) -> int:
-    """The spike score of every layer, and the layer the rest of the page is about."""
+    """The spike share of every layer, and the layer the rest of the page is about."""
     layer, opening, notices = deep_dive_layer(context)
     for notice in notices:
         st.info(show.literal(notice), icon=":material/info:")
-    scores = spike_scores(context.result.metrics)
-    if scores["spikes"].sum() == 0:
+    shares = spike_shares(context.result.metrics)
+    if shares["spikes"].sum() == 0:
         if current_view().layer >= 0:  # else the opening notice has said so
-            st.info("No token spikes in this text: every layer's spike score is 0.", icon=":material/info:")
+            st.info("No token spikes in this text: every layer's spike share is 0.", icon=":material/info:")
     else:
-        show.chart(spike_chart(scores, layer), "spike_scores", key="spike_chart", context=context)
+        show.chart(spike_chart(shares, layer), "spike_shares", key="spike_chart", context=context)
     st.selectbox(
         "Layer",
         [-1, *range(context.info.layers)],
         format_func=lambda value: f"{opening} ({layer})" if value == -1 else f"layer {value}",
-        help="The page opens on the layer with the highest spike score, or, when nothing spikes, on the layer where "
+        help="The page opens on the layer with the highest spike share, or, when nothing spikes, on the layer where "
         "ranks change most. " + SPIKE_DEFINITION,
         **bind("layer", context.view.layer if 0 <= context.view.layer < context.info.layers else -1),
     )

@@ -285,7 +285,7 @@ def test_deep_dive_follows_layer_text_and_head_changes():
     expected, why = opening_layer(analysis.analyze(analysis.load_model(analysis.BUNDLED_MODEL), SEED_SENTENCE).metrics)
     assert app.subheader[0].value == f"Layer {expected}"
     said = [info.value.replace("\\", "") for info in app.info]
-    assert why in said and not any("every layer's spike score is 0" in notice for notice in said)
+    assert why in said and not any("every layer's spike share is 0" in notice for notice in said)
     app.selectbox(key="w_layer").set_value(3).run()
     assert_clean(app)
     assert app.subheader[0].value == "Layer 3"
@@ -317,9 +317,9 @@ def test_the_deep_dive_folds_its_sections_and_says_what_the_choices_mean():
     assert analysis.STAGES["attn_residual"] not in captions.replace("\\", "")  # said once, in the popover
     shown = [*app.caption, *app.info, *app.markdown, *app.error, *app.warning]
     assert not [element.value for element in shown if "`" in element.value]  # no literal backticks
-    (leaps,) = [table.value for table in app.dataframe if "spikes" in table.value.columns]
+    (leaps,) = [table.value for table in app.dataframe if "spike" in table.value.columns]
     assert "rank at layer 6" not in leaps.columns  # layer 5 is the last: nothing follows it
-    assert list(leaps.columns[-3:]) == ["rank at layer 4", "rank at layer 5", "spikes"]
+    assert list(leaps.columns[-3:]) == ["rank at layer 4", "rank at layer 5", "spike"]
 
 
 def test_the_corpus_check_runs_on_request_and_a_new_session_sees_its_result(monkeypatch):

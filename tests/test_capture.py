@@ -38,8 +38,8 @@ def test_attn_residual_feeds_the_rest_of_the_block(lm):
     with torch.no_grad():
         for layer, block in enumerate(blocks):
             x = hidden[layer].unsqueeze(0)
-            attention_update = block.attention.output.dense(block.attention.self(x)[0])[0]
-            torch.testing.assert_close(residual[layer], hidden[layer] + attention_update)
+            attention_delta = block.attention.output.dense(block.attention.self(x)[0])[0]
+            torch.testing.assert_close(residual[layer], hidden[layer] + attention_delta)
             torch.testing.assert_close(attn_output[layer], block.attention.output.LayerNorm(residual[layer]))
             block_output = block.output(block.intermediate(attn_output[layer]), attn_output[layer])
             torch.testing.assert_close(block_output, hidden[layer + 1])
@@ -75,7 +75,7 @@ def test_head_decomposition_adds_up_to_the_captured_vector(lm, layer):
     assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
     _, captured = stage_vectors(lm, SEED_SENTENCE, "attn_residual")
     torch.testing.assert_close(torch.from_numpy(parts.attn_residual).float(), captured[layer])  # float32 defaults
-    np.testing.assert_allclose(parts.residual + parts.attention_update(), parts.attn_residual, atol=1e-4)
+    np.testing.assert_allclose(parts.residual + parts.attention_delta(), parts.attn_residual, atol=1e-4)
 
 
 def test_the_original_demos_value_and_output_products_do_not_add_up(minilm):

@@ -10,7 +10,7 @@ from analysis.corpus.counts import corpus_spikes, wilson_interval
 from analysis.data import corpus_sentences
 from analysis.definitions import SEED_SENTENCE
 from analysis.report.compare import SUMMARY_COLUMNS, cka_matrix, linear_cka, model_summary, word_vectors
-from analysis.report.spikes import spike_scores, token_spikes, top_spike_layer
+from analysis.report.spikes import spike_shares, token_spikes, top_spike_layer
 from analysis.report.wordclass import word_classes
 from analysis.scoring.references import own_references
 
@@ -24,7 +24,7 @@ def metrics_from_ranks(ranks: dict[str, list[int]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_spike_score_by_hand():
+def test_spike_share_by_hand():
     metrics = metrics_from_ranks(
         {
             "a": [1, 20, 1, 1],  # spikes at layer 1: 20 >= 10 x 1 on both sides
@@ -34,10 +34,10 @@ def test_spike_score_by_hand():
         }
     )
     spikes = token_spikes(metrics)
-    assert spikes.loc[spikes["spikes"], ["layer", "token"]].values.tolist() == [[0, "c"], [1, "a"]]
-    scores = spike_scores(metrics)
-    assert scores["score"].tolist()[:3] == [0.25, 0.25, 0.0]
-    assert np.isnan(scores["score"].iloc[-1])
+    assert spikes.loc[spikes["spike"], ["layer", "token"]].values.tolist() == [[0, "c"], [1, "a"]]
+    shares = spike_shares(metrics)
+    assert shares["share"].tolist()[:3] == [0.25, 0.25, 0.0]
+    assert np.isnan(shares["share"].iloc[-1])
     assert top_spike_layer(metrics) == 0  # ties go to the earliest layer
     row = spikes[(spikes["layer"] == 1) & (spikes["token"] == "a")].iloc[0]
     assert (row["rank_before"], row["rank"], row["rank_after"]) == (1, 20, 1)

@@ -41,7 +41,7 @@ def spikes_alone(lm, text: str, method: str) -> pd.DataFrame:
     """Layer, word class and spike flag of every token of one text analysed alone."""
     result = alone(lm, text, method)
     spikes = token_spikes(result.metrics)
-    return spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)), spike=spikes["spikes"])
+    return spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)))
 
 
 def texts_file(folder: Path, texts: list[str] = TEXTS) -> Path:

@@ -33,5 +33,5 @@ def demo_vectors(lm: LoadedModel, trace: Trace) -> torch.Tensor:
             values = x @ parts.value.weight  # the stored matrix, not its transpose; no bias
             per_head = values.unflatten(-1, (heads, -1)).transpose(-3, -2)  # [texts, heads, tokens, head_dim]
             mixed = (attention[index] @ per_head).transpose(-3, -2).flatten(-2)  # concat_h Z_h
-            vectors.append(x + mixed @ parts.attention_out.weight)  # stored matrix again, no bias
+            vectors.append(x + mixed @ parts.out_projection.weight)  # stored matrix again, no bias
     return torch.stack(vectors)

@@ -36,7 +36,7 @@ class HeadDecomposition:
         """residual + sum of head contributions + output bias: `[tokens, hidden]`."""
         return self.residual + self.head_contributions.sum(0) + self.output_bias
 
-    def attention_update(self) -> np.ndarray:
+    def attention_delta(self) -> np.ndarray:
         """What the attention sublayer adds to the residual stream: `[tokens, hidden]`."""
         return self.head_contributions.sum(0) + self.output_bias
 
@@ -54,7 +54,7 @@ def decompose_heads(lm: LoadedModel, text: str | Trace, layer: int) -> HeadDecom
     run = traced(lm, text, HEAD_POINTS)
     parts = lm.structure.layers[layer]
     heads = lm.num_heads
-    projection = parts.attention_out
+    projection = parts.out_projection
     with torch.inference_mode():
         contexts = run.at("head_context", layer).cpu().double()  # [tokens, heads * head_dim]; float64 on the CPU
         per_head = contexts.view(len(contexts), heads, -1).transpose(0, 1)  # [heads, tokens, head_dim]

@@ -35,8 +35,8 @@ _READS: dict[str, tuple[str, str, int | None]] = {  # point -> (the layer part, 
     "attn_output": ("mid_norm", "output", None),
     "attn_residual": ("mid_norm", "input", None),
     "attention": ("attention", "output", 1),
-    "head_context": ("attention_out", "input", None),
-    "attention_update": ("attention", "output", 0),  # a parallel block's attention output, summed into attn_residual
+    "head_context": ("out_projection", "input", None),
+    "attention_delta": ("attention", "output", 0),  # a parallel block's attention output, summed into attn_residual
 }
 assert {part for part, _, _ in _READS.values()} <= set(LayerParts.__dataclass_fields__)
 
@@ -105,14 +105,14 @@ def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points
     parallel_residual = "attn_residual" in points and lm.structure.kind == "parallel"
     reads = {point for point in points if not (parallel_residual and point == "attn_residual")}
     if parallel_residual:  # the model never forms it: the block input plus the attention output
-        reads |= {"layer_input", "attention_update"}
+        reads |= {"layer_input", "attention_delta"}
     taps = {(point, layer): _tap(lm, point, layer) for point in reads for layer in range(lm.num_layers)}
     with lm.lock:
         readings = run_model(lm, tokens, taps)
     if parallel_residual:
         for layer in range(lm.num_layers):
             readings[("attn_residual", layer)] = (
-                readings[("layer_input", layer)] + readings[("attention_update", layer)]
+                readings[("layer_input", layer)] + readings[("attention_delta", layer)]
             )
     kept = {key: value for key, value in readings.items() if key[0] in points}
     return Trace(lm.name, list(texts), list(tokens), kept, lm.num_layers)

@@ -42,7 +42,7 @@ class Family:
     kind: BlockKind
     blocks: str | Callable[[nn.Module], list[nn.Module]]  # from the base model; a callable for shared layers
     attention: str  # from a block: the module returning (update, attention weights)
-    attention_out: str  # from a block: the attention's output projection; its input holds every head's context
+    out_projection: str  # from a block: the attention's output projection; its input holds every head's context
     mid_norm: str | None  # from a block: post_ln the attention LayerNorm, pre_ln the MLP's norm
     value: str | None  # from a block: the separate value projection (the original demo needs it)
     position: str | None  # from the base model: the absolute position table
@@ -69,7 +69,7 @@ _BERT = Family(
     kind="post_ln",
     blocks="encoder.layer",
     attention="attention.self",
-    attention_out="attention.output.dense",
+    out_projection="attention.output.dense",
     mid_norm="attention.output.LayerNorm",
     value="attention.self.value",
     position="embeddings.position_embeddings",
@@ -81,7 +81,7 @@ _LLAMA = Family(
     kind="pre_ln",
     blocks="layers",
     attention="self_attn",
-    attention_out="self_attn.o_proj",
+    out_projection="self_attn.o_proj",
     mid_norm="post_attention_layernorm",
     value="self_attn.v_proj",
     position=None,
@@ -101,7 +101,7 @@ FAMILIES: dict[str, Family] = {
         kind="post_ln",
         blocks=_albert_blocks,
         attention="attention",
-        attention_out="attention.dense",
+        out_projection="attention.dense",
         mid_norm="attention.LayerNorm",
         value="attention.value",
         position="embeddings.position_embeddings",
@@ -114,7 +114,7 @@ FAMILIES: dict[str, Family] = {
         kind="post_ln",
         blocks="transformer.layer",
         attention="attention",
-        attention_out="attention.out_lin",
+        out_projection="attention.out_lin",
         mid_norm="sa_layer_norm",
         value="attention.v_lin",
         position="embeddings.position_embeddings",
@@ -126,7 +126,7 @@ FAMILIES: dict[str, Family] = {
         kind="post_ln",
         blocks="encoder.layer",
         attention="attention.attn",
-        attention_out="attention.attn.o",
+        out_projection="attention.attn.o",
         mid_norm="attention.LayerNorm",
         value="attention.attn.v",
         position="embeddings.position_embeddings",
@@ -138,7 +138,7 @@ FAMILIES: dict[str, Family] = {
         kind="post_ln",
         blocks="encoder.layer",
         attention="attention.self",
-        attention_out="attention.output.dense",
+        out_projection="attention.output.dense",
         mid_norm="attention.output.LayerNorm",
         value="attention.self.value_proj",
         position="embeddings.position_embeddings",
@@ -150,7 +150,7 @@ FAMILIES: dict[str, Family] = {
         kind="pre_ln",
         blocks="layers",
         attention="attn",
-        attention_out="attn.Wo",
+        out_projection="attn.Wo",
         mid_norm="mlp_norm",
         value=None,
         position=None,
@@ -162,7 +162,7 @@ FAMILIES: dict[str, Family] = {
         kind="pre_ln",
         blocks="h",
         attention="attn",
-        attention_out="attn.c_proj",
+        out_projection="attn.c_proj",
         mid_norm="ln_2",
         value=None,
         position="wpe",
@@ -175,7 +175,7 @@ FAMILIES: dict[str, Family] = {
         kind="parallel",
         blocks="layers",
         attention="attention",
-        attention_out="attention.dense",
+        out_projection="attention.dense",
         mid_norm=None,
         value=None,
         position=None,
@@ -209,7 +209,7 @@ class LayerParts:
 
     block: nn.Module
     attention: nn.Module
-    attention_out: nn.Module  # nn.Linear, or transformers' Conv1D (GPT-2) with its [in, out] weight
+    out_projection: nn.Module  # nn.Linear, or transformers' Conv1D (GPT-2) with its [in, out] weight
     mid_norm: nn.Module | None
     value: nn.Linear | None
 
@@ -315,9 +315,9 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
 
 def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> LayerParts:
     attention = _need(hf_model, block, family.attention, nn.Module, "the attention module")
-    attention_out = _get(block, family.attention_out)
-    if not _linear_like(attention_out):
-        raise unsupported(hf_model, f"the attention output projection ({family.attention_out!r}) was not found")
+    out_projection = _get(block, family.out_projection)
+    if not _linear_like(out_projection):
+        raise unsupported(hf_model, f"the attention output projection ({family.out_projection!r}) was not found")
     mid_norm = None
     if family.mid_norm is not None:
         mid_norm = _get(block, family.mid_norm)
@@ -327,7 +327,7 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
     return LayerParts(
         block=block,
         attention=attention,
-        attention_out=attention_out,
+        out_projection=out_projection,
         mid_norm=mid_norm,
         value=value if isinstance(value, nn.Linear) else None,
     )

@@ -85,8 +85,8 @@ def demo_unavailable(lm: LoadedModel) -> str | None:
     square = all(
         parts.value is not None
         and tuple(parts.value.weight.shape) == (hidden, hidden)
-        and isinstance(parts.attention_out, torch.nn.Linear)
-        and tuple(parts.attention_out.weight.shape) == (hidden, hidden)
+        and isinstance(parts.out_projection, torch.nn.Linear)
+        and tuple(parts.out_projection.weight.shape) == (hidden, hidden)
         for parts in structure.layers
     )
     if structure.kind != "post_ln" or structure.embeddings.projection is not None or not square:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.report.result import AnalysisResult
-from analysis.report.spikes import spike_scores
+from analysis.report.spikes import spike_shares
 from analysis.report.wordclass import word_classes
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -58,7 +58,7 @@ def cka_matrix(first: AnalysisResult, second: AnalysisResult, text: str) -> pd.D
 SUMMARY_COLUMNS = {
     "model": "the model's short label (its full name is said beside the table)",
     "layers": "number of blocks",
-    "spike layers": "the (up to) three layers with the largest spike score, and their scores",
+    "spike layers": "the (up to) three layers with the largest spike share, and their shares",
     "final rank, function": "median rank of function words' own embeddings at the last layer (1 = nearest)",
     "final rank, content": "median rank of content words' own embeddings at the last layer (1 = nearest)",
     "drift": "mean drop of the cosine to the original embedding from the first to the last layer",
@@ -69,8 +69,8 @@ SUMMARY_COLUMNS = {
 def model_summary(result: AnalysisResult, label: str) -> dict[str, object]:
     """Spike layers and scores, median final rank of function vs content words, total drift of the cosine; the
     model named `label` (see SUMMARY_COLUMNS)."""
-    scores = spike_scores(result.metrics).dropna(subset=["score"])
-    top = scores[scores["spikes"] > 0].sort_values("score", ascending=False).head(3)
+    shares = spike_shares(result.metrics).dropna(subset=["share"])
+    top = shares[shares["spikes"] > 0].sort_values("share", ascending=False).head(3)
     last = result.metrics[result.metrics["layer"] == result.metrics["layer"].max()]
     classes = word_classes(result.tokens)
     final_rank = last.set_index("position")["rank"]

@@ -29,7 +29,7 @@ def opening_layer(metrics: pd.DataFrame) -> tuple[int, str | None]:
     median change of rank from the layer before (at layer 0, from the own embedding's rank 1; ties go to the
     larger mean change, then the earlier layer), and why."""
     spikes = token_spikes(metrics)
-    if spikes["spikes"].any():
+    if spikes["spike"].any():
         return top_spike_layer(metrics), None
     change = (spikes["rank"] - spikes["rank_before"]).abs().groupby(spikes["layer"]).agg(["median", "mean"])
     layer = int(change.sort_values(["median", "mean"], ascending=False, kind="stable").index[0])
@@ -71,7 +71,7 @@ def layer_report(
     spikes = spikes[spikes["layer"] == layer].assign(word_class=spikes["position"].map(classes))
     last = layer == int(result.metrics["layer"].max())  # nothing follows the last layer
     columns = ["position", "token", "text", "word_class", "rank_before", "rank", *([] if last else ["rank_after"])]
-    leaps = spikes[[*columns, "spikes"]].sort_values(["word_class", "position"])
+    leaps = spikes[[*columns, "spike"]].sort_values(["word_class", "position"])
     leaps = leaps.rename(
         columns={
             "rank_before": f"rank at {'layer ' + str(layer - 1) if layer else 'the embedding'}",
@@ -80,7 +80,7 @@ def layer_report(
             "word_class": "word class",
         }
     )
-    leapers = spikes[spikes["spikes"]]
+    leapers = spikes[spikes["spike"]]
     counts = leapers["word_class"].value_counts()
     leap_summary = f"{len(leapers)} of {len(spikes)} tokens spike at layer {layer}" + (
         ": " + ", ".join(f"{n} {name}" for name, n in counts.items()) if len(leapers) else ""
@@ -103,7 +103,7 @@ def layer_report(
         {
             "label": labels,
             "residual": np.linalg.norm(parts.residual, axis=-1),
-            "attention update": np.linalg.norm(parts.attention_update(), axis=-1),
+            "attention update": np.linalg.norm(parts.attention_delta(), axis=-1),
         }
     )
     return LayerReport(

@@ -8,7 +8,7 @@ import pandas as pd
 LEAP_FACTOR = 10
 SPIKE_DEFINITION = (
     f"A token spikes at layer l when its rank there is at least {LEAP_FACTOR} times its rank at l-1 and at l+1 "
-    "(at layer 0, l-1 is its own original embedding, rank 1); a layer's spike score is the share of tokens that "
+    "(at layer 0, l-1 is its own original embedding, rank 1); a layer's spike share is the share of tokens that "
     "spike there, and the last layer has none because nothing follows it."
 )
 
@@ -36,22 +36,23 @@ def token_spikes(metrics: pd.DataFrame) -> pd.DataFrame:
             "rank_before": before.to_numpy().T.reshape(-1).astype(int),
             "rank": ranks.to_numpy().T.reshape(-1),
             "rank_after": pd.array(after.to_numpy().T.reshape(-1), dtype="Int64"),
-            "spikes": spikes.to_numpy().T.reshape(-1),
+            "spike": spikes.to_numpy().T.reshape(-1),
         }
     )
     return frame.merge(metrics[["layer", "position", "token", "text", "special"]], on=["layer", "position"])
 
 
-def spike_scores(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: how many tokens spike, out of how many, and the share (NaN at the last layer)."""
-    spikes = token_spikes(metrics)
-    scores = spikes.groupby("layer").agg(spikes=("spikes", "sum"), tokens=("spikes", "size")).reset_index()
-    scores["score"] = scores["spikes"] / scores["tokens"]
-    scores.loc[scores["layer"] == scores["layer"].max(), "score"] = np.nan
-    return scores
+def spike_shares(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: how many tokens spike (`spikes`), out of how many (`tokens`), and the `share` (NaN at the last
+    layer, which cannot spike)."""
+    flags = token_spikes(metrics)
+    shares = flags.groupby("layer").agg(spikes=("spike", "sum"), tokens=("spike", "size")).reset_index()
+    shares["share"] = shares["spikes"] / shares["tokens"]
+    shares.loc[shares["layer"] == shares["layer"].max(), "share"] = np.nan
+    return shares
 
 
 def top_spike_layer(metrics: pd.DataFrame) -> int:
-    """The layer with the highest spike score (the earliest on ties; layer 0 when no layer has any)."""
-    scores = spike_scores(metrics).dropna(subset=["score"])
-    return int(scores.loc[scores["score"].idxmax(), "layer"]) if len(scores) else 0
+    """The layer with the highest spike share (the earliest on ties; layer 0 when no layer has any)."""
+    shares = spike_shares(metrics).dropna(subset=["share"])
+    return int(shares.loc[shares["share"].idxmax(), "layer"]) if len(shares) else 0
