@@ -111,9 +111,7 @@ def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points
         readings = run_model(lm, tokens, taps)
     if parallel_residual:
         for layer in range(lm.num_layers):
-            readings[("attn_residual", layer)] = (
-                readings[("layer_input", layer)] + readings[("attention_delta", layer)]
-            )
+            readings[("attn_residual", layer)] = readings[("layer_input", layer)] + readings[("attention_delta", layer)]
     kept = {key: value for key, value in readings.items() if key[0] in points}
     return Trace(lm.name, list(texts), list(tokens), kept, lm.num_layers)
 

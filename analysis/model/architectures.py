@@ -14,8 +14,10 @@ fits; anything else raises `UnsupportedModelError` naming what was missing.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -43,11 +45,11 @@ class Family:
     blocks: str | Callable[[nn.Module], list[nn.Module]]  # from the base model; a callable for shared layers
     attention: str  # from a block: the module returning (update, attention weights)
     out_projection: str  # from a block: the attention's output projection; its input holds every head's context
-    mid_norm: str | None  # from a block: post_ln the attention LayerNorm, pre_ln the MLP's norm
-    value: str | None  # from a block: the separate value projection (the original demo needs it)
-    position: str | None  # from the base model: the absolute position table
-    token_type: str | None
-    embedding_norm: str | None
+    mid_norm: str | None = None  # from a block: post_ln the attention LayerNorm, pre_ln the MLP's norm
+    value: str | None = None  # from a block: the separate value projection (the original demo needs it)
+    position: str | None = None  # from the base model: the absolute position table
+    token_type: str | None = None
+    embedding_norm: str | None = None
     projection: str | None = None  # from the base model: embedding size -> hidden size, after the embeddings
     causal: bool = False
 
@@ -64,131 +66,24 @@ def _albert_blocks(base: nn.Module) -> list[nn.Module]:
     ]
 
 
-_BERT = Family(
-    label="BERT-style post-LayerNorm encoder",
-    kind="post_ln",
-    blocks="encoder.layer",
-    attention="attention.self",
-    out_projection="attention.output.dense",
-    mid_norm="attention.output.LayerNorm",
-    value="attention.self.value",
-    position="embeddings.position_embeddings",
-    token_type="embeddings.token_type_embeddings",
-    embedding_norm="embeddings.LayerNorm",
-)
-_LLAMA = Family(
-    label="Llama-style decoder (RMSNorm, rotary positions)",
-    kind="pre_ln",
-    blocks="layers",
-    attention="self_attn",
-    out_projection="self_attn.o_proj",
-    mid_norm="post_attention_layernorm",
-    value="self_attn.v_proj",
-    position=None,
-    token_type=None,
-    embedding_norm=None,
-    causal=True,
-)
+FAMILIES_FILE = Path(__file__).with_name("families.toml")
+_BLOCK_READERS: dict[str, Callable[[nn.Module], list[nn.Module]]] = {"albert_layer_groups": _albert_blocks}
 
-FAMILIES: dict[str, Family] = {
-    "bert": _BERT,
-    "roberta": replace(_BERT, label="RoBERTa (post-LayerNorm encoder)"),
-    "xlm-roberta": replace(_BERT, label="XLM-RoBERTa (post-LayerNorm encoder)"),
-    "camembert": replace(_BERT, label="CamemBERT (post-LayerNorm encoder)"),
-    "electra": replace(_BERT, label="ELECTRA (post-LayerNorm encoder)", projection="embeddings_project"),
-    "albert": Family(
-        label="ALBERT (post-LayerNorm encoder, factorised embeddings, shared layers)",
-        kind="post_ln",
-        blocks=_albert_blocks,
-        attention="attention",
-        out_projection="attention.dense",
-        mid_norm="attention.LayerNorm",
-        value="attention.value",
-        position="embeddings.position_embeddings",
-        token_type="embeddings.token_type_embeddings",
-        embedding_norm="embeddings.LayerNorm",
-        projection="encoder.embedding_hidden_mapping_in",
-    ),
-    "distilbert": Family(
-        label="DistilBERT (post-LayerNorm encoder)",
-        kind="post_ln",
-        blocks="transformer.layer",
-        attention="attention",
-        out_projection="attention.out_lin",
-        mid_norm="sa_layer_norm",
-        value="attention.v_lin",
-        position="embeddings.position_embeddings",
-        token_type=None,
-        embedding_norm="embeddings.LayerNorm",
-    ),
-    "mpnet": Family(
-        label="MPNet (post-LayerNorm encoder, relative position bias)",
-        kind="post_ln",
-        blocks="encoder.layer",
-        attention="attention.attn",
-        out_projection="attention.attn.o",
-        mid_norm="attention.LayerNorm",
-        value="attention.attn.v",
-        position="embeddings.position_embeddings",
-        token_type=None,
-        embedding_norm="embeddings.LayerNorm",
-    ),
-    "deberta-v2": Family(
-        label="DeBERTa-v2/v3 (post-LayerNorm encoder, disentangled relative positions)",
-        kind="post_ln",
-        blocks="encoder.layer",
-        attention="attention.self",
-        out_projection="attention.output.dense",
-        mid_norm="attention.output.LayerNorm",
-        value="attention.self.value_proj",
-        position="embeddings.position_embeddings",
-        token_type="embeddings.token_type_embeddings",
-        embedding_norm="embeddings.LayerNorm",
-    ),
-    "modernbert": Family(
-        label="ModernBERT (pre-LayerNorm encoder, rotary positions)",
-        kind="pre_ln",
-        blocks="layers",
-        attention="attn",
-        out_projection="attn.Wo",
-        mid_norm="mlp_norm",
-        value=None,
-        position=None,
-        token_type=None,
-        embedding_norm="embeddings.norm",
-    ),
-    "gpt2": Family(
-        label="GPT-2 (pre-LayerNorm decoder, learned positions)",
-        kind="pre_ln",
-        blocks="h",
-        attention="attn",
-        out_projection="attn.c_proj",
-        mid_norm="ln_2",
-        value=None,
-        position="wpe",
-        token_type=None,
-        embedding_norm=None,
-        causal=True,
-    ),
-    "gpt_neox": Family(
-        label="GPT-NeoX / Pythia (parallel attention and MLP, rotary positions)",
-        kind="parallel",
-        blocks="layers",
-        attention="attention",
-        out_projection="attention.dense",
-        mid_norm=None,
-        value=None,
-        position=None,
-        token_type=None,
-        embedding_norm=None,
-        causal=True,
-    ),
-    "llama": _LLAMA,
-    "qwen2": replace(_LLAMA, label="Qwen2 (Llama-style decoder)"),
-    "qwen3": replace(_LLAMA, label="Qwen3 (Llama-style decoder)"),
-    "mistral": replace(_LLAMA, label="Mistral (Llama-style decoder)"),
-}
-"""Model types (config.model_type) read by name. SmolLM and SmolLM2 are model_type "llama"."""
+
+def _read_families(path: Path) -> dict[str, Family]:
+    """The families table (`families.toml`): each entry, after the one it is `like`, as a Family."""
+    table = tomllib.loads(path.read_text(encoding="utf-8"))
+    families: dict[str, Family] = {}
+    for model_type, entry in table.items():
+        fields = {**(asdict(families[entry["like"]]) if "like" in entry else {}), **entry}
+        fields.pop("like", None)
+        fields["blocks"] = _BLOCK_READERS.get(fields["blocks"], fields["blocks"])
+        families[model_type] = Family(**fields)
+    return families
+
+
+FAMILIES: dict[str, Family] = _read_families(FAMILIES_FILE)
+"""Model types (config.model_type) read by name, from `families.toml`."""
 
 
 @dataclass(frozen=True)
@@ -280,10 +175,12 @@ def _generic_family(hf_model: nn.Module) -> Family:
     config = hf_model.config
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise unsupported(hf_model, "it uses relative position embeddings and is not in the family table")
-    blocks = _get(hf_model, _BERT.blocks)
+    blocks = _get(hf_model, FAMILIES["bert"].blocks)
     if not isinstance(blocks, nn.ModuleList) or len(blocks) != config.num_hidden_layers:
-        raise unsupported(hf_model, f"no list of {config.num_hidden_layers} blocks at {_BERT.blocks!r} was found")
-    return replace(_BERT, label=f"{config.model_type} (read as a BERT-style post-LayerNorm encoder)")
+        raise unsupported(
+            hf_model, f"no list of {config.num_hidden_layers} blocks at {FAMILIES['bert'].blocks!r} was found"
+        )
+    return replace(FAMILIES["bert"], label=f"{config.model_type} (read as a BERT-style post-LayerNorm encoder)")
 
 
 def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
