@@ -22,6 +22,7 @@ from analysis.definitions import (
     ROW_COLUMNS,
     STAGES,
     VERDICT_COLUMNS,
+    AnalysisSettings,
 )
 
 # Each command imports the analysis (torch, transformers) when it runs, so that `--help` answers at once.
@@ -60,12 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis", description="Token Trails: trace token encodings layer by layer."
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    export = commands.add_parser(
+    export = _command(
+        commands,
         "export",
-        help="analyse a text and write tidy CSV tables",
-        description="Analyse TEXT with MODEL and write tidy CSV tables plus provenance.json to DIR.",
-        epilog=_columns_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "analyse a text and write tidy CSV tables",
+        "Analyse TEXT with MODEL and write tidy CSV tables plus provenance.json to DIR.",
+        _columns_help(),
     )
     _model_argument(export)
     export.add_argument("--text", required=True, help="the text to analyse (truncated to the model's length, reported)")
@@ -85,32 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
-    verdict = commands.add_parser(
+    verdict_columns = "\n".join(f"  {k:<11} {v}" for k, v in VERDICT_COLUMNS.items())
+    verdict = _command(
+        commands,
         "verdict",
-        help="is the spike real? spike shares per method over the shipped corpus",
-        description="Over the shipped corpus, the share of function and content words that spike at each layer "
-        "under the original demo's computation and under each geometry, with 95% Wilson intervals: "
-        "verdict.csv, verdict.png, verdict.txt (a summary sentence) and provenance.json in DIR.",
-        epilog="verdict.csv columns:\n" + "\n".join(f"  {k:<11} {v}" for k, v in VERDICT_COLUMNS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "is the spike real? spike shares per method over the shipped corpus",
+        "Over the shipped corpus, the share of function and content words that spike at each layer under the "
+        "original demo's computation and under each geometry, with 95% Wilson intervals: verdict.csv, "
+        "verdict.png, verdict.txt (a summary sentence) and provenance.json in DIR.",
+        "verdict.csv columns:\n" + verdict_columns,
     )
     _model_argument(verdict)
     _stage_and_reference_arguments(verdict)
     _rogue_k_argument(verdict)
     verdict.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
-    sweep = commands.add_parser(
+    sweep = _command(
+        commands,
         "sweep",
-        help="the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
-        description="Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
+        "the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
+        "Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
         "summary.csv (spike shares per method, layer and word class, 95% Wilson intervals), summary.png/.svg "
         "and provenance.json to DIR. Stopped (Ctrl-C, a killed process), the same command continues from the "
         "first missing shard; a finished sweep is left as it is; another sweep's DIR is refused.",
-        epilog="input: "
+        "input: "
         + "; ".join(f"{ext} {meaning}" for ext, meaning in FORMATS.items())
         + "\nrow columns:\n"
         + "\n".join(f"  {k:<12} {v}" for k, v in ROW_COLUMNS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_argument(sweep)
     sweep.add_argument(
@@ -139,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ray-address", help="a running Ray cluster (default: start a local Ray)")
     sweep.add_argument("--actors", type=_positive, default=2, help="Ray actors, each holding the model (2)")
     return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A subcommand with its one-line `summary`, its `description` and an `epilog` laid out as written."""
+    return commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def _model_argument(command: argparse.ArgumentParser) -> None:
@@ -207,6 +218,8 @@ def _load(name: str):
 
 
 def _export(args: argparse.Namespace) -> list[Path]:
+    from dataclasses import asdict
+
     from analysis.checks import check_text
     from analysis.output.export import write_export
     from analysis.report.result import analyze
@@ -217,16 +230,8 @@ def _export(args: argparse.Namespace) -> list[Path]:
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
         f"all {lm.vocab_size:,} vocabulary items…"
     )
-    result = analyze(
-        lm,
-        args.text,
-        stage=args.stage,
-        reference=args.reference,
-        geometry=args.geometry,
-        rogue_k=args.rogue_k,
-        top_k=args.top_k,
-        overlap_n=args.overlap_n,
-    )
+    settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
+    result = analyze(lm, args.text, **asdict(settings))
     if result.truncated:
         _say(
             f"note: the text was truncated to {len(result.tokens)} tokens (of {result.n_tokens_in_text} in the text), "

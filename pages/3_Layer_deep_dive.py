@@ -112,19 +112,9 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
             "the residual by the new norm add up to the total (red: towards, blue: away)."
         )
     )
-    show.chart(
-        heatmap(
-            report.attribution,
-            "token",
-            "part",
-            "change in cosine",
-            ("token", "part", "change in cosine"),
-            diverging=True,
-        ),
-        f"head_attribution_layer_{layer}",
-        key="attribution_chart",
-        context=context,
-    )
+    titles = ("token", "part", "change in cosine")
+    attribution = heatmap(report.attribution, *titles, titles, diverging=True)
+    show.chart(attribution, f"head_attribution_layer_{layer}", key="attribution_chart", context=context)
     n_heads = context.info.heads
     st.selectbox("Head", list(range(n_heads)), **bind("head", min(view.head, n_heads - 1)))
     head = min(view.head, n_heads - 1)
@@ -140,19 +130,10 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
             )
         )
     )
-    show.chart(
-        heatmap(
-            attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS),
-            "key",
-            "query",
-            "attention",
-            ("key token", "query token", "attention weight"),
-            diverging=False,
-        ),
-        f"attention_layer_{layer}_head_{head}",
-        key="pattern_chart",
-        context=context,
-    )
+    pattern = attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS)
+    titles = ("key token", "query token", "attention weight")
+    figure = heatmap(pattern, "key", "query", "attention", titles, diverging=False)
+    show.chart(figure, f"attention_layer_{layer}_head_{head}", key="pattern_chart", context=context)
     st.caption(
         "Per head, the share of attention (averaged over query tokens) on special tokens, the first token where it "
         "is not special (the attention sink of decoders without a BOS token), punctuation and other tokens."

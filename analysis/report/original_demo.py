@@ -62,18 +62,10 @@ def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = Fals
         requests = [(groups, map_scorer(lm, scorer, references))]
         (scores,) = score_tokens(scorer, requests, token_ids, position_ids, max(top_k, overlap_n))
         cosine = own_cosine(references, vectors, scorer.references(token_ids, position_ids, torch.float64))
-    return assemble_result(
-        lm,
-        text,
-        tokens,
-        vectors,
-        scores,
-        cosine,
-        own_reference,
-        AnalysisSettings("original_demo", "position" if positional else "raw", "cosine", 0, top_k, overlap_n),
-        provenance={
-            "what": "the original demo's computation, for comparison only: " + DEMO_DEFINITION,
-            "positional": positional,
-            "reference": "word row + position row offset+0 for every token" if positional else "raw word row",
-        },
-    )
+    settings = AnalysisSettings("original_demo", "position" if positional else "raw", "cosine", 0, top_k, overlap_n)
+    record = {
+        "what": "the original demo's computation, for comparison only: " + DEMO_DEFINITION,
+        "positional": positional,
+        "reference": "word row + position row offset+0 for every token" if positional else "raw word row",
+    }
+    return assemble_result(lm, text, tokens, vectors, scores, cosine, own_reference, settings, provenance=record)

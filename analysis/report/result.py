@@ -126,20 +126,12 @@ def analyze(
         )
         cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
     settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n)
-    return assemble_result(
-        lm,
-        text,
-        tokens,
-        vectors,
-        scores,
-        cosine,
-        own_reference,
-        settings,
-        provenance={
-            "rogue_k": rogue_k if geometry == "no_rogue" else None,
-            "background_corpus": None if geometry_maps.background is None else geometry_maps.background.corpus,
-        },
-    )
+    background = geometry_maps.background
+    record = {
+        "rogue_k": rogue_k if geometry == "no_rogue" else None,
+        "background_corpus": None if background is None else background.corpus,
+    }
+    return assemble_result(lm, text, tokens, vectors, scores, cosine, own_reference, settings, provenance=record)
 
 
 def assemble_result(
