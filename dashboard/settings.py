@@ -37,6 +37,11 @@ class Settings:
     max_models: int
     device: str
 
+    @property
+    def max_upload_mb(self) -> int:
+        """The uploader's limit in MB: room for `max_text_chars` characters in any encoding and file format."""
+        return max(1, -(-8 * self.max_text_chars // 2**20))
+
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or model.strip() in self.allowed_models
 

@@ -16,6 +16,7 @@ from analysis.report.reports import (
     baseline_table,
     layer_report,
     layernorm_table,
+    pattern_caption,
     rogue_table,
     token_labels,
 )
@@ -104,7 +105,7 @@ def leaps_section(context: Context, report: LayerReport) -> None:
 def heads_section(context: Context, report: LayerReport, parts) -> None:
     """Why: each head's share of the change in cosine, the attention patterns, the residual against the update,
     the dimensions that carry the change, and what the norm after the attention does."""
-    view, layer = context.view, report.layer
+    layer = report.layer
     st.caption(
         show.literal(
             f"Change in cosine to each token's own reference from the block input to attn_residual at layer {layer}, "
@@ -115,21 +116,10 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
     titles = ("token", "part", "change in cosine")
     attribution = heatmap(report.attribution, *titles, titles, diverging=True)
     show.chart(attribution, f"head_attribution_layer_{layer}", key="attribution_chart", context=context)
-    n_heads = context.info.heads
-    st.selectbox("Head", list(range(n_heads)), **bind("head", min(view.head, n_heads - 1)))
-    head = min(view.head, n_heads - 1)
+    head = current_view().head  # a head the model has: `deep_dive_layer` dropped any other
+    st.selectbox("Head", list(range(context.info.heads)), **bind("head", head))
     labels = token_labels(context.result)
-    shown = min(len(labels), MAX_PATTERN_TOKENS)
-    st.caption(
-        show.literal(
-            f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1."
-            + (
-                f" Showing the first {shown} of {len(labels)} tokens as queries and keys."
-                if shown < len(labels)
-                else ""
-            )
-        )
-    )
+    st.caption(show.literal(pattern_caption(len(labels), head, layer, MAX_PATTERN_TOKENS)))
     pattern = attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS)
     titles = ("key token", "query token", "attention weight")
     figure = heatmap(pattern, "key", "query", "attention", titles, diverging=False)
@@ -253,7 +243,7 @@ def uploaded_texts() -> tuple[Texts | None, str | None]:
     uploaded = st.file_uploader(
         f"Your own texts (optional, up to {limit:,} characters in all)",
         type=[ext.removeprefix(".") for ext in FORMATS],
-        max_upload_size=max(1, -(-8 * limit // 2**20)),  # MB: room for the characters in any encoding and format
+        max_upload_size=settings().max_upload_mb,
         help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
         + f". The app reads up to {limit:,} characters of text (setting max_text_chars). For a corpus of any size, "
         "run python -m analysis sweep (see the README).",

@@ -129,6 +129,13 @@ def attention_pattern(parts: HeadDecomposition, labels: list[str], head: int, ma
     )
 
 
+def pattern_caption(n_tokens: int, head: int, layer: int, max_tokens: int) -> str:
+    """What the attention pattern shows, and how many of the text's tokens when it is capped at `max_tokens`."""
+    shown = min(n_tokens, max_tokens)
+    capped = f" Showing the first {shown} of {n_tokens} tokens as queries and keys." if shown < n_tokens else ""
+    return f"Attention weights of head {head} at layer {layer}, as the model computed them; rows sum to 1.{capped}"
+
+
 def layernorm_table(before: AnalysisResult, after: AnalysisResult, layer: int) -> pd.DataFrame:
     """Cosine and rank at `layer` before (attn_residual) and after (attn_output) the attention LayerNorm."""
     pick = ["position", "token", "cosine", "rank"]
