@@ -40,7 +40,7 @@ def per_sentence_reference(lm: analysis.LoadedModel, sentences: list[str]) -> pd
         results |= {g: analysis.analyze(lm, sentence, geometry=g, top_k=1, overlap_n=1) for g in GEOMETRIES}
         for method, result in results.items():
             spikes = token_spikes(result.metrics)
-            rows = spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)), spike=spikes["spikes"])
+            rows = spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)))
             counts.append(spike_counts(rows[rows["word_class"].isin(VERDICT_CLASSES)]).assign(method=method))
     return pd.concat(counts).groupby(["method", "layer", "word_class"])[["spikes", "tokens"]].sum()
 

@@ -1,5 +1,7 @@
 """Spike scores, head attribution, attention-sink shares, outlier dimensions, CKA and the corpus check."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,19 @@ def test_model_summary_names_its_parts(minilm):
     assert summary["layers"] == 6
     assert summary["final rank, content"] >= 1
     assert -2 <= summary["drift"] <= 2
+
+
+def test_model_summary_names_the_spike_layers_with_their_shares(minilm):
+    """The spike layers are listed with their shares whenever something spikes (the seed sentence on MiniLM does
+    not: its ranks are replaced here by hand, so layers 0 and 1 each have one spiking token of four)."""
+    result = analysis.analyze(minilm, "Time flies.")  # [CLS] time flies . [SEP]: five tokens, six layers
+    spiking = {(1, 1): 40, (2, 2): 60}  # (layer, position): rank, each 10x its neighbours' rank 1
+    ranks = [
+        spiking.get((layer, position), 1)
+        for layer, position in zip(result.metrics["layer"], result.metrics["position"], strict=True)
+    ]
+    result = dataclasses.replace(result, metrics=result.metrics.assign(rank=ranks))
+    assert model_summary(result, "1: x")["spike layers"] == "1 (20%), 2 (20%)"
 
 
 def test_the_corpus_has_over_a_hundred_distinct_sentences():

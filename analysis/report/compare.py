@@ -79,7 +79,7 @@ def model_summary(result: AnalysisResult, label: str) -> dict[str, object]:
     return {
         "model": label,
         "layers": int(result.metrics["layer"].max()) + 1,
-        "spike layers": ", ".join(f"{int(r.layer)} ({r.score:.0%})" for r in top.itertuples()) or "none",
+        "spike layers": ", ".join(f"{int(r.layer)} ({r.share:.0%})" for r in top.itertuples()) or "none",
         "final rank, function": _median(final_rank[classes == "function"]),
         "final rank, content": _median(final_rank[classes == "content"]),
         "drift": round(float(drift), 4),
