@@ -159,11 +159,11 @@ def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint
 
 def _key(rows: pd.DataFrame, highlight: list[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The highlighted tokens' labels and colours in text order, from `_styled` rows."""
-    shown = rows.loc[rows["highlighted"], ["position", "label"]].drop_duplicates("position")
-    labels = dict(zip(shown["position"], shown["label"], strict=True))
+    positions, labels = rows["position"].to_numpy(), rows["label"].to_numpy()
     colors = highlight_colors(highlight)
-    present = [position for position in colors if position in labels]
-    return tuple(labels[p] for p in present), tuple(colors[p] for p in present)
+    first = {p: np.flatnonzero(positions == p)[:1] for p in colors}
+    present = [p for p in colors if len(first[p])]
+    return tuple(labels[first[p][0]] for p in present), tuple(colors[p] for p in present)
 
 
 GEOMETRY_TITLES = {
@@ -430,7 +430,9 @@ def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFra
     highlighted tokens keyed in a legend. `rows`: `overlap_rows(result)` when the caller keeps it."""
     n = int(result.overlap["n"].iloc[0])
     rows = _styled(
-        overlap_rows(result) if rows is None else rows, highlight, ["layer", "position", "against", "shared"]
+        result.derived("overlap_rows", lambda: overlap_rows(result)) if rows is None else rows,
+        highlight,
+        ["layer", "position", "against", "shared"],
     )
     return Figure(_overlap_spec(n), rows, _key(rows, highlight))
 

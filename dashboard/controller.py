@@ -144,7 +144,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
         )
     view = current_view()
     st.query_params.from_dict(view_to_query(view))
-    classes = word_classes(result.tokens)
+    classes = result.derived("word_classes", lambda: word_classes(result.tokens))
     highlighted = sorted(set(view.highlight) | set(classes.index[classes.isin(view.classes)]))
     return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,10 +42,18 @@ class AnalysisResult:
     n_tokens_in_text: int
     truncated_at_char: int | None
     provenance: dict
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see `derived`
 
     @property
     def truncated(self) -> bool:
         return self.truncated_at_char is not None
+
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """`build()`, computed once per result and kept with it: tables drawn from this result on every rerun
+        (word classes, chart rows) are not rebuilt when only the highlight changes."""
+        if name not in self._derived:
+            self._derived[name] = build()
+        return self._derived[name]
 
     @property
     def settings(self) -> AnalysisSettings:
