@@ -291,10 +291,8 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
         args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,
         input_name=str(args.input),
     )  # fmt: skip
-    try:
+    with sweep:
         return _run_sweep(args, sweep, device, ray_engine if args.engine == "ray" else None)
-    finally:
-        sweep.close()
 
 
 def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_sweep [--sentences N]   # default 2,000: the shipped corpus repeated
 
-Ours: `run_sweep` end to end (tokenise, length-sorted padded batches, score every token under `cosine`,
+Ours: a sweep end to end (tokenise, length-sorted padded batches, score every token under `cosine`,
 spikes and word classes, Parquet shards, summary and chart). Floor, in the same run: the same batches'
 forward passes plus one [tokens, hidden] x [hidden, vocab] product per layer for all tokens. Targets:
 within 1.25x of the floor; peak RSS growth under 1.5 GB whatever the input size.
@@ -22,7 +22,7 @@ from analysis.capture.tokens import length_batches, tokenize
 from analysis.capture.trace import trace_tokens
 from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
-from analysis.output.sweep import run_sweep
+from analysis.output.sweep import open_sweep
 from benchmarks.memory import PeakRss, rss_bytes
 from benchmarks.runner import RESULTS
 from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
@@ -57,11 +57,13 @@ def main() -> None:
     inputs = Path(tempfile.mkdtemp())
     (inputs / "warm.txt").write_text("\n".join(texts[:8]) + "\n")
     (inputs / "bench.txt").write_text("\n".join(texts) + "\n")
-    run_sweep(lm, inputs / "warm.txt", inputs / "warm", settings)
+    with open_sweep(inputs / "warm", inputs / "warm.txt", model=lm.name, settings=settings) as warm:
+        warm.run(lm)
     loaded = rss_bytes()
     with PeakRss() as memory, tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run_sweep(lm, inputs / "bench.txt", Path(folder) / "out", settings, batch_tokens=BATCH_TOKENS)
+        with open_sweep(Path(folder) / "out", inputs / "bench.txt", model=lm.name, settings=settings) as sweep:
+            sweep.run(lm, batch_tokens=BATCH_TOKENS)
         ours = time.perf_counter() - start
     start = time.perf_counter()
     tokens = floor(lm, texts)

@@ -21,8 +21,8 @@ from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import read_texts
 from analysis.model import loading
 from analysis.output import files as files_module
-from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, run_sweep, write_json
-from tests.test_sweep import TEXTS, texts_file
+from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, write_json
+from tests.test_sweep import TEXTS, run_sweep, texts_file
 
 SETTINGS = SweepSettings("attn_residual", "position", ("cosine",), 3)
 UNREADABLE = ["\u200b\u200b\u200b", "\x01\x02\x03"]  # only zero-width spaces; only control characters

@@ -17,7 +17,7 @@ from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import read_texts
 from analysis.data import corpus_sentences
 from analysis.definitions import ROW_COLUMNS
-from analysis.output.sweep import open_sweep, run_sweep, shard_path, write_shard
+from analysis.output.sweep import SweepReport, open_sweep, shard_path, write_shard
 from analysis.report.original_demo import original_demo
 from analysis.report.spikes import token_spikes
 from analysis.report.wordclass import word_classes
@@ -42,6 +42,13 @@ def spikes_alone(lm, text: str, method: str) -> pd.DataFrame:
     result = alone(lm, text, method)
     spikes = token_spikes(result.metrics)
     return spikes.assign(word_class=spikes["position"].map(word_classes(result.tokens)))
+
+
+def run_sweep(lm, input_path: Path, out: Path, settings: SweepSettings, *, shard_size: int = 1000,
+              limit: int | None = None, batch_tokens: int = 4096) -> SweepReport:  # fmt: skip
+    """A whole sweep in one call, as a script runs it: open (lock, check, spool), run, release."""
+    with open_sweep(out, input_path, model=lm.name, settings=settings, shard_size=shard_size, limit=limit) as sweep:
+        return sweep.run(lm, batch_tokens=batch_tokens)
 
 
 def texts_file(folder: Path, texts: list[str] = TEXTS) -> Path:

@@ -275,7 +275,14 @@ class Sweep:
         return sorted(truncated), unreadable, tokens
 
     def close(self) -> None:
+        """Release the folder's lock."""
         self.lock.release()
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_sweep(
@@ -290,7 +297,12 @@ def open_sweep(
 ) -> Sweep:
     """Claim `out` for this sweep before any model loads: lock it, check that it holds this very sweep (its
     settings, then its input's hash) or nothing, and spool the input's texts on a first run. Raises ValueError
-    naming what differs, who holds the lock, or which file is damaged."""
+    naming what differs, who holds the lock, or which file is damaged. Use it as a context manager, which
+    releases the lock at the end:
+
+        with open_sweep(out, corpus, model=lm.name, settings=settings) as sweep:
+            sweep.run(lm)
+    """
     out, input_path = Path(out), Path(input_path).expanduser()
     created = not out.exists()
     try:
@@ -357,23 +369,3 @@ def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> 
     }
     write_json(out / MANIFEST, manifest)
     return manifest
-
-
-def run_sweep(
-    lm: LoadedModel,
-    input_path: Path,
-    out: Path,
-    settings: SweepSettings,
-    *,
-    shard_size: int = 1000,
-    limit: int | None = None,
-    batch_tokens: int = 4096,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> SweepReport:
-    """Open (`open_sweep`) and run (`Sweep.run`) the sweep of the corpus file `input_path` into `out` here, with
-    the lock released at the end: the whole sweep in one call, for scripts."""
-    sweep = open_sweep(out, input_path, model=lm.name, settings=settings, shard_size=shard_size, limit=limit)
-    try:
-        return sweep.run(lm, batch_tokens=batch_tokens, on_progress=on_progress)
-    finally:
-        sweep.close()
