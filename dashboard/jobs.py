@@ -22,7 +22,7 @@ import streamlit as st
 
 import analysis
 from analysis.corpus.cost import corpus_seconds
-from analysis.corpus.counts import corpus_spikes
+from analysis.corpus.counts import corpus_spikes, unreadable_texts
 from analysis.corpus.engine import SweepSettings
 from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
@@ -233,20 +233,22 @@ def find_corpus(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> 
 
 
 def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], source: str) -> Job:
-    """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs."""
+    """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs.
+    Its result: the spike shares, and the indices of the texts skipped for having no token the model reads."""
     lm_of = _model_of(model)
     (geometry,) = settings.methods
 
-    def work(job: Job) -> pd.DataFrame:
+    def work(job: Job) -> tuple[pd.DataFrame, list[int]]:
         lm = lm_of()
         if geometry != "cosine" and not has_background(lm, settings.stage):
             job.start_phase("Corpus statistics for the geometry")
             corpus_statistics(lm, settings.stage, job.progress)
         job.start_phase(f"Corpus check of {source}")
-        return corpus_spikes(
+        shares = corpus_spikes(
             lm, list(texts), stage=settings.stage, reference=settings.reference, geometry=geometry,
             rogue_k=settings.rogue_k, on_progress=job.progress,
         )  # fmt: skip
+        return shares, unreadable_texts(lm, list(texts))
 
     return job_board().start(_corpus_key(model, settings, texts), "Corpus check", "text", work)
 

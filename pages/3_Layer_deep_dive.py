@@ -18,6 +18,7 @@ from analysis.report.reports import (
     layernorm_table,
     pattern_caption,
     rogue_table,
+    skipped_note,
     token_labels,
 )
 from analysis.report.spikes import SPIKE_DEFINITION, spike_shares
@@ -283,9 +284,12 @@ def corpus_section(context: Context) -> None:
             help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
         )
         return
-    corpus = follow_job(job)
-    if corpus is None:
+    found = follow_job(job)
+    if found is None:
         return
+    corpus, unreadable = found
+    if unreadable:
+        st.warning(show.literal(skipped_note(unreadable)), icon=":material/warning:")
     show.chart(corpus_chart(corpus), "corpus_spikes", key="corpus_chart", context=context)
     show.table(corpus, "corpus_spikes", key="corpus_table", column_help=SUMMARY_COLUMNS)
 

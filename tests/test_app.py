@@ -464,3 +464,23 @@ def test_a_page_view_runs_the_model_once_over_its_text(page, passes):
         assert len(calls) == passes
     finally:
         handle.remove()
+
+
+def test_the_corpus_check_says_which_texts_it_skipped_as_unreadable(monkeypatch):
+    """A text with no token the model reads (only zero-width spaces) is skipped by the counting engine; the page
+    names it by its number instead of dropping it silently."""
+    texts = [corpus_sentences()[0], "\u200b\u200b\u200b", corpus_sentences()[1]]
+    monkeypatch.setattr("analysis.data.corpus_sentences", lambda: texts)
+    app = open_app(DEEP_DIVE)
+    app.button(key="run_corpus").click().run()
+    settle(app)
+    assert_clean(app)
+    warnings = " ".join(warning.value for warning in app.warning).replace("\\", "")
+    assert "1 text has no token the model reads (only spaces, control or zero-width characters) and was skipped " in (
+        warnings
+    )
+    assert "(text 2)" in warnings
+    corpus = chart_rows(app, chart_holding(app, '"area"'))
+    minilm = analysis.load_model(analysis.BUNDLED_MODEL)
+    n_tokens = sum(len(analysis.analyze(minilm, text).tokens) for text in (texts[0], texts[2]))
+    assert (corpus.groupby("layer")["tokens"].sum() == n_tokens).all()

@@ -102,3 +102,11 @@ def test_comparison_report_of_a_model_with_itself(seed_result):
     short = comparison_report(seed_result, seed_result, "Hi")
     assert short.cka_cells is None and "at least three words" in short.cka_note
     assert isinstance(short.summary, pd.DataFrame)
+
+
+def test_the_skipped_note_counts_names_and_caps_the_texts():
+    from analysis.report.reports import skipped_note
+
+    assert skipped_note([1]).endswith("and was skipped (text 2).")
+    assert skipped_note([0, 4]).startswith("2 texts have no token") and skipped_note([0, 4]).endswith("(texts 1, 5).")
+    assert skipped_note(list(range(30)), listed=3).endswith("(texts 1, 2, 3, …).")

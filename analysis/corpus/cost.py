@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 
 import torch
 
-from analysis.capture.tokens import token_table, tokenize_all
+from analysis.capture.tokens import token_table, tokenize_readable
 from analysis.definitions import Method
 from analysis.model.loaded import LoadedModel
 from analysis.report.wordclass import word_classes
@@ -52,8 +52,10 @@ def products_needed(methods: Sequence[Method]) -> int:
 
 
 def token_counts(lm: LoadedModel, texts: list[str], classes: Collection[str] | None = None) -> tuple[int, int]:
-    """(all tokens, tokens of the word `classes` given, or all) of `texts`, each tokenised alone."""
-    tokens = tokenize_all(lm, texts)
+    """(all tokens, tokens of the word `classes` given, or all) of `texts`, each tokenised alone; a text with no
+    token the model reads counts none (the counting engine skips it)."""
+    readable = [(t, text) for t, text in zip(tokenize_readable(lm, texts), texts, strict=True) if t is not None]
+    tokens, texts = [t for t, _ in readable], [text for _, text in readable]
     total = sum(len(t) for t in tokens)
     if classes is None:
         return total, total

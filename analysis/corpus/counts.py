@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection
 import numpy as np
 import pandas as pd
 
+from analysis.capture.tokens import tokenize_readable
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.definitions import DEFAULTS, METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
 from analysis.model.loaded import LoadedModel
@@ -76,6 +77,12 @@ def corpus_counts(
             "characters)."
         )
     return spike_counts(rows, by=["method"])
+
+
+def unreadable_texts(lm: LoadedModel, texts: list[str]) -> list[int]:
+    """The indices of the `texts` with no token `lm` reads (only spaces, control or zero-width characters): the
+    counting engine skips them, and whoever shows its numbers says so."""
+    return [index for index, tokens in enumerate(tokenize_readable(lm, texts)) if tokens is None]
 
 
 def corpus_spikes(

@@ -129,6 +129,18 @@ def attention_pattern(parts: HeadDecomposition, labels: list[str], head: int, ma
     )
 
 
+def skipped_note(unreadable: list[int], listed: int = 20) -> str:
+    """What a corpus check left out: `2 texts have no token the model reads and were skipped (texts 4, 9).`
+    Texts are numbered from 1, as a person counts lines."""
+    numbers = ", ".join(str(index + 1) for index in unreadable[:listed]) + (", …" if len(unreadable) > listed else "")
+    texts = "1 text has" if len(unreadable) == 1 else f"{len(unreadable):,} texts have"
+    which = "text" if len(unreadable) == 1 else "texts"
+    return (
+        f"{texts} no token the model reads (only spaces, control or zero-width characters) and "
+        f"{'was' if len(unreadable) == 1 else 'were'} skipped ({which} {numbers})."
+    )
+
+
 def pattern_caption(n_tokens: int, head: int, layer: int, max_tokens: int) -> str:
     """What the attention pattern shows, and how many of the text's tokens when it is capped at `max_tokens`."""
     shown = min(n_tokens, max_tokens)
