@@ -3,15 +3,14 @@ that exist only during that pass (`analysis.capture.trace` names what is read)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
 from analysis.capture.tokens import Tokens
-from analysis.model.architectures import LayerParts
 from analysis.model.loaded import LoadedModel
 
 
@@ -75,7 +74,7 @@ def model_inputs(lm: LoadedModel, batch: list[Tokens]) -> dict[str, torch.Tensor
     return inputs
 
 
-def run_model(lm: LoadedModel, batch: list[Tokens], taps: dict[str, Tap]) -> dict[str, torch.Tensor]:
+def run_model(lm: LoadedModel, batch: list[Tokens], taps: dict[Hashable, Tap]) -> dict[Hashable, torch.Tensor]:
     """One forward pass over `batch` (hold `lm.lock`), reading `taps` with hooks that exist only during
     it: each reading with its batch dimension first."""
     calls: dict[tuple[int, str, int | None], list[torch.Tensor]] = {}
@@ -101,8 +100,3 @@ def depth_call(lm: LoadedModel, layer: int) -> int:
     """How many earlier layers run the same block module as `layer` (0 unless layers share weights)."""
     block = lm.structure.layers[layer].block
     return sum(parts.block is block for parts in lm.structure.layers[:layer])
-
-
-def layer_tap(lm: LoadedModel, layer: int, read: Callable[[LayerParts], Tap]) -> Tap:
-    """`read`'s tap on layer `layer`'s parts, at the call of that depth."""
-    return replace(read(lm.structure.layers[layer]), call=depth_call(lm, layer))

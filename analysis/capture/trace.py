@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 import torch
 
-from analysis.capture.forward import Tap, layer_tap, run_model
+from analysis.capture.forward import Tap, depth_call, run_model
 from analysis.capture.tokens import Tokens, tokenize
 from analysis.checks import check_text
 from analysis.definitions import STAGES, Stage
@@ -85,8 +85,9 @@ class Trace:
 
 
 def _tap(lm: LoadedModel, point: str, layer: int) -> Tap:
+    """The hook that reads `point` in layer `layer`, at that depth's call of its module (ALBERT shares modules)."""
     part, read, item = _READS[point]
-    return layer_tap(lm, layer, lambda parts: Tap(getattr(parts, part), read, item))
+    return Tap(getattr(lm.structure.layers[layer], part), read, item, call=depth_call(lm, layer))
 
 
 def available_points(lm: LoadedModel, extras: Collection[Extra] = ()) -> tuple[Point, ...]:
