@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import pandas as pd
@@ -161,14 +162,11 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def stream_texts(copy: Path, count: CorpusCount, limit: int | None = None) -> Iterator[str]:
-    """The non-empty texts (stripped) of the file copy `copy`, at most `limit`, counting into `count` what is
-    skipped. Raises ValueError naming the line or row of anything unreadable."""
-    given = 0
+def stream_texts(copy: Path, count: CorpusCount) -> Iterator[str]:
+    """The non-empty texts (stripped) of the file copy `copy`, counting into `count` what is skipped. Raises
+    ValueError naming the line or row of anything unreadable."""
     try:
         for where, value in _values(copy):
-            if limit is not None and given >= limit:
-                return
             if not isinstance(value, str):
                 count.not_text += 1
                 if len(count.not_text_rows) < NOT_TEXT_LISTED:
@@ -178,7 +176,6 @@ def stream_texts(copy: Path, count: CorpusCount, limit: int | None = None) -> It
             if not text:
                 count.skipped_empty += 1
                 continue
-            given += 1
             yield text
     except UnicodeDecodeError as error:
         raise ValueError(
@@ -219,10 +216,7 @@ def read_texts(path: str | Path, limit: int | None = None) -> Texts:
     counted: list[CorpusCount] = []
 
     def collect(texts: Iterator[str], count: CorpusCount) -> None:
-        for text in texts:
-            found.append(text)
-            if limit is not None and len(found) >= limit:
-                break
+        found.extend(islice(texts, limit))
         counted.append(count)
 
     read_corpus(path, collect)
