@@ -115,7 +115,7 @@ CASES = {
     "a weight the architecture lacks": (
         renamed_weight, "has 1 weight its architecture does not know (encoder.layer.9.attention.extra.weight)", False,
     ),
-    "no tokenizer": (no_tokenizer, "has no tokenizer (tokenizer.json, vocab.txt, vocab.json, …): save it", False),
+    "no tokenizer": (no_tokenizer, "has no tokenizer (tokenizer.json, vocab.txt, vocab.json, …): save it", True),
     "a tokenizer larger than the table": (
         small_embedding_table, "has ids up to 399 but the embedding table has 50 rows", False,
     ),

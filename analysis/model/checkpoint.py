@@ -70,7 +70,8 @@ def read_config(folder: Path, name: str) -> dict:
 
 
 def read_checkpoint(folder: Path, name: str) -> Checkpoint:
-    """The config and weight headers of `folder`, refusing damaged, truncated or missing weight files."""
+    """The config and weight headers of `folder`, refusing damaged, truncated or missing weight files and a
+    folder without tokenizer files."""
     config = read_config(folder, name)
     index = folder / WEIGHTS_INDEX
     if (folder / WEIGHTS_FILE).is_file():
@@ -89,6 +90,11 @@ def read_checkpoint(folder: Path, name: str) -> Checkpoint:
     tensors: dict[str, tuple[int, ...]] = {}
     for path in files:
         tensors.update(safetensors_shapes(path, name))
+    if not any((folder / file).is_file() for file in TOKENIZER_FILES):  # transformers would make one up
+        raise ModelLoadError(
+            f"{name} has no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, …): save it beside the model with "
+            "tokenizer.save_pretrained(folder)."
+        )
     return Checkpoint(folder, name, config, tensors)
 
 
@@ -198,14 +204,8 @@ def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: 
         )
 
 
-def check_tokenizer(name: str, folder: Path, tokenizer: PreTrainedTokenizerBase, embedding_rows: int) -> None:
-    """Refuse a folder without tokenizer files (transformers would make up one that reads every word as unknown)
-    and a tokenizer with ids past the embedding table."""
-    if not any((folder / file).is_file() for file in TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"{name} has no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, …): save it beside the model with "
-            "tokenizer.save_pretrained(folder)."
-        )
+def check_tokenizer(name: str, tokenizer: PreTrainedTokenizerBase, embedding_rows: int) -> None:
+    """Refuse a tokenizer that holds only special tokens or has ids past the embedding table."""
     vocabulary = tokenizer.get_vocab()
     if len(vocabulary) <= len(set(tokenizer.all_special_ids)):
         raise ModelLoadError(f"The tokenizer of {name} holds only special tokens: save the model's real tokenizer.")

@@ -226,10 +226,6 @@ def _hub_error(source: ModelSource, error: Exception) -> ModelLoadError:
         return ModelLoadError(
             f"There is no model {name!r} on the Hugging Face hub (or it is private): check the spelling."
         )
-    if "safetensors" in str(error).lower():
-        return ModelLoadError(
-            f"{name!r} has no .safetensors weights on the hub; Token Trails never loads pickled weights."
-        )
     if hub_constants.is_offline_mode():
         return ModelLoadError(
             f"{name!r} is not in the local Hugging Face cache and the hub is switched off (HF_HUB_OFFLINE): "
@@ -307,7 +303,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
         children = {name for name, _ in hf_model.named_children()}
         check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-    check_tokenizer(source.name, folder, tokenizer, hf_model.get_input_embeddings().num_embeddings)
+    check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
     lm = wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
     if lm.max_tokens < 3:
         raise ModelLoadError(
