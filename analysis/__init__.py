@@ -4,6 +4,7 @@ import analysis
 lm = analysis.load_model("roberta-base")
 result = analysis.analyze(lm, "Time flies like an arrow.", stage="attn_residual", reference="position")
 result.metrics  # layer, position, token, token_id, text, special, cosine, rank
+analysis.lens(lm, "Time flies like an arrow.").metrics  # what each layer would predict: lens_rank, lens_prob, …
 
 The names below load their modules (and torch) on first use, so `python -m analysis --help` and anything that
 only needs `analysis.definitions` start at once.
@@ -44,6 +45,8 @@ _LAZY = {
     "ModelLoadError": "analysis.model.checkpoint",
     "configure_model_cache": "analysis.model.loading",
     "load_model": "analysis.model.loading",
+    "lens": "analysis.report.lens",
+    "LensResult": "analysis.report.lens",
     "release_models": "analysis.model.loading",
     "resident_models": "analysis.model.loading",
     "original_demo": "analysis.report.original_demo",
@@ -78,6 +81,7 @@ __all__ = [
     "Capabilities",
     "Geometry",
     "HeadDecomposition",
+    "LensResult",
     "LoadedModel",
     "Method",
     "ModelInfo",
@@ -92,6 +96,7 @@ __all__ = [
     "capabilities",
     "configure_model_cache",
     "decompose_heads",
+    "lens",
     "load_model",
     "original_demo",
     "release_models",

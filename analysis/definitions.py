@@ -73,6 +73,22 @@ class AnalysisSettings:
 DEFAULTS = AnalysisSettings()
 
 
+LensTarget = Literal["own", "next"]
+"""Which token the lens scores at each position (see LENS_TARGETS)."""
+
+LENS_TARGETS: dict[LensTarget, str] = {
+    "own": "the token at the position itself: what a masked LM is trained to recover (encoders' default)",
+    "next": "the token at the next position: what a causal LM predicts (decoders' default); the last position has none",
+}
+assert tuple(LENS_TARGETS) == get_args(LensTarget)
+
+LENS_STAGE: Stage = "layer_output"
+"""Where the lens reads by default: block outputs, the residual stream the model's head reads after its last
+block (TransformerLens: resid_post). Any stage can be read."""
+LENS_TOP_K = 10
+"""Predictions kept per layer and position."""
+
+
 WORD_CLASSES: dict[str, str] = {
     "function": "closed-class words: articles, pronouns, prepositions, conjunctions, auxiliaries, …",
     "content": "open-class words: nouns, verbs, adjectives, adverbs, names, numbers",
@@ -120,6 +136,36 @@ OVERLAP_COLUMNS = {
     "n": "neighbourhood size N",
     "previous": "|topN(l) & topN(l-1)|; empty at layer 0, which has no previous layer",
     "reference": "|topN(l) & topN(reference)|: shared with the token's own original neighbourhood",
+}
+LENS_COLUMNS = {
+    "layer": "block index l",
+    "position": "token position (in masked mode: the position hidden behind the mask token)",
+    "token": "the token's piece",
+    "token_id": "the token's vocabulary id",
+    "text": "the characters of the input the token covers",
+    "special": "True for special tokens",
+    "target_id": "the vocabulary id the lens scores: the token itself (own) or the next token (next); empty at the "
+    "last position under next",
+    "target": "the target's piece",
+    "lens_logit": "the target's logit when the model's own head reads this layer's vector",
+    "lens_prob": "the target's softmax probability over the whole vocabulary",
+    "lens_rank": "1 + number of vocabulary items with a higher logit than the target; 1 = the top prediction",
+    "entropy": "entropy of the layer's predicted distribution, in nats (ln of the vocabulary size: uniform)",
+    "kl_final": "KL(final || layer) in nats: how far this layer's prediction is from the model's own output",
+    "final_top_id": "the model's own top-1 prediction at this position (its output after the last layer)",
+    "final_top": "that prediction's piece",
+    "final_top_rank": "rank of final_top among this layer's predictions (1 = this layer already predicts it)",
+}
+LENS_TOP_COLUMNS = {
+    "layer": "block index l",
+    "position": "token position",
+    "token": "the token's piece",
+    "prediction_rank": "1 = the layer's top prediction",
+    "prediction_id": "vocabulary id of the prediction",
+    "prediction": "the prediction's piece",
+    "prob": "its softmax probability",
+    "logit": "its logit",
+    "is_target": "True where the prediction is the lens target",
 }
 EXPORT_FILES = {
     "metrics.csv": METRICS_COLUMNS,

@@ -31,13 +31,14 @@ def lm(request) -> analysis.LoadedModel:
 
 @pytest.fixture(scope="session")
 def family_folder(tmp_path_factory):
-    """model_type -> the folder of a tiny random model of that family, saved as safetensors + tokenizer like a
-    user's checkpoint (built once per session)."""
+    """(model_type, head) -> the folder of a tiny random model of that family, saved as safetensors + tokenizer
+    like a user's checkpoint, with its masked-LM or causal-LM head when `head` (built once per session)."""
     folders = {}
 
-    def folder(model_type: str):
-        if model_type not in folders:
-            folders[model_type] = save_tiny_model(model_type, tmp_path_factory.mktemp(model_type))
-        return folders[model_type]
+    def folder(model_type: str, head: bool = False):
+        if (model_type, head) not in folders:
+            made = tmp_path_factory.mktemp(model_type + ("-head" if head else ""))
+            folders[model_type, head] = save_tiny_model(model_type, made, head=head)
+        return folders[model_type, head]
 
     return folder

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedToken
 
 from analysis.definitions import SEED_SENTENCE
 from analysis.model.loaded import LoadedModel, wrap_model
+from analysis.model.unembed import head_class
 
 TRAINING_SENTENCES = [
     SEED_SENTENCE,
@@ -101,13 +102,20 @@ def random_model(model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFas
 
 
 def random_hf_model(
-    model_type: str, shape: dict, tokenizer: PreTrainedTokenizerFast, seed: int = 0, **model_options
+    model_type: str,
+    shape: dict,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int = 0,
+    *,
+    head: bool = False,
+    **model_options,
 ) -> PreTrainedModel:
-    """The base model of `model_type` with random weights of `shape` (vocab_size defaults to the tokenizer's) and
-    perturbed norms (see `perturb_norms`)."""
+    """The base model of `model_type` (with its masked-LM or causal-LM head when `head`) with random weights of
+    `shape` (vocab_size defaults to the tokenizer's) and perturbed norms (see `perturb_norms`)."""
     config = AutoConfig.for_model(model_type, **{"vocab_size": len(tokenizer), **shape})
     torch.manual_seed(seed)
-    hf_model = AutoModel.from_config(config, attn_implementation="eager", **model_options)
+    model_class = head_class(config) if head else AutoModel
+    hf_model = model_class.from_config(config, attn_implementation="eager", **model_options)
     perturb_norms(hf_model, seed)
     return hf_model
 
@@ -230,8 +238,11 @@ def byte_level_tokenizer(sentences: list[str] = TRAINING_SENTENCES, max_length: 
     return _fast(bpe._tokenizer, max_length, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|endoftext|>")
 
 
-def tiny_model(model_type: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A tiny random base model of family `model_type` (see TINY_FAMILIES) and its tokenizer."""
+def tiny_model(
+    model_type: str, seed: int = 0, *, head: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A tiny random model of family `model_type` (see TINY_FAMILIES), with its prediction head when `head`, and
+    its tokenizer."""
     kind, overrides = TINY_FAMILIES[model_type]
     max_length = 60
     tokenizer = {
@@ -242,12 +253,13 @@ def tiny_model(model_type: str, seed: int = 0) -> tuple[PreTrainedModel, PreTrai
         "sentencepiece_bos": lambda: sentencepiece_tokenizer(max_length=max_length, decoder=True),
     }[kind]()
     tokenizer.model_max_length = max_length
-    return random_hf_model(model_type, overrides, tokenizer, seed), tokenizer
+    return random_hf_model(model_type, overrides, tokenizer, seed, head=head), tokenizer
 
 
-def save_tiny_model(model_type: str, folder: Path, seed: int = 0) -> Path:
-    """Save a tiny random model of `model_type` as a user's folder would hold it: safetensors and a tokenizer."""
-    hf_model, tokenizer = tiny_model(model_type, seed)
+def save_tiny_model(model_type: str, folder: Path, seed: int = 0, *, head: bool = False) -> Path:
+    """Save a tiny random model of `model_type` (with its prediction head when `head`, as masked-LM and causal-LM
+    checkpoints are published) as a user's folder would hold it: safetensors and a tokenizer."""
+    hf_model, tokenizer = tiny_model(model_type, seed, head=head)
     hf_model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

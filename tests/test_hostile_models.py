@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForMaskedLM
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
 import analysis
 from analysis.__main__ import main
@@ -45,7 +45,7 @@ def missing_beside_a_head(folder: Path) -> None:
         folder,
         lambda weights: {
             **{k: v for k, v in weights.items() if "layer.1." not in k},
-            "lm_head.decoder.weight": torch.zeros(sum(v.numel() for k, v in weights.items() if "layer.1." in k)),
+            "classifier.dense.weight": torch.zeros(sum(v.numel() for k, v in weights.items() if "layer.1." in k)),
         },
     )
 
@@ -123,6 +123,12 @@ CASES = {
 }  # fmt: skip
 
 
+def forbid_allocation(monkeypatch) -> None:
+    """Fail the test if any model class (base, masked-LM or causal-LM) starts loading weights."""
+    for model_class in (AutoModel, AutoModelForMaskedLM, AutoModelForCausalLM):
+        monkeypatch.setattr(model_class, "from_pretrained", lambda *a, **k: pytest.fail("weights were allocated"))
+
+
 @pytest.fixture
 def hostile_folder(family_folder, tmp_path):
     def build(damage) -> Path:
@@ -141,7 +147,7 @@ def test_a_hostile_folder_is_refused_in_one_line_and_before_allocating_where_it_
     damage, message, before_allocating = CASES[case]
     folder = hostile_folder(damage)
     if before_allocating:
-        monkeypatch.setattr(AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights were allocated"))
+        forbid_allocation(monkeypatch)
     with pytest.raises(analysis.ModelLoadError) as refused:
         analysis.load_model(folder)
     assert message in str(refused.value) and "\n" not in str(refused.value)
@@ -171,7 +177,7 @@ def test_a_masked_lm_checkpoint_loads_its_base_model_exactly(family_folder, tmp_
 def test_a_model_over_the_limit_or_the_free_memory_is_refused_before_allocating(family_folder, monkeypatch):
     folder = family_folder("roberta")
     analysis.release_models()
-    monkeypatch.setattr(AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights were allocated"))
+    forbid_allocation(monkeypatch)
     size = loading.parameter_bytes(loading.AutoConfig.from_pretrained(folder))
     with pytest.raises(analysis.ModelLoadError, match=re.escape("over this deployment's limit of 0.00 GB")):
         analysis.load_model(folder, max_bytes=size - 1)

@@ -26,7 +26,8 @@ def test_bundled_model_loads_offline_with_its_sizes(minilm):
         heads=12,
         vocab_size=30522,
         max_tokens=512,
-        parameters=22_713_216,  # all-MiniLM-L6-v2's published 22.7M: embeddings 11.92M, 6 blocks x 1.77M, pooler
+        parameters=22_565_376,  # the published 22.71M (embeddings 11.92M, 6 blocks x 1.77M) without the pooler's
+        # 0.15M: loaded in its masked-LM form, which has none, since no stage reads it
     )
     assert not minilm.hf_model.training
     assert minilm.hf_model.config._attn_implementation == "eager"
@@ -192,12 +193,17 @@ def test_only_uncached_hub_ids_need_a_download(tmp_path, monkeypatch):
 
 
 def test_model_size_from_config_matches_the_loaded_weights(minilm, tiny_roberta, tmp_path):
-    actual = 4 * sum(p.numel() for p in minilm.hf_model.parameters())
-    assert loading.model_bytes(analysis.BUNDLED_MODEL) == actual  # counted on the meta device, any architecture
+    """The size counted on the meta device is what loading allocates: the model in its masked-LM form, whose head
+    (dense, LayerNorm and output bias; the output matrix is the tied embedding table) is built before the
+    checkpoint says whether it holds one."""
+    hidden, vocabulary = 384, 30522
+    head = hidden * hidden + hidden + 2 * hidden + vocabulary
+    actual = 4 * (sum(p.numel() for p in minilm.hf_model.parameters()) + head)
+    assert loading.model_bytes(analysis.BUNDLED_MODEL) == actual
     tiny_roberta.hf_model.save_pretrained(tmp_path)
     tiny = 4 * sum(p.numel() for p in tiny_roberta.hf_model.parameters())  # built without a pooler
-    pooler = 4 * (32 * 32 + 32)
-    assert loading.model_bytes(str(tmp_path)) == tiny + pooler  # AutoModel builds RoBERTa with its pooler
+    tiny_head = 4 * (32 * 32 + 32 + 2 * 32 + tiny_roberta.vocab_size)
+    assert loading.model_bytes(str(tmp_path)) == tiny + tiny_head
     assert loading.model_bytes("roberta-large") is None  # not on this machine: unknown, not guessed
 
 

@@ -52,6 +52,8 @@ class Family:
     embedding_norm: str | None = None
     projection: str | None = None  # from the base model: embedding size -> hidden size, after the embeddings
     causal: bool = False
+    final_norm: str | None = None  # from the base model: the norm after the last block (decoders, ModernBERT)
+    lens_head: tuple[str, ...] = ()  # from the masked-LM or causal-LM model: hidden -> logits, applied in turn
 
 
 def _albert_blocks(base: nn.Module) -> list[nn.Module]:
@@ -78,6 +80,7 @@ def _read_families(path: Path) -> dict[str, Family]:
         fields = {**(asdict(families[entry["like"]]) if "like" in entry else {}), **entry}
         fields.pop("like", None)
         fields["blocks"] = _BLOCK_READERS.get(fields["blocks"], fields["blocks"])
+        fields["lens_head"] = tuple(fields.get("lens_head", ()))
         families[model_type] = Family(**fields)
     return families
 
@@ -136,7 +139,8 @@ def unsupported(hf_model: nn.Module, why: str) -> UnsupportedModelError:
     )
 
 
-def _get(root: nn.Module, path: str | None) -> nn.Module | None:
+def module_at(root: nn.Module, path: str | None) -> nn.Module | None:
+    """The module at the attribute path `path` ("encoder.layer") from `root`; None where there is none."""
     if path is None:
         return None
     module: object = root
@@ -146,7 +150,7 @@ def _get(root: nn.Module, path: str | None) -> nn.Module | None:
 
 
 def _need(hf_model: nn.Module, root: nn.Module, path: str, kind: type | tuple[type, ...], what: str) -> nn.Module:
-    found = _get(root, path)
+    found = module_at(root, path)
     if not isinstance(found, kind):
         raise unsupported(hf_model, f"{what} ({path!r}) was not found")
     return found
@@ -175,7 +179,7 @@ def _generic_family(hf_model: nn.Module) -> Family:
     config = hf_model.config
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise unsupported(hf_model, "it uses relative position embeddings and is not in the family table")
-    blocks = _get(hf_model, FAMILIES["bert"].blocks)
+    blocks = module_at(hf_model, FAMILIES["bert"].blocks)
     if not isinstance(blocks, nn.ModuleList) or len(blocks) != config.num_hidden_layers:
         raise unsupported(
             hf_model, f"no list of {config.num_hidden_layers} blocks at {FAMILIES['bert'].blocks!r} was found"
@@ -187,15 +191,15 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
     word = hf_model.get_input_embeddings()
     if not isinstance(word, nn.Embedding):
         raise unsupported(hf_model, "no word-embedding table was found")
-    position = _get(hf_model, family.position)
-    owner = _get(hf_model, family.position.rpartition(".")[0]) if family.position else None
+    position = module_at(hf_model, family.position)
+    owner = module_at(hf_model, family.position.rpartition(".")[0]) if family.position else None
     padding_idx = getattr(owner, "padding_idx", None)
-    norm = _get(hf_model, family.embedding_norm)
+    norm = module_at(hf_model, family.embedding_norm)
     if norm is not None and not isinstance(norm, nn.LayerNorm):
         raise unsupported(hf_model, f"its embedding norm ({family.embedding_norm!r}) is not a LayerNorm")
-    token_type = _get(hf_model, family.token_type)
-    projection = _get(hf_model, family.projection)
-    if _get(hf_model, "embeddings.embed_proj") is not None:
+    token_type = module_at(hf_model, family.token_type)
+    projection = module_at(hf_model, family.projection)
+    if module_at(hf_model, "embeddings.embed_proj") is not None:
         raise unsupported(hf_model, "it projects its embeddings before their LayerNorm (embedding_size != hidden)")
     hidden = hf_model.config.hidden_size
     if projection is None and word.embedding_dim != hidden:
@@ -212,15 +216,15 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
 
 def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> LayerParts:
     attention = _need(hf_model, block, family.attention, nn.Module, "the attention module")
-    out_projection = _get(block, family.out_projection)
+    out_projection = module_at(block, family.out_projection)
     if not _linear_like(out_projection):
         raise unsupported(hf_model, f"the attention output projection ({family.out_projection!r}) was not found")
     mid_norm = None
     if family.mid_norm is not None:
-        mid_norm = _get(block, family.mid_norm)
+        mid_norm = module_at(block, family.mid_norm)
         if not _is_norm(mid_norm):
             raise unsupported(hf_model, f"the norm after the attention ({family.mid_norm!r}) was not found")
-    value = _get(block, family.value)
+    value = module_at(block, family.value)
     return LayerParts(
         block=block,
         attention=attention,
@@ -241,7 +245,7 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
     if callable(family.blocks):
         blocks = family.blocks(hf_model)
     else:
-        blocks = _get(hf_model, family.blocks)
+        blocks = module_at(hf_model, family.blocks)
         if not isinstance(blocks, nn.ModuleList) or not len(blocks):
             raise unsupported(hf_model, f"no list of blocks at {family.blocks!r} was found")
     return ModelStructure(

@@ -1,4 +1,4 @@
-"""What a loaded model offers: its stages and references, and each missing one with the reason."""
+"""What a loaded model offers: its stages, references and lens, and each missing one with the reason."""
 
 from __future__ import annotations
 
@@ -20,11 +20,16 @@ class Capabilities:
     family: str
     stages: tuple[Stage, ...]
     references: tuple[Reference, ...]
-    unavailable: dict[str, str]  # stage or reference name -> why the model lacks it
+    unavailable: dict[str, str]  # stage, reference, "lens" or "masked" (the masked lens) -> why the model lacks it
     original_demo: str | None  # None where the demo applies, else why not
 
+    @property
+    def lens(self) -> bool:
+        """Whether the model has a lens: its own prediction head was loaded."""
+        return "lens" not in self.unavailable
+
     def reason(self, choice: str) -> str | None:
-        """Why `choice` (a stage or reference) is unavailable, or None where the model has it."""
+        """Why `choice` (a stage, reference, "lens" or "masked") is unavailable, or None where the model has it."""
         return self.unavailable.get(choice)
 
 
@@ -37,7 +42,7 @@ def capabilities(lm: LoadedModel) -> Capabilities:
         family=lm.structure.label,
         stages=tuple(stage for stage in STAGES if stage not in missing_stages),
         references=tuple(reference for reference in REFERENCES if reference not in missing_references),
-        unavailable={**missing_stages, **missing_references},
+        unavailable={**missing_stages, **missing_references, **unavailable_lens(lm)},
         original_demo=demo_unavailable(lm),
     )
 
@@ -95,3 +100,26 @@ def demo_unavailable(lm: LoadedModel) -> str | None:
             f"and square value and output matrices (the RoBERTa family); {lm.name} is a {structure.label}"
         )
     return None
+
+
+def unavailable_lens(lm: LoadedModel) -> dict[str, str]:
+    """Why `lm` has no lens (key "lens") or no masked lens (key "masked"); empty where it has both."""
+    if lm.unembed is None:
+        why = lm.no_lens or "it was loaded without its prediction head"
+        return {"lens": why, "masked": why}
+    if lm.structure.causal:
+        return {"masked": "a decoder predicts the next token from the ones before it and never sees a mask token"}
+    if lm.tokenizer.mask_token_id is None:
+        return {"masked": "its tokenizer has no mask token"}
+    return {}
+
+
+def check_lens(lm: LoadedModel, masked: bool = False) -> torch.nn.Module:
+    """The model's prediction head (`lm.unembed`); a ValueError saying why where it has no lens (or no masked
+    lens)."""
+    missing = unavailable_lens(lm)
+    for kind in ("lens", "masked") if masked else ("lens",):
+        if kind in missing:
+            what = "masked lens" if kind == "masked" else "lens"
+            raise ValueError(f"{lm.name} has no {what}: {missing[kind]}.")
+    return lm.unembed

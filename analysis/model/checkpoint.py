@@ -176,20 +176,34 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: set[str]) -> None:
-    """Refuse a loaded model some of whose weights the checkpoint lacked (they were initialised at random), had
-    under names the model does not know, or had in another shape. Weights of task heads (lm_head, classifier)
-    are not the base model's and are ignored; a missing pooler is never read."""
-    missing = sorted(key for key in loading_info["missing_keys"] if not key.startswith(UNREAD_MODULES))
+def checkpoint_architecture(checkpoint: Checkpoint) -> str:
+    """The class the checkpoint was saved as (config.json "architectures"), or its model type."""
+    architectures = checkpoint.config.get("architectures")
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        return architectures[0]
+    return f"a {checkpoint.config.get('model_type')} model"
+
+
+def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: set[str]) -> list[str]:
+    """Refuse a loaded model some of whose base weights the checkpoint lacked (they were initialised at random),
+    had under names the model does not know, or had in another shape; a missing pooler is never read. Returns the
+    weights of the prediction head the checkpoint lacked (the model then has no lens); weights of other task
+    heads (classifier, next-sentence) are ignored."""
+
+    def in_base(key: str) -> bool:
+        return key.startswith(f"{base_prefix}.") or key.split(".")[0] in base_modules
+
+    unread = tuple(f"{base_prefix}.{module}" for module in UNREAD_MODULES) + UNREAD_MODULES
+    missing = sorted(
+        key.removeprefix(f"{base_prefix}.")
+        for key in loading_info["missing_keys"]
+        if in_base(key) and not key.startswith(unread)
+    )
     if missing:
         raise ModelLoadError(
             f"{name} lacks {_count(missing, 'weight')} ({_examples(missing)}): they would be random; {_SAVE_AGAIN}."
         )
-    misplaced = sorted(
-        key
-        for key in loading_info["unexpected_keys"]
-        if key.startswith(f"{base_prefix}.") or key.split(".")[0] in base_modules
-    )
+    misplaced = sorted(key.removeprefix(f"{base_prefix}.") for key in loading_info["unexpected_keys"] if in_base(key))
     if misplaced:
         raise ModelLoadError(
             f"{name} has {_count(misplaced, 'weight')} its architecture does not know ({_examples(misplaced)}): the "
@@ -198,10 +212,12 @@ def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: 
     mismatched = sorted(loading_info["mismatched_keys"], key=str)  # (name, shape in the file, shape by config)
     if mismatched:
         key, stored, expected = mismatched[0]
+        key = key.removeprefix(f"{base_prefix}.")
         raise ModelLoadError(
             f"{name} has {_count(mismatched, 'weight')} of another shape than its config.json describes ({key} is "
             f"{list(stored)} in the file, {list(expected)} by the config): {_SAVE_AGAIN}."
         )
+    return sorted(key for key in loading_info["missing_keys"] if not in_base(key))
 
 
 def check_tokenizer(name: str, tokenizer: PreTrainedTokenizerBase, embedding_rows: int) -> None:

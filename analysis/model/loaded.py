@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analysis.model.architectures import (
@@ -18,6 +19,7 @@ from analysis.model.architectures import (
     architecture,
     find_structure,
 )
+from analysis.model.unembed import find_unembed, is_head_model, no_lens_reason
 
 T = TypeVar("T")
 
@@ -44,6 +46,9 @@ class LoadedModel:
     """A loaded model (encoder or decoder) ready for analysis: the Hugging Face model, its tokenizer and its
     located parts. One instance may be shared by many threads.
 
+    `unembed` maps a vector to the model's logits, `[..., hidden] -> [..., vocabulary]`
+    (`analysis.model.unembed`); the lens reads every layer through it.
+
     `lock` serialises tokenisation + forward pass: the fast tokenizer is not re-entrant and hooks are
     registered per call on the shared modules.
     """
@@ -53,6 +58,8 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     structure: ModelStructure
     revision: str | None = None
+    unembed: nn.Module | None = None  # the model's own final norm + prediction head; None: no lens
+    no_lens: str | None = None  # why there is no lens, where `unembed` is None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -101,8 +108,12 @@ class LoadedModel:
 
     @property
     def parameter_bytes(self) -> int:
-        """Memory held by the model's parameters."""
-        return sum(p.numel() * p.element_size() for p in self.hf_model.parameters())
+        """Memory held by the model's parameters, its prediction head's included (a tied one counted once)."""
+        return sum(p.numel() * p.element_size() for p in self._parameters())
+
+    def _parameters(self) -> list[nn.Parameter]:
+        modules = [self.hf_model] + ([self.unembed] if self.unembed is not None else [])
+        return list({id(p): p for module in modules for p in module.parameters()}.values())
 
     @property
     def info(self) -> ModelInfo:
@@ -117,7 +128,7 @@ class LoadedModel:
             heads=self.num_heads,
             vocab_size=self.vocab_size,
             max_tokens=self.max_tokens,
-            parameters=sum(p.numel() for p in self.hf_model.parameters()),
+            parameters=sum(p.numel() for p in self._parameters()),
         )
 
     def move_to(self, device: torch.device) -> None:
@@ -126,6 +137,8 @@ class LoadedModel:
             return
         with self.lock, self._cache_lock:
             self.hf_model.to(device)
+            if self.unembed is not None:
+                self.unembed.to(device)
             self._cache.clear()
 
     def has_cached(self, key: str) -> bool:
@@ -153,13 +166,32 @@ class LoadedModel:
 
 
 def wrap_model(
-    hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str, revision: str | None = None
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    name: str,
+    revision: str | None = None,
+    *,
+    no_lens: str | None = None,
 ) -> LoadedModel:
-    """Wrap an already constructed model (eval mode, eager attention, float32) for analysis."""
+    """Wrap an already constructed model (eval mode, eager attention, float32) for analysis. A model with its
+    prediction head (GPT2LMHeadModel, BertForMaskedLM, …) has a lens; a base model has none (`no_lens` says why,
+    where the caller knows)."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{name}: a fast (Rust) tokenizer is needed for character offsets.")
-    structure = find_structure(hf_model)
+    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
+    base = hf_model.base_model
+    if unembed is None and no_lens is None:
+        no_lens = no_lens_reason(base.config, architecture(base))
+    structure = find_structure(base)
     hf_model.set_attn_implementation("eager")
     hf_model.eval()
     hf_model.to(torch.float32)
-    return LoadedModel(name=name, hf_model=hf_model, tokenizer=tokenizer, structure=structure, revision=revision)
+    return LoadedModel(
+        name=name,
+        hf_model=base,
+        tokenizer=tokenizer,
+        structure=structure,
+        revision=revision,
+        unembed=unembed,
+        no_lens=no_lens,
+    )

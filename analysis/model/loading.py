@@ -37,10 +37,12 @@ from analysis.model.checkpoint import (
     check_loaded,
     check_memory,
     check_tokenizer,
+    checkpoint_architecture,
     first_line,
     read_checkpoint,
 )
 from analysis.model.loaded import LoadedModel, wrap_model
+from analysis.model.unembed import head_class, no_lens_reason
 
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
@@ -172,8 +174,9 @@ def parameter_bytes(config: PretrainedConfig) -> int:
 
 
 def parameter_counts(config: PretrainedConfig) -> tuple[int, int]:
-    """(all parameters, those a checkpoint must hold) of the base model `config` describes: the second leaves out
-    modules no stage reads (the pooler). Raises UnsupportedModelError for a family transformers cannot build."""
+    """(all parameters, those a checkpoint must hold) of the model `config` describes, with the prediction head
+    its lens reads where its family has one: the second counts only the base model and leaves out modules no
+    stage reads (the pooler). Raises UnsupportedModelError for a family transformers cannot build."""
     return _parameter_counts(config.to_json_string(use_diff=False))
 
 
@@ -182,15 +185,15 @@ def _parameter_counts(config_json: str) -> tuple[int, int]:
     config = AutoConfig.for_model(**json.loads(config_json))
     try:
         with torch.device("meta"):
-            hf_model = AutoModel.from_config(config)
+            hf_model = (head_class(config) or AutoModel).from_config(config)
     except ValueError as error:
         raise UnsupportedModelError(
             f"transformers has no base model for the type {config.model_type}: pick an encoder or decoder of a "
             "supported family."
         ) from error
-    parameters = dict(hf_model.named_parameters())
-    required = sum(p.numel() for name, p in parameters.items() if not name.startswith(UNREAD_MODULES))
-    return sum(p.numel() for p in parameters.values()), required
+    base = dict(hf_model.base_model.named_parameters())
+    required = sum(p.numel() for name, p in base.items() if not name.startswith(UNREAD_MODULES))
+    return sum(p.numel() for p in hf_model.parameters()), required
 
 
 def model_bytes(name_or_path: str) -> int | None:
@@ -286,7 +289,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
     check_memory(source.name, 4 * total, max_bytes)
     with _quiet_transformers():
         try:
-            hf_model, loading_info = AutoModel.from_pretrained(
+            hf_model, loading_info = (head_class(config) or AutoModel).from_pretrained(
                 folder,
                 config=config,
                 attn_implementation="eager",
@@ -296,15 +299,20 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
                 ignore_mismatched_sizes=True,  # reported in loading_info, and refused just below
                 **options,
             )
-        except ValueError as error:
+        except (ValueError, RuntimeError, NotImplementedError) as error:  # transformers' own refusals
             raise UnsupportedModelError(
                 f"The architecture {config.model_type} of {source.name} cannot be loaded: {first_line(error)}"
             ) from error
-        children = {name for name, _ in hf_model.named_children()}
-        check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
+        children = {name for name, _ in hf_model.base_model.named_children()}
+        head_missing = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
-    lm = wrap_model(hf_model, tokenizer, source.name, revision=getattr(config, "_commit_hash", None))
+    no_lens = None
+    if head_missing or head_class(config) is None:  # its head would be random: keep the base model only
+        no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint), head_missing)
+        hf_model = hf_model.base_model
+    revision = getattr(config, "_commit_hash", None)
+    lm = wrap_model(hf_model, tokenizer, source.name, revision=revision, no_lens=no_lens)
     if lm.max_tokens < 3:
         raise ModelLoadError(
             f"{source.name} has room for {max(lm.max_tokens, 0)} tokens (max_position_embeddings in its "

@@ -1,0 +1,68 @@
+"""The model's own prediction head, as one module the lens applies to any layer's vectors: the norm the model
+applies after its last block (decoders, ModernBERT), then its masked-LM or causal-LM head (`families.toml`:
+`final_norm`, `lens_head`). Nothing is re-implemented: these are the model's modules, with its weights."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+
+from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
+
+LensKind = Literal["masked", "causal"]
+"""Which head a lens reads: a masked-LM head (encoders) or a causal-LM head (decoders)."""
+
+
+def lens_kind(config: PretrainedConfig) -> LensKind | None:
+    """The head a model of this config's family has a lens through; None where the family table names none."""
+    family = FAMILIES.get(config.model_type)
+    if family is None or not family.lens_head:
+        return None
+    return "causal" if family.causal else "masked"
+
+
+def head_class(config: PretrainedConfig) -> type | None:
+    """The transformers auto class that builds the model with its prediction head; None where there is no lens."""
+    kind = lens_kind(config)
+    if kind is None:
+        return None
+    return AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+
+
+def is_head_model(hf_model: PreTrainedModel) -> bool:
+    """Whether `hf_model` is a task model wrapping a base model (GPT2LMHeadModel, BertForMaskedLM, …)."""
+    return hf_model.base_model is not hf_model
+
+
+def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
+    """The final norm and prediction head of `head_model` in the order the model applies them:
+    `[..., hidden] -> [..., vocabulary]` logits. Raises UnsupportedModelError naming a part that is missing."""
+    config = head_model.config
+    family = FAMILIES.get(config.model_type)
+    if family is None or not family.lens_head:
+        raise UnsupportedModelError(f"Token Trails has no lens table for the model type {config.model_type}.")
+    parts = (
+        [] if family.final_norm is None else [(family.final_norm, module_at(head_model.base_model, family.final_norm))]
+    )
+    parts += [(path, module_at(head_model, path)) for path in family.lens_head]
+    for path, module in parts:
+        if module is None:
+            raise UnsupportedModelError(
+                f"The prediction head of {type(head_model).__name__} has no {path!r}: its lens cannot be read."
+            )
+    return nn.Sequential(*(module for _, module in parts))
+
+
+def no_lens_reason(config: PretrainedConfig, architecture: str, missing: list[str] | None = None) -> str:
+    """Why a model of `config`, saved as `architecture`, has no lens (`missing`: head weights its checkpoint lacks)."""
+    kind = lens_kind(config)
+    if kind is None:
+        return f"Token Trails has no table of the prediction head for the model type {config.model_type}"
+    head = "masked-LM head" if kind == "masked" else "language-model head"
+    lacks = f" (it lacks {', '.join(missing[:2])}{' and more' if len(missing) > 2 else ''})" if missing else ""
+    return (
+        f"its checkpoint holds no {head}{lacks}: it was saved as {architecture}, without the layer that turns "
+        "vectors into token predictions"
+    )

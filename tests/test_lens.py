@@ -1,0 +1,187 @@
+"""The lens: every family with a head, saved with its head weights like a user's folder, against the test's own
+computation from the model's modules (the full model's logits, and the logits of the same checkpoint cut after
+each layer)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoConfig
+
+import analysis
+from analysis.capture import masked as masked_capture
+from analysis.capture.forward import model_inputs
+from analysis.capture.tokens import tokenize
+from analysis.model.unembed import head_class
+from analysis.report.lens import lens
+from analysis.scoring import lens as lens_scoring
+from tests.synthetic import TINY_FAMILIES
+
+TEXT = "The cat sat on the mat, and the dog slept by the door."
+ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "mpnet", "deberta-v2", "modernbert")
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # float32 logits of a tiny head, computed in other batch shapes
+
+
+@pytest.fixture(scope="module", params=list(TINY_FAMILIES))
+def head_model(request, family_folder):
+    """(folder, the tiny model of that family loaded with its head through load_model)."""
+    folder = family_folder(request.param, head=True)
+    yield folder, analysis.load_model(folder)
+    analysis.release_models()
+
+
+def own_logits(folder, lm, token_ids: list[int], layers: int | None = None) -> torch.Tensor:
+    """The logits `[tokens, vocabulary]` the checkpoint's own masked-LM or causal-LM model computes for
+    `token_ids`, cut after `layers` blocks where given (the checkpoint's first blocks, its own head)."""
+    config = AutoConfig.from_pretrained(folder)
+    options = {} if layers is None else {"num_hidden_layers": layers}
+    hf_model = head_class(config).from_pretrained(folder, attn_implementation="eager", **options).eval()
+    tokens = tokenize(lm, TEXT)
+    inputs = model_inputs(lm, [tokens])
+    inputs["input_ids"] = torch.tensor([token_ids])
+    with torch.inference_mode():
+        return hf_model(**{k: v for k, v in inputs.items() if k != "use_cache"}).logits[0]
+
+
+def rank_bounds(logits: torch.Tensor, ids: torch.Tensor, slack: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ranks of `ids` under `logits [positions, vocabulary]` allowing float slack: items clearly above, and
+    items above or within the slack (a near-tie may fall either way in another batch shape)."""
+    chosen = logits.gather(-1, ids.unsqueeze(-1))
+    return 1 + (logits > chosen + slack).sum(-1), 1 + (logits > chosen - slack).sum(-1) - 1
+
+
+def check_layer(table: pd.DataFrame, top: pd.DataFrame, logits: torch.Tensor, layer: int, final: torch.Tensor) -> None:
+    """The lens rows of `layer` against that layer's own `logits` and the model's `final` logits."""
+    rows = table[table["layer"] == layer]
+    positions = torch.tensor(rows["position"].to_numpy())
+    logits, final = logits[positions], final[positions]
+    log_probs = torch.log_softmax(logits.double(), -1)
+    final_log_probs = torch.log_softmax(final.double(), -1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    kl = (final_log_probs.exp() * (final_log_probs - log_probs)).sum(-1)
+    torch.testing.assert_close(torch.tensor(rows["entropy"].to_numpy()), entropy, **TOLERANCE)
+    torch.testing.assert_close(torch.tensor(rows["kl_final"].to_numpy()), kl.clamp(min=0), **TOLERANCE)
+    has = rows["target_id"].notna().to_numpy()
+    target = torch.tensor(rows["target_id"].fillna(0).to_numpy(dtype=np.int64, copy=True))[has]
+    scored = logits[has].gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(torch.tensor(rows["lens_logit"].to_numpy()[has]), scored.double(), **TOLERANCE)
+    probability = log_probs[has].gather(-1, target.unsqueeze(-1)).squeeze(-1).exp()
+    torch.testing.assert_close(torch.tensor(rows["lens_prob"].to_numpy()[has]), probability, **TOLERANCE)
+    low, high = rank_bounds(logits[has], target)
+    ranks = torch.tensor(rows["lens_rank"].to_numpy()[has].astype(np.int64))
+    assert bool(((low <= ranks) & (ranks <= high)).all())
+    assert rows["lens_rank"].isna().to_numpy().tolist() == (~has).tolist()
+    final_top = torch.tensor(rows["final_top_id"].to_numpy())
+    assert bool((final.gather(-1, final_top.unsqueeze(-1)).squeeze(-1) >= final.max(-1).values - 1e-5).all())
+    low, high = rank_bounds(logits, final_top)
+    ranks = torch.tensor(rows["final_top_rank"].to_numpy())
+    assert bool(((low <= ranks) & (ranks <= high)).all())
+    predictions = top[top["layer"] == layer]
+    k = int(predictions["prediction_rank"].max())
+    shown = torch.tensor(predictions["logit"].to_numpy()).view(len(positions), k)
+    torch.testing.assert_close(shown, logits.double().topk(k, -1).values, **TOLERANCE)
+    ids = torch.tensor(predictions["prediction_id"].to_numpy()).view(len(positions), k)
+    torch.testing.assert_close(logits.gather(-1, ids).double(), shown, **TOLERANCE)
+
+
+def test_every_layer_is_the_models_own_head_on_that_layer(head_model):
+    """At the last layer's output the lens is the model's own logits; at layer l it is the logits of the same
+    checkpoint cut after block l (the model's own blocks, final norm and head)."""
+    folder, lm = head_model
+    assert analysis.capabilities(lm).lens
+    result = lens(lm, TEXT)
+    assert result.target == ("next" if lm.structure.causal else "own")
+    ids = result.tokens["token_id"].tolist()
+    final = own_logits(folder, lm, ids)
+    for layer in range(lm.num_layers):
+        cut = final if layer == lm.num_layers - 1 else own_logits(folder, lm, ids, layers=layer + 1)
+        check_layer(result.metrics, result.top, cut, layer, final)
+    last = result.metrics[result.metrics["layer"] == lm.num_layers - 1]
+    assert (last["final_top_rank"] == 1).all() and np.allclose(last["kl_final"], 0, atol=1e-5)
+    if lm.structure.causal:
+        expected = [*ids[1:], None]
+        assert [None if t is pd.NA else t for t in last["target_id"]] == expected
+
+
+@pytest.mark.parametrize("family", ["roberta", "bert", "modernbert", "deberta-v2"])
+def test_masked_mode_reads_each_token_hidden_in_one_batched_pass(family, family_folder, monkeypatch):
+    """Each position is read from a copy of the text with that token replaced by the mask token: its last
+    layer equals the model's own logits on that copy, run alone; the copies run as one batch."""
+    folder = family_folder(family, head=True)
+    lm = analysis.load_model(folder)
+    calls = []
+    handle = lm.hf_model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(1), with_kwargs=True)
+    try:
+        result = lens(lm, TEXT, masked=True)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    tokens = result.tokens
+    content = tokens[~tokens["special"]]
+    assert result.metrics["position"].unique().tolist() == content["position"].tolist()
+    mask = lm.tokenizer.mask_token_id
+    last = lm.num_layers - 1
+    for position in content["position"].tolist()[:4]:
+        ids = tokens["token_id"].tolist()
+        ids[position] = mask
+        final = own_logits(folder, lm, ids)
+        rows = result.metrics[(result.metrics["position"] == position)]
+        row = rows[rows["layer"] == last].iloc[0]
+        assert row["target_id"] == tokens["token_id"][position]
+        torch.testing.assert_close(
+            torch.tensor(row["lens_logit"]), final[position, row["target_id"]].double(), **TOLERANCE
+        )
+        assert row["final_top_id"] == int(final[position].argmax())
+    monkeypatch.setattr(masked_capture, "MASKED_PASS_BYTES", 1)  # one copy per pass: the same numbers
+    one_by_one = lens(lm, TEXT, masked=True)
+    columns = ["lens_logit", "lens_prob", "entropy", "kl_final"]
+    np.testing.assert_allclose(one_by_one.metrics[columns], result.metrics[columns], rtol=1e-5, atol=1e-6)
+    analysis.release_models()
+
+
+def test_the_vocabulary_is_scored_in_blocks_of_positions(family_folder, monkeypatch):
+    """No [layers, positions, vocabulary] tensor: the head sees at most one block of positions at a time, and
+    blocks of one position give the numbers of one block of all."""
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    whole = lens(lm, TEXT)
+    monkeypatch.setattr(lens_scoring, "SCORE_BLOCK_BYTES", 4 * lm.vocab_size)  # one position per block
+    shapes = []
+    handle = lm.unembed.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
+    try:
+        blocked = lens(lm, TEXT)
+    finally:
+        handle.remove()
+    assert max(rows for rows, _ in shapes) == 1
+    columns = ["lens_logit", "lens_prob", "entropy", "kl_final"]
+    np.testing.assert_allclose(blocked.metrics[columns], whole.metrics[columns], rtol=1e-5, atol=1e-6)
+    assert blocked.metrics["lens_rank"].equals(whole.metrics["lens_rank"])
+    analysis.release_models()
+
+
+def test_a_model_without_a_head_says_why(minilm, family_folder):
+    found = analysis.capabilities(minilm)
+    assert not found.lens and "holds no masked-LM head" in found.reason("lens") and "BertModel" in found.reason("lens")
+    with pytest.raises(ValueError, match="has no lens: its checkpoint holds no masked-LM head"):
+        lens(minilm, TEXT)
+    decoder = analysis.load_model(family_folder("llama", head=True))
+    assert "never sees a mask token" in analysis.capabilities(decoder).reason("masked")
+    with pytest.raises(ValueError, match="has no masked lens: a decoder predicts the next token"):
+        lens(decoder, TEXT, masked=True)
+    with pytest.raises(ValueError, match="Unknown lens target 'previous'"):
+        lens(decoder, TEXT, target="previous")
+    own = lens(decoder, TEXT, target="own")
+    assert (own.metrics["target_id"] == own.metrics["token_id"]).all()
+    encoder = analysis.load_model(family_folder("roberta", head=True))
+    with pytest.raises(ValueError, match="its target is own"):
+        lens(encoder, TEXT, masked=True, target="next")
+    analysis.release_models()
+
+
+def test_a_trace_serves_the_lens_and_the_vocabulary_view_in_one_pass(family_folder):
+    lm = analysis.load_model(family_folder("roberta", head=True))
+    run = analysis.trace(lm, TEXT)
+    from_trace = lens(lm, run, stage="attn_residual")
+    from_text = lens(lm, TEXT, stage="attn_residual")
+    np.testing.assert_allclose(from_trace.metrics["lens_logit"], from_text.metrics["lens_logit"], rtol=1e-5)
+    assert from_trace.provenance["lens_stage"] == "attn_residual" and from_trace.provenance["model"] == lm.name
+    analysis.release_models()
