@@ -17,6 +17,10 @@ from analysis.definitions import (
     EXPORT_FILES,
     FORMATS,
     GEOMETRIES,
+    LENS_FILES,
+    LENS_ROW_COLUMNS,
+    LENS_TARGETS,
+    LENS_TOP_K,
     METHODS,
     REFERENCES,
     ROW_COLUMNS,
@@ -53,6 +57,10 @@ def _columns_help() -> str:
         lines.append(f"  {name}")
         lines.extend(f"    {column:<14} {meaning}" for column, meaning in columns.items())
     lines.append("  provenance.json  model id, revision, dtype, stage, reference, versions, truncation")
+    lines.append("with --lens, also:")
+    for name, columns in LENS_FILES.items():
+        lines.append(f"  {name}")
+        lines.extend(f"    {column:<15} {meaning}" for column, meaning in columns.items())
     return "\n".join(lines)
 
 
@@ -84,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.overlap_n,
         help=f"neighbourhood size N for the overlap counts ({DEFAULTS.overlap_n})",
     )
+    export.add_argument(
+        "--lens",
+        action="store_true",
+        help="also write what each layer would predict at --stage through the model's own head (lens.csv, "
+        "lens_top.csv); the classic logit lens reads --stage layer_output",
+    )
+    export.add_argument(
+        "--lens-target",
+        choices=list(LENS_TARGETS),
+        help="the token the lens scores (default: next for decoders, own for encoders): "
+        + "; ".join(f"{k}: {v}" for k, v in LENS_TARGETS.items()),
+    )
+    export.add_argument(
+        "--lens-masked",
+        action="store_true",
+        help="encoders: hide each token behind the mask token in turn (one copy of the text per token)",
+    )
+    export.add_argument(
+        "--lens-top-k", type=_positive, default=LENS_TOP_K, help=f"predictions kept per layer and token ({LENS_TOP_K})"
+    )
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
     verdict_columns = "\n".join(f"  {k:<11} {v}" for k, v in VERDICT_COLUMNS.items())
@@ -112,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "input: "
         + "; ".join(f"{ext} {meaning}" for ext, meaning in FORMATS.items())
         + "\nrow columns:\n"
-        + "\n".join(f"  {k:<12} {v}" for k, v in ROW_COLUMNS.items()),
+        + "\n".join(f"  {k:<12} {v}" for k, v in {**ROW_COLUMNS, **LENS_ROW_COLUMNS}.items()),
     )
     _model_argument(sweep)
     sweep.add_argument(
@@ -133,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         "option): " + "; ".join(f"{k}: {v}" for k, v in METHODS.items()),
     )
     _rogue_k_argument(sweep)
+    sweep.add_argument(
+        "--lens",
+        action="store_true",
+        help="add the lens columns (lens_rank, lens_prob, entropy, kl_final) at --stage, through the model's own head",
+    )
     sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
     sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
     sweep.add_argument("--limit", type=_positive, help="analyse only the first N non-empty texts")
@@ -220,25 +253,39 @@ def _load(name: str):
 def _export(args: argparse.Namespace) -> list[Path]:
     from dataclasses import asdict
 
+    from analysis.capture.trace import trace
     from analysis.checks import check_text
+    from analysis.model.capabilities import check_lens, check_stage
     from analysis.output.export import write_export
+    from analysis.report.lens import lens
     from analysis.report.result import analyze
 
     check_text(args.text)
     lm = _load(args.model)
+    check_stage(lm, args.stage)
+    if args.lens:
+        check_lens(lm, args.lens_masked)
     _say(
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
         f"all {lm.vocab_size:,} vocabulary items…"
     )
     settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
-    result = analyze(lm, args.text, **asdict(settings))
+    run = trace(lm, args.text, {args.stage, "layer_output"} if args.lens else {args.stage})
+    result = analyze(lm, run, **asdict(settings))
+    lens_result = None
+    if args.lens:
+        masked = " with each token masked in turn" if args.lens_masked else ""
+        _say(f"reading every layer through {lm.name}'s own head{masked}…")
+        lens_result = lens(
+            lm, run, stage=args.stage, target=args.lens_target, top_k=args.lens_top_k, masked=args.lens_masked
+        )
     if result.truncated:
         _say(
             f"note: the text was truncated to {len(result.tokens)} tokens (of {result.n_tokens_in_text} in the text), "
             f"cut at character {result.truncated_at_char}."
         )
-    _say(f"writing {len(EXPORT_FILES) + 1} files to {args.out}…")
-    return write_export(result, args.out)
+    _say(f"writing {len(EXPORT_FILES) + 1 + (len(LENS_FILES) if args.lens else 0)} files to {args.out}…")
+    return write_export(result, args.out, lens_result)
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:
@@ -285,7 +332,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     model = resolve_model(args.model).name
     if args.reference is None:  # the model's default: the one the folder's sweep used, else ask the model
         args.reference = recorded_reference(args.out) or default_reference(_load(args.model))
-    settings = SweepSettings(args.stage, args.reference, methods, args.rogue_k)
+    settings = SweepSettings(args.stage, args.reference, methods, args.rogue_k, args.lens)
     _say(f"reading {args.input} into {args.out}…")
     sweep = open_sweep(
         args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,
@@ -296,7 +343,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
 
 
 def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:
-    from analysis.model.capabilities import check_reference, check_stage, demo_unavailable
+    from analysis.model.capabilities import check_lens, check_reference, check_stage, demo_unavailable
     from analysis.scoring.geometry import check_rogue_k
 
     settings = sweep.settings
@@ -312,6 +359,8 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
     if "original_demo" in settings.methods and (why := demo_unavailable(lm)) is not None:
         raise ValueError(f"--method original_demo: {why}.")
     check_rogue_k(settings.rogue_k, lm.hidden_size)
+    if settings.lens:
+        check_lens(lm)
     runner = None
     if ray_engine is not None:
         runner = ray_engine.ray_shard_runner(

@@ -173,6 +173,8 @@ EXPORT_FILES = {
     "overlap.csv": OVERLAP_COLUMNS,
 }
 """What `python -m analysis export` writes (besides provenance.json): file name -> its columns."""
+LENS_FILES = {"lens.csv": LENS_COLUMNS, "lens_top.csv": LENS_TOP_COLUMNS}
+"""What `python -m analysis export --lens` adds."""
 
 ROW_COLUMNS = {
     "sentence_id": "the text's index among the input's non-empty texts, 0-based",
@@ -189,6 +191,14 @@ ROW_COLUMNS = {
     "truncated": "True for every row of a text cut at the model's length limit",
 }
 """The rows of a sweep's Parquet shards: one per (sentence, layer, position, method)."""
+LENS_ROW_COLUMNS = {
+    "lens_rank": "with --lens: the lens rank of the target (own token for encoders, next token for decoders) at "
+    "the sweep's stage; empty at a decoder's last position",
+    "lens_prob": "with --lens: the target's probability at this layer",
+    "entropy": "with --lens: entropy of the layer's prediction, in nats",
+    "kl_final": "with --lens: KL(final || layer) in nats",
+}
+"""Columns a sweep adds with --lens (the same in every method's rows: the lens does not depend on the method)."""
 
 SUMMARY_COLUMNS = {
     "method": "original_demo, or the geometry of the exact computation",

@@ -2,6 +2,8 @@
 computation from the model's modules (the full model's logits, and the logits of the same checkpoint cut after
 each layer)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +14,19 @@ import analysis
 from analysis.capture import masked as masked_capture
 from analysis.capture.forward import model_inputs
 from analysis.capture.tokens import tokenize
+from analysis.definitions import (
+    EXPORT_FILES,
+    LENS_COLUMNS,
+    LENS_FILES,
+    LENS_ROW_COLUMNS,
+    LENS_TOP_COLUMNS,
+    ROW_COLUMNS,
+)
 from analysis.model.unembed import head_class
 from analysis.report.lens import lens
 from analysis.scoring import lens as lens_scoring
 from tests.synthetic import TINY_FAMILIES
+from tests.test_cli import error_lines, run_cli
 
 TEXT = "The cat sat on the mat, and the dog slept by the door."
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "mpnet", "deberta-v2", "modernbert")
@@ -62,7 +73,7 @@ def check_layer(table: pd.DataFrame, top: pd.DataFrame, logits: torch.Tensor, la
     torch.testing.assert_close(torch.tensor(rows["entropy"].to_numpy()), entropy, **TOLERANCE)
     torch.testing.assert_close(torch.tensor(rows["kl_final"].to_numpy()), kl.clamp(min=0), **TOLERANCE)
     has = rows["target_id"].notna().to_numpy()
-    target = torch.tensor(rows["target_id"].fillna(0).to_numpy(dtype=np.int64, copy=True))[has]
+    target = torch.from_numpy(rows["target_id"].fillna(0).to_numpy(dtype=np.int64).copy())[has]
     scored = logits[has].gather(-1, target.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(torch.tensor(rows["lens_logit"].to_numpy()[has]), scored.double(), **TOLERANCE)
     probability = log_probs[has].gather(-1, target.unsqueeze(-1)).squeeze(-1).exp()
@@ -184,4 +195,60 @@ def test_a_trace_serves_the_lens_and_the_vocabulary_view_in_one_pass(family_fold
     from_text = lens(lm, TEXT, stage="attn_residual")
     np.testing.assert_allclose(from_trace.metrics["lens_logit"], from_text.metrics["lens_logit"], rtol=1e-5)
     assert from_trace.provenance["lens_stage"] == "attn_residual" and from_trace.provenance["model"] == lm.name
+    analysis.release_models()
+
+
+def test_export_writes_the_lens_beside_the_tables_with_its_provenance(family_folder, minilm, tmp_path):
+    folder = family_folder("roberta", head=True)
+    out = tmp_path / "out"
+    done = run_cli("export", "--model", str(folder), "--text", TEXT, "--stage", "attn_residual", "--lens",
+                   "--lens-masked", "--lens-top-k", "3", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {path.name for path in out.iterdir()} == {*EXPORT_FILES, *LENS_FILES, "provenance.json"}
+    expected = lens(analysis.load_model(folder), TEXT, stage="attn_residual", masked=True, top_k=3)
+    written = pd.read_csv(out / "lens.csv", keep_default_na=False, na_values=[""])
+    assert list(written.columns) == list(LENS_COLUMNS)
+    np.testing.assert_allclose(written["lens_prob"], expected.metrics["lens_prob"], rtol=1e-6)
+    assert written["lens_rank"].tolist() == expected.metrics["lens_rank"].tolist()
+    top = pd.read_csv(out / "lens_top.csv")
+    assert list(top.columns) == list(LENS_TOP_COLUMNS) and top["prediction_rank"].max() == 3
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["stage"] == record["lens_stage"] == "attn_residual"
+    assert (record["lens_target"], record["lens_masked"], record["lens_head"]) == ("own", True, "RobertaLMHead")
+    refused = run_cli(
+        "export", "--model", analysis.BUNDLED_MODEL, "--text", TEXT, "--lens", "--out", str(tmp_path / "b")
+    )
+    assert refused.returncode == 1 and not (tmp_path / "b").exists()
+    why = analysis.capabilities(minilm).reason("lens")
+    assert error_lines(refused) == [f"python -m analysis: error: {analysis.BUNDLED_MODEL} has no lens: {why}."]
+    analysis.release_models()
+
+
+def test_a_sweep_adds_the_lens_columns_each_text_as_alone(family_folder, tmp_path):
+    """Batched and padded, every text's lens columns equal `lens` on it alone; a rerun on the finished folder
+    computes nothing; a sweep without the lens cannot continue into it."""
+    folder = family_folder("gpt2", head=True)
+    corpus = tmp_path / "corpus.txt"
+    texts = [TEXT, "Time flies like an arrow.", "We measured it."]
+    corpus.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "--model", str(folder), "--input", str(corpus), "--out", str(out), "--lens",
+                 "--stage", "layer_output", "--method", "cosine", "no_rogue"]  # fmt: skip
+    assert run_cli(*arguments).returncode == 0
+    rows = pd.read_parquet(out / "rows")
+    assert list(rows.columns) == [*ROW_COLUMNS, *LENS_ROW_COLUMNS]
+    lm = analysis.load_model(folder)
+    for sentence, text in enumerate(texts):
+        alone = lens(lm, text, stage="layer_output").metrics
+        for method in ("cosine", "no_rogue"):
+            mine = rows[(rows["sentence_id"] == sentence) & (rows["method"] == method)]
+            assert mine["lens_rank"].tolist() == alone["lens_rank"].tolist()
+            np.testing.assert_allclose(mine["lens_prob"], alone["lens_prob"], rtol=1e-5, atol=1e-9)
+            np.testing.assert_allclose(mine["kl_final"], alone["kl_final"], rtol=1e-4, atol=1e-6)
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["lens"] and record["lens_target"] == "next" and record["columns"][-4:] == list(LENS_ROW_COLUMNS)
+    again = run_cli(*arguments)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    without = run_cli(*[argument for argument in arguments if argument != "--lens"])
+    assert without.returncode == 1 and "lens: True there, False now" in without.stderr
     analysis.release_models()

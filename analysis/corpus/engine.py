@@ -20,11 +20,14 @@ import torch
 from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
-from analysis.definitions import ROW_COLUMNS, Geometry, Method, Reference, Stage
+from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, Geometry, Method, Reference, Stage
+from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
+from analysis.report.lens import default_target
 from analysis.report.spikes import spike_mask
 from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
+from analysis.scoring.lens import NO_TARGET, lens_scores
 from analysis.scoring.ranks import map_scorer, rank_tokens
 from analysis.scoring.references import vocabulary_scorer
 
@@ -41,6 +44,12 @@ class SweepSettings:
     reference: Reference
     methods: tuple[Method, ...]
     rogue_k: int
+    lens: bool = False  # add the lens columns (LENS_ROW_COLUMNS) at the stage, against the model's default target
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns of the rows: ROW_COLUMNS, then LENS_ROW_COLUMNS with the lens."""
+        return [*ROW_COLUMNS, *(LENS_ROW_COLUMNS if self.lens else ())]
 
 
 def batch_rows(
@@ -59,7 +68,7 @@ def batch_rows(
     readable = [(text, tokens, i) for text, tokens, i in zip(texts, tokenize_readable(lm, texts), sentence_ids,
                                                              strict=True) if tokens is not None]  # fmt: skip
     if not readable:
-        return pd.DataFrame({column: [] for column in ROW_COLUMNS})
+        return pd.DataFrame({column: [] for column in settings.columns})
     texts, tokens, sentence_ids = (list(column) for column in zip(*readable, strict=True))
     square = _attention_budget(lm) if "original_demo" in settings.methods else None
     frames = []
@@ -80,7 +89,7 @@ def batch_rows(
     rows = rows.assign(method_order=method_order).sort_values(
         ["sentence_id", "method_order", "layer", "position"], kind="stable", ignore_index=True
     )
-    return rows[list(ROW_COLUMNS)]
+    return rows[settings.columns]
 
 
 def _attention_budget(lm: LoadedModel) -> int:
@@ -98,12 +107,13 @@ def _batch_frame(
 ) -> pd.DataFrame:
     """The rows of one batch: one forward pass, then each method's ranks and own cosines for the tokens kept.
     `on_progress(fraction)` follows the scoring, the bulk of the work."""
-    tables = _token_rows(texts, tokens)
+    tables = _token_rows(lm, texts, tokens)
     kept = np.ones(len(tables), dtype=bool) if classes is None else tables["word_class"].isin(classes).to_numpy()
     tables = tables[kept].reset_index(drop=True)
     geometries: list[Geometry] = [method for method in settings.methods if method != "original_demo"]
     with_demo = "original_demo" in settings.methods
     points = {settings.stage} if geometries else set()
+    points |= {settings.stage, "layer_output"} if settings.lens else set()
     run = trace_tokens(lm, texts, tokens, points | set(DEMO_POINTS) if with_demo else points)
     device = lm.device
     keep = torch.from_numpy(kept.copy()).to(device)
@@ -142,6 +152,10 @@ def _batch_frame(
             cosines["original_demo"] = _own_cosines(
                 PLAIN, vectors, raw.references(token_ids, position_ids, torch.float64)
             )
+        lens_columns = {}
+        if settings.lens:
+            final = joined(run.batch("layer_output"))[-1]
+            lens_columns = _lens_columns(lm, joined(run.batch(settings.stage)), final, tables)
 
     n_layers = lm.num_layers
     token_columns = {
@@ -160,6 +174,7 @@ def _batch_frame(
                     "cosine": cosines[method].reshape(-1),
                     "rank": rank.reshape(-1),
                     "spike": spikes.reshape(-1),
+                    **lens_columns,
                 }
             )
         )
@@ -169,13 +184,36 @@ def _batch_frame(
 _TOKEN_COLUMNS = ["position", "token", "token_id", "word_class", "special", "truncated", "text_in_batch"]
 
 
-def _token_rows(texts: list[str], tokens: list[Tokens]) -> pd.DataFrame:
-    """Every token of a batch, text after text: `token_table` plus word class, text index and truncation flag."""
+def _token_rows(lm: LoadedModel, texts: list[str], tokens: list[Tokens]) -> pd.DataFrame:
+    """Every token of a batch, text after text: `token_table` plus word class, text index, truncation flag and
+    the lens target under the model's default (`lens_target`: own id, or the next token's; NO_TARGET at the last)."""
     frames = []
     for row, (text, text_tokens) in enumerate(zip(texts, tokens, strict=True)):
         table = token_table(text_tokens, text)
-        frames.append(table.assign(word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated))
+        own = text_tokens.ids
+        target = [*own[1:], NO_TARGET] if default_target(lm) == "next" else own
+        frames.append(
+            table.assign(
+                word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated, lens_target=target
+            )
+        )
     return pd.concat(frames, ignore_index=True)
+
+
+def _lens_columns(
+    lm: LoadedModel, vectors: torch.Tensor, final: torch.Tensor, tables: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """LENS_ROW_COLUMNS for the kept tokens, layer-major: `vectors [layers, tokens, hidden]` at the sweep's stage,
+    `final [tokens, hidden]` the last layer's output."""
+    targets = tables["lens_target"].to_numpy(dtype=np.int64, copy=True)
+    scores = lens_scores(check_lens(lm), vectors, final, torch.from_numpy(targets).to(vectors.device), top_k=1)
+    has_target = np.tile(targets != NO_TARGET, lm.num_layers)
+    return {
+        "lens_rank": pd.arrays.IntegerArray(scores.target_rank.reshape(-1).cpu().numpy(), mask=~has_target),
+        "lens_prob": scores.target_prob.reshape(-1).cpu().double().numpy(),
+        "entropy": scores.entropy.reshape(-1).cpu().double().numpy(),
+        "kl_final": scores.kl_final.reshape(-1).cpu().double().numpy(),
+    }
 
 
 def _own_cosines(mapping: GeometryMap, vectors: torch.Tensor, own_reference: torch.Tensor) -> np.ndarray:

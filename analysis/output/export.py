@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.charts import verdict_chart
-from analysis.definitions import EXPORT_FILES
+from analysis.definitions import EXPORT_FILES, LENS_FILES
+from analysis.report.lens import LensResult
 from analysis.report.result import AnalysisResult
 
 
@@ -18,16 +19,27 @@ def result_tables(result: AnalysisResult) -> dict[str, object]:
     return {name: frames[name][list(columns)] for name, columns in EXPORT_FILES.items()}
 
 
-def write_export(result: AnalysisResult, out_dir: Path) -> list[Path]:
-    """Write metrics.csv, neighbors.csv, overlap.csv and provenance.json into `out_dir` (created if missing)."""
+def lens_tables(result: LensResult) -> dict[str, pd.DataFrame]:
+    """The lens's exported tables by file name, each restricted to its documented columns in order."""
+    frames = {"lens.csv": result.metrics, "lens_top.csv": result.top}
+    return {name: frames[name][list(columns)] for name, columns in LENS_FILES.items()}
+
+
+def write_export(result: AnalysisResult, out_dir: Path, lens: LensResult | None = None) -> list[Path]:
+    """Write metrics.csv, neighbors.csv, overlap.csv, with `lens` lens.csv and lens_top.csv, and provenance.json
+    (the lens's settings added) into `out_dir` (created if missing)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, frame in result_tables(result).items():
+    tables = {**result_tables(result), **(lens_tables(lens) if lens is not None else {})}
+    for name, frame in tables.items():
         path = out_dir / name
         frame.to_csv(path, index=False)
         written.append(path)
+    record = result.provenance
+    if lens is not None:
+        record = {**record, **{key: value for key, value in lens.provenance.items() if key.startswith("lens_")}}
     provenance = out_dir / "provenance.json"
-    provenance.write_text(json.dumps(result.provenance, indent=2) + "\n")
+    provenance.write_text(json.dumps(record, indent=2) + "\n")
     written.append(provenance)
     return written
 

@@ -33,9 +33,10 @@ from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
-from analysis.definitions import ROW_COLUMNS
+from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS
 from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
+from analysis.report.lens import default_target, lens_record
 from analysis.version import provenance
 
 MANIFEST = "sweep.json"
@@ -54,8 +55,14 @@ ROW_SCHEMA = pa.schema(
     ]
 )  # fmt: skip
 assert ROW_SCHEMA.names == list(ROW_COLUMNS)
-IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "shard_size", "limit")
+LENS_SCHEMA = pa.schema(
+    [("lens_rank", pa.int64()), ("lens_prob", pa.float64()), ("entropy", pa.float64()), ("kl_final", pa.float64())]
+)
+assert LENS_SCHEMA.names == list(LENS_ROW_COLUMNS)
+IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "lens", "shard_size", "limit")
 """What a sweep is, known before its model loads; the input's hash and the model's revision complete it."""
+IDENTITY_DEFAULTS = {"lens": False}
+"""What a sweep made before a key existed had (a sweep without the lens continues as one)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,12 @@ def shard_path(out: Path, shard: int) -> Path:
 
 
 def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
-    """Write a shard under a temporary name, fsync it, then rename it into place (atomic on one file system)."""
+    """Write a shard (ROW_COLUMNS, and LENS_ROW_COLUMNS where the rows have them) under a temporary name, fsync
+    it, then rename it into place (atomic on one file system)."""
     final = shard_path(out, shard)
     temporary = final.with_name(f".{final.name}.tmp")
-    table = pa.Table.from_pandas(rows[list(ROW_COLUMNS)], schema=ROW_SCHEMA, preserve_index=False)
+    schema = pa.unify_schemas([ROW_SCHEMA, LENS_SCHEMA]) if "lens_rank" in rows else ROW_SCHEMA
+    table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
     with temporary.open("wb") as file:
         pq.write_table(table, file)
         file.flush()
@@ -232,7 +241,8 @@ class Sweep:
             unreadable_sentence_ids=unreadable,
             tokens=tokens,
             shards=self.shards,
-            columns=ROW_COLUMNS,
+            columns=self.settings.columns,
+            **(lens_record(lm, default_target(lm)) if self.settings.lens else {}),
         )
         write_json(self.out / "provenance.json", record)
         return SweepReport(self.out, self.shards, written, False, self.sentences, truncated, unreadable, notes)
@@ -240,7 +250,9 @@ class Sweep:
     @property
     def settings(self) -> SweepSettings:
         found = self.manifest
-        return SweepSettings(found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"])
+        return SweepSettings(
+            found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"], found.get("lens", False)
+        )
 
     def _check_model(self, lm: LoadedModel) -> None:
         """The model's revision completes the identity on the first run; later runs must load the same one."""
@@ -337,9 +349,10 @@ def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
             raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
         return None
     found = read_json(out / MANIFEST, MANIFEST_DAMAGED)
-    differing = [key for key in IDENTITY_KEYS if found.get(key) != wanted[key]]
+    recorded = {key: found.get(key, IDENTITY_DEFAULTS.get(key)) for key in IDENTITY_KEYS}
+    differing = [key for key in IDENTITY_KEYS if recorded[key] != wanted[key]]
     if differing:
-        details = "; ".join(f"{key}: {found.get(key)!r} there, {wanted[key]!r} now" for key in differing)
+        details = "; ".join(f"{key}: {recorded[key]!r} there, {wanted[key]!r} now" for key in differing)
         raise ValueError(
             f"{out} holds a different sweep ({details}). Use another --out folder, or the same settings to continue it."
         )

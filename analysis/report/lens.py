@@ -48,6 +48,11 @@ def default_target(lm: LoadedModel) -> LensTarget:
     return "next" if lm.structure.causal else "own"
 
 
+def lens_record(lm: LoadedModel, target: LensTarget) -> dict:
+    """What a lens output records of how it was read: its target and the modules of the head that read it."""
+    return {"lens_target": target, "lens_head": " + ".join(type(module).__name__ for module in check_lens(lm))}
+
+
 def lens(
     lm: LoadedModel,
     text: str | Trace,
@@ -91,10 +96,9 @@ def lens(
     record = provenance_record(
         lm,
         lens_stage=stage,
-        lens_target=target,
+        **lens_record(lm, target),
         lens_masked=masked,
         lens_top_k=top_k,
-        lens_head=type(unembed[-1]).__name__,
         n_tokens=len(tokens),
         n_tokens_in_text=tokens.n_tokens_in_text,
         truncated=tokens.truncated,
