@@ -1,4 +1,4 @@
-"""Charts and tables of an AnalysisResult, shared by the app and scripts (no Streamlit here).
+"""Charts and tables of an AnalysisResult or a LensResult, shared by the app and scripts (no Streamlit here).
 
 Every chart is a `Figure`: a Vega-Lite spec that depends only on the chart's shape (built with Altair and
 validated once, then cached) and the rows it draws, whose style columns carry the highlighting. A highlight
@@ -25,6 +25,7 @@ import pandas as pd
 import vl_convert
 
 from analysis.definitions import METHODS
+from analysis.report.lens import LensResult
 from analysis.report.reports import model_labels, token_label
 from analysis.report.result import AnalysisResult
 
@@ -43,13 +44,31 @@ LABEL_GAP = 0.075
 little air on the app's charts)."""
 EXPORT_PADDING = {"left": 12, "right": 12, "top": 12, "bottom": 12}
 
-_TOOLTIP = [
+_TOKEN_TOOLTIP = [
     alt.Tooltip("label:N", title="token"),
     alt.Tooltip("position:Q", title="position"),
     alt.Tooltip("layer:Q", title="layer"),
+]
+_VOCABULARY_TOOLTIP = [
     alt.Tooltip("cosine:Q", title="cosine", format=".4f"),
     alt.Tooltip("rank:Q", title="rank", format=","),
 ]
+_LENS_TOOLTIP = [
+    alt.Tooltip("target:N", title="lens target"),
+    alt.Tooltip("lens_prob:Q", title="target probability", format=".2%"),
+    alt.Tooltip("lens_rank:Q", title="lens rank", format=","),
+    alt.Tooltip("entropy:Q", title="entropy (nats)", format=".3f"),
+    alt.Tooltip("kl_final:Q", title="KL(final || layer) (nats)", format=".3f"),
+]
+LENS_MEASURES = {
+    "lens_rank": "lens rank of the target (1 = top prediction, log scale)",
+    "lens_prob": "lens probability of the target",
+    "entropy": "entropy of the lens prediction (nats)",
+    "kl_final": "KL(final || layer) of the lens prediction (nats)",
+}
+"""What a trajectory chart can draw from `LensResult.metrics`, each with its axis title."""
+RANK_MEASURES = ("rank", "lens_rank")
+"""Measures drawn on a reversed log axis, 1 at the top."""
 _VL_VERSION = "_".join(alt.SCHEMA_VERSION.split(".")[:2])  # "v6.4.1" -> "v6_4", as vl-convert names it
 
 
@@ -181,19 +200,27 @@ RANK_TITLES = {
 
 
 def _measure_axis(measure: str, geometry: str = "cosine", field_name: str | None = None) -> alt.Y:
-    """The y encoding of a cosine or rank chart, titled in its geometry (rank: log scale, rank 1 on top)."""
-    if measure == "rank":
+    """The y encoding of a chart of `measure` (cosine, rank or a lens measure), a vocabulary measure titled in
+    its geometry (ranks: log scale, rank 1 on top)."""
+    field_name = f"{field_name or measure}:Q"
+    if measure in RANK_MEASURES:
+        title = RANK_TITLES.get(geometry, RANK_TITLES["cosine"]) if measure == "rank" else LENS_MEASURES[measure]
         return alt.Y(
-            f"{field_name or 'rank'}:Q",
-            title=RANK_TITLES.get(geometry, RANK_TITLES["cosine"]),
-            scale=alt.Scale(type="log", reverse=True, domainMin=1),
-            axis=alt.Axis(format="~s"),
+            field_name, title=title, scale=alt.Scale(type="log", reverse=True, domainMin=1), axis=alt.Axis(format="~s")
         )
+    if measure in LENS_MEASURES:
+        axis = alt.Axis(format=".0%") if measure == "lens_prob" else alt.Axis()
+        return alt.Y(field_name, title=LENS_MEASURES[measure], scale=alt.Scale(zero=True), axis=axis)
     return alt.Y(
-        f"{field_name or 'cosine'}:Q",
-        title=GEOMETRY_TITLES.get(geometry, GEOMETRY_TITLES["cosine"]),
-        scale=alt.Scale(zero=False),
+        field_name, title=GEOMETRY_TITLES.get(geometry, GEOMETRY_TITLES["cosine"]), scale=alt.Scale(zero=False)
     )
+
+
+def _drawn(measure: str) -> tuple[list[str], list[alt.Tooltip]]:
+    """The metric columns a trajectory of `measure` sends to the browser, and its tooltip."""
+    if measure in LENS_MEASURES:
+        return ["layer", "position", "target", *LENS_MEASURES], [*_TOKEN_TOOLTIP, *_LENS_TOOLTIP]
+    return ["layer", "position", "cosine", "rank"], [*_TOKEN_TOOLTIP, *_VOCABULARY_TOOLTIP]
 
 
 def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> np.ndarray:
@@ -203,7 +230,7 @@ def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> 
     if len(values) == 0:
         return values
     values = np.asarray(values, dtype=float)
-    if measure == "rank":
+    if measure in RANK_MEASURES:
         top = max(np.log10(max(high, 1.0)), 1e-9)
         screen = 1 - np.log10(np.maximum(values, 1.0)) / top  # 1 = top of the chart
     else:
@@ -217,7 +244,7 @@ def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> 
     placed = placed + min(overflow, max(1 - placed[0], 0.0))
     result = np.empty_like(placed)
     result[order] = placed
-    if measure == "rank":
+    if measure in RANK_MEASURES:
         return 10 ** ((1 - result) * top)
     return low + result * (high - low)
 
@@ -235,7 +262,6 @@ def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[s
     return label_y
 
 
-_TRAJECTORY_COLUMNS = ["layer", "position", "cosine", "rank"]
 WORD_CLASS_COLOURS = {"function": "#1f77b4", "content": "#2ca02c", "punctuation": "#ff7f0e", "special": "#9467bd"}
 BASELINE = -1
 """The `position` of the anisotropy baseline's rows in a trajectory chart's data (no token has it)."""
@@ -251,7 +277,7 @@ def _trajectory_spec(
         "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
     )
     y = _measure_axis(measure, geometry)
-    tooltip = list(_TOOLTIP)
+    tooltip = _drawn(measure)[1]
     if by_class:
         tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
         faint_color = alt.Color(
@@ -331,8 +357,10 @@ def trajectory_chart(
     baseline: np.ndarray | None = None,
     geometry: str = "cosine",
 ) -> Figure:
-    """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv: `measure` is
-    "cosine" or "rank" (log scale, rank 1 at the top), its axis titled in the `geometry` it was scored in.
+    """One line per token over layers from `AnalysisResult.metrics` or the exported metrics.csv (`measure`
+    "cosine" or "rank", its axis titled in the `geometry` it was scored in), or from `LensResult.metrics` or
+    lens.csv (a `LENS_MEASURES` key). Ranks are drawn on a log scale, rank 1 at the top; a position with no lens
+    target (a decoder's last, predicting the next token) has no line.
 
     Highlighted tokens are coloured, bold, keyed in a legend and labelled at their last point; the rest are
     faint. With nothing highlighted and `classes` (word class per position) given, lines are coloured by word
@@ -341,7 +369,7 @@ def trajectory_chart(
     """
     n_layers = int(metrics["layer"].max()) + 1
     by_class = classes is not None and not highlight
-    rows = _styled(metrics, highlight, _TRAJECTORY_COLUMNS)
+    rows = _styled(metrics, highlight, _drawn(measure)[0])
     if by_class:
         rows = rows.assign(word_class=metrics["position"].map(classes).to_numpy(), alpha=0.7, width=1.5)
     with_baseline = baseline is not None and measure == "cosine"
@@ -435,6 +463,33 @@ def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFra
         ["layer", "position", "against", "shared"],
     )
     return Figure(_overlap_spec(n), rows, _key(rows, highlight))
+
+
+def prediction_grid(result: LensResult, position: int, k: int) -> pd.DataFrame:
+    """The lens's top-k predictions for one token: one row per prediction rank, one column per layer, each cell
+    `piece (probability)`; the target is marked `▶piece◀`, and where it is outside the top k a last row gives its
+    rank and probability."""
+    top = result.top
+    rows = top[(top["position"] == position) & (top["prediction_rank"] <= k)]  # layer-major, best first
+    n_layers = int(result.metrics["layer"].max()) + 1
+    pieces = rows["prediction"].to_numpy(dtype=object)
+    marked = np.where(rows["is_target"].to_numpy(), "▶" + pieces + "◀", pieces)
+    shares = [f"{p:.1%}" for p in rows["prob"]]
+    cells = np.array([f"{piece} ({share})" for piece, share in zip(marked, shares, strict=True)], dtype=object)
+    grid = pd.DataFrame(
+        cells.reshape(n_layers, -1).T,
+        columns=[f"layer {layer}" for layer in range(n_layers)],
+        index=pd.Index([str(r) for r in range(1, len(rows) // n_layers + 1)]),
+    )
+    own = result.metrics[result.metrics["position"] == position]
+    outside = [
+        f"▶{target}◀ rank {rank:,} ({prob:.1%})" if rank is not pd.NA and rank > k else ""
+        for target, rank, prob in zip(own["target"], own["lens_rank"], own["lens_prob"], strict=True)
+    ]
+    if any(outside):
+        grid.loc["target"] = outside
+    grid.index.name = "prediction rank"
+    return grid
 
 
 def neighbor_grid(result: AnalysisResult, position: int, k: int) -> pd.DataFrame:
@@ -618,7 +673,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
     color = alt.Color(
         "model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models]), legend=alt.Legend(orient="top")
     )
-    tooltip = [alt.Tooltip("model_name:N", title="model"), *_TOOLTIP]
+    tooltip = [alt.Tooltip("model_name:N", title="model"), *_drawn(measure)[1]]
     lines = (
         alt.Chart()
         .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
@@ -645,25 +700,25 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
 
 
 def comparison_chart(
-    results: list[AnalysisResult],
+    results: list[AnalysisResult] | list[LensResult],
     measure: str,
     highlight: list[int],
     relative: bool,
     names: list[str] | None = None,
 ) -> Figure:
-    """Cosine or rank trajectories of several results: overlaid on relative depth (layer / (layers - 1)), or side
-    by side on absolute layers, in the order given. Highlighted positions bold and labelled at their last point,
-    the rest faint; one colour per result, named by `names` (default: `model_labels`, `1: roberta-base`, …; the
-    full name is in the tooltip)."""
+    """Trajectories of several results: cosine or rank of analyses, or a `LENS_MEASURES` key of lenses; overlaid
+    on relative depth (layer / (layers - 1)), or side by side on absolute layers, in the order given.
+    Highlighted positions bold and labelled at their last point, the rest faint; one colour per result, named by
+    `names` (default: `model_labels`, `1: roberta-base`, …; the full name is in the tooltip)."""
     names = names or model_labels([result.model for result in results])
     frames = []
     for name, result in zip(names, results, strict=True):
         n_layers = int(result.metrics["layer"].max()) + 1
-        frame = _styled(result.metrics, highlight, _TRAJECTORY_COLUMNS, faint_alpha=0.15)
+        frame = _styled(result.metrics, highlight, _drawn(measure)[0], faint_alpha=0.15)
         frames.append(frame.assign(model=name, model_name=result.model, depth=frame["layer"] / max(n_layers - 1, 1)))
     rows = pd.concat(frames, ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["model", "position"], [] if relative else ["model"])
-    geometry = results[-1].geometry
+    geometry = results[-1].geometry if isinstance(results[-1], AnalysisResult) else "cosine"
     spec = _comparison_spec(measure, relative, len(results), geometry)
     spec = _ordered_facets(spec, names) if not relative else spec
     return Figure(spec, rows)

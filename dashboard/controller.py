@@ -16,7 +16,7 @@ from analysis.data import corpus_sentences
 from analysis.report.reports import opening_layer
 from analysis.report.wordclass import word_classes
 from dashboard import widgets
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
 from dashboard.jobs import background_job
 from dashboard.settings import settings
 from dashboard.show import literal
@@ -149,6 +149,23 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
 
 
+def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult:
+    """The lens of the page's view, read from the page's trace (`extras`: the page's), with a spinner; any failure
+    shown in the page, ending the run."""
+    view = context.view
+    content = int((~context.result.tokens["special"]).sum())
+    doing = (
+        f"Running {content} masked copies of the text, one per token…"
+        if view.masked
+        else "Reading every layer through the model's own head…"
+    )
+    try:
+        with st.spinner(literal(doing)):
+            return view_lens(view, extras)
+    except ValueError as error:
+        _fail(str(error))
+
+
 def deep_dive_layer(context: Context) -> tuple[int, str, list[str]]:
     """The layer the deep dive shows, what its layer picker calls the default choice, and notices: the view's
     layer, or else the opening layer (`reports.opening_layer`) and why the page opened there. A link's layer or
@@ -178,9 +195,9 @@ FALLBACKS = {"attn_output": "attn_residual", "position": "embedding"}
 """What a view shows instead of a stage or reference the model lacks (the nearest one every model has)."""
 
 
-def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, str], list[str]]:
-    """The view's stage and reference that the model of `found` lacks, each with its replacement, and a notice
-    for each saying why."""
+def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, object], list[str]]:
+    """The view's stage, reference, lens and masked mode that the model of `found` lacks, each with its
+    replacement, and a notice for each saying why."""
     changes, notices = {}, []
     for field in ("stage", "reference"):
         asked = getattr(view, field)
@@ -188,6 +205,13 @@ def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, st
         if why is not None:
             changes[field] = FALLBACKS[asked]
             notices.append(f"{found.model} has no {field} {asked}: {why}. Showing {field} {changes[field]} instead.")
+    for field, lacking, instead in (("lens", "lens", "the vocabulary view"), ("masked", "masked lens", "the lens")):
+        why = found.reason(field)
+        if why is None or not getattr(view, field) or field in changes:
+            continue
+        changes.update({"lens": False, "masked": False} if field == "lens" else {"masked": False})
+        if view.lens:
+            notices.append(f"{found.model} has no {lacking}: {why}. Showing {instead} instead.")
     return changes, notices
 
 

@@ -33,6 +33,17 @@ def caption(result: analysis.AnalysisResult, measured: str) -> None:
     st.caption(literal(f"{measured}. {settings_line(result)}."))
 
 
+def lens_line(lens: analysis.LensResult) -> str:
+    """`model · stage layer_output · lens target next · 14 tokens`: what a lens was computed with, in one line."""
+    masked = " · each token masked in turn" if lens.masked else ""
+    return f"Model {lens.model} · stage {lens.stage} · lens target {lens.target}{masked} · {len(lens.tokens)} tokens"
+
+
+def lens_caption(lens: analysis.LensResult, measured: str) -> None:
+    """Say what a lens chart or table measures and what it was computed with."""
+    st.caption(literal(f"{measured}. {lens_line(lens)}."))
+
+
 def explanations() -> None:
     """What the sidebar's choices mean, said once per page in a popover (charts' captions only name them)."""
     with st.popover("What stage, reference and geometry mean", icon=":material/help:"):

@@ -88,6 +88,9 @@ class View:
     head: int = 0  # deep-dive attention head
     model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
     model_b: str = ""
+    lens: bool = False  # show what each layer would predict (the model's own head) instead of the vocabulary view
+    lens_target: str = ""  # "own" or "next"; "" = the model's default (next for decoders, own for encoders)
+    masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
 
     @property
     def settings(self) -> AnalysisSettings:
@@ -134,6 +137,16 @@ def _positions(value: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(int(item) for item in items))
 
 
+def _flag(value: str) -> bool:
+    if value.strip().lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value.strip().lower() == "true"
+
+
+def _lens_target(value: str) -> str:
+    return check_choice("lens target", value, analysis.LENS_TARGETS) if value.strip() else ""
+
+
 def _classes(value: str) -> tuple[str, ...]:
     items = [item.strip() for item in value.split(",") if item.strip()]
     return tuple(check_choice("word class", item, WORD_CLASSES) for item in dict.fromkeys(items))
@@ -154,6 +167,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "head": _int_in(0, 999),
     "model_a": _optional_model,
     "model_b": _optional_model,
+    "lens": _flag,
+    "lens_target": _lens_target,
+    "masked": _flag,
 }
 
 

@@ -46,7 +46,7 @@ def pick_from_chart(key: str, selection: str) -> None:
 
 
 def clickable_trajectories(
-    result: analysis.AnalysisResult,
+    result: analysis.AnalysisResult | analysis.LensResult,
     highlighted: list[int],
     measure: str,
     name: str,
@@ -54,14 +54,17 @@ def clickable_trajectories(
     classes: pd.Series | None = None,
     baseline: np.ndarray | None = None,
 ) -> None:
-    """A trajectory chart (cosine or rank) whose lines highlight their token when clicked; with nothing
-    highlighted, lines coloured by word class; `baseline` as a dashed reference line (cosine)."""
+    """A trajectory chart (cosine or rank of an analysis, a lens measure of a lens) whose lines highlight their
+    token when clicked; with nothing highlighted, lines coloured by word class; `baseline` as a dashed reference
+    line (cosine)."""
     key = f"{measure}_chart"
+    lens = isinstance(result, analysis.LensResult)
+    geometry = "cosine" if lens else result.geometry
     figure = trajectory_chart(
-        result.metrics, measure, highlighted, classes=classes, baseline=baseline, geometry=result.geometry
+        result.metrics, measure, highlighted, classes=classes, baseline=baseline, geometry=geometry
     )
-    show.chart(figure.titled(name.replace("_", " "), show.settings_line(result)), name, key=key,
-               on_select=lambda: pick_from_chart(key, PICK))  # fmt: skip
+    line = show.lens_line(result) if lens else show.settings_line(result)
+    show.chart(figure.titled(name.replace("_", " "), line), name, key=key, on_select=lambda: pick_from_chart(key, PICK))
 
 
 def page_links() -> None:
@@ -142,6 +145,48 @@ def stage_and_reference(found: analysis.Capabilities) -> None:
                 disabled=True,
                 key=f"w_missing_{field}",
             )
+
+
+VIEWS = {False: "Vocabulary view", True: "Lens"}
+
+
+def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
+    """The vocabulary view or the lens (disabled, with why, for a model without its prediction head); with the
+    lens, its target and masked mode (encoders; disabled, with why, for decoders)."""
+    view = current_view()
+    left, middle, right = st.columns([3, 2, 2], vertical_alignment="bottom")
+    left.radio(
+        "Show",
+        list(VIEWS),
+        format_func=VIEWS.get,
+        horizontal=True,
+        disabled=not found.lens,
+        help="**Vocabulary view**: does a layer's vector still look like the token's input embedding (its rank "
+        "among all vocabulary embeddings)? **Lens**: what would the model predict from it, through its own head "
+        "(final norm and language-model head)? Both read the same forward pass.",
+        **bind("lens"),
+    )
+    if not found.lens:
+        left.caption(show.literal(f"No lens for {found.model}: {found.reason('lens')}."))
+        return
+    if not view.lens:
+        return
+    default = "next" if causal else "own"
+    middle.selectbox(
+        "Lens target",
+        ["", *analysis.LENS_TARGETS],
+        format_func=lambda name: f"{name or default} (the model's default)" if name in ("", default) else name,
+        help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.LENS_TARGETS.items()),
+        **bind("lens_target"),
+    )
+    right.toggle(
+        "Masked: hide each token in turn",
+        disabled=found.reason("masked") is not None,
+        help="Each token is replaced by the mask token in a copy of the text (one copy per token, run as one "
+        "batch), and read at its own position: at which layer does the model recover the hidden token?"
+        + (f" Not available: {show.literal(found.reason('masked'))}." if found.reason("masked") else ""),
+        **bind("masked"),
+    )
 
 
 def geometry_picker() -> None:

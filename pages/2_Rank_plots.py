@@ -1,14 +1,16 @@
-"""Rank plots: rank of the own embedding per layer, nearest neighbours per layer, neighbour overlap."""
+"""Rank plots: rank of the own embedding per layer, nearest neighbours per layer, neighbour overlap; or, with
+the lens, the target's rank among the model's predictions per layer, the top predictions per layer, and how far
+each layer's prediction is from the final one."""
 
 import streamlit as st
 
-from analysis.charts import neighbor_grid, overlap_chart
-from analysis.definitions import NEIGHBORS_COLUMNS
+from analysis.charts import neighbor_grid, overlap_chart, prediction_grid
+from analysis.definitions import LENS_TOP_COLUMNS, NEIGHBORS_COLUMNS
 from analysis.report.reports import token_label
 from dashboard import show
-from dashboard.controller import open_page
+from dashboard.controller import Context, open_page, page_lens
 from dashboard.view import TOP_K_RANGE, current_view
-from dashboard.widgets import bind, clickable_trajectories
+from dashboard.widgets import bind, clickable_trajectories, lens_controls
 
 OVERLAP_SIZES = [10, 25, 50, 100, 200, 500, 1000]
 
@@ -18,51 +20,104 @@ vocabulary = context.info.vocab_size
 
 st.header("Rank plots")
 show.explanations()
-show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
-clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
-st.caption(
-    "Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic. With nothing "
-    "highlighted, lines are coloured by word class."
-)
+lens_controls(context.capabilities, context.info.causal)
 
-st.subheader("Nearest vocabulary neighbours per layer")
-labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
-content = [p for p, special in zip(result.tokens["position"], result.tokens["special"], strict=True) if not special]
-focus = next(iter(context.view.highlight), content[0] if content else 0)
-left, right = st.columns([2, 3])
-left.selectbox(
-    "Token",
-    list(labels),
-    format_func=lambda p: token_label(p, labels[p]),
-    help="The first highlighted token; picking one here highlights it.",
-    **bind("highlight", focus, widget="focus", convert=lambda p: tuple(dict.fromkeys((p, *current_view().highlight)))),
-)
-right.slider("Neighbours shown (k)", *TOP_K_RANGE, **bind("top_k"))
-k = context.view.top_k
-show.caption(
-    result,
-    f"Top {k} vocabulary items nearest to {token_label(focus, labels[focus])} at each layer; ▶own◀ marks the "
-    "token itself, and the last row gives its rank where it falls outside the top k",
-)
-show.table(
-    neighbor_grid(result, focus, k),
-    f"neighbors_position_{focus}",
-    key="neighbor_grid",
-    export=result.neighbors[result.neighbors["position"] == focus],
-    hide_index=False,
-)
-st.caption("The CSV has the CLI's neighbors.csv columns: " + ", ".join(NEIGHBORS_COLUMNS) + ".")
 
-st.subheader("Neighbour overlap between layers")
-st.select_slider(
-    "Neighbourhood size N",
-    sorted({*OVERLAP_SIZES, context.view.overlap_n}),
-    help="How many nearest vocabulary items make a token's neighbourhood at a layer.",
-    **bind("overlap_n"),
-)
-show.caption(
-    result,
-    f"How many of a token's top {result.overlap_n} neighbours at layer l were also among its top "
-    f"{result.overlap_n} at layer l-1, and in its original neighbourhood (the neighbours of its reference vector)",
-)
-show.chart(overlap_chart(result, context.highlighted), "neighbour_overlap", key="overlap_chart", context=context)
+def token_and_k(positions: list[int], noun: str) -> int:
+    """The token to show (the first highlighted one) and the k slider; returns the token's position."""
+    labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
+    content = [p for p in positions if not result.tokens["special"][p]]
+    focus = next((p for p in context.view.highlight if p in positions), content[0] if content else positions[0])
+    left, right = st.columns([2, 3])
+    left.selectbox(
+        "Token",
+        positions,
+        format_func=lambda p: token_label(p, labels[p]),
+        help="The first highlighted token; picking one here highlights it.",
+        **bind(
+            "highlight", focus, widget="focus", convert=lambda p: tuple(dict.fromkeys((p, *current_view().highlight)))
+        ),
+    )
+    right.slider(f"{noun} shown (k)", *TOP_K_RANGE, **bind("top_k"))
+    return focus
+
+
+def vocabulary_view(context: Context) -> None:
+    show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
+    clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
+    st.caption(
+        "Rank 1 (top) means the token's own embedding is the nearest; the axis is logarithmic. With nothing "
+        "highlighted, lines are coloured by word class."
+    )
+
+    st.subheader("Nearest vocabulary neighbours per layer")
+    focus = token_and_k(result.tokens["position"].tolist(), "Neighbours")
+    k = context.view.top_k
+    label = token_label(focus, result.tokens["text"][focus])
+    show.caption(
+        result,
+        f"Top {k} vocabulary items nearest to {label} at each layer; ▶own◀ marks the token itself, and the last row "
+        "gives its rank where it falls outside the top k",
+    )
+    show.table(
+        neighbor_grid(result, focus, k),
+        f"neighbors_position_{focus}",
+        key="neighbor_grid",
+        export=result.neighbors[result.neighbors["position"] == focus],
+        hide_index=False,
+    )
+    st.caption("The CSV has the CLI's neighbors.csv columns: " + ", ".join(NEIGHBORS_COLUMNS) + ".")
+
+    st.subheader("Neighbour overlap between layers")
+    st.select_slider(
+        "Neighbourhood size N",
+        sorted({*OVERLAP_SIZES, context.view.overlap_n}),
+        help="How many nearest vocabulary items make a token's neighbourhood at a layer.",
+        **bind("overlap_n"),
+    )
+    show.caption(
+        result,
+        f"How many of a token's top {result.overlap_n} neighbours at layer l were also among its top "
+        f"{result.overlap_n} at layer l-1, and in its original neighbourhood (the neighbours of its reference vector)",
+    )
+    show.chart(overlap_chart(result, context.highlighted), "neighbour_overlap", key="overlap_chart", context=context)
+
+
+def lens_view(context: Context) -> None:
+    lens = page_lens(context)
+    show.lens_caption(
+        lens, f"Rank of the target among all {vocabulary:,} predictions when the model's head reads each layer"
+    )
+    clickable_trajectories(lens, context.highlighted, "lens_rank", "lens_rank_trajectories", classes=context.classes)
+    st.caption(
+        "Rank 1 (top) means the layer already predicts the target; the axis is logarithmic. Compare with the "
+        "vocabulary view: a token can leave its input embedding while the model still predicts it."
+    )
+
+    st.subheader("Top predictions per layer")
+    focus = token_and_k(lens.metrics["position"].unique().tolist(), "Predictions")
+    k = context.view.top_k
+    label = token_label(focus, result.tokens["text"][focus])
+    show.lens_caption(
+        lens,
+        f"The {k} tokens the model's head ranks highest for {label} at each layer, with their probabilities; "
+        "▶target◀ marks the lens target, and the last row gives its rank where it falls outside the top k",
+    )
+    show.table(
+        prediction_grid(lens, focus, k),
+        f"lens_predictions_position_{focus}",
+        key="prediction_grid",
+        export=lens.top[lens.top["position"] == focus],
+        hide_index=False,
+    )
+    st.caption("The CSV has the CLI's lens_top.csv columns: " + ", ".join(LENS_TOP_COLUMNS) + ".")
+
+    st.subheader("Distance from the final prediction")
+    show.lens_caption(lens, "KL(final || layer) in nats: 0 where a layer already predicts what the model outputs")
+    clickable_trajectories(lens, context.highlighted, "kl_final", "lens_kl_final", classes=context.classes)
+
+
+if context.view.lens:
+    lens_view(context)
+else:
+    vocabulary_view(context)

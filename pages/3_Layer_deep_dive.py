@@ -1,5 +1,7 @@
 """Layer deep dive: is the spike real, which tokens leap in rank at a layer and fall back at the next, and why."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from analysis.capture.trace import EXTRAS
@@ -23,7 +25,7 @@ from analysis.report.reports import (
 )
 from analysis.report.spikes import SPIKE_DEFINITION, spike_shares
 from dashboard import show
-from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background
+from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background, view_lens
 from dashboard.controller import Context, deep_dive_layer, open_page
 from dashboard.jobs import (
     background_job,
@@ -98,9 +100,18 @@ def layer_section(context: Context) -> int:
 
 
 def leaps_section(context: Context, report: LayerReport) -> None:
-    """Which tokens leap at the layer, by word class."""
+    """Which tokens leap at the layer, by word class, with the lens beside the embedding ranks."""
     show.caption(context.result, report.leap_summary)
     show.table(report.leaps, f"spikes_layer_{report.layer}", key="spike_table")
+    found = context.capabilities
+    if found.lens:
+        st.caption(
+            "The lens columns read the same vectors through the model's own head: a token whose vector leaves its "
+            "input embedding (its rank leaps) while its lens rank stays 1 is still predicted by the model."
+            + (" Masked mode does not apply here: the lens reads the text as typed." if context.view.masked else "")
+        )
+    else:
+        st.caption(show.literal(f"No lens for {found.model}: {found.reason('lens')}."))
 
 
 def heads_section(context: Context, report: LayerReport, parts) -> None:
@@ -303,7 +314,8 @@ layer = layer_section(context)
 st.subheader(f"Layer {layer}")
 with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.heads} heads…"):
     parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
-report = layer_report(context.result, context.classes, parts, attribution)
+lens = view_lens(replace(context.view, masked=False), EXTRAS) if context.capabilities.lens else None
+report = layer_report(context.result, context.classes, parts, attribution, lens)
 with st.expander(f"Which tokens leap at layer {layer}", expanded=True):
     leaps_section(context, report)
 with st.expander("Why: the heads of the attention sublayer", expanded=True):

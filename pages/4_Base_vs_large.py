@@ -1,5 +1,7 @@
 """Base vs large: the same text through two models, on relative depth, with per-model summaries and CKA."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 import analysis
@@ -8,7 +10,7 @@ from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
 from analysis.report.reports import comparison_report, model_labels
 from dashboard import show
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis
+from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
 from dashboard.controller import open_page, replacements
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS, model_labeller
@@ -54,7 +56,7 @@ for column, field, current in ((left, "model_a", models[0]), (right, "model_b", 
         "they would not fit the memory budget.",
     )
 
-results = []
+results, lenses, no_lens = [], [], []
 for name in models:
     try:
         with st.spinner(show.literal(f"Tracing the text through {name}…")):
@@ -64,6 +66,10 @@ for name in models:
             for notice in notices:
                 st.info(show.literal(notice), icon=":material/info:")
             results.append(view_analysis(view, model=name, **changes))
+            if found.lens:
+                lenses.append(view_lens(replace(view, **changes), model=name))
+            else:
+                no_lens.append(f"{name}: {found.reason('lens')}")
     except ValueError as error:
         st.error(show.literal(f"{name}: {error}"), icon=":material/error:")
         st.stop()
@@ -94,6 +100,26 @@ for measure, what in (("cosine", "Cosine similarity to the original embedding"),
     figure = comparison_chart(results, measure, context.highlighted, relative=True)
     show.chart(figure.titled(f"{what} on relative depth", settings_line), f"compare_{measure}_depth",
                key=f"cmp_{measure}")  # fmt: skip
+
+st.subheader("The lens on relative depth: what each layer would predict")
+if no_lens:
+    st.info(show.literal("No lens to compare. " + "; ".join(no_lens) + "."), icon=":material/info:")
+else:
+    lens_line = f"{models[0]} vs {models[1]} · stage {view.stage} · lens targets " + ", ".join(
+        dict.fromkeys(lens.target for lens in lenses)
+    )
+    for measure, what in (
+        ("lens_rank", "Lens rank of the target"),
+        ("lens_prob", "Lens probability of the target"),
+    ):
+        st.caption(show.literal(f"{what} through each model's own head, both overlaid on relative depth. {lens_line}."))
+        figure = comparison_chart(lenses, measure, context.highlighted, relative=True)
+        show.chart(figure.titled(f"{what} on relative depth", lens_line), f"compare_{measure}_depth",
+                   key=f"cmp_{measure}")  # fmt: skip
+    st.caption(
+        "Where the vocabulary view shows a token leaving its input embedding, the lens shows whether each model "
+        "still predicts it there; relative depth puts a 12-layer and a 24-layer model on one axis."
+    )
 
 st.subheader("Side by side on absolute layers")
 for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):

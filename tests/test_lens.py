@@ -3,11 +3,13 @@ computation from the model's modules (the full model's logits, and the logits of
 each layer)."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig
 
 import analysis
@@ -22,6 +24,7 @@ from analysis.definitions import (
     LENS_TOP_COLUMNS,
     ROW_COLUMNS,
 )
+from analysis.model.checkpoint import WEIGHTS_FILE
 from analysis.model.unembed import head_class
 from analysis.report.lens import lens
 from analysis.scoring import lens as lens_scoring
@@ -251,4 +254,16 @@ def test_a_sweep_adds_the_lens_columns_each_text_as_alone(family_folder, tmp_pat
     assert again.returncode == 0 and "nothing to do" in again.stderr
     without = run_cli(*[argument for argument in arguments if argument != "--lens"])
     assert without.returncode == 1 and "lens: True there, False now" in without.stderr
+    analysis.release_models()
+
+
+def test_a_checkpoint_with_part_of_its_head_loads_without_a_lens_and_says_what_is_missing(family_folder, tmp_path):
+    """A head missing one weight would be partly random: the base model loads, the lens is refused naming it."""
+    shutil.copytree(family_folder("roberta", head=True), tmp_path, dirs_exist_ok=True)
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    save_file({k: v for k, v in weights.items() if k != "lm_head.dense.weight"}, tmp_path / WEIGHTS_FILE)
+    lm = analysis.load_model(tmp_path)
+    why = analysis.capabilities(lm).reason("lens")
+    assert lm.unembed is None and "holds only part of its masked-LM head (it lacks lm_head.dense.weight)" in why
+    assert analysis.analyze(lm, TEXT).metrics["rank"].notna().all()  # the base model is whole
     analysis.release_models()

@@ -309,7 +309,9 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
     check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
     no_lens = None
     if head_missing or head_class(config) is None:  # its head would be random: keep the base model only
-        no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint), head_missing)
+        head_modules = {key.split(".")[0] for key in head_missing}
+        partial = any(name.split(".")[0] in head_modules for name in checkpoint.tensors)
+        no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint), head_missing, partial)
         hf_model = hf_model.base_model
     revision = getattr(config, "_commit_hash", None)
     lm = wrap_model(hf_model, tokenizer, source.name, revision=revision, no_lens=no_lens)

@@ -55,14 +55,20 @@ def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
     return nn.Sequential(*(module for _, module in parts))
 
 
-def no_lens_reason(config: PretrainedConfig, architecture: str, missing: list[str] | None = None) -> str:
-    """Why a model of `config`, saved as `architecture`, has no lens (`missing`: head weights its checkpoint lacks)."""
+def no_lens_reason(config: PretrainedConfig, architecture: str, missing: list[str] = (), partial: bool = False) -> str:
+    """Why a model of `config`, saved as `architecture`, has no lens: its checkpoint holds none of its head, or
+    (`partial`) only part of it, lacking `missing`."""
     kind = lens_kind(config)
     if kind is None:
         return f"Token Trails has no table of the prediction head for the model type {config.model_type}"
     head = "masked-LM head" if kind == "masked" else "language-model head"
-    lacks = f" (it lacks {', '.join(missing[:2])}{' and more' if len(missing) > 2 else ''})" if missing else ""
+    if partial:
+        more = " and more" if len(missing) > 2 else ""
+        return f"its checkpoint holds only part of its {head} (it lacks {', '.join(missing[:2])}{more}): {_SAVE}"
     return (
-        f"its checkpoint holds no {head}{lacks}: it was saved as {architecture}, without the layer that turns "
-        "vectors into token predictions"
+        f"its checkpoint holds no {head}: it was saved as {architecture}, without the layer that turns vectors into "
+        "token predictions"
     )
+
+
+_SAVE = "save the model again with its head, model.save_pretrained(folder)"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attention_shares, outlier_dimensions
 from analysis.report.compare import cka_matrix, model_summary
+from analysis.report.lens import LensResult
 from analysis.report.result import AnalysisResult
 from analysis.report.spikes import token_spikes, top_spike_layer
 from analysis.scoring.geometry import Background
@@ -63,15 +64,21 @@ def layer_report(
     classes: pd.Series,
     parts: HeadDecomposition,
     attribution: HeadAttribution,
+    lens: LensResult | None = None,
 ) -> LayerReport:
-    """The deep dive's tables for the layer of `parts` (its per-head decomposition and attribution)."""
+    """The deep dive's tables for the layer of `parts` (its per-head decomposition and attribution); with `lens`
+    (read at the same stage), each token's lens rank, probability and top prediction at that layer beside its
+    embedding ranks."""
     layer = parts.layer
     labels = token_labels(result)
     spikes = token_spikes(result.metrics)
     spikes = spikes[spikes["layer"] == layer].assign(word_class=spikes["position"].map(classes))
     last = layer == int(result.metrics["layer"].max())  # nothing follows the last layer
     columns = ["position", "token", "text", "word_class", "rank_before", "rank", *([] if last else ["rank_after"])]
-    leaps = spikes[[*columns, "spike"]].sort_values(["word_class", "position"])
+    leaps = spikes[[*columns, "spike"]]
+    if lens is not None:
+        leaps = leaps.merge(lens_at_layer(lens, layer), on="position", how="left")
+    leaps = leaps.sort_values(["word_class", "position"])
     leaps = leaps.rename(
         columns={
             "rank_before": f"rank at {'layer ' + str(layer - 1) if layer else 'the embedding'}",
@@ -114,6 +121,23 @@ def layer_report(
         sink_shares=shares,
         norms=norms,
         outliers=outlier_dimensions(result.vectors, layer) if layer >= 1 else None,
+    )
+
+
+def lens_at_layer(lens: LensResult, layer: int) -> pd.DataFrame:
+    """Each token's lens at `layer`: position, the target's lens rank and probability, and the layer's top
+    prediction, under column names that say so."""
+    metrics = lens.metrics[lens.metrics["layer"] == layer]
+    top = lens.top[(lens.top["layer"] == layer) & (lens.top["prediction_rank"] == 1)]
+    return pd.DataFrame(
+        {
+            "position": metrics["position"].to_numpy(),
+            f"lens rank at layer {layer} ({lens.target})": metrics["lens_rank"].to_numpy(),
+            f"lens probability at layer {layer}": metrics["lens_prob"].to_numpy(),
+            f"top prediction at layer {layer}": top.set_index("position")["prediction"]
+            .reindex(metrics["position"])
+            .to_numpy(),
+        }
     )
 
 
