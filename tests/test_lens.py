@@ -158,7 +158,7 @@ def test_the_vocabulary_is_scored_in_blocks_of_positions(family_folder, monkeypa
     blocks of one position give the numbers of one block of all."""
     lm = analysis.load_model(family_folder("gpt2", head=True))
     whole = lens(lm, TEXT)
-    monkeypatch.setattr(lens_scoring, "SCORE_BLOCK_BYTES", 4 * lm.vocab_size)  # one position per block
+    monkeypatch.setattr(lens_scoring, "LENS_BLOCK_BYTES", 4 * lm.vocab_size)  # one position per block
     shapes = []
     handle = lm.unembed.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
     try:

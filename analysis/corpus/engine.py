@@ -154,7 +154,7 @@ def _batch_frame(
             )
         lens_columns = {}
         if settings.lens:
-            final = joined(run.batch("layer_output"))[-1]
+            final = None if settings.stage == "layer_output" else joined(run.batch("layer_output"))[-1]
             lens_columns = _lens_columns(lm, joined(run.batch(settings.stage)), final, tables)
 
     n_layers = lm.num_layers
@@ -201,12 +201,12 @@ def _token_rows(lm: LoadedModel, texts: list[str], tokens: list[Tokens]) -> pd.D
 
 
 def _lens_columns(
-    lm: LoadedModel, vectors: torch.Tensor, final: torch.Tensor, tables: pd.DataFrame
+    lm: LoadedModel, vectors: torch.Tensor, final: torch.Tensor | None, tables: pd.DataFrame
 ) -> dict[str, np.ndarray]:
     """LENS_ROW_COLUMNS for the kept tokens, layer-major: `vectors [layers, tokens, hidden]` at the sweep's stage,
-    `final [tokens, hidden]` the last layer's output."""
-    targets = tables["lens_target"].to_numpy(dtype=np.int64, copy=True)
-    scores = lens_scores(check_lens(lm), vectors, final, torch.from_numpy(targets).to(vectors.device), top_k=1)
+    `final [tokens, hidden]` the last layer's output (None: the stage is layer_output, so it is the last layer)."""
+    targets = torch.from_numpy(tables["lens_target"].to_numpy(dtype=np.int64, copy=True)).to(vectors.device)
+    scores = lens_scores(check_lens(lm), vectors, targets, 1, lm.vocab_size, final)
     has_target = np.tile(targets != NO_TARGET, lm.num_layers)
     return {
         "lens_rank": pd.arrays.IntegerArray(scores.target_rank.reshape(-1).cpu().numpy(), mask=~has_target),

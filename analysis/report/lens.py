@@ -80,18 +80,20 @@ def lens(
     if masked:
         text = text.texts[0] if isinstance(text, Trace) else text
         tokens, positions, readings = masked_trace(lm, text, needs)
-        vectors, final = readings[stage], readings["layer_output"][-1]
+        vectors, output = readings[stage], readings["layer_output"]
     else:
         run = traced(lm, text, needs)
         text, tokens = run.texts[0], run.tokens[0]
-        vectors, final = run.stage(stage), run.stage("layer_output")[-1]
+        vectors, output = run.stage(stage), run.stage("layer_output") if stage != "layer_output" else None
         positions = list(range(len(tokens)))
+    final = None if stage == "layer_output" else output[-1]
     ids = tokens.ids
     if target == "own":
         target_ids = [ids[p] for p in positions]
     else:
         target_ids = [ids[p + 1] if p + 1 < len(ids) else NO_TARGET for p in positions]
-    scores = lens_scores(unembed, vectors, final, torch.tensor(target_ids, device=vectors.device), top_k)
+    targets = torch.tensor(target_ids, device=vectors.device)
+    scores = lens_scores(unembed, vectors, targets, top_k, lm.vocab_size, final)
     token_frame = token_table(tokens, text)
     record = provenance_record(
         lm,

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.scoring.ranks import SCORE_BLOCK_BYTES, own_rank
+from analysis.scoring.ranks import own_rank
+
+LENS_BLOCK_BYTES = 128 * 2**20
+"""Upper bound on one `[positions, vocabulary]` float32 block of logits; positions are chunked to fit. A block
+lives four times at once (the layer's logits, the output's logits and probabilities, one work buffer): 0.5 GB
+for 512 tokens of a 50k vocabulary, which stay in one block, so the product with the head runs on all of them
+at once."""
 
 NO_TARGET = -1
 """A position's target id where it has none (the last position, predicting the next token)."""
@@ -38,20 +44,26 @@ class LensScores:
 
 
 def lens_scores(
-    unembed: nn.Module, vectors: torch.Tensor, final: torch.Tensor, targets: torch.Tensor, top_k: int
+    unembed: nn.Module,
+    vectors: torch.Tensor,
+    targets: torch.Tensor,
+    top_k: int,
+    vocabulary: int,
+    final: torch.Tensor | None = None,
 ) -> LensScores:
-    """Score `vectors [layers, positions, hidden]` through `unembed` (hidden -> vocabulary logits) against
+    """Score `vectors [layers, positions, hidden]` through `unembed` (hidden -> `vocabulary` logits) against
     `targets [positions]` (NO_TARGET: none) and the model's output distribution, `unembed(final)` for
-    `final [positions, hidden]`; keep the `top_k` predictions per layer and position."""
+    `final [positions, hidden]` (None: the last layer of `vectors` is the model's output, as at layer_output);
+    keep the `top_k` predictions per layer and position."""
     n_positions = vectors.shape[1]
+    k = min(top_k, vocabulary)
+    per_block = max(1, LENS_BLOCK_BYTES // (4 * vocabulary))
     with torch.inference_mode():
-        vocabulary = unembed(final[:1]).shape[-1]
-        k = min(top_k, vocabulary)
-        per_block = max(1, SCORE_BLOCK_BYTES // (4 * vocabulary))
         blocks = []
         for start in range(0, n_positions, per_block):
             block = slice(start, start + per_block)
-            blocks.append(_score_block(unembed, vectors[:, block], final[block], targets[block], k))
+            final_block = None if final is None else final[block]
+            blocks.append(_score_block(unembed, vectors[:, block], final_block, targets[block], k))
     return LensScores(
         **{
             name: torch.cat([block[name] for block in blocks], dim=1 if name.startswith("top") else -1)
@@ -61,25 +73,29 @@ def lens_scores(
 
 
 def _score_block(
-    unembed: nn.Module, vectors: torch.Tensor, final: torch.Tensor, targets: torch.Tensor, k: int
+    unembed: nn.Module, vectors: torch.Tensor, final: torch.Tensor | None, targets: torch.Tensor, k: int
 ) -> dict[str, torch.Tensor]:
-    final_logits = unembed(final)  # [positions, vocabulary]
-    final_lse = torch.logsumexp(final_logits, -1)
-    final_probs = (final_logits - final_lse.unsqueeze(-1)).exp_()
-    final_neg_entropy = torch.linalg.vecdot(final_probs, final_logits) - final_lse
+    """The lens of one block of positions at every layer (see the module's formulas). Each layer's logits
+    `[positions, vocabulary]` take one product and a few passes: top-k (whose first value is the row's maximum
+    m), exp(z - m), its sum and two row-wise dot products, and the two rank counts. Where `final` is None the
+    last layer's logits are the output's, computed once."""
+    final_logits = unembed(vectors[-1] if final is None else final)  # [positions, vocabulary]
     final_top = final_logits.argmax(-1)
-    del final_logits
+    final_probs = torch.empty_like(final_logits)
+    final_lse, final_sum = _softmax_weights(final_logits, final_logits.amax(-1, keepdim=True), final_probs)
+    final_probs.div_(final_sum.unsqueeze(-1))
+    final_neg_entropy = _row_dot(final_probs, final_logits) - final_lse
+    work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
+    last = len(vectors) - 1
     has_target = targets != NO_TARGET
     target_ids = torch.where(has_target, targets, 0)
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in LensScores.__dataclass_fields__ if name != "final_top"}
-    for layer_vectors in vectors:
-        logits = unembed(layer_vectors)
-        lse = torch.logsumexp(logits, -1)
+    for layer, layer_vectors in enumerate(vectors):
+        logits = final_logits if final is None and layer == last else unembed(layer_vectors)
         top_logits, top_ids = logits.topk(k, -1)
-        probs = (logits - lse.unsqueeze(-1)).exp_()
-        rows["entropy"].append(lse - torch.linalg.vecdot(probs, logits))
-        del probs
-        kl = final_neg_entropy - torch.linalg.vecdot(final_probs, logits) + lse
+        lse, weight_sum = _softmax_weights(logits, top_logits[:, :1], work)
+        rows["entropy"].append(lse - _row_dot(work, logits) / weight_sum)
+        kl = final_neg_entropy - _row_dot(final_probs, logits) + lse
         rows["kl_final"].append(kl.clamp_(min=0))  # float rounding may dip below 0 where the two agree
         target_logit = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
         rows["target_logit"].append(torch.where(has_target, target_logit, torch.nan))
@@ -87,7 +103,24 @@ def _score_block(
         rows["top_ids"].append(top_ids)
         rows["top_logits"].append(top_logits)
         rows["top_probs"].append((top_logits - lse.unsqueeze(-1)).exp())
-        rows["final_top_rank"].append(own_rank(logits.unsqueeze(0).clone(), final_top)[1].squeeze(0))
+        final_top_rank = own_rank(work.copy_(logits).unsqueeze(0), final_top)[1].squeeze(0)  # uses `work` up
+        rows["final_top_rank"].append(final_top_rank)
         target_rank = own_rank(logits.unsqueeze(0), target_ids)[1].squeeze(0)  # uses `logits` up
         rows["target_rank"].append(torch.where(has_target, target_rank, 0))
     return {"final_top": final_top, **{name: torch.stack(values) for name, values in rows.items()}}
+
+
+def _softmax_weights(
+    logits: torch.Tensor, row_max: torch.Tensor, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write the unnormalised softmax weights exp(z - max) of logits `[positions, vocabulary]` (row maximum
+    `[positions, 1]`) into `out`; return the log-sum-exp and the weights' sum, each `[positions]`."""
+    torch.sub(logits, row_max, out=out).exp_()
+    weight_sum = out.sum(-1)
+    return row_max.squeeze(-1) + weight_sum.log(), weight_sum
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of `[positions, vocabulary]` tensors → `[positions]` (one batched product: several
+    times faster than a product then a sum, and no temporary)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
