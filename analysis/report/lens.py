@@ -1,6 +1,7 @@
 """`lens`: what each layer would predict. The model's own head (final norm + masked-LM or causal-LM head) reads
 every layer's vector at a stage: the logit lens for decoders, an MLM lens for encoders, and a masked mode where
-each token is hidden behind the mask token in turn. Tidy tables, one row per (layer, position)."""
+each token is hidden behind the mask token in turn. Tidy tables, one row per (layer, position); the definitions
+are in docs/design.md, section 8."""
 
 from __future__ import annotations
 
