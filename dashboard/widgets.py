@@ -176,7 +176,9 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
         "Lens target",
         ["", *analysis.LENS_TARGETS],
         format_func=lambda name: f"{name or default} (the model's default)" if name in ("", default) else name,
-        help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.LENS_TARGETS.items()),
+        disabled=view.masked,
+        help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.LENS_TARGETS.items())
+        + (" Masked mode hides a token and asks for it back: its target is own." if view.masked else ""),
         **bind("lens_target"),
     )
     right.toggle(

@@ -23,7 +23,7 @@ from analysis.capture.trace import trace_tokens
 from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, Geometry, Method, Reference, Stage
 from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
-from analysis.report.lens import default_target
+from analysis.report.lens import default_target, lens_targets
 from analysis.report.spikes import spike_mask
 from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
@@ -190,8 +190,7 @@ def _token_rows(lm: LoadedModel, texts: list[str], tokens: list[Tokens]) -> pd.D
     frames = []
     for row, (text, text_tokens) in enumerate(zip(texts, tokens, strict=True)):
         table = token_table(text_tokens, text)
-        own = text_tokens.ids
-        target = [*own[1:], NO_TARGET] if default_target(lm) == "next" else own
+        target = lens_targets(text_tokens.ids, default_target(lm))
         frames.append(
             table.assign(
                 word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated, lens_target=target

@@ -49,6 +49,12 @@ def default_target(lm: LoadedModel) -> LensTarget:
     return "next" if lm.structure.causal else "own"
 
 
+def lens_targets(ids: list[int], target: LensTarget) -> list[int]:
+    """The target id at every position of a text's token `ids`: the token itself (own), or the next one (next;
+    NO_TARGET at the last position, which has none)."""
+    return list(ids) if target == "own" else [*ids[1:], NO_TARGET]
+
+
 def lens_record(lm: LoadedModel, target: LensTarget) -> dict:
     """What a lens output records of how it was read: its target and the modules of the head that read it."""
     return {"lens_target": target, "lens_head": " + ".join(type(module).__name__ for module in check_lens(lm))}
@@ -78,21 +84,22 @@ def lens(
     if masked and target != "own":
         raise ValueError("Masked mode hides each token and asks for it back: its target is own, not next.")
     needs = {stage, "layer_output"}
+    final = None  # the model's output; None: the last layer of `vectors` (stage layer_output) is it
     if masked:
         text = text.texts[0] if isinstance(text, Trace) else text
         tokens, positions, readings = masked_trace(lm, text, needs)
-        vectors, output = readings[stage], readings["layer_output"]
+        vectors = readings[stage]
+        if stage != "layer_output":
+            final = readings["layer_output"][-1]
     else:
         run = traced(lm, text, needs)
         text, tokens = run.texts[0], run.tokens[0]
-        vectors, output = run.stage(stage), run.stage("layer_output") if stage != "layer_output" else None
+        vectors = run.stage(stage)
         positions = list(range(len(tokens)))
-    final = None if stage == "layer_output" else output[-1]
-    ids = tokens.ids
-    if target == "own":
-        target_ids = [ids[p] for p in positions]
-    else:
-        target_ids = [ids[p + 1] if p + 1 < len(ids) else NO_TARGET for p in positions]
+        if stage != "layer_output":
+            final = run.at("layer_output", lm.num_layers - 1)
+    every_target = lens_targets(tokens.ids, target)
+    target_ids = [every_target[p] for p in positions]
     targets = torch.tensor(target_ids, device=vectors.device)
     scores = lens_scores(unembed, vectors, targets, top_k, lm.vocab_size, final)
     token_frame = token_table(tokens, text)
