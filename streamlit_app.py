@@ -17,8 +17,10 @@ st.markdown(
     "layer the "
     "pages show the **cosine similarity** of its vector to its original embedding, its **rank** among all "
     "vocabulary embeddings (rank 1 = its own embedding is the nearest), its **nearest vocabulary neighbours**, "
-    "and how much that neighbourhood **overlaps** the previous layer's. Pick the text, model, stage and "
-    "reference in the sidebar; the choices stay as you move between pages and live in the page's link."
+    "and how much that neighbourhood **overlaps** the previous layer's. Where the model comes with its own "
+    "prediction head, the **lens** shows the other side: what each layer would predict, for decoders and "
+    "encoders alike. Pick the text, model, stage and reference in the sidebar; the choices stay as you move "
+    "between pages and live in the page's link."
 )
 
 st.subheader("Tokens")
@@ -47,6 +49,14 @@ with st.expander("Tokens as a table, with word classes"):
 st.subheader("Model")
 info = context.info
 st.caption(literal(f"{info.name}: {info.family} ({info.architecture})"))
+found = context.capabilities
+st.caption(
+    literal(
+        "Lens: available, through the model's own head (Layer trajectories and Rank plots)."
+        if found.lens
+        else f"No lens: {found.reason('lens')}."
+    )
+)
 sizes = {
     "layers": info.layers,
     "hidden size": info.hidden_size,

@@ -75,7 +75,7 @@ def check_layer(table: pd.DataFrame, top: pd.DataFrame, logits: torch.Tensor, la
     kl = (final_log_probs.exp() * (final_log_probs - log_probs)).sum(-1)
     torch.testing.assert_close(torch.tensor(rows["entropy"].to_numpy()), entropy, **TOLERANCE)
     torch.testing.assert_close(torch.tensor(rows["kl_final"].to_numpy()), kl.clamp(min=0), **TOLERANCE)
-    has = rows["target_id"].notna().to_numpy()
+    has = rows["target_id"].notna().to_numpy().copy()  # writable: torch indexes with it
     target = torch.from_numpy(rows["target_id"].fillna(0).to_numpy(dtype=np.int64).copy())[has]
     scored = logits[has].gather(-1, target.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(torch.tensor(rows["lens_logit"].to_numpy()[has]), scored.double(), **TOLERANCE)
