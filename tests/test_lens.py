@@ -16,6 +16,7 @@ import analysis
 from analysis.capture import masked as masked_capture
 from analysis.capture.forward import model_inputs
 from analysis.capture.tokens import tokenize
+from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.definitions import (
     EXPORT_FILES,
     LENS_COLUMNS,
@@ -26,10 +27,12 @@ from analysis.definitions import (
 )
 from analysis.model.checkpoint import WEIGHTS_FILE
 from analysis.model.unembed import head_class
+from analysis.output.sweep import open_sweep, write_shard
 from analysis.report.lens import lens
 from analysis.scoring import lens as lens_scoring
 from tests.synthetic import TINY_FAMILIES
 from tests.test_cli import error_lines, run_cli
+from tests.test_sweep import TEXTS, run_sweep, texts_file
 
 TEXT = "The cat sat on the mat, and the dog slept by the door."
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "mpnet", "deberta-v2", "modernbert")
@@ -266,4 +269,33 @@ def test_a_checkpoint_with_part_of_its_head_loads_without_a_lens_and_says_what_i
     why = analysis.capabilities(lm).reason("lens")
     assert lm.unembed is None and "holds only part of its masked-LM head (it lacks lm_head.dense.weight)" in why
     assert analysis.analyze(lm, TEXT).metrics["rank"].notna().all()  # the base model is whole
+    analysis.release_models()
+
+
+def test_a_stopped_lens_sweep_continues_with_every_row_once(family_folder, tmp_path):
+    """Killed after its first shard, the same sweep continues from the next: the lens columns are in every shard,
+    every row is there once, and the dataset equals a sweep never stopped."""
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    settings = SweepSettings("attn_residual", "position", ("cosine",), 3, lens=True)
+    path = texts_file(tmp_path, TEXTS)
+    out = tmp_path / "stopped"
+
+    def stop_after_first(shards, done):
+        texts, ids = sweep.shard_texts(shards[0])
+        write_shard(out, shards[0], batch_rows(lm, texts, ids, settings, 4096))
+        done(shards[0], len(texts))
+        raise KeyboardInterrupt
+
+    sweep = open_sweep(out, path, model=lm.name, settings=settings, shard_size=3)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(lm, run_shards=stop_after_first)
+    sweep.close()
+    report = run_sweep(lm, path, out, settings, shard_size=3)
+    assert report.written == [1, 2]
+    whole = run_sweep(lm, path, tmp_path / "whole", settings, shard_size=3)
+    assert whole.written == [0, 1, 2]
+    rows = pd.read_parquet(out / "rows")
+    assert not rows.duplicated(["sentence_id", "layer", "position", "method"]).any()
+    pd.testing.assert_frame_equal(rows, pd.read_parquet(tmp_path / "whole" / "rows"))
+    assert rows["lens_rank"].notna().any() and rows["entropy"].notna().all()
     analysis.release_models()
