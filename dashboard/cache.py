@@ -92,7 +92,7 @@ def cached_lens(
 ) -> analysis.LensResult:
     """What each layer would predict, read from the page's trace of `text` (no other forward pass), or in masked
     mode from its own batch of masked copies. Bounded: a 512-token result holds `top_k` predictions per layer
-    and token (~10 MB for roberta-large at k = 15)."""
+    and token (~15 MB for roberta-large at k = 15)."""
     lm = loaded_lm(model, interactive=False)
     source = text if masked else cached_trace(model, text, extras)
     return analysis.lens(lm, source, stage=stage, target=target, top_k=top_k, masked=masked)
