@@ -4,6 +4,7 @@ applies after its last block (decoders, ModernBERT), then its masked-LM or causa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
@@ -43,10 +44,9 @@ def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
     family = FAMILIES.get(config.model_type)
     if family is None or not family.lens_head:
         raise UnsupportedModelError(f"Token Trails has no lens table for the model type {config.model_type}.")
-    parts = (
-        [] if family.final_norm is None else [(family.final_norm, module_at(head_model.base_model, family.final_norm))]
-    )
-    parts += [(path, module_at(head_model, path)) for path in family.lens_head]
+    parts = [(path, module_at(head_model, path)) for path in family.lens_head]
+    if family.final_norm is not None:
+        parts.insert(0, (family.final_norm, module_at(head_model.base_model, family.final_norm)))
     for path, module in parts:
         if module is None:
             raise UnsupportedModelError(
@@ -55,7 +55,12 @@ def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
     return nn.Sequential(*(module for _, module in parts))
 
 
-def no_lens_reason(config: PretrainedConfig, architecture: str, missing: list[str] = (), partial: bool = False) -> str:
+_SAVE = "save the model again with its head, model.save_pretrained(folder)"
+
+
+def no_lens_reason(
+    config: PretrainedConfig, architecture: str, missing: Sequence[str] = (), partial: bool = False
+) -> str:
     """Why a model of `config`, saved as `architecture`, has no lens: its checkpoint holds none of its head, or
     (`partial`) only part of it, lacking `missing`."""
     kind = lens_kind(config)
@@ -69,6 +74,3 @@ def no_lens_reason(config: PretrainedConfig, architecture: str, missing: list[st
         f"its checkpoint holds no {head}: it was saved as {architecture}, without the layer that turns vectors into "
         "token predictions"
     )
-
-
-_SAVE = "save the model again with its head, model.save_pretrained(folder)"
