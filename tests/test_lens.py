@@ -299,3 +299,17 @@ def test_a_stopped_lens_sweep_continues_with_every_row_once(family_folder, tmp_p
     pd.testing.assert_frame_equal(rows, pd.read_parquet(tmp_path / "whole" / "rows"))
     assert rows["lens_rank"].notna().any() and rows["entropy"].notna().all()
     analysis.release_models()
+
+
+def test_a_head_in_a_form_the_model_class_does_not_read_is_named(family_folder, tmp_path):
+    """A head stored under other names (as DeBERTa-v3 stores lm_predictions, or an ELECTRA discriminator its own
+    head): the base model loads, and the lens is refused naming what the checkpoint holds instead."""
+    shutil.copytree(family_folder("roberta", head=True), tmp_path, dirs_exist_ok=True)
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    renamed = {("lm_predictions." + k if k.startswith("lm_head.") else k): v for k, v in weights.items()}
+    save_file(renamed, tmp_path / WEIGHTS_FILE)
+    lm = analysis.load_model(tmp_path)
+    why = analysis.capabilities(lm).reason("lens")
+    assert lm.unembed is None
+    assert "holds no masked-LM head that transformers' RobertaForMaskedLM reads (it holds lm_predictions." in why
+    analysis.release_models()

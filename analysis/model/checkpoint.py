@@ -184,20 +184,23 @@ def checkpoint_architecture(checkpoint: Checkpoint) -> str:
     return f"a {checkpoint.config.get('model_type')} model"
 
 
-def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: set[str]) -> list[str]:
+def check_loaded(
+    name: str, loading_info: dict, base_prefix: str, base_modules: set[str]
+) -> tuple[list[str], list[str]]:
     """Refuse a loaded model some of whose base weights the checkpoint lacked (they were initialised at random),
     had under names the model does not know, or had in another shape; a missing pooler is never read. Returns the
-    weights of the prediction head the checkpoint lacked (the model then has no lens); weights of other task
-    heads (classifier, next-sentence) are ignored."""
+    weights of the prediction head the checkpoint lacked (the model then has no lens) and the checkpoint's weights
+    outside the base model that nothing reads (other task heads: classifier, next-sentence, a head in another
+    form)."""
 
     def in_base(key: str) -> bool:
         return key.startswith(f"{base_prefix}.") or key.split(".")[0] in base_modules
 
-    unread = tuple(f"{base_prefix}.{module}" for module in UNREAD_MODULES) + UNREAD_MODULES
+    never_read = tuple(f"{base_prefix}.{module}" for module in UNREAD_MODULES) + UNREAD_MODULES
     missing = sorted(
         key.removeprefix(f"{base_prefix}.")
         for key in loading_info["missing_keys"]
-        if in_base(key) and not key.startswith(unread)
+        if in_base(key) and not key.startswith(never_read)
     )
     if missing:
         raise ModelLoadError(
@@ -217,7 +220,11 @@ def check_loaded(name: str, loading_info: dict, base_prefix: str, base_modules: 
             f"{name} has {_count(mismatched, 'weight')} of another shape than its config.json describes ({key} is "
             f"{list(stored)} in the file, {list(expected)} by the config): {_SAVE_AGAIN}."
         )
-    return sorted(key for key in loading_info["missing_keys"] if not in_base(key))
+    head_missing = sorted(key for key in loading_info["missing_keys"] if not in_base(key))
+    unread = sorted(
+        key for key in loading_info["unexpected_keys"] if not in_base(key) and not key.startswith(never_read)
+    )
+    return head_missing, unread
 
 
 def check_tokenizer(name: str, tokenizer: PreTrainedTokenizerBase, embedding_rows: int) -> None:

@@ -304,14 +304,15 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
                 f"The architecture {config.model_type} of {source.name} cannot be loaded: {first_line(error)}"
             ) from error
         children = {name for name, _ in hf_model.base_model.named_children()}
-        head_missing = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
+        head_missing, unread = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
     no_lens = None
     if head_missing or head_class(config) is None:  # its head would be random: keep the base model only
         head_modules = {key.split(".")[0] for key in head_missing}
         partial = any(name.split(".")[0] in head_modules for name in checkpoint.tensors)
-        no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint), head_missing, partial)
+        architecture = checkpoint_architecture(checkpoint)
+        no_lens = no_lens_reason(config, architecture, head_missing, partial, unread, type(hf_model).__name__)
         hf_model = hf_model.base_model
     revision = getattr(config, "_commit_hash", None)
     lm = wrap_model(hf_model, tokenizer, source.name, revision=revision, no_lens=no_lens)

@@ -59,18 +59,32 @@ _SAVE = "save the model again with its head, model.save_pretrained(folder)"
 
 
 def no_lens_reason(
-    config: PretrainedConfig, architecture: str, missing: Sequence[str] = (), partial: bool = False
+    config: PretrainedConfig,
+    architecture: str,
+    missing: Sequence[str] = (),
+    partial: bool = False,
+    unread: Sequence[str] = (),
+    head_class_name: str = "",
 ) -> str:
-    """Why a model of `config`, saved as `architecture`, has no lens: its checkpoint holds none of its head, or
-    (`partial`) only part of it, lacking `missing`."""
+    """Why a model of `config`, saved as `architecture`, has no lens: its checkpoint holds none of its head, only
+    part of it (`partial`, lacking `missing`), or a head in a form the `head_class_name` class does not read
+    (`unread`: the checkpoint's weights nothing reads)."""
     kind = lens_kind(config)
     if kind is None:
         return f"Token Trails has no table of the prediction head for the model type {config.model_type}"
     head = "masked-LM head" if kind == "masked" else "language-model head"
     if partial:
-        more = " and more" if len(missing) > 2 else ""
-        return f"its checkpoint holds only part of its {head} (it lacks {', '.join(missing[:2])}{more}): {_SAVE}"
+        return f"its checkpoint holds only part of its {head} (it lacks {_examples(missing)}): {_SAVE}"
+    if unread:
+        return (
+            f"its checkpoint holds no {head} that transformers' {head_class_name or 'head class'} reads (it holds "
+            f"{_examples(unread)} instead): it was saved as {architecture}"
+        )
     return (
         f"its checkpoint holds no {head}: it was saved as {architecture}, without the layer that turns vectors into "
         "token predictions"
     )
+
+
+def _examples(keys: Sequence[str]) -> str:
+    return ", ".join(keys[:2]) + (" and more" if len(keys) > 2 else "")
