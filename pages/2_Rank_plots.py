@@ -2,6 +2,7 @@
 the lens, the target's rank among the model's predictions per layer, the top predictions per layer, and how far
 each layer's prediction is from the final one."""
 
+import pandas as pd
 import streamlit as st
 
 from analysis.charts import neighbor_grid, overlap_chart, prediction_grid
@@ -98,9 +99,11 @@ def lens_view(context: Context) -> None:
     focus = token_and_k(lens.metrics["position"].unique().tolist(), "Predictions")
     k = context.view.top_k
     label = token_label(focus, result.tokens["text"][focus])
+    target = lens.metrics.loc[lens.metrics["position"] == focus, "target"].iloc[0]
+    aim = "it has no next token to predict" if pd.isna(target) else f"the target is {target}"
     show.lens_caption(
         lens,
-        f"The {k} tokens the model's head ranks highest for {label} at each layer, with their probabilities; "
+        f"The {k} tokens the model's head ranks highest at {label} at each layer ({aim}), with their probabilities; "
         "▶target◀ marks the lens target, and the last row gives its rank where it falls outside the top k",
     )
     show.table(

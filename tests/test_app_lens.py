@@ -49,6 +49,7 @@ def test_rank_plots_mark_the_target_among_each_layers_predictions(family_folder)
     marked = " ".join(grid.to_numpy().ravel())
     target = lens.metrics[lens.metrics["position"] == 1]["target"].iloc[0]
     assert f"▶{target}◀" in marked
+    assert any(f"the target is {target}" in caption.value.replace("\\", "") for caption in app.caption)
     masked = app.toggle(key="w_masked")
     assert masked.disabled and "never sees a mask token" in masked.proto.help
     app.selectbox(key="w_lens_target").select("own").run()
