@@ -86,24 +86,20 @@ def cached_lens(
     text: str,
     stage: analysis.Stage,
     target: analysis.LensTarget | None,
-    masked: bool,
     top_k: int,
     extras: tuple[Extra, ...] = (),
 ) -> analysis.LensResult:
-    """What each layer would predict, read from the page's trace of `text` (no other forward pass), or in masked
-    mode from its own batch of masked copies. Bounded: a 512-token result holds `top_k` predictions per layer
-    and token (~15 MB for roberta-large at k = 15)."""
+    """What each layer would predict, read from the page's trace of `text`: no other forward pass (masked mode,
+    which runs its own, is a job: `jobs.masked_lens_job`). Bounded: a 512-token result holds `top_k` predictions
+    per layer and token (~15 MB for roberta-large at k = 15)."""
     lm = loaded_lm(model, interactive=False)
-    source = text if masked else cached_trace(model, text, extras)
-    return analysis.lens(lm, source, stage=stage, target=target, top_k=top_k, masked=masked)
+    return analysis.lens(lm, cached_trace(model, text, extras), stage=stage, target=target, top_k=top_k)
 
 
 def view_lens(view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None) -> analysis.LensResult:
-    """`cached_lens` of the view's text, stage, lens target (its model's default where the view names none; own
-    in masked mode, which hides a token and asks for it back), masked mode and k, read from the trace with
-    `extras` (the page's)."""
-    target = "own" if view.masked else view.lens_target or None
-    return cached_lens(model or view.model, view.text, view.stage, target, view.masked, view.top_k, extras)
+    """`cached_lens` of the view's text, stage, lens target (its model's default where the view names none) and
+    k, read from the trace with `extras` (the page's); the text as typed, whatever the view's masked mode."""
+    return cached_lens(model or view.model, view.text, view.stage, view.lens_target or None, view.top_k, extras)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)

@@ -17,7 +17,7 @@ from analysis.report.reports import opening_layer
 from analysis.report.wordclass import word_classes
 from dashboard import widgets
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
-from dashboard.jobs import background_job
+from dashboard.jobs import background_job, masked_lens_job
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
@@ -149,21 +149,28 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
 
 
-def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult:
-    """The lens of the page's view, read from the page's trace (`extras`: the page's), with a spinner; any failure
-    shown in the page, ending the run."""
+def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult | None:
+    """The lens of the page's view: read from the page's trace (`extras`: the page's) with a spinner, or in masked
+    mode from its job, whose progress is shown while it runs (then None: the page draws no lens yet). Any
+    failure is shown in the page, ending the run."""
     view = context.view
-    content = int((~context.result.tokens["special"]).sum())
-    doing = (
-        f"Running {content} masked copies of the text, one per token…"
-        if view.masked
-        else "Reading every layer through the model's own head…"
-    )
     try:
-        with st.spinner(literal(doing)):
-            return view_lens(view, extras)
+        if not view.masked:
+            with st.spinner("Reading every layer through the model's own head…"):
+                return view_lens(view, extras)
+        job = masked_lens_job(view.model, view.text, view.stage, view.top_k)
     except ValueError as error:
         _fail(str(error))
+    if job.running:
+        copies = int((~context.result.tokens["special"]).sum())
+        st.info(
+            literal(
+                f"Masked mode runs the model on {copies} copies of the text, each with one token hidden. The lens "
+                "appears when they are done; other pages and sessions keep working meanwhile."
+            ),
+            icon=":material/hourglass_top:",
+        )
+    return widgets.follow_job(job)
 
 
 def deep_dive_layer(context: Context) -> tuple[int, str, list[str]]:

@@ -223,6 +223,18 @@ def verdict_job(model: str, stage: analysis.Stage, reference: analysis.Reference
     return job_board().start(_verdict_key(model, stage, reference, rogue_k), "Verdict", "sentence", work)
 
 
+def masked_lens_job(model: str, text: str, stage: analysis.Stage, top_k: int) -> Job:
+    """The masked lens of `text` (one copy per token, each hidden behind the mask token), started when none ran
+    for these settings: it runs the model on every copy, so it is long work for a long text."""
+    lm_of = _model_of(model)
+
+    def work(job: Job) -> analysis.LensResult:
+        job.start_phase(f"Masked lens of {model}")
+        return analysis.lens(lm_of(), text, stage=stage, top_k=top_k, masked=True, on_progress=job.progress)
+
+    return job_board().start(("masked_lens", model, text, stage, top_k), "Masked lens", "masked copy", work)
+
+
 def _corpus_key(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> tuple:
     return ("corpus", model, settings, hashlib.sha256("\n".join(texts).encode()).hexdigest())
 

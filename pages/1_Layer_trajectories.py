@@ -48,6 +48,8 @@ def vocabulary_view(context: Context) -> None:
 
 def lens_view(context: Context) -> None:
     lens = page_lens(context)
+    if lens is None:  # masked mode still running, or failed: its progress or error is shown
+        return
     show.lens_caption(lens, "Probability the model's own head gives the target when it reads each layer's vector")
     clickable_trajectories(lens, context.highlighted, "lens_prob", "lens_probability", classes=context.classes)
     st.caption(

@@ -86,6 +86,8 @@ def vocabulary_view(context: Context) -> None:
 
 def lens_view(context: Context) -> None:
     lens = page_lens(context)
+    if lens is None:  # masked mode still running, or failed: its progress or error is shown
+        return
     show.lens_caption(
         lens, f"Rank of the target among all {vocabulary:,} predictions when the model's head reads each layer"
     )

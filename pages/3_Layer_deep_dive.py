@@ -1,7 +1,5 @@
 """Layer deep dive: is the spike real, which tokens leap in rank at a layer and fall back at the next, and why."""
 
-from dataclasses import replace
-
 import streamlit as st
 
 from analysis.capture.trace import EXTRAS
@@ -314,7 +312,7 @@ layer = layer_section(context)
 st.subheader(f"Layer {layer}")
 with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.heads} heads…"):
     parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
-lens = view_lens(replace(context.view, masked=False), EXTRAS) if context.capabilities.lens else None
+lens = view_lens(context.view, EXTRAS) if context.capabilities.lens else None
 report = layer_report(context.result, context.classes, parts, attribution, lens)
 with st.expander(f"Which tokens leap at layer {layer}", expanded=True):
     leaps_section(context, report)

@@ -118,7 +118,8 @@ else:
                    key=f"cmp_{measure}")  # fmt: skip
     st.caption(
         "Where the vocabulary view shows a token leaving its input embedding, the lens shows whether each model "
-        "still predicts it there; relative depth puts a 12-layer and a 24-layer model on one axis."
+        "still predicts it there; relative depth puts a 12-layer and a 24-layer model on one axis. The lens reads "
+        "the text as typed here (masked mode is on Layer trajectories and Rank plots)."
     )
 
 st.subheader("Side by side on absolute layers")

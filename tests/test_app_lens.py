@@ -8,7 +8,17 @@ import analysis
 from analysis.charts import LENS_MEASURES
 from analysis.definitions import SEED_SENTENCE
 from dashboard.view import View, view_from_query, view_to_query
-from tests.test_app import COMPARE, DEEP_DIVE, RANKS, TRAJECTORIES, assert_clean, chart_holding, chart_rows, open_app
+from tests.test_app import (
+    COMPARE,
+    DEEP_DIVE,
+    RANKS,
+    TRAJECTORIES,
+    assert_clean,
+    chart_holding,
+    chart_rows,
+    open_app,
+    settle,
+)
 
 
 def lens_chart(app, measure: str) -> int:
@@ -57,15 +67,22 @@ def test_rank_plots_mark_the_target_among_each_layers_predictions(family_folder)
     assert app.session_state["view"].lens_target == "own"
 
 
-def test_masked_mode_in_the_app_equals_the_api(family_folder):
+def test_masked_mode_runs_as_a_job_equals_the_api_and_reopens_at_once(family_folder):
+    """Masked mode runs the model once per token: a job on the server, its progress shown meanwhile; its lens is
+    `analysis.lens(masked=True)`, and a new session with the same link sees it at once."""
     folder = str(family_folder("roberta", head=True))
     app = open_app(TRAJECTORIES, model=folder, lens="true")
     app.toggle(key="w_masked").set_value(True).run()
+    app = settle(app)
     assert_clean(app)
     expected = analysis.lens(analysis.load_model(folder), SEED_SENTENCE, stage=View().stage, masked=True).metrics
     rows = chart_rows(app, lens_chart(app, "lens_prob")).sort_values(["layer", "position"])
     assert rows["position"].unique().tolist() == expected["position"].unique().tolist()
     np.testing.assert_allclose(rows["lens_prob"], expected["lens_prob"], rtol=1e-6, atol=1e-9)
+    again = open_app(TRAJECTORIES, fresh=False, model=folder, lens="true", masked="true")
+    assert_clean(again)
+    assert not again.get("progress") and len(again.get("vega_lite_chart")) == 2
+    assert app.selectbox(key="w_lens_target").disabled
 
 
 def test_a_model_without_a_head_shows_the_choice_disabled_with_why():

@@ -4,7 +4,7 @@ position whose token the model cannot see."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 
 import torch
@@ -31,11 +31,14 @@ def masked_positions(tokens: Tokens) -> list[int]:
 
 
 def masked_trace(
-    lm: LoadedModel, text: str, points: Collection[Point]
+    lm: LoadedModel,
+    text: str,
+    points: Collection[Point],
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Tokens, list[int], dict[Point, torch.Tensor]]:
     """Tokenise `text`, then run one copy per masked position (`masked_positions`) with that token replaced by
     the mask token. Returns the tokens, the masked positions and, per point, `[layers, positions, hidden]`: at
-    each masked position, its copy's vector there."""
+    each masked position, its copy's vector there. `on_progress(copies done, copies)` follows the passes."""
     check_text(text)
     mask_id = lm.tokenizer.mask_token_id
     if mask_id is None:
@@ -55,4 +58,6 @@ def masked_trace(
         for point in points:
             layers = [run.readings[(point, layer)][rows, columns] for layer in range(lm.num_layers)]
             readings[point].append(torch.stack(layers))
+        if on_progress:
+            on_progress(start + len(chunk), len(positions))
     return tokens, positions, {point: torch.cat(parts, dim=1) for point, parts in readings.items()}

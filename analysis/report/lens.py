@@ -5,6 +5,7 @@ are in docs/design.md, section 8."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,14 +69,15 @@ def lens(
     target: LensTarget | None = None,
     top_k: int = LENS_TOP_K,
     masked: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> LensResult:
     """What the model would predict from each layer's vector at `stage`: a text, or a `Trace` of one text holding
     `stage` and `layer_output` (the model's own output, which the KL and the final top-1 compare with).
 
     `target` None: `next` for decoders, `own` for encoders. `masked` (encoders with a mask token): each token
     the tokenizer did not add is hidden behind the mask token in turn, one copy of the text per token in one
-    batch, and read at its own position; special tokens have no row. Raises ValueError where the model has no
-    lens (the message says why) or on a bad choice.
+    batch, and read at its own position; special tokens have no row; `on_progress(copies done, copies)` follows
+    its passes. Raises ValueError where the model has no lens (the message says why) or on a bad choice.
     """
     unembed = check_lens(lm, masked)
     check_stage(lm, stage)
@@ -87,7 +89,7 @@ def lens(
     final = None  # the model's output; None: the last layer of `vectors` (stage layer_output) is it
     if masked:
         text = text.texts[0] if isinstance(text, Trace) else text
-        tokens, positions, readings = masked_trace(lm, text, needs)
+        tokens, positions, readings = masked_trace(lm, text, needs, on_progress)
         vectors = readings[stage]
         if stage != "layer_output":
             final = readings["layer_output"][-1]
