@@ -1,6 +1,9 @@
 """What hooks a model carries, to check that an analysis leaves none of its own behind; one stage of one text
 read through a trace."""
 
+import contextlib
+from collections.abc import Iterator
+
 from analysis.capture.trace import trace
 
 
@@ -18,3 +21,20 @@ def installed_hooks(lm) -> set[tuple[int, str, int]]:
         for kind, hooks in (("forward", module._forward_hooks), ("pre", module._forward_pre_hooks))
         for key in hooks
     }
+
+
+@contextlib.contextmanager
+def forward_passes(lm, text: str) -> Iterator[list[int]]:
+    """A list that grows by one for every forward pass of `lm` over exactly `text` alone, while the block runs."""
+    ids = lm.tokenizer(text)["input_ids"]
+    calls: list[int] = []
+
+    def count(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] == 1 and kwargs["input_ids"][0].tolist() == ids:
+            calls.append(1)
+
+    handle = lm.hf_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()

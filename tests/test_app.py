@@ -17,6 +17,7 @@ from analysis.corpus.verdict import verdict_summary
 from analysis.data import corpus_sentences
 from analysis.definitions import METHODS, SEED_SENTENCE
 from analysis.report.reports import opening_layer
+from tests.hooks import forward_passes
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = str(ROOT / "streamlit_app.py")
@@ -448,22 +449,12 @@ def test_a_page_view_runs_the_model_once_over_its_text(page, passes):
     read from one trace. Home then Rank plots share one; the deep dive's also records attention weights and head
     contexts, so home then deep dive is two. A rerun runs none."""
     minilm = analysis.load_model(analysis.BUNDLED_MODEL)  # the resident model, the one the app will use
-    seed_ids = minilm.tokenizer(SEED_SENTENCE)["input_ids"]
-    calls = []
-
-    def count(module, args, kwargs):
-        if kwargs["input_ids"].shape[0] == 1 and kwargs["input_ids"][0].tolist() == seed_ids:
-            calls.append(1)
-
-    handle = minilm.hf_model.register_forward_pre_hook(count, with_kwargs=True)
-    try:
+    with forward_passes(minilm, SEED_SENTENCE) as calls:
         app = open_app(page, model=analysis.BUNDLED_MODEL)
         assert_clean(app)
         assert app.get("vega_lite_chart") and len(calls) == passes
         app.run()
         assert len(calls) == passes
-    finally:
-        handle.remove()
 
 
 def test_the_corpus_check_says_which_texts_it_skipped_as_unreadable(monkeypatch):

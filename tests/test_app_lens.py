@@ -8,6 +8,7 @@ import analysis
 from analysis.charts import LENS_MEASURES
 from analysis.definitions import SEED_SENTENCE
 from dashboard.view import View, view_from_query, view_to_query
+from tests.hooks import forward_passes
 from tests.test_app import (
     COMPARE,
     DEEP_DIVE,
@@ -19,15 +20,12 @@ from tests.test_app import (
     open_app,
     settle,
 )
+from tests.test_app_families import notices
 
 
 def lens_chart(app, measure: str) -> int:
     """The index of the chart whose y axis is `measure` (every lens chart's tooltip names every measure)."""
     return chart_holding(app, f'"title": "{LENS_MEASURES[measure]}"')
-
-
-def notices(app) -> str:
-    return " ".join(info.value for info in app.info).replace("\\", "")
 
 
 @pytest.mark.parametrize(
@@ -135,20 +133,9 @@ def test_the_lens_reads_the_pages_one_trace(family_folder, page, passes):
     """The vocabulary view and the lens read one forward pass over the text (the deep dive's trace also records
     attention, as without the lens); a rerun runs none."""
     folder = str(family_folder("roberta", head=True))
-    lm = analysis.load_model(folder)
-    seed_ids = lm.tokenizer(SEED_SENTENCE)["input_ids"]
-    calls = []
-
-    def count(module, args, kwargs):
-        if kwargs["input_ids"].shape[0] == 1 and kwargs["input_ids"][0].tolist() == seed_ids:
-            calls.append(1)
-
-    handle = lm.hf_model.register_forward_pre_hook(count, with_kwargs=True)
-    try:
+    with forward_passes(analysis.load_model(folder), SEED_SENTENCE) as calls:
         app = open_app(page, model=folder, lens="true")
         assert_clean(app)
         assert len(calls) == passes
         app.run()
         assert len(calls) == passes
-    finally:
-        handle.remove()
