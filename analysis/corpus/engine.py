@@ -20,7 +20,7 @@ import torch
 from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
-from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, Geometry, Method, Reference, Stage
+from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, Geometry, LensTarget, Method, Reference, Stage
 from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
 from analysis.report.lens import default_target, lens_targets
@@ -107,7 +107,7 @@ def _batch_frame(
 ) -> pd.DataFrame:
     """The rows of one batch: one forward pass, then each method's ranks and own cosines for the tokens kept.
     `on_progress(fraction)` follows the scoring, the bulk of the work."""
-    tables = _token_rows(lm, texts, tokens)
+    tables = _token_rows(texts, tokens, default_target(lm) if settings.lens else None)
     kept = np.ones(len(tables), dtype=bool) if classes is None else tables["word_class"].isin(classes).to_numpy()
     tables = tables[kept].reset_index(drop=True)
     geometries: list[Geometry] = [method for method in settings.methods if method != "original_demo"]
@@ -184,18 +184,16 @@ def _batch_frame(
 _TOKEN_COLUMNS = ["position", "token", "token_id", "word_class", "special", "truncated", "text_in_batch"]
 
 
-def _token_rows(lm: LoadedModel, texts: list[str], tokens: list[Tokens]) -> pd.DataFrame:
-    """Every token of a batch, text after text: `token_table` plus word class, text index, truncation flag and
-    the lens target under the model's default (`lens_target`: own id, or the next token's; NO_TARGET at the last)."""
+def _token_rows(texts: list[str], tokens: list[Tokens], lens_target: LensTarget | None) -> pd.DataFrame:
+    """Every token of a batch, text after text: `token_table` plus word class, text index, truncation flag and,
+    with a `lens_target`, each token's target id (`lens_targets`)."""
     frames = []
     for row, (text, text_tokens) in enumerate(zip(texts, tokens, strict=True)):
         table = token_table(text_tokens, text)
-        target = lens_targets(text_tokens.ids, default_target(lm))
-        frames.append(
-            table.assign(
-                word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated, lens_target=target
-            )
-        )
+        table = table.assign(word_class=word_classes(table), text_in_batch=row, truncated=text_tokens.truncated)
+        if lens_target is not None:
+            table["lens_target"] = lens_targets(text_tokens.ids, lens_target)
+        frames.append(table)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -287,9 +287,10 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
     total, required = parameter_counts(config)
     check_complete(checkpoint, required)
     check_memory(source.name, 4 * total, max_bytes)
+    with_head = head_class(config)  # the masked-LM or causal-LM class its lens reads; None: the family has none
     with _quiet_transformers():
         try:
-            hf_model, loading_info = (head_class(config) or AutoModel).from_pretrained(
+            hf_model, loading_info = (with_head or AutoModel).from_pretrained(
                 folder,
                 config=config,
                 attn_implementation="eager",
@@ -308,7 +309,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
         tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
     no_lens = None
-    if head_missing or head_class(config) is None:  # its head would be random: keep the base model only
+    if head_missing or with_head is None:  # its head would be random: keep the base model only
         head_modules = {key.split(".")[0] for key in head_missing}
         partial = any(name.split(".")[0] in head_modules for name in checkpoint.tensors)
         architecture = checkpoint_architecture(checkpoint)
