@@ -43,6 +43,14 @@ def token_and_k(positions: list[int], noun: str) -> int:
     return focus
 
 
+def grid_table(grid: pd.DataFrame, rows: pd.DataFrame, focus: int, *, name: str, key: str, file: str,
+               columns: dict) -> None:  # fmt: skip
+    """A per-layer grid of token `focus`, downloaded as `name`.csv holding that token's `rows` in the columns of the
+    CLI's `file`."""
+    show.table(grid, f"{name}_position_{focus}", key=key, export=rows[rows["position"] == focus], hide_index=False)
+    st.caption(f"The CSV has the CLI's {file} columns: " + ", ".join(columns) + ".")
+
+
 def vocabulary_view(context: Context) -> None:
     show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
     clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
@@ -60,14 +68,8 @@ def vocabulary_view(context: Context) -> None:
         f"Top {k} vocabulary items nearest to {label} at each layer; ▶own◀ marks the token itself, and the last row "
         "gives its rank where it falls outside the top k",
     )
-    show.table(
-        neighbor_grid(result, focus, k),
-        f"neighbors_position_{focus}",
-        key="neighbor_grid",
-        export=result.neighbors[result.neighbors["position"] == focus],
-        hide_index=False,
-    )
-    st.caption("The CSV has the CLI's neighbors.csv columns: " + ", ".join(NEIGHBORS_COLUMNS) + ".")
+    grid_table(neighbor_grid(result, focus, k), result.neighbors, focus, name="neighbors", key="neighbor_grid",
+               file="neighbors.csv", columns=NEIGHBORS_COLUMNS)  # fmt: skip
 
     st.subheader("Neighbour overlap between layers")
     st.select_slider(
@@ -108,14 +110,8 @@ def lens_view(context: Context) -> None:
         f"The {k} tokens the model's head ranks highest at {label} at each layer ({aim}), with their probabilities; "
         "▶target◀ marks the lens target, and the last row gives its rank where it falls outside the top k",
     )
-    show.table(
-        prediction_grid(lens, focus, k),
-        f"lens_predictions_position_{focus}",
-        key="prediction_grid",
-        export=lens.top[lens.top["position"] == focus],
-        hide_index=False,
-    )
-    st.caption("The CSV has the CLI's lens_top.csv columns: " + ", ".join(LENS_TOP_COLUMNS) + ".")
+    grid_table(prediction_grid(lens, focus, k), lens.top, focus, name="lens_predictions", key="prediction_grid",
+               file="lens_top.csv", columns=LENS_TOP_COLUMNS)  # fmt: skip
 
     st.subheader("Distance from the final prediction")
     show.lens_caption(lens, "KL(final || layer) in nats: 0 where a layer already predicts what the model outputs")
