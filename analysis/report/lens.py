@@ -19,7 +19,7 @@ from analysis.checks import check_choice, check_count
 from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, Stage
 from analysis.model.capabilities import check_lens, check_stage
 from analysis.model.loaded import LoadedModel
-from analysis.report.result import vocabulary_pieces
+from analysis.report.result import per_layer, vocabulary_pieces
 from analysis.scoring.lens import NO_TARGET, LensScores, lens_scores
 from analysis.version import provenance as provenance_record
 
@@ -143,8 +143,7 @@ def _where(values: np.ndarray, present: np.ndarray) -> pd.arrays.IntegerArray:
 def _metrics(lm: LoadedModel, rows: pd.DataFrame, target_ids: list[int], scores: LensScores) -> pd.DataFrame:
     n_layers = scores.entropy.shape[0]
     pieces = vocabulary_pieces(lm)
-    frame = pd.concat([rows[["position", "token", "token_id", "text", "special"]]] * n_layers, ignore_index=True)
-    frame.insert(0, "layer", np.repeat(np.arange(n_layers), len(rows)))
+    frame = per_layer(rows, n_layers, ["position", "token", "token_id", "text", "special"])
     targets = np.tile(np.array(target_ids), n_layers)
     has_target = targets != NO_TARGET
     frame["target_id"] = _where(targets, has_target)

@@ -82,7 +82,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> pd.DataFrame:
+def per_layer(token_frame: pd.DataFrame, n_layers: int, columns: list[str]) -> pd.DataFrame:
     """Repeat the token columns for every layer: `[layers * tokens]` rows, layer-major."""
     frame = pd.concat([token_frame[columns]] * n_layers, ignore_index=True)
     frame.insert(0, "layer", np.repeat(np.arange(n_layers), len(token_frame)))
@@ -166,11 +166,11 @@ def assemble_result(
     previous = [overlap_counts(ids_n[layer], ids_n[layer - 1]).tolist() for layer in range(1, n_layers)]
     reference_overlap = overlap_counts(ids_n[:n_layers], ids_n[n_layers].unsqueeze(0))
 
-    metrics = _per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
+    metrics = per_layer(token_frame, n_layers, ["position", "token", "token_id", "text", "special"])
     metrics["cosine"] = _display_cosine(cosine)
     metrics["rank"] = scores.rank[:n_layers].reshape(-1).cpu().numpy()
 
-    overlap = _per_layer(token_frame, n_layers, ["position", "token", "token_id"])
+    overlap = per_layer(token_frame, n_layers, ["position", "token", "token_id"])
     overlap["n"] = min(overlap_n, lm.vocab_size)
     overlap["previous"] = pd.array([pd.NA] * n_tokens + [c for row in previous for c in row], dtype="Int64")
     overlap["reference"] = reference_overlap.reshape(-1).cpu().numpy()
