@@ -80,9 +80,10 @@ def _score_block(
     m), exp(z - m), its sum and two row-wise dot products, and the two rank counts. Where `final` is None the
     last layer's logits are the output's, computed once."""
     final_logits = unembed(vectors[-1] if final is None else final)  # [positions, vocabulary]
-    final_top = final_logits.argmax(-1)
+    final_max, final_top = final_logits.max(-1, keepdim=True)
+    final_top = final_top.squeeze(-1)
     final_probs = torch.empty_like(final_logits)
-    final_lse, final_sum = _softmax_weights(final_logits, final_logits.amax(-1, keepdim=True), final_probs)
+    final_lse, final_sum = _softmax_weights(final_logits, final_max, final_probs)
     final_probs.div_(final_sum.unsqueeze(-1))
     final_neg_entropy = _row_dot(final_probs, final_logits) - final_lse
     work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
