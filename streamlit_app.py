@@ -6,7 +6,7 @@ from analysis.definitions import WORD_CLASSES
 from analysis.report.reports import token_label
 from dashboard.controller import open_page
 from dashboard.show import literal
-from dashboard.widgets import bind, page_links
+from dashboard.widgets import bind, page_links, section
 
 context = open_page("Home")
 result = context.result
@@ -34,7 +34,7 @@ st.pills(
     label_visibility="collapsed",
     **bind("highlight", list(context.view.highlight), widget="chips", convert=tuple),
 )
-with st.expander("Tokens as a table, with word classes"):
+with section("Tokens as a table, with word classes", "tokens"):
     tokens = result.tokens.assign(word_class=context.classes)
     st.dataframe(
         tokens,

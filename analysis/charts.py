@@ -43,6 +43,14 @@ LABEL_GAP = 0.075
 """Least distance between two end labels, as a share of the data's range on the y axis (a line of text and a
 little air on the app's charts)."""
 EXPORT_PADDING = {"left": 12, "right": 12, "top": 12, "bottom": 12}
+MIN_HEIGHT = 240
+"""The least height of a chart's plotting area in pixels (a heatmap of few rows, a bar chart): below it, shapes
+and gaps are too small to read."""
+ROW_STEP = 20
+"""Pixels per row of a heatmap with more rows than MIN_HEIGHT holds at this step."""
+PERCENT = ".3~p"
+"""Vega's format for shares and probabilities: a percentage to three significant digits, so ticks and tooltips
+of small values stay apart (0.05%, 0.1%) instead of all reading 0%."""
 
 _TOKEN_TOOLTIP = [
     alt.Tooltip("label:N", title="token"),
@@ -55,14 +63,14 @@ _VOCABULARY_TOOLTIP = [
 ]
 _LENS_TOOLTIP = [
     alt.Tooltip("target:N", title="lens target"),
-    alt.Tooltip("lens_prob:Q", title="target probability", format=".2%"),
+    alt.Tooltip("lens_prob:Q", title="target probability", format=PERCENT),
     alt.Tooltip("lens_rank:Q", title="lens rank", format=","),
     alt.Tooltip("entropy:Q", title="entropy (nats)", format=".3f"),
     alt.Tooltip("kl_final:Q", title="KL(final || layer) (nats)", format=".3f"),
 ]
 LENS_MEASURES = {
     "lens_rank": "lens rank of the target (1 = top prediction, log scale)",
-    "lens_prob": "lens probability of the target",
+    "lens_prob": "lens probability of the target (log scale)",
     "entropy": "entropy of the lens prediction (nats)",
     "kl_final": "KL(final || layer) of the lens prediction (nats)",
 }
@@ -148,32 +156,55 @@ def _rows() -> alt.NamedData:
 
 
 def highlight_colors(highlight: list[int]) -> dict[int, str]:
-    """Each highlighted position's colour, by its place among the highlighted positions in text order: the same
-    whatever order they were picked in."""
-    return {position: PALETTE[i % len(PALETTE)] for i, position in enumerate(sorted(set(highlight)))}
+    """Each highlighted position's colour, fixed by the position alone (the palette's colours in turn): the same
+    whatever else is highlighted and whatever order it was picked in."""
+    return {position: token_style(position)[0] for position in sorted(set(highlight))}
+
+
+def token_style(position: int) -> tuple[str, str]:
+    """A highlighted token's colour and dash, from its position alone: the palette's colours in turn, then the
+    same colours dashed, then dotted, so tokens up to 3 x len(PALETTE) apart never look alike."""
+    return PALETTE[position % len(PALETTE)], list(DASHES)[(position // len(PALETTE)) % len(DASHES)]
+
+
+DASHES = {"solid": [1, 0], "dashed": [7, 3], "dotted": [2, 2]}
+"""The stroke dashes of highlighted lines, by name (the `dash` column of styled rows)."""
+_DASH = alt.StrokeDash("dash:N", scale=alt.Scale(domain=list(DASHES), range=list(DASHES.values())), legend=None)
+WIDTHS = (7.0, 5.5, 4.0, 2.5)
+"""Widths of highlighted lines in text order, widest first and drawn first: where lines coincide (rank 1 at the
+last layers, say) each shows as a band around the next, so none hides another. Past the fourth, 2.5."""
 
 
 def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint_alpha: float = 0.35) -> pd.DataFrame:
-    """`frame[columns]` plus label, highlighted, colour, width and alpha: highlighted tokens coloured and bold, the
-    rest faint. Only the columns a chart draws are kept, since every row is sent to the browser. Positions are a
-    text's token positions (0 to n - 1), so each token's label and colour are looked up by position."""
+    """`frame[columns]` plus label, highlighted, colour, dash, width and alpha: highlighted tokens coloured (by
+    position, `token_style`) and bold, the rest faint. Highlighted rows come first, widest line first, since
+    lines are drawn in the order their rows appear. Only the columns a chart draws are kept, since every row is
+    sent to the browser. Positions are a text's token positions (0 to n - 1), so each token's label and style
+    are looked up by position."""
     positions = frame["position"].to_numpy()
     seen, first = np.unique(positions, return_index=True)
     texts = frame["text"].to_numpy()[first]
     labels = np.empty(seen.max() + 1, dtype=object)
     labels[seen] = [token_label(p, t) for p, t in zip(seen.tolist(), texts, strict=True)]
     colors = np.full(len(labels), FAINT, dtype=object)
-    for position, color in highlight_colors(highlight).items():
-        if position < len(colors):
-            colors[position] = color
+    dashes = np.full(len(labels), "solid", dtype=object)
+    widths = np.full(len(labels), 1.0)
+    drawn = [p for p in sorted(set(highlight)) if p < len(labels)]
+    tiers = len(WIDTHS) - min(len(drawn), len(WIDTHS))  # two tokens: the two narrowest widths
+    for order, position in enumerate(drawn):
+        colors[position], dashes[position] = token_style(position)
+        widths[position] = WIDTHS[min(tiers + order, len(WIDTHS) - 1)]
     highlighted = colors[positions] != FAINT
-    return frame[columns].assign(
+    styled = frame[columns].assign(
         label=labels[positions],
         highlighted=highlighted,
         color=colors[positions],
-        width=np.where(highlighted, 3.0, 1.0),
+        dash=dashes[positions],
+        width=widths[positions],
         alpha=np.where(highlighted, 1.0, faint_alpha),
     )
+    order = np.lexsort((-styled["width"].to_numpy(), ~highlighted))  # highlighted first, widest first
+    return styled.iloc[order].reset_index(drop=True)
 
 
 def _key(rows: pd.DataFrame, highlight: list[int]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -183,6 +214,17 @@ def _key(rows: pd.DataFrame, highlight: list[int]) -> tuple[tuple[str, ...], tup
     first = {p: np.flatnonzero(positions == p)[:1] for p in colors}
     present = [p for p in colors if len(first[p])]
     return tuple(labels[first[p][0]] for p in present), tuple(colors[p] for p in present)
+
+
+def _layer_x(n_layers: int, title: str = "layer (block index l)") -> alt.X:
+    """The x encoding of layers 0..n_layers - 1: whole-number ticks only (every layer, or every k-th past 24)."""
+    step = -(-n_layers // 24)
+    return alt.X(
+        "layer:Q",
+        title=title,
+        scale=alt.Scale(domain=[0, max(n_layers - 1, 1)]),
+        axis=alt.Axis(values=list(range(0, n_layers, step)), format="d"),
+    )
 
 
 GEOMETRY_TITLES = {
@@ -199,18 +241,40 @@ RANK_TITLES = {
 }
 
 
-def _measure_axis(measure: str, geometry: str = "cosine", field_name: str | None = None) -> alt.Y:
+PROBABILITY_FLOOR = 1e-12
+"""The lowest probability a log probability axis reaches: below it (float32 underflow included) a point is drawn
+at the axis's floor, and the axis title says so."""
+
+
+def probability_floor(values: pd.Series) -> tuple[float, bool]:
+    """The bottom of a log probability axis for `values`: the decade at or below the smallest positive value, at
+    least PROBABILITY_FLOOR; and whether any value lies below it (drawn at the floor)."""
+    values = values.dropna().astype(float)
+    positive = values[values > 0]
+    smallest = float(positive.min()) if len(positive) else 1.0
+    floor = max(10.0 ** np.floor(np.log10(smallest)), PROBABILITY_FLOOR)
+    return floor, bool((values < floor).any())
+
+
+def _measure_axis(
+    measure: str, geometry: str = "cosine", field_name: str | None = None, floor: tuple[float, bool] | None = None
+) -> alt.Y:
     """The y encoding of a chart of `measure` (cosine, rank or a lens measure), a vocabulary measure titled in
-    its geometry (ranks: log scale, rank 1 on top)."""
+    its geometry. Ranks: log scale, rank 1 on top. Probabilities: log scale from `floor` (`probability_floor`)
+    to 1, labelled with significant digits, so the smallest ones read as well as the largest."""
     field_name = f"{field_name or measure}:Q"
     if measure in RANK_MEASURES:
         title = RANK_TITLES.get(geometry, RANK_TITLES["cosine"]) if measure == "rank" else LENS_MEASURES[measure]
         return alt.Y(
             field_name, title=title, scale=alt.Scale(type="log", reverse=True, domainMin=1), axis=alt.Axis(format="~s")
         )
+    if measure == "lens_prob":
+        bottom, clipped = floor or (PROBABILITY_FLOOR, False)
+        title = LENS_MEASURES[measure] + (f"; below {bottom:.0e} drawn at {bottom:.0e}" if clipped else "")
+        scale = alt.Scale(type="log", domain=[bottom, 1.0], clamp=True)
+        return alt.Y(field_name, title=title, scale=scale, axis=alt.Axis(format=".2~p"))
     if measure in LENS_MEASURES:
-        axis = alt.Axis(format=".0%") if measure == "lens_prob" else alt.Axis()
-        return alt.Y(field_name, title=LENS_MEASURES[measure], scale=alt.Scale(zero=True), axis=axis)
+        return alt.Y(field_name, title=LENS_MEASURES[measure], scale=alt.Scale(zero=True))
     return alt.Y(
         field_name, title=GEOMETRY_TITLES.get(geometry, GEOMETRY_TITLES["cosine"]), scale=alt.Scale(zero=False)
     )
@@ -225,17 +289,26 @@ def _drawn(measure: str) -> tuple[list[str], list[alt.Tooltip]]:
 
 def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> np.ndarray:
     """Where to draw end labels for lines ending at `values` so that none overlaps another: each moved up or down
-    as little as needed to keep LABEL_GAP of the axis between them. `low`/`high`: the axis's data range (rank:
-    drawn on a reversed log axis, rank 1 on top)."""
+    as little as needed to keep LABEL_GAP of the axis between them. `low`/`high`: the axis's data range (ranks:
+    a reversed log axis, rank 1 on top; lens probabilities: a log axis; anything else: linear)."""
     if len(values) == 0:
         return values
     values = np.asarray(values, dtype=float)
-    if measure in RANK_MEASURES:
-        top = max(np.log10(max(high, 1.0)), 1e-9)
-        screen = 1 - np.log10(np.maximum(values, 1.0)) / top  # 1 = top of the chart
-    else:
+    if measure in RANK_MEASURES:  # log10 of the rank, flipped so that 1 is the top
+        low, high = 0.0, max(np.log10(max(high, 1.0)), 1e-9)
+        screen = 1 - np.log10(np.maximum(values, 1.0)) / high
+        return 10 ** ((1 - _spread(screen)) * high)
+    if measure == "lens_prob":
+        low, high = (float(np.log10(max(bound, PROBABILITY_FLOOR))) for bound in (low, high))
+        values = np.log10(np.maximum(values, PROBABILITY_FLOOR))
         span = max(high - low, 1e-9)
-        screen = (values - low) / span
+        return 10 ** (low + _spread((values - low) / span) * span)
+    span = max(high - low, 1e-9)
+    return low + _spread((values - low) / span) * span
+
+
+def _spread(screen: np.ndarray) -> np.ndarray:
+    """Heights on a 0 (bottom) to 1 (top) axis moved apart to LABEL_GAP, each as little as it can be."""
     order = np.argsort(-screen, kind="stable")
     placed = screen[order].copy()
     for i in range(1, len(placed)):  # top to bottom, each at least one gap below the one above
@@ -244,9 +317,7 @@ def spread_labels(values: np.ndarray, measure: str, low: float, high: float) -> 
     placed = placed + min(overflow, max(1 - placed[0], 0.0))
     result = np.empty_like(placed)
     result[order] = placed
-    if measure in RANK_MEASURES:
-        return 10 ** ((1 - result) * top)
-    return low + result * (high - low)
+    return result
 
 
 def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[str]) -> pd.Series:
@@ -270,13 +341,18 @@ BASELINE_LABEL = "anisotropy baseline"
 
 @lru_cache(maxsize=64)
 def _trajectory_spec(
-    measure: str, n_layers: int, x_title: str, by_class: bool, keyed: bool, baseline: bool, geometry: str
+    measure: str,
+    n_layers: int,
+    x_title: str,
+    by_class: bool,
+    keyed: bool,
+    baseline: bool,
+    geometry: str,
+    floor: tuple[float, bool] | None,
 ) -> dict:
     pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
-    x = alt.X(
-        "layer:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d"), scale=alt.Scale(domain=[0, n_layers - 1])
-    )
-    y = _measure_axis(measure, geometry)
+    x = _layer_x(n_layers, x_title)
+    y = _measure_axis(measure, geometry, floor=floor)
     tooltip = _drawn(measure)[1]
     if by_class:
         tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
@@ -308,13 +384,13 @@ def _trajectory_spec(
         alt.Chart()
         .transform_filter(alt.datum.highlighted)
         .mark_line(point=point)
-        .encode(x=x, y=y, color=key, strokeWidth=width, detail="position:N", tooltip=tooltip)
+        .encode(x=x, y=y, color=key, strokeDash=_DASH, strokeWidth=width, detail="position:N", tooltip=tooltip)
     )
     labels = (
         alt.Chart()
         .transform_filter(alt.datum.highlighted & (alt.datum.layer == n_layers - 1))
         .mark_text(align="left", dx=8, fontWeight="bold")
-        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=key.legend(None))
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", floor), text="label:N", color=key.legend(None))
     )
     layers = [faint, bold, labels]
     if baseline:
@@ -341,7 +417,7 @@ def _trajectory_spec(
     # Right padding leaves room for the labels of highlighted tokens at the last layer.
     chart = (
         alt.layer(*layers, data=_rows())
-        .resolve_scale(color="independent")
+        .resolve_scale(color="independent", strokeDash="independent")
         .properties(height=420, width=680, padding={"right": 110})
     )
     return _spec(chart)
@@ -371,7 +447,7 @@ def trajectory_chart(
     by_class = classes is not None and not highlight
     rows = _styled(metrics, highlight, _drawn(measure)[0])
     if by_class:
-        rows = rows.assign(word_class=metrics["position"].map(classes).to_numpy(), alpha=0.7, width=1.5)
+        rows = rows.assign(word_class=rows["position"].map(classes).to_numpy(), alpha=0.7, width=1.5)
     with_baseline = baseline is not None and measure == "cosine"
     if with_baseline:
         line = pd.DataFrame(
@@ -385,7 +461,8 @@ def trajectory_chart(
         )
         rows = pd.concat([rows, line], ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["position"], [])
-    spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry)
+    floor = probability_floor(rows[measure]) if measure == "lens_prob" else None
+    spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry, floor)
     return Figure(spec, rows, _key(rows, highlight))
 
 
@@ -393,10 +470,15 @@ OVERLAP_AGAINST = {"previous": "previous layer (l-1)", "reference": "original ne
 
 
 @lru_cache(maxsize=16)
-def _overlap_spec(n: int) -> dict:
-    x = alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
+def _overlap_spec(n: int, keyed: bool, n_layers: int) -> dict:
+    x = _layer_x(n_layers)
     y = alt.Y("shared:Q", title=f"shared neighbours (of top {n})", scale=alt.Scale(domain=[0, n]))
-    key = alt.Color("label:N", title="highlighted tokens", scale=alt.Scale(domain=[HIGHLIGHT_KEY], range=[FAINT]))
+    key = alt.Color(
+        "label:N",
+        title="highlighted tokens",
+        scale=alt.Scale(domain=[HIGHLIGHT_KEY], range=[FAINT]),
+        legend=alt.Legend(orient="top") if keyed else None,
+    )
     tooltip = [
         alt.Tooltip("label:N", title="token"),
         alt.Tooltip("layer:Q", title="layer"),
@@ -420,8 +502,16 @@ def _overlap_spec(n: int) -> dict:
     bold = (
         alt.Chart()
         .transform_filter(alt.datum.highlighted)
-        .mark_line(point=point, strokeWidth=3)
-        .encode(x=x, y=y, color=key, detail="position:N", tooltip=tooltip)
+        .mark_line(point=point)
+        .encode(
+            x=x,
+            y=y,
+            color=key,
+            strokeDash=_DASH,
+            strokeWidth=alt.StrokeWidth("width:Q", scale=None),
+            detail="position:N",
+            tooltip=tooltip,
+        )
     )
     chart = (
         alt.layer(faint, bold)
@@ -462,7 +552,13 @@ def overlap_chart(result: AnalysisResult, highlight: list[int], rows: pd.DataFra
         highlight,
         ["layer", "position", "against", "shared"],
     )
-    return Figure(_overlap_spec(n), rows, _key(rows, highlight))
+    n_layers = int(result.metrics["layer"].max()) + 1
+    return Figure(_overlap_spec(n, bool(highlight), n_layers), rows, _key(rows, highlight))
+
+
+def percent(share: float) -> str:
+    """A probability as a percentage to three significant digits: `12.3%`, `0.0451%`, `3.2e-07%`."""
+    return f"{share * 100:.3g}%"
 
 
 def prediction_grid(result: LensResult, position: int, k: int) -> pd.DataFrame:
@@ -474,7 +570,7 @@ def prediction_grid(result: LensResult, position: int, k: int) -> pd.DataFrame:
     n_layers = int(result.metrics["layer"].max()) + 1
     pieces = rows["prediction"].to_numpy(dtype=object)
     marked = np.where(rows["is_target"].to_numpy(), "▶" + pieces + "◀", pieces)
-    shares = [f"{p:.1%}" for p in rows["prob"]]
+    shares = [percent(p) for p in rows["prob"]]
     cells = np.array([f"{piece} ({share})" for piece, share in zip(marked, shares, strict=True)], dtype=object)
     grid = pd.DataFrame(
         cells.reshape(n_layers, -1).T,
@@ -483,7 +579,7 @@ def prediction_grid(result: LensResult, position: int, k: int) -> pd.DataFrame:
     )
     own = result.metrics[result.metrics["position"] == position]
     outside = [
-        f"▶{target}◀ rank {rank:,} ({prob:.1%})" if rank is not pd.NA and rank > k else ""
+        f"▶{target}◀ rank {rank:,} ({percent(prob)})" if rank is not pd.NA and rank > k else ""
         for target, rank, prob in zip(own["target"], own["lens_rank"], own["lens_prob"], strict=True)
     ]
     if any(outside):
@@ -521,7 +617,7 @@ def _spike_spec() -> dict:
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="layer (block index l)"),
-            y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format=".0%")),
+            y=alt.Y("share:Q", title="share of tokens that spike", axis=alt.Axis(format=PERCENT)),
             color=alt.Color(
                 "shown:N",
                 title=None,
@@ -532,10 +628,10 @@ def _spike_spec() -> dict:
                 alt.Tooltip("layer:O", title="layer"),
                 alt.Tooltip("spikes:Q", title="tokens that spike"),
                 alt.Tooltip("tokens:Q", title="tokens"),
-                alt.Tooltip("share:Q", title="share of tokens that spike", format=".1%"),
+                alt.Tooltip("share:Q", title="share of tokens that spike", format=PERCENT),
             ],
         )
-        .properties(height=220, width=720)
+        .properties(height=MIN_HEIGHT, width=720)
     )
     return _spec(chart)
 
@@ -548,9 +644,18 @@ def spike_chart(shares: pd.DataFrame, selected: int) -> Figure:
 
 @lru_cache(maxsize=64)
 def _heatmap_spec(
-    x: str, y: str, value: str, titles: tuple[str, str, str], x_order: tuple, y_order: tuple, diverging: bool
+    x: str,
+    y: str,
+    value: str,
+    titles: tuple[str, str, str],
+    legend_title: str,
+    x_order: tuple,
+    y_order: tuple,
+    domain: tuple[float, float],
+    diverging: bool,
 ) -> dict:
-    scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True) if diverging else alt.Scale(scheme="blues")
+    scheme = "redblue" if diverging else "blues"
+    scale = alt.Scale(scheme=scheme, reverse=diverging, domain=list(domain))  # redblue reversed: red is positive
     x_title, y_title, value_title = titles
     chart = (
         alt.Chart(_rows())
@@ -558,25 +663,44 @@ def _heatmap_spec(
         .encode(
             x=alt.X(f"{x}:N", title=x_title, sort=list(x_order)),
             y=alt.Y(f"{y}:N", title=y_title, sort=list(y_order)),
-            color=alt.Color(f"{value}:Q", title=value_title, scale=scale),
+            color=alt.Color(
+                f"{value}:Q", title=legend_title, scale=scale, legend=alt.Legend(orient="right", gradientLength=180)
+            ),
             tooltip=[
                 alt.Tooltip(f"{y}:N", title=y_title),
                 alt.Tooltip(f"{x}:N", title=x_title),
                 alt.Tooltip(f"{value}:Q", title=value_title, format=".4f"),
             ],
         )
-        .properties(width=720)
+        .properties(width=720, height=max(MIN_HEIGHT, ROW_STEP * len(y_order)))
     )
     return _spec(chart)
 
 
 def heatmap(
-    frame: pd.DataFrame, x: str, y: str, value: str, titles: tuple[str, str, str], *, diverging: bool
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    value: str,
+    titles: tuple[str, str, str],
+    *,
+    bounds: tuple[float, float] | None = None,
 ) -> Figure:
-    """A rect heatmap of `value` over `x` (columns, in frame order) and `y` (rows, in frame order); a diverging
-    red-blue scale centred on 0, or a sequential blue one."""
+    """A rect heatmap of `value` over `x` (columns, in frame order) and `y` (rows, in frame order). Its colour
+    scale says no more than the numbers: with `bounds` (the quantity's natural range: (0, 1) for CKA or attention
+    weights), a sequential blue scale over exactly that range; without, a diverging red-blue scale symmetric
+    around 0 ([-m, m], m the largest |value|), so equal pushes either way look equally strong. The legend's title
+    gives the range of the values drawn."""
     x_order, y_order = (tuple(dict.fromkeys(frame[column].tolist())) for column in (x, y))
-    return Figure(_heatmap_spec(x, y, value, titles, x_order, y_order, diverging), frame)
+    values = frame[value].astype(float)
+    low, high = float(values.min()), float(values.max())
+    if bounds is None:
+        reach = max(abs(low), abs(high)) or 1.0
+        domain, scale_note = (-reach, reach), f"scale ±{reach:.3g}, symmetric"
+    else:
+        domain, scale_note = (float(bounds[0]), float(bounds[1])), f"scale {bounds[0]:g} to {bounds[1]:g}"
+    legend = f"{titles[2]} (here {low:.3g} to {high:.3g}; {scale_note})"
+    return Figure(_heatmap_spec(x, y, value, titles, legend, x_order, y_order, domain, bounds is None), frame)
 
 
 @lru_cache(maxsize=16)
@@ -615,9 +739,9 @@ SHARE_TITLE = "share of tokens that spike"
 
 
 @lru_cache(maxsize=16)
-def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
+def _shares_spec(by_method: bool, classes: tuple[str, ...], n_layers: int) -> dict:
     base = alt.Chart().encode(
-        x=alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d")),
+        x=_layer_x(n_layers),
         color=alt.Color(
             "word_class:N",
             title="word class",
@@ -625,7 +749,7 @@ def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
             legend=alt.Legend(orient="top", symbolOpacity=1),
         ),
     )
-    y_axis = alt.Axis(format="%")
+    y_axis = alt.Axis(format=PERCENT)
     lines = base.mark_line(point=True).encode(
         y=alt.Y("share:Q", title=SHARE_TITLE, axis=y_axis),
         tooltip=[
@@ -634,9 +758,9 @@ def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
             alt.Tooltip("layer:Q", title="layer"),
             alt.Tooltip("spikes:Q", title="spiking tokens"),
             alt.Tooltip("tokens:Q", title="tokens"),
-            alt.Tooltip("share:Q", title="share", format=".1%"),
-            alt.Tooltip("low:Q", title="95% CI low", format=".1%"),
-            alt.Tooltip("high:Q", title="95% CI high", format=".1%"),
+            alt.Tooltip("share:Q", title="share", format=PERCENT),
+            alt.Tooltip("low:Q", title="95% CI low", format=PERCENT),
+            alt.Tooltip("high:Q", title="95% CI high", format=PERCENT),
         ],
     )
     bands = base.mark_area(opacity=0.18).encode(y=alt.Y("low:Q", title=SHARE_TITLE, axis=y_axis), y2="high:Q")
@@ -644,7 +768,8 @@ def _shares_spec(by_method: bool, classes: tuple[str, ...]) -> dict:
         return _spec(alt.layer(bands, lines, data=_rows()).properties(height=300, width=680))
     panels = alt.layer(bands, lines).properties(height=190, width=200)
     facet = alt.Facet("method:N", title=None, sort=list(METHODS))
-    return _spec(panels.facet(facet, columns=3, data=_rows()))
+    # Each panel its own x axis: a shared one would be drawn under the grid's empty sixth cell.
+    return _spec(panels.facet(facet, columns=3, data=_rows()).resolve_axis(x="independent"))
 
 
 def _classes_in(table: pd.DataFrame) -> tuple[str, ...]:
@@ -654,21 +779,23 @@ def _classes_in(table: pd.DataFrame) -> tuple[str, ...]:
 
 def corpus_chart(table: pd.DataFrame) -> Figure:
     """Share of tokens that spike per layer, one line per word class, with its 95% interval as a band."""
-    return Figure(_shares_spec(False, _classes_in(table)), table)
+    return Figure(_shares_spec(False, _classes_in(table), int(table["layer"].max()) + 1), table)
 
 
 def verdict_chart(verdict: pd.DataFrame) -> Figure:
     """The verdict: share of function and content tokens spiking per layer with 95% intervals as bands, one panel
     per method, three panels to a row."""
-    return Figure(_shares_spec(True, _classes_in(verdict)), verdict)
+    return Figure(_shares_spec(True, _classes_in(verdict), int(verdict["layer"].max()) + 1), verdict)
 
 
 @lru_cache(maxsize=32)
-def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str) -> dict:
+def _comparison_spec(
+    measure: str, relative: bool, n_models: int, geometry: str, floor: tuple[float, bool] | None, n_layers: int
+) -> dict:
     x = (
-        alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=".0%"))
+        alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=PERCENT))
         if relative
-        else alt.X("layer:Q", title="layer (block index l)", axis=alt.Axis(tickMinStep=1, format="d"))
+        else _layer_x(n_layers)
     )
     color = alt.Color(
         "model:N", title="model", scale=alt.Scale(range=PALETTE[:n_models]), legend=alt.Legend(orient="top")
@@ -679,7 +806,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
         .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
         .encode(
             x=x,
-            y=_measure_axis(measure, geometry),
+            y=_measure_axis(measure, geometry, floor=floor),
             color=color,
             strokeWidth=alt.StrokeWidth("width:Q", scale=None),
             opacity=alt.Opacity("alpha:Q", scale=None),
@@ -691,7 +818,7 @@ def _comparison_spec(measure: str, relative: bool, n_models: int, geometry: str)
         alt.Chart()
         .transform_filter("isValid(datum.label_y)")
         .mark_text(align="left", dx=6, fontWeight="bold")
-        .encode(x=x, y=_measure_axis(measure, geometry, "label_y"), text="label:N", color=color)
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", floor), text="label:N", color=color)
     )
     if relative:
         return _spec(alt.layer(lines, labels, data=_rows()).properties(height=380, width=680, padding={"right": 110}))
@@ -719,7 +846,9 @@ def comparison_chart(
     rows = pd.concat(frames, ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["model", "position"], [] if relative else ["model"])
     geometry = results[-1].geometry if isinstance(results[-1], AnalysisResult) else "cosine"
-    spec = _comparison_spec(measure, relative, len(results), geometry)
+    floor = probability_floor(rows[measure]) if measure == "lens_prob" else None
+    n_layers = int(rows["layer"].max()) + 1
+    spec = _comparison_spec(measure, relative, len(results), geometry, floor, n_layers)
     spec = _ordered_facets(spec, names) if not relative else spec
     return Figure(spec, rows)
 

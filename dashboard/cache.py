@@ -96,10 +96,14 @@ def cached_lens(
     return analysis.lens(lm, cached_trace(model, text, extras), stage=stage, target=target, top_k=top_k)
 
 
-def view_lens(view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None) -> analysis.LensResult:
-    """`cached_lens` of the view's text, stage, lens target (its model's default where the view names none) and
-    k, read from the trace with `extras` (the page's); the text as typed, whatever the view's masked mode."""
-    return cached_lens(model or view.model, view.text, view.stage, view.lens_target or None, view.top_k, extras)
+def view_lens(
+    view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None, stage: analysis.Stage | None = None
+) -> analysis.LensResult:
+    """`cached_lens` of the view's text, lens stage (or `stage`), lens target (its model's default where the view
+    names none) and k, read from the trace with `extras` (the page's); the text as typed, whatever the view's
+    masked mode."""
+    stage = stage or view.lens_stage
+    return cached_lens(model or view.model, view.text, stage, view.lens_target or None, view.top_k, extras)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)

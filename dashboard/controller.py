@@ -4,8 +4,9 @@ and the (cached) analysis, every failure as a message in the page, and the view 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -19,10 +20,11 @@ from dashboard import widgets
 from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
 from dashboard.jobs import background_job, masked_lens_job
 from dashboard.settings import settings
-from dashboard.show import literal
+from dashboard.show import literal, name_downloads
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
 
 NOTICES = "notices"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
         _fail(str(error))
     info = lm.info
     info_slot.caption(literal(widgets.model_info_line(info)))
+    name_downloads(page_title, [view.model])
 
     _drop_stale_highlights(result)
     with highlight_slot:
@@ -158,7 +161,7 @@ def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.Lens
         if not view.masked:
             with st.spinner("Reading every layer through the model's own head…"):
                 return view_lens(view, extras)
-        job = masked_lens_job(view.model, view.text, view.stage, view.top_k)
+        job = masked_lens_job(view.model, view.text, view.lens_stage, view.top_k)
     except ValueError as error:
         _fail(str(error))
     if job.running:
@@ -203,15 +206,16 @@ FALLBACKS = {"attn_output": "attn_residual", "position": "embedding"}
 
 
 def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, object], list[str]]:
-    """The view's stage, reference, lens and masked mode that the model of `found` lacks, each with its
-    replacement, and a notice for each saying why."""
+    """The view's stage, reference, lens stage, lens and masked mode that the model of `found` lacks, each with
+    its replacement (a dict of View fields), and a notice for each saying why."""
     changes, notices = {}, []
-    for field in ("stage", "reference"):
+    for field in ("stage", "reference", "lens_stage"):
         asked = getattr(view, field)
         why = found.reason(asked)
         if why is not None:
             changes[field] = FALLBACKS[asked]
-            notices.append(f"{found.model} has no {field} {asked}: {why}. Showing {field} {changes[field]} instead.")
+            name = field.replace("_", " ")
+            notices.append(f"{found.model} has no {name} {asked}: {why}. Showing {name} {changes[field]} instead.")
     for field, lacking, instead in (("lens", "lens", "the vocabulary view"), ("masked", "masked lens", "the lens")):
         why = found.reason(field)
         if why is None or not getattr(view, field) or field in changes:
@@ -230,3 +234,28 @@ def _fall_back_to_available(view: View, found: analysis.Capabilities) -> View:
     if changes:
         update_view(**changes)
     return current_view()
+
+
+def compared_models(
+    view: View, defaults: tuple[str, str], read: Callable[[str], T]
+) -> tuple[list[str], list[T], list[str]]:
+    """The two models Base vs large compares, what `read(model)` gives for each, and notices. The view's picks
+    (`model_a`, `model_b`) are loaded and read one at a time (so a tight memory budget never holds both); a pick
+    that cannot load or be read is replaced by its default, with a notice saying why, and dropped from the view
+    (and the link). A default that fails too is shown as an error, ending the run."""
+    models, outputs, notices = [], [], []
+    for field, asked, default in (("model_a", view.model_a, defaults[0]), ("model_b", view.model_b, defaults[1])):
+        for name in dict.fromkeys([asked or default, default]):
+            try:
+                with st.spinner(literal(f"Loading {name} and tracing the text through it…")):
+                    loaded_lm(name)  # the checks, and a download with a progress bar, before a first load
+                    outputs.append(read(name))
+            except ValueError as error:
+                if name == default:
+                    _fail(f"{name}: {error}")
+                notices.append(f"{name} cannot be compared: {error} Showing {default} in its place.")
+                update_view(**{field: ""})
+                continue
+            models.append(name)
+            break
+    return models, outputs, notices

@@ -9,13 +9,30 @@ import streamlit as st
 
 import analysis
 from analysis.charts import Figure
+from analysis.report.reports import short_name
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|:~$&=\"'])")
+_UNSAFE = re.compile(r"[^A-Za-z0-9.]+")
+DOWNLOADS = "download_stem"
+"""Session-state key of what this page's downloads are named after: its model(s) and the page."""
 
 
 def literal(text: str) -> str:
     """`text` escaped so Streamlit's Markdown shows it as typed: no formatting, links, HTML or directives."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def name_downloads(page: str, models: list[str]) -> None:
+    """Name this run's downloads after `models` (short names) and `page`: `all-MiniLM-L6-v2_rank-plots_…`, so
+    files downloaded from different models and pages never collide."""
+    parts = [*dict.fromkeys(short_name(model) for model in models), page]
+    st.session_state[DOWNLOADS] = "_".join(_UNSAFE.sub("-", part).strip("-").lower() for part in parts)
+
+
+def file_name(name: str, extension: str) -> str:
+    """The download file name of `name` (a chart or table) on this page: `model_page_name.extension`."""
+    stem = st.session_state.get(DOWNLOADS)
+    return f"{stem}_{name}.{extension}" if stem else f"{name}.{extension}"
 
 
 def settings_line(result: analysis.AnalysisResult) -> str:
@@ -79,7 +96,7 @@ def chart(figure: Figure, name: str, key: str, on_select=None, context=None):
         column.download_button(
             f"Download {fmt.upper()}",
             data=lambda fmt=fmt: figure.to_bytes(fmt),
-            file_name=f"{name}.{fmt}",
+            file_name=file_name(name, fmt),
             mime=mime,
             key=f"{key}_{fmt}",
             on_click="ignore",
@@ -103,7 +120,7 @@ def table(
     st.download_button(
         "Download CSV",
         data=lambda: csv_source.to_csv(index=False),
-        file_name=f"{name}.csv",
+        file_name=file_name(name, "csv"),
         mime="text/csv",
         key=f"{key}_csv",
         on_click="ignore",

@@ -10,7 +10,7 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
-from analysis.definitions import DEFAULTS, SEED_SENTENCE, WORD_CLASSES, AnalysisSettings
+from analysis.definitions import DEFAULTS, LENS_STAGE, SEED_SENTENCE, WORD_CLASSES, AnalysisSettings
 from analysis.model.loading import resolve_model
 from dashboard.settings import settings
 
@@ -91,6 +91,7 @@ class View:
     lens: bool = False  # show what each layer would predict (the model's own head) instead of the vocabulary view
     lens_target: str = ""  # "own" or "next"; "" = the model's default (next for decoders, own for encoders)
     masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
+    lens_stage: analysis.Stage = LENS_STAGE  # where the lens reads: block outputs, the classic logit lens
 
     @property
     def settings(self) -> AnalysisSettings:
@@ -170,6 +171,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "lens": _flag,
     "lens_target": _lens_target,
     "masked": _flag,
+    "lens_stage": lambda value: check_choice("lens stage", value, analysis.STAGES),
 }
 
 

@@ -11,7 +11,7 @@ import streamlit as st
 
 import analysis
 from analysis.charts import PICK, trajectory_chart
-from analysis.definitions import WORD_CLASSES
+from analysis.definitions import LENS_STAGE, WORD_CLASSES
 from analysis.report.reports import token_label
 from dashboard import show
 from dashboard.jobs import Job, job_board
@@ -152,10 +152,11 @@ VIEWS = {False: "Vocabulary view", True: "Lens"}
 
 def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
     """The vocabulary view or the lens (disabled, with why, for a model without its prediction head); with the
-    lens, its target and masked mode (encoders; disabled, with why, for decoders)."""
+    lens, the stage it reads (block outputs by default: the classic logit lens), its target and masked mode
+    (encoders; disabled, with why, for decoders)."""
     view = current_view()
-    left, middle, right = st.columns([3, 2, 2], vertical_alignment="bottom")
-    left.radio(
+    show_column, stage_column, target_column, masked_column = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+    show_column.radio(
         "Show",
         list(VIEWS),
         format_func=VIEWS.get,
@@ -167,21 +168,30 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
         **bind("lens"),
     )
     if not found.lens:
-        left.caption(show.literal(f"No lens for {found.model}: {found.reason('lens')}."))
+        show_column.caption(show.literal(f"No lens for {found.model}: {found.reason('lens')}."))
         return
     if not view.lens:
         return
+    stage_column.selectbox(
+        "Lens reads stage",
+        list(found.stages),
+        format_func=lambda name: f"{name} (the logit lens)" if name == LENS_STAGE else name,
+        help=f"Where in each block the head reads the vector. {LENS_STAGE}, the block output, is the classic logit "
+        "lens: at the last layer it is the model's own output. The sidebar's stage is the vocabulary view's. "
+        + " ".join(f"**{name}**: {show.literal(analysis.STAGES[name])}." for name in found.stages),
+        **bind("lens_stage"),
+    )
     default = "next" if causal else "own"
-    middle.selectbox(
+    target_column.selectbox(
         "Lens target",
-        ["", *analysis.LENS_TARGETS],
-        format_func=lambda name: f"{name or default} (the model's default)" if name in ("", default) else name,
+        ["", *(name for name in analysis.LENS_TARGETS if name != default)],
+        format_func=lambda name: name or f"{default} (the model's default)",
         disabled=view.masked,
         help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.LENS_TARGETS.items())
         + (" Masked mode hides a token and asks for it back: its target is own." if view.masked else ""),
-        **bind("lens_target"),
+        **bind("lens_target", "" if view.lens_target == default else view.lens_target),
     )
-    right.toggle(
+    masked_column.toggle(
         "Masked: hide each token in turn",
         disabled=found.reason("masked") is not None,
         help="Each token is replaced by the mask token in a copy of the text (one copy per token, run as one "
@@ -270,3 +280,20 @@ def follow_job(job: Job) -> object | None:
 def start_button(label: str, start: Callable[[], object], key: str, help: str) -> None:
     """A button that starts a job (`start()`, run before the page is drawn again)."""
     st.button(label, on_click=start, icon=":material/play_arrow:", key=key, help=help)
+
+
+SECTIONS = "sections"
+"""Session-state key of the open/closed state of every foldable section the reader has toggled, by name."""
+
+
+def section(label: str, name: str, expanded: bool = False):
+    """A foldable section that stays as the reader left it: across reruns, a finished job, a new layer (whose
+    number is in `label`) or an upload, and across page switches. `name` identifies it whatever its label says;
+    `expanded` is its state before the reader first toggles it."""
+    key = f"section_{name}"
+
+    def remember() -> None:
+        st.session_state.setdefault(SECTIONS, {})[name] = st.session_state[key]
+
+    opened = st.session_state.get(SECTIONS, {}).get(name, expanded)
+    return st.expander(label, expanded=opened, key=key, on_change=remember)

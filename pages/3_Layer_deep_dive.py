@@ -37,7 +37,7 @@ from dashboard.jobs import (
 )
 from dashboard.settings import settings
 from dashboard.view import current_view
-from dashboard.widgets import bind, follow_job, start_button
+from dashboard.widgets import bind, follow_job, section, start_button
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
@@ -124,7 +124,7 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
         )
     )
     titles = ("token", "part", "change in cosine")
-    attribution = heatmap(report.attribution, *titles, titles, diverging=True)
+    attribution = heatmap(report.attribution, *titles, titles)
     show.chart(attribution, f"head_attribution_layer_{layer}", key="attribution_chart", context=context)
     head = current_view().head  # a head the model has: `deep_dive_layer` dropped any other
     st.selectbox("Head", list(range(context.info.heads)), **bind("head", head))
@@ -132,7 +132,7 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
     st.caption(show.literal(pattern_caption(len(labels), head, layer, MAX_PATTERN_TOKENS)))
     pattern = attention_pattern(parts, labels, head, MAX_PATTERN_TOKENS)
     titles = ("key token", "query token", "attention weight")
-    figure = heatmap(pattern, "key", "query", "attention", titles, diverging=False)
+    figure = heatmap(pattern, "key", "query", "attention", titles, bounds=(0, 1))
     show.chart(figure, f"attention_layer_{layer}_head_{head}", key="pattern_chart", context=context)
     st.caption(
         "Per head, the share of attention (averaged over query tokens) on special tokens, the first token where it "
@@ -140,7 +140,7 @@ def heads_section(context: Context, report: LayerReport, parts) -> None:
     )
     show.chart(
         heatmap(
-            report.sink_shares, "keys", "head", "share", ("attention to", "head", "share of attention"), diverging=False
+            report.sink_shares, "keys", "head", "share", ("attention to", "head", "share of attention"), bounds=(0, 1)
         ),
         f"attention_sinks_layer_{layer}",
         key="sinks_chart",
@@ -306,7 +306,7 @@ def corpus_section(context: Context) -> None:
 context = open_page("Layer deep dive", EXTRAS)
 st.header("Layer deep dive")
 show.explanations()
-with st.expander("Is the spike real? Every method over the shipped corpus", expanded=True):
+with section("Is the spike real? Every method over the shipped corpus", "verdict", expanded=True):
     verdict_section(context)
 layer = layer_section(context)
 st.subheader(f"Layer {layer}")
@@ -314,13 +314,13 @@ with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.h
     parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
 lens = view_lens(context.view, EXTRAS) if context.capabilities.lens else None
 report = layer_report(context.result, context.classes, parts, attribution, lens)
-with st.expander(f"Which tokens leap at layer {layer}", expanded=True):
+with section(f"Which tokens leap at layer {layer}", "leaps", expanded=True):
     leaps_section(context, report)
-with st.expander("Why: the heads of the attention sublayer", expanded=True):
+with section("Why: the heads of the attention sublayer", "heads", expanded=True):
     heads_section(context, report, parts)
-with st.expander("Against the anisotropy baseline, and the rogue dimensions"):
+with section("Against the anisotropy baseline, and the rogue dimensions", "baseline"):
     baseline_section(context, layer)
-with st.expander("The original demo beside the exact computation"):
+with section("The original demo beside the exact computation", "original_demo"):
     original_demo_section(context)
-with st.expander("Corpus check: does it happen regardless of the text?"):
+with section("Corpus check: does it happen regardless of the text?", "corpus"):
     corpus_section(context)

@@ -10,8 +10,8 @@ from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
 from analysis.report.reports import comparison_report, model_labels
 from dashboard import show
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
-from dashboard.controller import open_page, replacements
+from dashboard.cache import cached_capabilities, hub_model_available, view_analysis, view_lens
+from dashboard.controller import compared_models, open_page, replacements
 from dashboard.settings import settings
 from dashboard.view import MODEL_PRESETS, model_labeller
 from dashboard.widgets import bind
@@ -31,21 +31,44 @@ def default_pair() -> tuple[str, str, str | None]:
         second,
         (
             "roberta-base and roberta-large cannot be loaded here (not in the local Hugging Face cache and the hub "
-            "cannot be reached), so the comparison opened on the bundled model. Pick any other loadable model below."
+            "cannot be reached), so the comparison opened on the bundled model alone: one set of lines. Pick any "
+            "other loadable model below to compare two."
         ),
     )
 
 
-first_default, second_default, why = default_pair()
-models = [view.model_a or first_default, view.model_b or second_default]
-if why and not (view.model_a and view.model_b):
-    st.info(show.literal(why), icon=":material/info:")
+def read(name: str) -> tuple[analysis.AnalysisResult, analysis.LensResult | None, str | None, list[str]]:
+    """One model's analysis of the view, its lens (or why it has none), and notices for what it lacks."""
+    found = cached_capabilities(name)
+    changes, notices = replacements(view, found)
+    shown = replace(view, **changes)
+    lens = view_lens(shown, model=name) if found.lens else None
+    return view_analysis(shown, model=name), lens, found.reason("lens"), notices
+
 
 st.header("Base vs large")
 show.explanations()
-left, right = st.columns(2)
+notes, pickers = st.container(), st.container()
+first_default, second_default, why = default_pair()
+models, outputs, said = compared_models(view, (first_default, second_default), read)
+show.name_downloads("Base vs large", models)
+results = [result for result, _, _, _ in outputs]
+lenses = [lens for _, lens, _, _ in outputs if lens is not None]
+no_lens = {name: reason for name, (_, lens, reason, _) in zip(models, outputs, strict=True) if lens is None}
+said += [notice for _, _, _, notices in outputs for notice in dict.fromkeys(notices)]
+if why and not (view.model_a and view.model_b):
+    said.insert(0, why)
+same = models[0] == models[1]
+if same and models != [first_default, second_default]:
+    said.append(
+        f"Both pickers name {models[0]}: a model compared with itself draws one set of lines, shown once below. "
+        "Pick another model in either picker to compare two."
+    )
+with notes:
+    for notice in dict.fromkeys(said):
+        st.info(show.literal(notice), icon=":material/info:")
 allowed = settings().allowed_models
-for column, field, current in ((left, "model_a", models[0]), (right, "model_b", models[1])):
+for column, field, current in zip(pickers.columns(2), ("model_a", "model_b"), models, strict=True):
     column.selectbox(
         "First model" if field == "model_a" else "Second model",
         list(dict.fromkeys([*(MODEL_PRESETS if allowed is None else allowed), current])),
@@ -55,24 +78,7 @@ for column, field, current in ((left, "model_a", models[0]), (right, "model_b", 
         help="Pick a preset or type any hub id or local folder. Models are loaded one at a time when together "
         "they would not fit the memory budget.",
     )
-
-results, lenses, no_lens = [], [], []
-for name in models:
-    try:
-        with st.spinner(show.literal(f"Tracing the text through {name}…")):
-            loaded_lm(name)  # the checks, and a download with a progress bar, before a first load
-            found = cached_capabilities(name)
-            changes, notices = replacements(view, found)
-            for notice in notices:
-                st.info(show.literal(notice), icon=":material/info:")
-            results.append(view_analysis(view, model=name, **changes))
-            if found.lens:
-                lenses.append(view_lens(replace(view, **changes), model=name))
-            else:
-                no_lens.append(f"{name}: {found.reason('lens')}")
-    except ValueError as error:
-        st.error(show.literal(f"{name}: {error}"), icon=":material/error:")
-        st.stop()
+drawn = results[:1] if same else results  # one model twice: one set of lines
 
 sizes = [model_bytes(name) for name in models]
 st.caption(
@@ -97,23 +103,28 @@ settings_line = (
 st.subheader("Trajectories on relative depth")
 for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
     show.caption(results[0], f"{what}, both models overlaid on relative depth")
-    figure = comparison_chart(results, measure, context.highlighted, relative=True)
+    figure = comparison_chart(drawn, measure, context.highlighted, relative=True)
     show.chart(figure.titled(f"{what} on relative depth", settings_line), f"compare_{measure}_depth",
                key=f"cmp_{measure}")  # fmt: skip
 
 st.subheader("The lens on relative depth: what each layer would predict")
 if no_lens:
-    st.info(show.literal("No lens to compare. " + "; ".join(no_lens) + "."), icon=":material/info:")
-else:
-    lens_line = f"{models[0]} vs {models[1]} · stage {view.stage} · lens targets " + ", ".join(
-        dict.fromkeys(lens.target for lens in lenses)
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in no_lens.items())
+    st.info(show.literal(f"No lens for {reasons}."), icon=":material/info:")
+shown_lenses = lenses[:1] if same else lenses
+if shown_lenses:
+    lens_line = (
+        " vs ".join(lens.model for lens in shown_lenses)
+        + f" · lens reads stage {view.lens_stage} · "
+        + ("lens targets " + ", ".join(dict.fromkeys(lens.target for lens in shown_lenses)))
     )
     for measure, what in (
         ("lens_rank", "Lens rank of the target"),
         ("lens_prob", "Lens probability of the target"),
     ):
-        st.caption(show.literal(f"{what} through each model's own head, both overlaid on relative depth. {lens_line}."))
-        figure = comparison_chart(lenses, measure, context.highlighted, relative=True)
+        st.caption(show.literal(f"{what} through each model's own head on relative depth. {lens_line}."))
+        figure = comparison_chart(shown_lenses, measure, context.highlighted, relative=True,
+                                  names=model_labels([lens.model for lens in shown_lenses]))  # fmt: skip
         show.chart(figure.titled(f"{what} on relative depth", lens_line), f"compare_{measure}_depth",
                    key=f"cmp_{measure}")  # fmt: skip
     st.caption(
@@ -124,7 +135,7 @@ else:
 
 st.subheader("Side by side on absolute layers")
 for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
-    figure = comparison_chart(results, measure, context.highlighted, relative=False)
+    figure = comparison_chart(drawn, measure, context.highlighted, relative=False)
     show.chart(figure.titled(f"{what} per layer", settings_line), f"compare_{measure}", key=f"cmp_{measure}_abs")
 
 st.subheader("Summary per model")
@@ -151,7 +162,7 @@ else:
             "first model layer",
             "CKA",
             (f"layer of {labels[1]}", f"layer of {labels[0]}", "CKA"),
-            diverging=False,
+            bounds=(0, 1),
         ),
         "cka",
         key="cka_chart",

@@ -475,3 +475,67 @@ def test_the_corpus_check_says_which_texts_it_skipped_as_unreadable(monkeypatch)
     minilm = analysis.load_model(analysis.BUNDLED_MODEL)
     n_tokens = sum(len(analysis.analyze(minilm, text).tokens) for text in (texts[0], texts[2]))
     assert (corpus.groupby("layer")["tokens"].sum() == n_tokens).all()
+
+
+def fold(app: AppTest, name: str, opened: bool) -> AppTest:
+    """What the browser sends when the reader opens or closes the section `name` (private API, pinned streamlit,
+    as `click_chart`)."""
+    states = app._tree.get_widget_states()
+    state = states.widgets.add()
+    (state.id,) = [e.proto.id for e in app.get("expander") if e.proto.id.endswith(f"section_{name}")]
+    state.bool_value = opened
+    app._run(states)
+    return app
+
+
+def sections(app: AppTest) -> dict[str, bool]:
+    """Each foldable section's name and whether it is drawn open."""
+    return {e.proto.id.rsplit("section_", 1)[1]: e.proto.expanded for e in app.get("expander")}
+
+
+def test_the_deep_dive_stays_as_the_reader_left_it(monkeypatch):
+    """Sections keep their state across a layer change, an upload, a finished job and a trip to another page."""
+    monkeypatch.setattr("analysis.data.corpus_sentences", lambda: corpus_sentences()[:2])
+    app = open_app(DEEP_DIVE)
+    default = sections(app)
+    assert default == {"verdict": True, "leaps": True, "heads": True, "baseline": False, "original_demo": False,
+                       "corpus": False}  # fmt: skip
+    fold(app, "heads", False)
+    fold(app, "corpus", True)
+    left = {**default, "heads": False, "corpus": True}
+    assert sections(app) == left
+    app.selectbox(key="w_layer").set_value(3).run()
+    assert app.subheader[0].value == "Layer 3" and sections(app) == left
+    app.file_uploader[0].set_value(("mine.txt", b"The cat sat.\nA dog ran.\n", "text/plain")).run()
+    assert_clean(app)
+    assert sections(app) == left
+    app.button(key="run_corpus").click().run()
+    settle(app)
+    assert_clean(app)
+    assert any("corpus_table_csv" in button.proto.id for button in app.get("download_button"))
+    assert sections(app) == left
+    app.switch_page(RANKS).run()
+    app.switch_page(DEEP_DIVE).run()
+    assert sections(app) == left
+
+
+def test_downloads_are_named_after_the_model_the_page_and_the_chart(monkeypatch):
+    """Files downloaded from different pages and models never collide: each is named model_page_what."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    names: list[str] = []
+    offered = DeltaGenerator.download_button
+
+    def recording(self, label, data, file_name=None, **kwargs):
+        names.append(file_name)
+        return offered(self, label, data, file_name=file_name, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", recording)
+    app = open_app(RANKS)
+    for page in (TRAJECTORIES, DEEP_DIVE, COMPARE):
+        app.switch_page(page).run()
+    assert len(names) > 20 and len(set(names)) == len(names)  # no two the same
+    assert all(name.startswith("all-minilm-l6-v2_") for name in names)
+    assert {name.split("_")[1] for name in names} == {"rank-plots", "layer-trajectories", "layer-deep-dive",
+                                                      "base-vs-large"}  # fmt: skip
+    assert "all-minilm-l6-v2_rank-plots_rank_trajectories.png" in names

@@ -32,6 +32,10 @@ def test_the_deep_dive_opens_on_the_top_spike_layer_or_says_why_not():
     tied = metrics_from_ranks({"a": [1, 1, 1, 1], "b": [1, 1, 1, 1], "c": [1, 1, 9, 9]})
     layer, why = opening_layer(tied)
     assert layer == 2 and why.endswith("2.7 places on average, though most tokens keep their rank.")  # 8 / 3
+    # Nothing moves at all: the first layer, and a sentence that says so instead of "0.0 places on average".
+    still = metrics_from_ranks({"a": [1, 1, 1], "b": [1, 1, 1]})
+    layer, why = opening_layer(still)
+    assert layer == 0 and "No token of this text changes rank at any layer" in why and "places" not in why
 
 
 @pytest.fixture(scope="module")

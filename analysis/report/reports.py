@@ -28,15 +28,21 @@ def token_labels(result: AnalysisResult) -> list[str]:
 def opening_layer(metrics: pd.DataFrame) -> tuple[int, str | None]:
     """The layer the deep dive opens on: the top spike layer; when nothing spikes, the layer with the largest
     median change of rank from the layer before (at layer 0, from the own embedding's rank 1; ties go to the
-    larger mean change, then the earlier layer), and why."""
+    larger mean change, then the earlier layer), and why; where no rank changes at all, the first layer, and
+    that no layer stands out."""
     spikes = token_spikes(metrics)
     if spikes["spike"].any():
         return top_spike_layer(metrics), None
     change = (spikes["rank"] - spikes["rank_before"]).abs().groupby(spikes["layer"]).agg(["median", "mean"])
     layer = int(change.sort_values(["median", "mean"], ascending=False, kind="stable").index[0])
     median, mean = change.at[layer, "median"], change.at[layer, "mean"]
+    if mean == 0:
+        return layer, (
+            f"No token of this text changes rank at any layer: every token keeps the rank it has at the embedding "
+            f"(at layer 0 as at the last), so no layer stands out; the page opened on layer {layer}, the first."
+        )
     moves = (
-        f"the typical token moves {median:,.0f} places (the median), {mean:,.1f} on average"
+        f"the typical token moves {median:,.0f} place{'' if median == 1 else 's'} (the median), {mean:,.1f} on average"
         if median >= 1
         else f"{mean:,.1f} places on average, though most tokens keep their rank"
     )
