@@ -238,7 +238,7 @@ def _counter(desc: str, unit: str) -> tuple[Callable[[float, float], None], Call
     def on_progress(done: float, total: float) -> None:
         if not bars:
             bars.append(progress_bar(total, desc, unit))
-        bars[0].update(done - bars[0].n)
+        bars[0].update(int(done) - bars[0].n)  # whole units: "15 of 110 sentences", never 15.1077…
 
     return on_progress, lambda: bars and bars[0].close()
 
@@ -260,6 +260,8 @@ def _export(args: argparse.Namespace) -> list[Path]:
     from analysis.report.lens import lens
     from analysis.report.result import analyze
 
+    if (args.lens_masked or args.lens_target) and not args.lens:
+        raise ValueError("--lens-masked and --lens-target choose how the lens reads: add --lens to export it.")
     check_text(args.text)
     lm = _load(args.model)
     check_stage(lm, args.stage)
@@ -321,39 +323,40 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     from analysis.devices import resolve_device
     from analysis.model.capabilities import default_reference
     from analysis.model.loading import resolve_model
-    from analysis.output.sweep import open_sweep, recorded_reference
+    from analysis.output.sweep import finished_sweep, open_sweep, recorded_reference
 
     device = resolve_device(args.device)
     if args.engine == "ray":
         from analysis.output import ray_engine  # Ray is optional: imported only when asked for
 
         ray_engine.require_ray()
+    if not Path(args.input).expanduser().is_file():
+        raise ValueError(f"No input file at {str(args.input)!r}: give --input a .txt, .jsonl, .csv or .parquet file.")
     methods = tuple(dict.fromkeys(args.methods or ["cosine"]))
     model = resolve_model(args.model).name
-    if args.reference is None:  # the model's default: the one the folder's sweep used, else ask the model
-        args.reference = recorded_reference(args.out) or default_reference(_load(args.model))
-    settings = SweepSettings(args.stage, args.reference, methods, args.rogue_k, args.lens)
+    lm = None
+    if not finished_sweep(args.out):  # a finished one is checked and left as it is, without loading the model
+        lm = _load(args.model)
+        args.reference = args.reference or recorded_reference(args.out) or default_reference(lm)
+        _check_sweep(lm, SweepSettings(args.stage, args.reference, methods, args.rogue_k, args.lens))
+        lm.move_to(device)
+    settings = SweepSettings(args.stage, args.reference or recorded_reference(args.out), methods, args.rogue_k,
+                             args.lens)  # fmt: skip
     _say(f"reading {args.input} into {args.out}…")
     sweep = open_sweep(
         args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,
         input_name=str(args.input),
     )  # fmt: skip
     with sweep:
-        return _run_sweep(args, sweep, device, ray_engine if args.engine == "ray" else None)
+        return _run_sweep(args, sweep, lm, device, ray_engine if args.engine == "ray" else None)
 
 
-def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:
+def _check_sweep(lm, settings) -> None:
+    """Refuse settings the model cannot run (a stage or reference it lacks, the original demo where it is not
+    defined, rogue_k past its width, the lens without its head) before the sweep's folder is claimed."""
     from analysis.model.capabilities import check_lens, check_reference, check_stage, demo_unavailable
     from analysis.scoring.geometry import check_rogue_k
 
-    settings = sweep.settings
-    notes = "; ".join(sweep.notes)
-    _say(f"{sweep.sentences:,} texts from {args.input}" + (f" ({notes})" if notes else ""))
-    if not sweep.missing() and sweep.finished:
-        _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
-        return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
-    lm = _load(args.model)
-    lm.move_to(device)
     check_stage(lm, settings.stage)
     check_reference(lm, settings.reference)
     if "original_demo" in settings.methods and (why := demo_unavailable(lm)) is not None:
@@ -361,6 +364,18 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
     check_rogue_k(settings.rogue_k, lm.hidden_size)
     if settings.lens:
         check_lens(lm)
+
+
+def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[Path]:
+    notes = "; ".join(sweep.notes)
+    _say(f"{sweep.sentences:,} texts from {args.input}" + (f" ({notes})" if notes else ""))
+    if not sweep.missing() and sweep.finished:
+        _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
+        return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
+    if lm is None:  # finished once, but a file of it is gone since: load the model to finish it again
+        lm = _load(args.model)
+        _check_sweep(lm, sweep.settings)
+        lm.move_to(device)
     runner = None
     if ray_engine is not None:
         runner = ray_engine.ray_shard_runner(

@@ -147,8 +147,12 @@ def _fill_key(node: object, labels: tuple[str, ...], colors: tuple[str, ...]) ->
 
 
 def _spec(chart: alt.TopLevelMixin) -> dict:
-    """Validate an Altair chart that draws from `DATA` and return its Vega-Lite dict (done once per shape)."""
-    return chart.to_dict()
+    """Validate an Altair chart that draws from `DATA` and return its Vega-Lite dict (done once per shape). Its
+    width fits the page and its height is the plot's own (`fit-x`; facets keep their panels' sizes): left to
+    Streamlit, `fit` would make the height the whole chart's, squashing the plot under its axis labels."""
+    spec = chart.to_dict()
+    spec["autosize"] = {"type": "pad" if "facet" in spec else "fit-x", "contains": "padding"}
+    return spec
 
 
 def _rows() -> alt.NamedData:
@@ -326,6 +330,10 @@ def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[s
     label_y = pd.Series(np.nan, index=rows.index)
     values = rows[measure].astype(float)
     low, high = float(values.min()), float(values.max())
+    if measure == "lens_prob":  # the axis's own range: from its floor to 1
+        low, high = probability_floor(values)[0], 1.0
+    elif measure in LENS_MEASURES and measure not in RANK_MEASURES:  # axes that start at 0
+        low = min(low, 0.0)
     ends = rows[rows["highlighted"]]
     ends = ends[ends["layer"] == ends.groupby(line)["layer"].transform("max")]
     for _, shared in ends.groupby(panel) if panel else [((), ends)]:
@@ -664,7 +672,10 @@ def _heatmap_spec(
             x=alt.X(f"{x}:N", title=x_title, sort=list(x_order)),
             y=alt.Y(f"{y}:N", title=y_title, sort=list(y_order)),
             color=alt.Color(
-                f"{value}:Q", title=legend_title, scale=scale, legend=alt.Legend(orient="right", gradientLength=180)
+                f"{value}:Q",
+                title=legend_title,
+                scale=scale,
+                legend=alt.Legend(orient="top", direction="horizontal", gradientLength=240, titleLimit=700),
             ),
             tooltip=[
                 alt.Tooltip(f"{y}:N", title=y_title),

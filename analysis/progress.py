@@ -14,8 +14,8 @@ LINE_EVERY_S = 10.0
 
 
 class LineProgress:
-    """Progress as whole lines: `sweep: 40 of 110 texts (36%), 9.1 texts/s, about 8 s left`, at most every
-    LINE_EVERY_S seconds, and once at the end."""
+    """Progress as whole lines: `sweep: 40 of 110 texts (36%), 9.1 texts/s, about 8 s left`, once the first work
+    is done, then at most every LINE_EVERY_S seconds, and once at the end."""
 
     def __init__(self, total: float, desc: str, unit: str, file: TextIO):
         self.total, self.desc, self.unit, self.file = total, desc, unit, file
@@ -23,8 +23,9 @@ class LineProgress:
         self.started = self.last_line = time.monotonic()
 
     def update(self, count: float = 1) -> None:
+        first = self.n == 0 and count > 0
         self.n += count
-        if time.monotonic() - self.last_line >= LINE_EVERY_S:
+        if first or time.monotonic() - self.last_line >= LINE_EVERY_S:
             self._line()
 
     def _line(self) -> None:

@@ -42,11 +42,18 @@ class Job:
     phase: str = ""  # the current step, where the work has several
     done: float = 0.0
     total: float = 0.0
-    phase_started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)  # seconds, for the pace
+    phase_started: float = 0.0
+    paces: list[float] = field(default_factory=list)  # seconds per unit between this phase's reports
+    reported: tuple[float, float] = (0.0, 0.0)  # (time, done) of the phase's last report that moved on
     result: Any = None
     error: str | None = None
     ended: float | None = None
     stop_requested: bool = False  # set when the server shuts down: the work stops at its next progress report
+
+    def __post_init__(self) -> None:
+        self.phase_started = self.clock()
+        self.reported = (self.phase_started, self.done)
 
     @property
     def running(self) -> bool:
@@ -58,33 +65,64 @@ class Job:
 
     def progress(self, done: float, total: float) -> None:
         """The work's progress callback: `done` of `total` units of the current phase. Raises JobStopped once a
-        stop is requested, which ends the work there."""
+        stop is requested, which ends the work there. A report that moves on records the pace since the last."""
         if self.stop_requested:
             raise JobStopped(self.label)
+        now, (before, done_before) = self.clock(), self.reported
+        if done > done_before:
+            self.paces.append((now - before) / (done - done_before))
+            self.reported = (now, done)
         self.done, self.total = done, total
 
     def start_phase(self, phase: str) -> None:
-        """A new step begins (its progress counts from 0)."""
-        self.phase, self.done, self.total, self.phase_started = phase, 0.0, 0.0, time.monotonic()
+        """A new step begins (its progress and pace count from 0)."""
+        self.phase, self.done, self.total, self.phase_started = phase, 0.0, 0.0, self.clock()
+        self.paces, self.reported = [], (self.phase_started, 0.0)
+
+    def seconds_left(self) -> tuple[float, float] | None:
+        """How long the rest of the phase takes at the job's own measured pace, low and high: the fastest and
+        slowest of its last PACE_WINDOW reports after the first, whose interval carries the warm-up (loading,
+        first-call costs) and says nothing of the pace. None until a report after the first."""
+        measured = self.paces[1:][-PACE_WINDOW:]
+        if not measured:
+            return None
+        left = max(self.total - self.done, 0.0)
+        return left * min(measured), left * max(measured)
 
     def status(self) -> str:
-        """`Verdict: sentence 40 of 110, about 12 s left` (the time left from the rate so far)."""
+        """`Verdict: sentence 40 of 110, about 10 to 14 s left` (from the pace measured so far)."""
         step = f"{self.phase}: " if self.phase else f"{self.label}: "
         if not self.total:
             return step + "starting…"
         count = f"{self.unit} {int(self.done):,} of {int(self.total):,}"
-        elapsed = time.monotonic() - self.phase_started
-        if self.done <= 0 or elapsed < 1:
-            return step + count
-        return step + f"{count}, about {duration(elapsed * (self.total - self.done) / self.done)} left"
+        left = self.seconds_left()
+        if left is None:
+            return step + f"{count}, measuring the pace…"
+        return step + f"{count}, about {duration(*left)} left"
+
+
+PACE_WINDOW = 5
+"""Reports whose pace the time left is read from: recent enough to follow a machine that slows down or speeds up."""
 
 
 class JobStopped(Exception):
     """A job's work was stopped before it finished (the server is shutting down)."""
 
 
-def duration(seconds: float) -> str:
-    """`8 s`, `3 min`, `1 h 20 min`: a duration as a person reads it."""
+def duration(low: float, high: float | None = None) -> str:
+    """`8 s`, `3 min`, `1 h 20 min`: a duration as a person reads it; with `high`, a range: `10 to 14 s`,
+    `50 s to 2 min`, or one duration where both read the same."""
+    shown_low = _duration(low)
+    if high is None or _duration(high) == shown_low:
+        return shown_low
+    shown_high = _duration(high)
+    number, unit = shown_low.split(" ", 1)
+    if shown_high.split(" ")[1:] == [unit]:  # "10 s" and "14 s": "10 to 14 s"
+        return f"{number} to {shown_high}"
+    return f"{shown_low} to {shown_high}"
+
+
+def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{max(1, round(seconds))} s"
     minutes = round(seconds / 60)
@@ -265,15 +303,16 @@ def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], sour
     return job_board().start(_corpus_key(model, settings, texts), "Corpus check", "text", work)
 
 
-@st.cache_data(ttl=3600, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False)
 def estimated_seconds(
     model: str,
     texts: tuple[str, ...],
     methods: tuple[Method, ...],
     classes: tuple[str, ...] | None,
     with_statistics: bool,
-) -> float:
-    """About how long the counting engine takes on `texts` here (`analysis.cost`), with the corpus statistics'
-    forward passes where they must be computed first."""
+) -> tuple[float, float]:
+    """How long the counting engine takes on `texts` here now, low and high (`analysis.corpus.cost`: a timed
+    probe, redone after 30 s so the estimate follows the machine's load), with the corpus statistics' forward
+    passes where they must be computed first."""
     lm = loaded_lm(model, interactive=False)
     return corpus_seconds(lm, list(texts), methods, classes=classes, forward_passes=1 + with_statistics)

@@ -61,7 +61,7 @@ def verdict_section(context: Context) -> None:
         missing = not statistics_ready(view.model, view.stage)
         seconds = estimated_seconds(view.model, tuple(sentences), tuple(methods), VERDICT_CLASSES, missing)
         start_button(
-            f"Run the verdict: {len(sentences)} sentences x {len(methods)} methods, about {duration(seconds)} here",
+            f"Run the verdict: {len(sentences)} sentences x {len(methods)} methods, about {duration(*seconds)} here",
             lambda: verdict_job(view.model, view.stage, view.reference, view.rogue_k),
             key="run_verdict",
             help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
@@ -287,7 +287,7 @@ def corpus_section(context: Context) -> None:
         missing = view.geometry != "cosine" and not statistics_ready(view.model, view.stage)
         seconds = estimated_seconds(view.model, texts, (view.geometry,), None, missing)
         start_button(
-            f"Run the corpus check: {len(texts):,} texts, about {duration(seconds)} here",
+            f"Run the corpus check: {len(texts):,} texts, about {duration(*seconds)} here",
             lambda: corpus_job(view.model, settings_, texts, name or "the shipped corpus"),
             key="run_corpus",
             help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",

@@ -6,7 +6,7 @@ names a chart of today's pages.
 - a quantitative colour scale has a fixed domain (never stretched over the data's own range), holds every value
   drawn, and its legend says the range of the values (`here LOW to HIGH`);
 - no axis repeats a tick label (`0%`, `0%`, `0%`);
-- no legend is empty;
+- no legend is empty, and no title is cut short;
 - no chart is shorter than MIN_HEIGHT pixels;
 - highlighted tokens are keyed by label (`key_colours`), so a caller can check a token keeps its colour.
 """
@@ -119,6 +119,12 @@ def _render_faults(spec: dict) -> list[str]:
             repeated = sorted({label for label in labels if labels.count(label) > 1 and label})
             if repeated:
                 faults.append(f"{group.get('aria-label', 'an axis')} repeats tick labels {repeated}")
+        if "role-legend-title" in classes or "role-axis-title" in classes or "role-title-text" in classes:
+            cut = [
+                "".join(text.itertext()) for text in group.iter(f"{SVG}text") if "".join(text.itertext()).endswith("…")
+            ]
+            if cut:
+                faults.append(f"a title is cut short: {cut}")
         if "role-legend" in classes.split():
             labels = [
                 "".join(text.itertext()).strip()

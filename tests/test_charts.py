@@ -45,8 +45,8 @@ def test_highlighted_tokens_are_flagged_keyed_and_labelled(result):
     assert len(rows) == len(result.metrics)
     assert set(rows.loc[rows["highlighted"], "label"]) == {token_label(2, "flies"), token_label(6, ".")}
     assert set(rows.loc[~rows["highlighted"], "color"]) == {FAINT}
-    # Colours follow the text order of the highlighted tokens, whatever order they were picked in.
-    assert figure.key == ((token_label(2, "flies"), token_label(6, ".")), (PALETTE[0], PALETTE[1]))
+    # Colours belong to positions, whatever order they were picked in and whatever else is highlighted.
+    assert figure.key == ((token_label(2, "flies"), token_label(6, ".")), (PALETTE[2], PALETTE[6]))
     assert trajectory_chart(result.metrics, "cosine", [2, 6]).key == figure.key
     _, _, labels = figure.spec["layer"]
     assert labels["mark"]["type"] == "text"  # drawn for highlighted rows at the last layer only
@@ -141,7 +141,7 @@ def test_comparisons_name_models_shortly_and_keep_their_order(result):
 def test_overlap_chart_has_both_comparisons_and_drops_layer_zeros_missing_previous(result):
     figure = overlap_chart(result, [2])
     frame = figure.data
-    assert figure.key == ((token_label(2, "flies"),), (PALETTE[0],))  # the highlighted line is keyed
+    assert figure.key == ((token_label(2, "flies"),), (PALETTE[2],))  # the highlighted line is keyed, by position
     assert set(frame["against"]) == {"previous layer (l-1)", "original neighbourhood"}
     previous = frame[frame["against"] == "previous layer (l-1)"]
     assert previous["layer"].min() == 1

@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,43 @@ def test_progress_is_a_bar_in_a_terminal_and_whole_lines_elsewhere(monkeypatch):
             return True
 
     assert type(progress.progress_bar(4, "sweep", "text", file=Terminal())).__name__ == "tqdm"
+
+
+def test_a_sweep_is_refused_before_its_folder_is_made(tmp_path):
+    """Settings the model cannot run (the lens without a head, rogue_k past its width) and a missing input are
+    refused before --out exists; a missing input before the model loads. The corrected command then runs."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The cat sat on the mat.\nA dog ran.\n")
+    out = tmp_path / "out"
+    base = ["sweep", "--model", "all-MiniLM-L6-v2", "--out", str(out), "--batch-tokens", "64"]
+    for extra, said in ((["--lens"], "holds no masked-LM head"), (["--rogue-k", "1000"], "rogue_k")):
+        done = run_cli(*base, "--input", str(texts), *extra)
+        assert done.returncode == 1 and said in error_lines(done)[0], done.stderr
+        assert not out.exists()
+    missing = run_cli(*base, "--input", str(tmp_path / "nothing.txt"))
+    assert missing.returncode == 1 and "No input file at" in error_lines(missing)[0]
+    assert "loading" not in missing.stderr and not out.exists()
+    done = run_cli(*base, "--input", str(texts))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("loading ") == 1
+
+
+def test_export_refuses_lens_options_without_the_lens(tmp_path):
+    for extra in (["--lens-masked"], ["--lens-target", "next"]):
+        done = run_cli("export", "--model", "all-MiniLM-L6-v2", "--text", "A cat.", "--out", str(tmp_path), *extra)
+        assert done.returncode == 1 and "add --lens" in error_lines(done)[0]
+        assert "loading" not in done.stderr
+
+
+def test_sweep_progress_moves_per_batch_in_whole_texts(tmp_path):
+    """40 texts in one shard, in a log: a line once the first batch of texts is done (with a rate and the time
+    left), not only one per 1000-text shard; counts in whole texts (never 15.107719928186714)."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(corpus_sentences()[:40]))
+    done = run_cli("sweep", "--model", "all-MiniLM-L6-v2", "--input", str(texts), "--out", str(tmp_path / "out"),
+                   "--batch-tokens", "256")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("sweep: ")]
+    assert lines[-1].startswith("sweep: 40 of 40 texts (100%)")
+    first = re.fullmatch(r"sweep: (\d+) of 40 texts \(\d+%\), [\d.]+ texts/s, about [\d,]+ s left", lines[0])
+    assert first and 0 < int(first[1]) < 40, lines

@@ -73,6 +73,59 @@ def test_durations_read_as_people_say_them():
     assert [duration(s) for s in (0.2, 8.4, 59, 61, 3500, 3599, 4800)] == [
         "1 s", "8 s", "59 s", "1 min", "58 min", "1 h", "1 h 20 min"
     ]  # fmt: skip
+    assert [duration(*pair) for pair in ((9.6, 14.2), (50, 130), (61, 64), (3000, 5000))] == [
+        "10 to 14 s", "50 s to 2 min", "1 min", "50 min to 1 h 23 min"
+    ]  # fmt: skip
+
+
+def test_the_time_left_comes_from_the_jobs_own_pace_after_its_first_batch(minilm):
+    """The real counting engine, slowed on purpose: on the job's clock each text costs 2 s and the first report
+    30 s more (a warm-up). Until its second report the job says it is measuring the pace; from then on its
+    range holds the time the rest really takes; and the warm-up never reads as minutes to go."""
+    from analysis.corpus.counts import corpus_counts
+    from analysis.corpus.engine import SweepSettings
+    from analysis.data import corpus_sentences
+
+    now = [100.0]
+    job = Job("slow", "Corpus check", "text", lambda job: None, clock=lambda: now[0])
+    job.start_phase("Corpus check")
+    assert job.status() == "Corpus check: starting…"
+    reports = []
+
+    def report(done: float, total: float) -> None:
+        now[0] += 2.0 * (done - job.done) + (30.0 if not reports else 0.0)
+        job.progress(done, total)
+        reports.append((now[0], done, total, job.status(), job.seconds_left()))
+
+    settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
+    corpus_counts(minilm, corpus_sentences()[:24], settings, batch_tokens=64, on_progress=report)
+    assert len(reports) >= 5 and reports[-1][1] == reports[-1][2] == 24
+    assert reports[0][4] is None and "measuring the pace" in reports[0][3]  # the warm-up is no pace
+    for _, done, total, line, (low, high) in reports[1:]:
+        assert low - 1e-9 <= 2.0 * (total - done) <= high + 1e-9, line  # the rest takes 2 s a text
+    assert not any("min left" in line for *_, line, _ in reports)
+    assert Job("k", "x", "text", lambda job: None, total=4).status() == "x: text 0 of 4, measuring the pace…"
+
+
+def test_an_estimate_before_the_work_follows_the_machines_pace_now(minilm, monkeypatch):
+    """The estimate times a probe of the scoring's own product each time it is asked: a machine slowed on purpose
+    (each product 0.3 s slower) gives a longer estimate at once, not the speed measured when the model loaded."""
+    import analysis.corpus.cost as cost
+    from analysis.corpus.cost import corpus_seconds
+    from analysis.data import corpus_sentences
+
+    texts = corpus_sentences()[:5]
+    quick_low, quick_high = corpus_seconds(minilm, texts, ("cosine",))
+    assert 0 < quick_low < quick_high
+    product = cost.torch.matmul
+
+    def slowed(*args, **kwargs):
+        time.sleep(0.3)
+        return product(*args, **kwargs)
+
+    monkeypatch.setattr(cost.torch, "matmul", slowed)
+    slow_low, slow_high = corpus_seconds(minilm, texts, ("cosine",))
+    assert slow_low > quick_high and slow_low < slow_high
 
 
 def test_stopping_the_board_ends_running_work_at_its_next_progress_report():

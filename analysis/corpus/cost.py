@@ -1,9 +1,11 @@
-"""How long corpus work will take here, said before it starts: floating-point operations counted from the
-model's shapes and the texts' tokens, at a speed measured once per model: a product with its own vocabulary
-table, the scoring's own shape.
+"""How long corpus work will take here, said before it starts, as a range: floating-point operations counted from
+the model's shapes and the texts' tokens, at the speed this machine has now: a short timed probe (a few products
+with the model's own vocabulary table, the scoring's own shape) run each time an estimate is asked for, so a
+machine busy with other work gives a longer estimate.
 
 The scoring dominates: every kept token at every layer against every vocabulary row, once per product the
-methods need (the geometries that share one, standardized's own, the original demo's; see `analysis.metrics`).
+methods need (the geometries that share one, standardized's own, the original demo's; see
+`analysis.scoring.ranks`).
 `OVERHEAD` is what the rest adds (the elementwise passes, the forward passes), measured by
 `benchmarks/bench_verdict.py`, which reports the estimate beside the time taken.
 """
@@ -20,28 +22,28 @@ from analysis.definitions import Method
 from analysis.model.loaded import LoadedModel
 from analysis.report.wordclass import word_classes
 
-OVERHEAD = 1.3
-"""What the rest adds to the products' time at the measured speed: the verdict takes 1.1 to 1.4 times that on
-the bundled model and on the roberta-base shape (`benchmarks/bench_verdict.py` reports estimate and time)."""
+OVERHEAD = (1.1, 1.6)
+"""What the rest adds to the products' time at the measured speed, low and high: the verdict takes 1.1 to 1.4
+times that on the bundled model and on the roberta-base shape (`benchmarks/bench_verdict.py` reports estimate
+and time), and more where the products run nearer the machine's ceiling."""
+PROBES = 3
+"""Timed products per estimate."""
 
 
-def flops_per_second(lm: LoadedModel) -> float:
-    """Float32 speed of this machine on the scoring's products: the best of a few products of 256 rows with the
-    model's vocabulary table (a few tenths of a second, once per model)."""
-
-    def measure() -> float:
-        table = lm.structure.embeddings.word.weight.detach()
-        rows = torch.randn(256, table.shape[1], device=table.device)
-        out = torch.empty(len(rows), len(table), device=table.device)  # reused, as the scoring's workspace is
-        best = float("inf")
-        with torch.inference_mode():
-            for _ in range(3):
-                start = time.perf_counter()
-                torch.matmul(rows, table.T, out=out)[0, 0].item()  # .item() waits for an accelerator to finish
-                best = min(best, time.perf_counter() - start)
-        return 2 * rows.numel() * table.shape[0] / best
-
-    return lm.cached("flops_per_second", measure)
+def flops_per_second(lm: LoadedModel) -> tuple[float, float]:
+    """Float32 speed of this machine now on the scoring's products, slowest and fastest of PROBES products of 256
+    rows with the model's vocabulary table (hundredths to a few tenths of a second)."""
+    table = lm.structure.embeddings.word.weight.detach()
+    rows = torch.randn(256, table.shape[1], device=table.device)
+    out = torch.empty(len(rows), len(table), device=table.device)  # reused, as the scoring's workspace is
+    seconds = []
+    with torch.inference_mode():
+        for _ in range(PROBES):
+            start = time.perf_counter()
+            torch.matmul(rows, table.T, out=out)[0, 0].item()  # .item() waits for an accelerator to finish
+            seconds.append(time.perf_counter() - start)
+    work = 2 * rows.numel() * table.shape[0]
+    return work / max(seconds), work / min(seconds)
 
 
 def products_needed(methods: Sequence[Method]) -> int:
@@ -72,10 +74,11 @@ def corpus_seconds(
     *,
     classes: Collection[str] | None = None,
     forward_passes: int = 1,
-) -> float:
-    """About how long the counting engine takes on `texts` under `methods`, with `forward_passes` passes over them
-    (2 when the corpus statistics must be computed first)."""
+) -> tuple[float, float]:
+    """How long the counting engine takes on `texts` under `methods` here now, low and high, with
+    `forward_passes` passes over them (2 when the corpus statistics must be computed first)."""
     total, kept = token_counts(lm, texts, classes)
     scoring = 2.0 * kept * lm.num_layers * lm.vocab_size * lm.hidden_size * products_needed(methods)
     forward = 2.0 * lm.info.parameters * total * forward_passes
-    return OVERHEAD * (scoring + forward) / flops_per_second(lm)
+    slowest, fastest = flops_per_second(lm)
+    return OVERHEAD[0] * (scoring + forward) / fastest, OVERHEAD[1] * (scoring + forward) / slowest

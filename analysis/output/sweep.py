@@ -189,7 +189,8 @@ class Sweep:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> SweepReport:
         """Compute the missing shards with `lm` (here, or by `run_shards(shards, done)`), then the summary
-        and provenance; `on_progress(done, total)` counts sentences."""
+        and provenance; `on_progress(done, total)` counts sentences as each batch of texts finishes (here; by
+        shard with `run_shards`)."""
         self._check_model(lm)
         for stale in (self.out / ROWS).glob(".shard-*.parquet.tmp"):  # left by a killed run: recomputed below
             stale.unlink()
@@ -222,7 +223,13 @@ class Sweep:
                 settings = self.settings
                 for shard in missing:
                     texts, ids = self.shard_texts(shard)
-                    write_shard(self.out, shard, batch_rows(lm, texts, ids, settings, batch_tokens))
+                    within = None
+                    if on_progress:  # every batch of the shard moves the count on, not just the shard's end
+
+                        def within(texts_done: float, _: int, before: int = done_sentences) -> None:
+                            on_progress(before + texts_done, self.sentences)
+
+                    write_shard(self.out, shard, batch_rows(lm, texts, ids, settings, batch_tokens, within))
                     done(shard, len(texts))
             else:
                 run_shards(missing, done)
@@ -334,6 +341,13 @@ def open_sweep(
             shutil.rmtree(out, ignore_errors=True)
         raise
     return Sweep(out, manifest, lock)
+
+
+def finished_sweep(out: Path) -> bool:
+    """Whether `out` holds a finished sweep (its manifest, summary and provenance), which a rerun of the same
+    command leaves as it is without loading the model."""
+    out = Path(out)
+    return all((out / name).is_file() for name in (MANIFEST, "summary.csv", "provenance.json"))
 
 
 def recorded_reference(out: Path) -> str | None:
