@@ -8,6 +8,8 @@ when it is drawn), and redrawing costs no Altair building or schema validation.
 Every chart can be read without its caption: lines coloured by word class have a legend, highlighted tokens
 are keyed in a legend and labelled at their last point (labels that would overlap are spread apart), the
 anisotropy baseline is in the legend as a dashed line, and axis titles say which geometry they measure in.
+What every chart may and may not say (symmetric diverging scales, natural colour ranges, log probabilities,
+colours by position) is in docs/design.md, section 9.
 """
 
 from __future__ import annotations
