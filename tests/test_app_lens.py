@@ -60,7 +60,10 @@ def test_rank_plots_mark_the_target_among_each_layers_predictions(family_folder)
     assert any(f"the target is {target}" in caption.value.replace("\\", "") for caption in app.caption)
     masked = app.toggle(key="w_masked")
     assert masked.disabled and "never sees a mask token" in masked.proto.help
-    app.selectbox(key="w_lens_target").select("own").run()
+    targets = app.selectbox(key="w_lens_target")
+    assert targets.options == ["next (the model's default)", "own"]  # the default once, not twice
+    assert app.selectbox(key="w_lens_stage").value == "layer_output"  # the classic logit lens unless asked
+    targets.select("own").run()
     assert_clean(app)
     assert app.session_state["view"].lens_target == "own"
 

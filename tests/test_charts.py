@@ -178,3 +178,13 @@ def test_charts_save_as_html_and_json(result, tmp_path, suffix, start):
     assert path.read_text().lstrip().startswith(start)
     with pytest.raises(ValueError, match=r"use \.png, \.svg, \.html or \.json"):
         overlap_chart(result, [2]).save(tmp_path / "chart.gif")
+
+
+def test_the_verdict_grid_draws_an_x_axis_under_each_panel_and_none_under_the_empty_cell():
+    rows = [
+        {"method": method, "layer": layer, "word_class": word_class, "spikes": 1, "tokens": 10, "share": 0.1,
+         "low": 0.02, "high": 0.4}
+        for method in METHODS for layer in range(3) for word_class in ("function", "content")
+    ]  # fmt: skip
+    svg = verdict_chart(pd.DataFrame(rows)).to_bytes("svg").decode()
+    assert svg.count("aria-label=\"X-axis titled 'layer (block index l)'") == len(METHODS)  # five panels, five axes
