@@ -243,3 +243,49 @@ def test_several_browser_sessions_at_once_each_see_their_own_text(server):
         assert session["errors"] == 0
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "concurrency.json").write_text(json.dumps(outcome["sessions"], indent=2) + "\n")
+
+
+def _scroll_top(page) -> float:
+    """How far the app's main area is scrolled (Streamlit scrolls its own container, not the window)."""
+    return page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('*')].filter(e => e.scrollHeight > e.clientHeight + 5)"
+        ".map(e => e.scrollTop), window.scrollY)"
+    )
+
+
+def _section_open(page, label: str) -> bool:
+    return page.locator("[data-testid=stExpander] details", has_text=label).first.get_attribute("open") is not None
+
+
+def test_the_deep_dive_stays_where_the_reader_left_it(server, browser):
+    """Close a section, scroll down to the layer picker and pick another layer, then upload a corpus: the page
+    keeps its scroll position and every section its state (no jump to the top, no section snapping shut)."""
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.goto(f"{server}/Layer_deep_dive")
+    settled(page)
+    for label in ("Why: the heads", "Which tokens leap"):
+        page.locator("[data-testid=stExpander] summary", has_text=label).first.click()
+        settled(page)
+    page.locator("[data-testid=stExpander] summary", has_text="Corpus check").first.click()
+    settled(page)
+    assert not _section_open(page, "Why: the heads") and _section_open(page, "Corpus check")
+    picker = page.locator("[data-testid=stSelectbox]", has_text="Layer").first
+    picker.scroll_into_view_if_needed()
+    before = _scroll_top(page)
+    assert before > 100
+    picker.click()
+    page.keyboard.type("layer 2")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('layer') === '2'")
+    settled(page)
+    assert page.get_by_role("heading", name="Layer 2").count() == 1
+    assert abs(_scroll_top(page) - before) < 300, (before, _scroll_top(page))
+    assert not _section_open(page, "Why: the heads") and _section_open(page, "Corpus check")
+    assert not _section_open(page, "Which tokens leap at layer 2")  # a new label, the reader's state
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(
+        files=[{"name": "mine.txt", "mimeType": "text/plain", "buffer": b"The cat sat.\nA dog ran.\n"}]
+    )
+    page.get_by_role("button", name=re.compile("Run the corpus check: 2 texts")).first.wait_for(timeout=60_000)
+    settled(page)
+    assert _section_open(page, "Corpus check") and not _section_open(page, "Why: the heads")
+    page.screenshot(path=ARTIFACTS / "deep_dive_as_left.png")
