@@ -229,7 +229,8 @@ def _layer_x(n_layers: int, title: str = "layer (block index l)") -> alt.X:
         "layer:Q",
         title=title,
         scale=alt.Scale(domain=[0, max(n_layers - 1, 1)]),
-        axis=alt.Axis(values=list(range(0, n_layers, step)), format="d"),
+        # ".0f", not "d": the browser's Vega (Streamlit's) drops explicit tick values under "d".
+        axis=alt.Axis(values=list(range(0, n_layers, step)), format=".0f"),
     )
 
 
@@ -262,20 +263,34 @@ def probability_floor(values: pd.Series) -> tuple[float, bool]:
     return floor, bool((values < floor).any())
 
 
+def axis_extent(measure: str, values: pd.Series) -> tuple[float, bool] | None:
+    """The fixed end of a log axis of `measure` drawn over `values`: probabilities, their floor and whether any
+    value lies below it (`probability_floor`); ranks, the decade at or above the largest rank, at least 10, so a
+    text whose ranks are all 1 still has an axis that reads 1, 10 (not 1.00000000006, 1.00000000008, …).
+    None for linear axes."""
+    if measure == "lens_prob":
+        return probability_floor(values)
+    if measure in RANK_MEASURES:
+        largest = float(values.dropna().max()) if values.notna().any() else 1.0
+        return 10.0 ** max(np.ceil(np.log10(max(largest, 1.0))), 1.0), False
+    return None
+
+
 def _measure_axis(
-    measure: str, geometry: str = "cosine", field_name: str | None = None, floor: tuple[float, bool] | None = None
+    measure: str, geometry: str = "cosine", field_name: str | None = None, extent: tuple[float, bool] | None = None
 ) -> alt.Y:
     """The y encoding of a chart of `measure` (cosine, rank or a lens measure), a vocabulary measure titled in
-    its geometry. Ranks: log scale, rank 1 on top. Probabilities: log scale from `floor` (`probability_floor`)
-    to 1, labelled with significant digits, so the smallest ones read as well as the largest."""
+    its geometry. Ranks: log scale from 1 (on top) to the decade of `extent` (`axis_extent`). Probabilities: log
+    scale from `extent`'s floor to 1, labelled with significant digits, so the smallest read as well as the
+    largest."""
     field_name = f"{field_name or measure}:Q"
     if measure in RANK_MEASURES:
         title = RANK_TITLES.get(geometry, RANK_TITLES["cosine"]) if measure == "rank" else LENS_MEASURES[measure]
-        return alt.Y(
-            field_name, title=title, scale=alt.Scale(type="log", reverse=True, domainMin=1), axis=alt.Axis(format="~s")
-        )
+        top = (extent or (10.0, False))[0]
+        scale = alt.Scale(type="log", reverse=True, domain=[1, top])
+        return alt.Y(field_name, title=title, scale=scale, axis=alt.Axis(format="~s"))
     if measure == "lens_prob":
-        bottom, clipped = floor or (PROBABILITY_FLOOR, False)
+        bottom, clipped = extent or (PROBABILITY_FLOOR, False)
         title = LENS_MEASURES[measure] + (f"; below {bottom:.0e} drawn at {bottom:.0e}" if clipped else "")
         scale = alt.Scale(type="log", domain=[bottom, 1.0], clamp=True)
         return alt.Y(field_name, title=title, scale=scale, axis=alt.Axis(format=".2~p"))
@@ -334,6 +349,8 @@ def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[s
     low, high = float(values.min()), float(values.max())
     if measure == "lens_prob":  # the axis's own range: from its floor to 1
         low, high = probability_floor(values)[0], 1.0
+    elif measure in RANK_MEASURES:  # from 1 to its decade
+        low, high = 1.0, axis_extent(measure, values)[0]
     elif measure in LENS_MEASURES and measure not in RANK_MEASURES:  # axes that start at 0
         low = min(low, 0.0)
     ends = rows[rows["highlighted"]]
@@ -358,11 +375,11 @@ def _trajectory_spec(
     keyed: bool,
     baseline: bool,
     geometry: str,
-    floor: tuple[float, bool] | None,
+    extent: tuple[float, bool] | None,
 ) -> dict:
     pick = alt.selection_point(name=PICK, fields=["position"], on="click", clear="dblclick")
     x = _layer_x(n_layers, x_title)
-    y = _measure_axis(measure, geometry, floor=floor)
+    y = _measure_axis(measure, geometry, extent=extent)
     tooltip = _drawn(measure)[1]
     if by_class:
         tooltip.insert(1, alt.Tooltip("word_class:N", title="word class"))
@@ -400,7 +417,7 @@ def _trajectory_spec(
         alt.Chart()
         .transform_filter(alt.datum.highlighted & (alt.datum.layer == n_layers - 1))
         .mark_text(align="left", dx=8, fontWeight="bold")
-        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", floor), text="label:N", color=key.legend(None))
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", extent), text="label:N", color=key.legend(None))
     )
     layers = [faint, bold, labels]
     if baseline:
@@ -471,8 +488,8 @@ def trajectory_chart(
         )
         rows = pd.concat([rows, line], ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["position"], [])
-    floor = probability_floor(rows[measure]) if measure == "lens_prob" else None
-    spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry, floor)
+    extent = axis_extent(measure, rows[measure])
+    spec = _trajectory_spec(measure, n_layers, x_title, by_class, bool(highlight), with_baseline, geometry, extent)
     return Figure(spec, rows, _key(rows, highlight))
 
 
@@ -671,7 +688,7 @@ def _heatmap_spec(
         alt.Chart(_rows())
         .mark_rect()
         .encode(
-            x=alt.X(f"{x}:N", title=x_title, sort=list(x_order)),
+            x=alt.X(f"{x}:N", title=x_title, sort=list(x_order), axis=alt.Axis(labelAngle=_label_angle(x_order))),
             y=alt.Y(f"{y}:N", title=y_title, sort=list(y_order)),
             color=alt.Color(
                 f"{value}:Q",
@@ -688,6 +705,11 @@ def _heatmap_spec(
         .properties(width=720, height=max(MIN_HEIGHT, ROW_STEP * len(y_order)))
     )
     return _spec(chart)
+
+
+def _label_angle(labels: tuple) -> int:
+    """Column labels upright where they fit side by side (layer numbers, a few groups), else turned."""
+    return 0 if sum(len(str(label)) + 2 for label in labels) <= 90 else -90
 
 
 def heatmap(
@@ -803,7 +825,7 @@ def verdict_chart(verdict: pd.DataFrame) -> Figure:
 
 @lru_cache(maxsize=32)
 def _comparison_spec(
-    measure: str, relative: bool, n_models: int, geometry: str, floor: tuple[float, bool] | None, n_layers: int
+    measure: str, relative: bool, n_models: int, geometry: str, extent: tuple[float, bool] | None, n_layers: int
 ) -> dict:
     x = (
         alt.X("depth:Q", title="relative depth: layer / (layers - 1)", axis=alt.Axis(format=PERCENT))
@@ -819,7 +841,7 @@ def _comparison_spec(
         .mark_line(point=alt.OverlayMarkDef(size=10, filled=True))
         .encode(
             x=x,
-            y=_measure_axis(measure, geometry, floor=floor),
+            y=_measure_axis(measure, geometry, extent=extent),
             color=color,
             strokeWidth=alt.StrokeWidth("width:Q", scale=None),
             opacity=alt.Opacity("alpha:Q", scale=None),
@@ -831,7 +853,7 @@ def _comparison_spec(
         alt.Chart()
         .transform_filter("isValid(datum.label_y)")
         .mark_text(align="left", dx=6, fontWeight="bold")
-        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", floor), text="label:N", color=color)
+        .encode(x=x, y=_measure_axis(measure, geometry, "label_y", extent), text="label:N", color=color)
     )
     if relative:
         return _spec(alt.layer(lines, labels, data=_rows()).properties(height=380, width=680, padding={"right": 110}))
@@ -859,9 +881,8 @@ def comparison_chart(
     rows = pd.concat(frames, ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["model", "position"], [] if relative else ["model"])
     geometry = results[-1].geometry if isinstance(results[-1], AnalysisResult) else "cosine"
-    floor = probability_floor(rows[measure]) if measure == "lens_prob" else None
     n_layers = int(rows["layer"].max()) + 1
-    spec = _comparison_spec(measure, relative, len(results), geometry, floor, n_layers)
+    spec = _comparison_spec(measure, relative, len(results), geometry, axis_extent(measure, rows[measure]), n_layers)
     spec = _ordered_facets(spec, names) if not relative else spec
     return Figure(spec, rows)
 

@@ -155,7 +155,7 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
     lens, the stage it reads (block outputs by default: the classic logit lens), its target and masked mode
     (encoders; disabled, with why, for decoders)."""
     view = current_view()
-    show_column, stage_column, target_column, masked_column = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+    show_column, stage_column, target_column, masked_column = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
     show_column.radio(
         "Show",
         list(VIEWS),
@@ -175,7 +175,7 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
     stage_column.selectbox(
         "Lens reads stage",
         list(found.stages),
-        format_func=lambda name: f"{name} (the logit lens)" if name == LENS_STAGE else name,
+        format_func=lambda name: f"{name} · logit lens" if name == LENS_STAGE else name,
         help=f"Where in each block the head reads the vector. {LENS_STAGE}, the block output, is the classic logit "
         "lens: at the last layer it is the model's own output. The sidebar's stage is the vocabulary view's. "
         + " ".join(f"**{name}**: {show.literal(analysis.STAGES[name])}." for name in found.stages),
@@ -192,11 +192,11 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
         **bind("lens_target", "" if view.lens_target == default else view.lens_target),
     )
     masked_column.toggle(
-        "Masked: hide each token in turn",
+        "Masked mode",
         disabled=found.reason("masked") is not None,
-        help="Each token is replaced by the mask token in a copy of the text (one copy per token, run as one "
-        "batch), and read at its own position: at which layer does the model recover the hidden token?"
-        + (f" Not available: {show.literal(found.reason('masked'))}." if found.reason("masked") else ""),
+        help="Hide each token in turn: each is replaced by the mask token in a copy of the text (one copy per "
+        "token, run as one batch), and read at its own position: at which layer does the model recover the hidden "
+        "token?" + (f" Not available: {show.literal(found.reason('masked'))}." if found.reason("masked") else ""),
         **bind("masked"),
     )
 

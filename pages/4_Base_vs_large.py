@@ -80,13 +80,13 @@ for column, field, current in zip(pickers.columns(2), ("model_a", "model_b"), mo
     )
 drawn = results[:1] if same else results  # one model twice: one set of lines
 
-sizes = [model_bytes(name) for name in models]
+sizes = [model_bytes(name) for name in models]  # one model picked twice is listed once
 st.caption(
     show.literal(
         "Model sizes (float32): "
         + ", ".join(
             f"{name} {size / 2**30:.2f} GB" if size else f"{name} unknown"
-            for name, size in zip(models, sizes, strict=True)
+            for name, size in dict(zip(models, sizes, strict=True)).items()
         )
         + f"; memory budget {settings().memory_budget_bytes / 2**30:.1f} GB (setting memory_budget_gb): over it, "
         "one model is released before the other loads, and only the small results are kept."
@@ -97,12 +97,14 @@ labels = model_labels(models)
 if not comparison.same_tokens:
     st.caption("The two models tokenize the text differently: highlighted positions follow the sidebar's model.")
 
+shown_models = list(dict.fromkeys(models))
+both = "the model" if same else "both models"
 settings_line = (
-    f"{models[0]} vs {models[1]} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}"
+    f"{' vs '.join(shown_models)} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}"
 )
 st.subheader("Trajectories on relative depth")
 for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
-    show.caption(results[0], f"{what}, both models overlaid on relative depth")
+    show.caption(results[0], f"{what}, {both} on relative depth" + ("" if same else ", overlaid"))
     figure = comparison_chart(drawn, measure, context.highlighted, relative=True)
     show.chart(figure.titled(f"{what} on relative depth", settings_line), f"compare_{measure}_depth",
                key=f"cmp_{measure}")  # fmt: skip
@@ -143,8 +145,13 @@ st.caption(
     "Spike layers: where tokens leap at least 10 times down the ranking and come back (see Layer deep dive). "
     "Drift: mean drop of the cosine to the original embedding from the first to the last layer."
 )
-show.table(comparison.summary, "model_summary", key="summary_table", column_help=SUMMARY_COLUMNS)
-st.caption(show.literal(" · ".join(f"{label} = {model}" for label, model in zip(labels, models, strict=True))))
+summary = comparison.summary.iloc[: len(shown_models)]
+show.table(summary, "model_summary", key="summary_table", column_help=SUMMARY_COLUMNS)
+st.caption(
+    show.literal(
+        " · ".join(f"{label} = {model}" for label, model in zip(labels[: len(shown_models)], shown_models, strict=True))
+    )
+)
 
 st.subheader("Layer-to-layer similarity (linear CKA)")
 if comparison.cka_cells is None:
@@ -152,7 +159,12 @@ if comparison.cka_cells is None:
 else:
     show.caption(
         results[0],
-        f"Linear CKA between every layer of {models[0]} (rows) and {models[1]} (columns) over the words of the text "
+        (
+            f"Linear CKA between every two layers of {models[0]}"
+            if same
+            else f"Linear CKA between every layer of {models[0]} (rows) and {models[1]} (columns)"
+        )
+        + " over the words of the text "
         "(token vectors averaged per word, so different tokenizers compare); 1 = the same geometry",
     )
     show.chart(

@@ -5,7 +5,7 @@ names a chart of today's pages.
 - a diverging colour scale is symmetric around its midpoint (domain [-m, m]);
 - a quantitative colour scale has a fixed domain (never stretched over the data's own range), holds every value
   drawn, and its legend says the range of the values (`here LOW to HIGH`);
-- no axis repeats a tick label (`0%`, `0%`, `0%`);
+- no axis repeats a tick label (`0%`, `0%`, `0%`) or shows one no reader can use (`1.00000000006`);
 - no legend is empty, and no title is cut short;
 - no chart is shorter than MIN_HEIGHT pixels;
 - highlighted tokens are keyed by label (`key_colours`), so a caller can check a token keeps its colour.
@@ -119,6 +119,9 @@ def _render_faults(spec: dict) -> list[str]:
             repeated = sorted({label for label in labels if labels.count(label) > 1 and label})
             if repeated:
                 faults.append(f"{group.get('aria-label', 'an axis')} repeats tick labels {repeated}")
+            unreadable = [label for label in labels if re.search(r"\d[.,]?\d{6,}", label.replace(",", ""))]
+            if unreadable:  # 1.00000000006: a collapsed domain, not a number a reader can use
+                faults.append(f"{group.get('aria-label', 'an axis')} has unreadable tick labels {unreadable[:3]}")
         if "role-legend-title" in classes or "role-axis-title" in classes or "role-title-text" in classes:
             cut = [
                 "".join(text.itertext()) for text in group.iter(f"{SVG}text") if "".join(text.itertext()).endswith("…")

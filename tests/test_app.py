@@ -357,12 +357,13 @@ def test_base_vs_large_offline_compares_the_bundled_model_and_says_why():
     cka = chart_rows(app, 4)
     diagonal = cka[cka["first model layer"] == cka["second model layer"]]
     assert diagonal["CKA"].to_numpy() == pytest.approx(1.0)
-    summary = app.dataframe[0].value
-    assert list(summary["layers"]) == [6, 6]
-    assert list(summary["model"]) == ["1: all-MiniLM-L6-v2", "2: all-MiniLM-L6-v2"]  # short, and told apart
+    summary = app.dataframe[0].value  # one model, picked twice: one row, one set of lines, said once
+    assert list(summary["layers"]) == [6] and list(summary["model"]) == ["1: all-MiniLM-L6-v2"]  # short
     assert all(len(column) <= 20 for column in summary.columns)  # headers that fit their columns
     captions = " ".join(caption.value.replace("\\", "") for caption in app.caption)
-    assert "1: all-MiniLM-L6-v2 = sentence-transformers/all-MiniLM-L6-v2" in captions
+    assert "1: all-MiniLM-L6-v2 = sentence-transformers/all-MiniLM-L6-v2" in captions and "2: " not in captions
+    assert "both models" not in captions and captions.count("all-MiniLM-L6-v2 0.08 GB") == 1
+    assert set(chart_rows(app, 0)["model"]) == {"1: all-MiniLM-L6-v2"}
 
 
 def test_base_vs_large_with_a_second_model_and_a_tight_memory_budget(family_folder, monkeypatch):

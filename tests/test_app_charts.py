@@ -97,7 +97,7 @@ def test_the_check_fails_on_a_dishonest_colour_scale(scale, title, fault):
     assert chart_faults(honest, pd.DataFrame(CELLS)) == []
 
 
-def test_the_check_fails_on_repeated_ticks_an_empty_legend_and_a_squashed_chart():
+def test_the_check_fails_on_bad_ticks_an_empty_legend_and_a_squashed_chart():
     rows = [{"layer": layer, "p": p} for layer, p in enumerate([0.001, 0.002, 0.004])]
     line = alt.Chart(alt.Data(values=rows)).mark_line()
     repeated = line.encode(x="layer:Q", y=alt.Y("p:Q", axis=alt.Axis(format=".0%"))).properties(height=300)
@@ -106,5 +106,8 @@ def test_the_check_fails_on_repeated_ticks_an_empty_legend_and_a_squashed_chart(
         x="layer:Q", y="p:Q", color=alt.Color("label:N", scale=alt.Scale(domain=[], range=[]), title="tokens")
     ).properties(height=300)
     assert any("an empty legend" in fault for fault in chart_faults(empty.to_dict(), pd.DataFrame(rows)))
+    collapsed = line.encode(x="layer:Q", y=alt.Y("p:Q", scale=alt.Scale(domain=[1, 1.0000000002])))
+    assert any("unreadable tick labels" in fault
+               for fault in chart_faults(collapsed.properties(height=300).to_dict(), pd.DataFrame(rows)))  # fmt: skip
     squashed = line.encode(x="layer:Q", y="p:Q").properties(height=80)
     assert any("px tall" in fault for fault in chart_faults(squashed.to_dict(), pd.DataFrame(rows)))

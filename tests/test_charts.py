@@ -188,3 +188,14 @@ def test_the_verdict_grid_draws_an_x_axis_under_each_panel_and_none_under_the_em
     ]  # fmt: skip
     svg = verdict_chart(pd.DataFrame(rows)).to_bytes("svg").decode()
     assert svg.count("aria-label=\"X-axis titled 'layer (block index l)'") == len(METHODS)  # five panels, five axes
+
+
+def test_a_rank_axis_spans_at_least_a_decade_even_when_every_rank_is_1(result):
+    """All ranks 1 gave the browser's Vega a collapsed log domain, ticked 1.00000000006, 1.00000000008, …"""
+    ones = result.metrics.assign(rank=1)
+    flat = dataclasses.replace(result, metrics=ones)
+    for figure in (trajectory_chart(ones, "rank", [2]), comparison_chart([flat, flat], "rank", [2], True)):
+        spec = json.dumps(figure.spec)
+        assert '"domain": [1, 10.0]' in spec and '"reverse": true' in spec
+    ranks = trajectory_chart(result.metrics.assign(rank=result.metrics["rank"] * 0 + 50_265), "rank", []).spec
+    assert '"domain": [1, 100000.0]' in json.dumps(ranks)
