@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -216,3 +217,24 @@ def test_sweep_progress_moves_per_batch_in_whole_texts(tmp_path):
     assert lines[-1].startswith("sweep: 40 of 40 texts (100%)")
     first = re.fullmatch(r"sweep: (\d+) of 40 texts \(\d+%\), [\d.]+ texts/s, about [\d,]+ s left", lines[0])
     assert first and 0 < int(first[1]) < 40, lines
+
+
+def test_the_command_lines_progress_counts_whole_units(monkeypatch):
+    """The counting engine reports fractions of a batch (15.107719928186714 of 110 sentences); the terminal's
+    bar counts whole sentences."""
+    from analysis.__main__ import _counter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    on_progress, close = _counter("verdict", "sentence")
+    for done in (3.7, 15.107719928186714, 60.5, 110):
+        time.sleep(0.12)  # past tqdm's least interval between redraws
+        on_progress(done, 110)
+    close()
+    shown = terminal.getvalue()
+    assert "15/110" in shown and "110/110" in shown
+    assert not re.search(r"\d\.\d+/110", shown), shown
