@@ -312,7 +312,8 @@ layer = layer_section(context)
 st.subheader(f"Layer {layer}")
 with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.heads} heads…"):
     parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
-lens = view_lens(context.view, EXTRAS) if context.capabilities.lens else None
+# The lens columns read the very vectors the rank columns rank: the view's stage, not the lens view's stage.
+lens = view_lens(context.view, EXTRAS, stage=context.view.stage) if context.capabilities.lens else None
 report = layer_report(context.result, context.classes, parts, attribution, lens)
 with section(f"Which tokens leap at layer {layer}", "leaps", expanded=True):
     leaps_section(context, report)

@@ -99,12 +99,15 @@ def test_a_model_without_a_head_shows_the_choice_disabled_with_why():
     assert chart_holding(app, '"field": "cosine"') == 0  # the vocabulary view instead
 
 
-def test_the_deep_dive_puts_the_lens_rank_beside_the_embedding_rank(family_folder):
+@pytest.mark.parametrize("stage", ["layer_output", "attn_residual"])
+def test_the_deep_dive_puts_the_lens_rank_beside_the_embedding_rank(family_folder, stage):
+    """The lens columns read the very vectors the rank columns rank (the sidebar's stage), whatever stage the
+    lens view reads (here the default, layer_output)."""
     folder = str(family_folder("roberta", head=True))
-    app = open_app(DEEP_DIVE, model=folder, layer="1", stage="layer_output")
+    app = open_app(DEEP_DIVE, model=folder, layer="1", stage=stage)
     assert_clean(app)
     table = app.dataframe[0].value
-    lens = analysis.lens(analysis.load_model(folder), SEED_SENTENCE, stage="layer_output").metrics
+    lens = analysis.lens(analysis.load_model(folder), SEED_SENTENCE, stage=stage).metrics
     at_layer = lens[lens["layer"] == 1].set_index("position")
     shown = table.set_index("position")
     assert "rank at layer 1" in shown.columns
