@@ -83,6 +83,29 @@ def renamed_weight(folder: Path) -> None:
     edit_weights(folder, lambda weights: {**weights, "encoder.layer.9.attention.extra.weight": torch.zeros(4)})
 
 
+def edit_header(folder: Path, change) -> None:
+    """Rewrite the weights file's safetensors header (its JSON table) with `change(header)`, keeping the bytes."""
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    change(header)
+    encoded = json.dumps(header).encode()
+    (folder / WEIGHTS_FILE).write_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + length :])
+
+
+def first_entry(header: dict) -> dict:
+    return header[next(name for name in header if name != "__metadata__")]
+
+
+def sharded_without_metadata(folder: Path) -> None:
+    """The weights as one shard of an index whose "metadata" table is missing."""
+    (folder / WEIGHTS_FILE).rename(folder / "model-00001-of-00001.safetensors")
+    names = load_file(folder / "model-00001-of-00001.safetensors").keys()
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": dict.fromkeys(names, "model-00001-of-00001.safetensors")})
+    )
+
+
 CASES = {
     "huge config, one unrelated tensor": (huge_config, "hold 3 numbers but its config describes a model of", True),
     "a safetensors file with no model tensors": (
@@ -120,6 +143,36 @@ CASES = {
         small_embedding_table, "has ids up to 399 but the embedding table has 50 rows", False,
     ),
     "a position table too small for any text": (two_positions, "has room for 0 tokens (max_position_embeddings", False),
+    "a width given as text": (lambda f: edit_config(f, hidden_size="64"),
+                              "gives hidden_size as '64': it must be a whole number of at least 1", True),
+    "a width with a fraction": (lambda f: edit_config(f, hidden_size=64.5),
+                                "gives hidden_size as 64.5: it must be a whole number", True),
+    "no activation": (lambda f: edit_config(f, hidden_act=None), "gives hidden_act as None: it must name an", True),
+    "an epsilon given as text": (lambda f: edit_config(f, layer_norm_eps="abc"),
+                                 "gives layer_norm_eps as 'abc': it must be a finite number", True),
+    "no attention heads": (lambda f: edit_config(f, num_attention_heads=0),
+                           "gives num_attention_heads as 0: it must be a whole number of at least 1", True),
+    "a negative vocabulary": (lambda f: edit_config(f, vocab_size=-5), "gives vocab_size as -5", True),
+    "an empty vocabulary": (lambda f: edit_config(f, vocab_size=0), "gives vocab_size as 0", True),
+    "heads that do not divide the width": (lambda f: edit_config(f, num_attention_heads=5),
+                                           "splits a width of 32 into 5 heads, which does not divide it", True),
+    "100,000 layers": (lambda f: edit_config(f, num_hidden_layers=100_000),
+                       "(100,000 layers of width 32): weights are missing or smaller than the config says", True),
+    "an unknown dtype in the header": (lambda f: edit_header(f, lambda h: first_entry(h).update(dtype="F33")),
+                                       "the unknown dtype 'F33'", True),
+    "negative offsets in the header": (
+        lambda f: edit_header(f, lambda h: first_entry(h).update(data_offsets=[-8, 0])),
+        "the bytes -8 to 0", True,
+    ),
+    "a shape larger than its bytes": (
+        lambda f: edit_header(f, lambda h: first_entry(h).update(shape=[4000, 32])),
+        "but a F32 tensor of shape [4000, 32] needs 512,000", True,
+    ),
+    "an index without its metadata": (sharded_without_metadata, "is damaged (it has no 'metadata' entry)", True),
+    "a tokenizer.json that is a list": (lambda f: (f / "tokenizer.json").write_text("[1, 2, 3]"),
+                                        "The tokenizer.json of", True),
+    "NaN weights": (lambda f: edit_weights(f, lambda w: {k: torch.full_like(v, float("nan")) for k, v in w.items()}),
+                    "holds non-finite weights (NaN or infinity)", False),
 }  # fmt: skip
 
 
@@ -205,3 +258,10 @@ def test_the_app_shows_the_refusal_as_one_message(case, hostile_folder):
     assert not app.exception
     shown = " ".join(element.value for element in app.error).replace("\\", "")
     assert message in shown and not app.get("vega_lite_chart")
+
+
+def test_one_exception_type_says_this_model_cannot_be_used():
+    """A script catches every refusal of a model or folder in one place: ModelLoadError, a ValueError
+    (UnsupportedModelError, for a structure Token Trails cannot read, is one too)."""
+    assert issubclass(analysis.UnsupportedModelError, analysis.ModelLoadError)
+    assert issubclass(analysis.ModelLoadError, ValueError)

@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from analysis.model.checkpoint import ModelLoadError
+
 BlockKind = Literal["post_ln", "pre_ln", "parallel"]
 
 BLOCK_KINDS: dict[BlockKind, str] = {
@@ -32,8 +34,9 @@ BLOCK_KINDS: dict[BlockKind, str] = {
 }
 
 
-class UnsupportedModelError(ValueError):
-    """The model's structure is not one Token Trails can read; the message names what was missing."""
+class UnsupportedModelError(ModelLoadError):
+    """The model's structure is not one Token Trails can read; the message names what was missing. A
+    ModelLoadError, so a script catches every "this model cannot be used" in one place."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import CONFIG_MAPPING, PreTrainedTokenizerBase
 
 WEIGHTS_FILE = "model.safetensors"
@@ -23,10 +24,15 @@ UNREAD_MODULES = ("pooler.",)
 """Base-model weights that no stage reads: a checkpoint may lack them (masked-LM checkpoints have no pooler)."""
 _MAX_HEADER_BYTES = 100 * 2**20
 _SAVE_AGAIN = "save the model again with model.save_pretrained(folder) or download it again"
+_FIX = "correct it, or save the model again with model.save_pretrained(folder)"
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+               "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}  # fmt: skip
+"""The safetensors dtypes and their bytes per number."""
 
 
 class ModelLoadError(ValueError):
-    """A model could not be loaded; the message says what to do instead."""
+    """A model or folder cannot be used: every refusal of the loading path is one (UnsupportedModelError
+    included), with one line that says what is wrong and what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,59 @@ def read_config(folder: Path, name: str) -> dict:
             f"{name} declares the model type {model_type!r}, which transformers does not know: pick a model of a "
             "supported family, or update transformers."
         )
+    check_config_values(config, name)
     return config
+
+
+SIZES = ("hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "num_layers", "num_attention_heads",
+         "n_head", "vocab_size", "max_position_embeddings", "n_positions")  # fmt: skip
+"""Config sizes every model needs whole and positive, under each family's name for them."""
+OPTIONAL_SIZES = ("intermediate_size", "n_inner", "num_key_value_heads", "head_dim", "embedding_size")
+"""Sizes a config may leave out or set to null (the family's default), and otherwise whole and positive."""
+NUMBERS = ("layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps", "norm_eps", "initializer_range")
+"""Real numbers a config holds that the model computes with: finite and not negative."""
+ACTIVATIONS = ("hidden_act", "activation_function", "hidden_activation")
+
+
+def check_config_values(config: dict, name: str) -> None:
+    """Refuse a config whose sizes are not whole positive numbers, whose epsilons are not finite numbers, whose
+    activation is not a name, or whose width does not split into its heads, before anything is built from it
+    (transformers would fail with a traceback, divide by zero or allocate a negative table)."""
+    where = f"The config.json of {name}"
+    for key in (*SIZES, *OPTIONAL_SIZES):
+        if key not in config or (config[key] is None and key in OPTIONAL_SIZES):
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelLoadError(f"{where} gives {key} as {value!r}: it must be a whole number of at least 1; {_FIX}.")
+    for key in NUMBERS:
+        value = config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ModelLoadError(f"{where} gives {key} as {value!r}: it must be a finite number of at least 0; {_FIX}.")
+    for key in ACTIVATIONS:
+        if key in config and not isinstance(config[key], str):
+            raise ModelLoadError(f"{where} gives {key} as {config[key]!r}: it must name an activation such as "
+                                 f"'gelu'; {_FIX}.")  # fmt: skip
+    width = next((config[key] for key in ("hidden_size", "n_embd", "d_model") if key in config), None)
+    heads = next((config[key] for key in ("num_attention_heads", "n_head") if key in config), None)
+    if width and heads and config.get("head_dim") is None and width % heads:
+        raise ModelLoadError(f"{where} splits a width of {width} into {heads} heads, which does not divide it; {_FIX}.")
+
+
+def check_layer_count(checkpoint: Checkpoint) -> None:
+    """Refuse, before the model is built, a config declaring more blocks than its weights could hold: each block
+    holds at least width² numbers (its attention projections alone hold 4 width²), so a config asking for more
+    than twice the numbers the files hold is wrong (building 100,000 blocks would take minutes before any other
+    check could refuse it)."""
+    config = checkpoint.config
+    width = next((config[key] for key in ("hidden_size", "n_embd", "d_model") if key in config), None)
+    layers = next((config[key] for key in ("num_hidden_layers", "n_layer", "num_layers") if key in config), None)
+    if width and layers and layers * width**2 > 2 * checkpoint.parameter_count:
+        raise ModelLoadError(
+            f"The weights of {checkpoint.name} hold {checkpoint.parameter_count:,} numbers but its config describes "
+            f"a model of at least {layers * width**2:,} ({layers:,} layers of width {width:,}): weights are missing "
+            f"or smaller than the config says; {_SAVE_AGAIN}."
+        )
 
 
 def read_checkpoint(folder: Path, name: str) -> Checkpoint:
@@ -78,10 +136,16 @@ def read_checkpoint(folder: Path, name: str) -> Checkpoint:
         files = [folder / WEIGHTS_FILE]
     elif index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            found = json.loads(index.read_text(encoding="utf-8"))
+            weight_map, metadata = found["weight_map"], found["metadata"]  # transformers reads both
+            if not isinstance(metadata, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+                raise TypeError("a weight_map of file names and a metadata table")
             files = [folder / shard for shard in dict.fromkeys(weight_map.values())]
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise ModelLoadError(f"The weights index {WEIGHTS_INDEX} of {name} is damaged: {_SAVE_AGAIN}.") from error
+            what = f"it has no {error.args[0]!r} entry" if isinstance(error, KeyError) else first_line(error)
+            raise ModelLoadError(
+                f"The weights index {WEIGHTS_INDEX} of {name} is damaged ({what}): {_SAVE_AGAIN}."
+            ) from error
     else:
         raise ModelLoadError(
             f"{name} has no {WEIGHTS_FILE} (or {WEIGHTS_INDEX}); Token Trails reads only safetensors weights: convert "
@@ -95,7 +159,25 @@ def read_checkpoint(folder: Path, name: str) -> Checkpoint:
             f"{name} has no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, …): save it beside the model with "
             "tokenizer.save_pretrained(folder)."
         )
-    return Checkpoint(folder, name, config, tensors)
+    for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        _check_json_table(folder / file, name)
+    checkpoint = Checkpoint(folder, name, config, tensors)
+    check_layer_count(checkpoint)
+    return checkpoint
+
+
+def _check_json_table(path: Path, name: str) -> None:
+    """Refuse a tokenizer file that is not a JSON table (the tokenizer would fail with a traceback)."""
+    if not path.is_file():
+        return
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"The {path.name} of {name} cannot be read ({first_line(error)}): save the tokenizer "
+                             "again with tokenizer.save_pretrained(folder).") from error  # fmt: skip
+    if not isinstance(found, dict):
+        raise ModelLoadError(f"The {path.name} of {name} is not a JSON table: save the tokenizer again with "
+                             "tokenizer.save_pretrained(folder).")  # fmt: skip
 
 
 def safetensors_shapes(path: Path, name: str) -> dict[str, tuple[int, ...]]:
@@ -120,11 +202,8 @@ def safetensors_shapes(path: Path, name: str) -> dict[str, tuple[int, ...]]:
     for tensor, entry in header.items():
         if tensor == "__metadata__":
             continue
-        try:
-            shapes[tensor] = tuple(int(n) for n in entry["shape"])
-            end = max(end, int(entry["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise ModelLoadError(f"{damaged} (its header entry for {tensor} is malformed): {_SAVE_AGAIN}.") from error
+        shapes[tensor], end_of_tensor = _header_entry(tensor, entry, damaged)
+        end = max(end, end_of_tensor)
     data_bytes = size - 8 - header_bytes
     if end > data_bytes:
         raise ModelLoadError(
@@ -132,6 +211,30 @@ def safetensors_shapes(path: Path, name: str) -> dict[str, tuple[int, ...]]:
             f"{_SAVE_AGAIN}."
         )
     return shapes
+
+
+def _header_entry(tensor: str, entry: object, damaged: str) -> tuple[tuple[int, ...], int]:
+    """One tensor's shape and the end of its bytes, from its safetensors header entry, refused unless its dtype is
+    known, its shape whole and not negative, and its byte range [begin, end] exactly the bytes its shape needs."""
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (*shape, begin, end)):
+            raise TypeError("not whole numbers")
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelLoadError(f"{damaged} (its header entry for {tensor} is malformed): {_SAVE_AGAIN}.") from error
+    if dtype not in DTYPE_BYTES:
+        raise ModelLoadError(f"{damaged} (its header gives {tensor} the unknown dtype {dtype!r}): {_SAVE_AGAIN}.")
+    if min((*shape, begin, end), default=0) < 0 or begin > end:
+        raise ModelLoadError(
+            f"{damaged} (its header gives {tensor} the shape {shape} and the bytes {begin} to {end}): {_SAVE_AGAIN}."
+        )
+    needed = math.prod(shape) * DTYPE_BYTES[dtype]
+    if end - begin != needed:
+        raise ModelLoadError(
+            f"{damaged} (its header gives {tensor} {end - begin:,} bytes, but a {dtype} tensor of shape {shape} "
+            f"needs {needed:,}): {_SAVE_AGAIN}."
+        )
+    return tuple(shape), end
 
 
 def check_complete(checkpoint: Checkpoint, model_parameters: int) -> None:
@@ -225,6 +328,18 @@ def check_loaded(
         key for key in loading_info["unexpected_keys"] if not in_base(key) and not key.startswith(never_read)
     )
     return head_missing, unread
+
+
+def check_finite(name: str, model: torch.nn.Module) -> None:
+    """Refuse a loaded model holding NaN or infinite weights (every cosine would be NaN and every rank 1), naming
+    the first such tensor."""
+    for tensor, weight in model.named_parameters():
+        if not torch.isfinite(weight).all():
+            count = int((~torch.isfinite(weight)).sum())
+            raise ModelLoadError(
+                f"{name} holds non-finite weights (NaN or infinity): {count:,} of the {weight.numel():,} numbers of "
+                f"{tensor}; the checkpoint is damaged: {_SAVE_AGAIN}."
+            )
 
 
 def check_tokenizer(name: str, tokenizer: PreTrainedTokenizerBase, embedding_rows: int) -> None:

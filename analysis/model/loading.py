@@ -34,6 +34,7 @@ from analysis.model.checkpoint import (
     WEIGHTS_INDEX,
     ModelLoadError,
     check_complete,
+    check_finite,
     check_loaded,
     check_memory,
     check_tokenizer,
@@ -47,6 +48,7 @@ from analysis.model.unembed import head_class, no_lens_reason
 _BUNDLED_ALIASES = {BUNDLED_MODEL.lower(), "all-minilm-l6-v2"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 _OFFLINE_HINT = f"the bundled model {BUNDLED_MODEL!r} always works offline."
+_SAVE_AGAIN_SHORT = "save the model again with model.save_pretrained(folder)"
 
 
 @dataclass(frozen=True)
@@ -271,13 +273,27 @@ def _quiet_transformers() -> Iterator[None]:
         transformers_logging.set_verbosity(verbosity)
 
 
+@contextlib.contextmanager
+def _refusing(name: str, what: str) -> Iterator[None]:
+    """Turn any error transformers raises while reading `what` of a folder into one ModelLoadError line (a
+    config field of the wrong type raises its own validation error, a damaged tokenizer a TypeError, …)."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as error:
+        raise ModelLoadError(
+            f"{name}: {what} cannot be read ({type(error).__name__}: {first_line(error)}): {_SAVE_AGAIN_SHORT}."
+        ) from error
+
+
 def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> LoadedModel:
     """Load the model in `folder` after checking, before anything is allocated, its config, its weight files and
     its size; then refuse it if any weight was missing, misplaced or of another shape, or if its tokenizer is not
     real or does not fit the embedding table."""
     checkpoint = read_checkpoint(folder, source.name)
     options = {"trust_remote_code": False, "local_files_only": True}
-    with _quiet_transformers():
+    with _quiet_transformers(), _refusing(source.name, "its config.json"):
         config = AutoConfig.from_pretrained(folder, **options)
     if getattr(config, "is_encoder_decoder", False):
         raise UnsupportedModelError(
@@ -306,7 +322,9 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
             ) from error
         children = {name for name, _ in hf_model.base_model.named_children()}
         head_missing, unread = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
-        tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+        check_finite(source.name, hf_model)
+        with _refusing(source.name, "its tokenizer"):
+            tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
     no_lens = None
     if head_missing or with_head is None:  # its head would be random: keep the base model only
