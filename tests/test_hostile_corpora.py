@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import read_texts
 from analysis.model import loading
 from analysis.output import files as files_module
+from analysis.output.files import FolderLock
 from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, write_json
 from tests.test_sweep import TEXTS, run_sweep, texts_file
 
@@ -75,7 +77,7 @@ def test_manifests_survive_a_full_disk_and_a_damaged_one_is_named(tmp_path, mini
 def test_a_second_sweep_into_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(tmp_path, minilm):
     out, path = tmp_path / "out", texts_file(tmp_path)
     holder = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
-    with pytest.raises(ValueError, match=rf"is in use by another sweep \(process {os.getpid()} on .*delete"):
+    with pytest.raises(ValueError, match=rf"is in use by another sweep \(process {os.getpid()} on .*wait for it"):
         open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
     holder.close()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -175,3 +177,71 @@ def test_a_long_text_is_cut_before_tokenising_with_the_same_tokens(lm, filler):
     assert mine.n_tokens_in_text == full_count and mine.truncated
     assert len(words) > 16 * lm.max_tokens  # the prefix path was taken
     assert analysis.analyze(lm, words, top_k=1, overlap_n=1).n_tokens_in_text == full_count
+
+
+RACER = """
+import json, sys, time
+from pathlib import Path
+from analysis.output.files import FolderLock
+folder, start = Path(sys.argv[1]), float(sys.argv[2])
+lock = FolderLock(folder)
+while time.time() < start:
+    pass
+try:
+    lock.acquire()
+except ValueError:
+    print("refused")
+else:
+    print("held", flush=True)
+    time.sleep(0.3)
+    lock.release()
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_racing_processes_never_share_a_folder(tmp_path, stale):
+    """Six processes take the lock at the same instant, twelve times over (with a killed run's lock file left
+    there, or none): each time exactly one holds it. The lock is the operating system's, checked after it is
+    taken, so no two can both see themselves as holders."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    for _ in range(12):
+        if stale:
+            (folder / ".lock").write_text(json.dumps({"pid": 999_999_999, "host": os.uname().nodename}))
+        start = time.time() + 1.0
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, str(folder), str(start)], stdout=subprocess.PIPE,
+                                   text=True, env=env) for _ in range(6)]  # fmt: skip
+        outcomes = [racer.communicate(timeout=60)[0].strip() for racer in racers]
+        assert sorted(outcomes) == ["held"] + ["refused"] * 5, outcomes
+
+
+def test_a_killed_holders_lock_is_free_at_once_and_a_lock_folder_is_named(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    holder = subprocess.Popen([sys.executable, "-c", RACER.replace("0.3", "60"), str(folder), "0"],
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ValueError, match=rf"in use by another sweep \(process {holder.pid} on"):
+        FolderLock(folder).acquire()
+    holder.kill()  # SIGKILL: no cleanup runs; the kernel lets go of the lock
+    holder.wait(timeout=30)
+    lock = FolderLock(folder)
+    lock.acquire()
+    lock.release()
+    (folder / ".lock").mkdir()
+    with pytest.raises(ValueError, match="is a folder, where a sweep keeps its lock file"):
+        FolderLock(folder).acquire()
+
+
+def test_refusing_a_folder_that_is_no_sweep_touches_nothing_in_it(tmp_path, minilm):
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / ".lock").write_text("their own lock file")
+    with pytest.raises(ValueError, match="holds no Token Trails sweep"):
+        open_sweep(out, texts_file(tmp_path), model=minilm.name, settings=SETTINGS, shard_size=3)
+    assert (out / ".lock").read_text() == "their own lock file" and sorted(p.name for p in out.iterdir()) == [
+        ".lock", "notes.txt"
+    ]  # fmt: skip

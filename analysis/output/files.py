@@ -49,31 +49,53 @@ def read_json(path: Path, advice: str) -> dict:
 
 
 class FolderLock:
-    """`DIR/.lock`: who runs a sweep into DIR now. Created exclusively; a lock whose process is gone (same host)
-    is stale and taken over; released on `release()`."""
+    """`DIR/.lock`: one sweep at a time writes into DIR. The lock is the operating system's (`flock` on the lock
+    file; on Windows `msvcrt.locking`), so it is taken by exactly one process however many race for it, and it is
+    released when its process ends, however it ends: a killed run leaves no lock to take over. After taking it, the
+    holder checks that the path still names the file it locked (a release unlinks it) and writes who it is, which a
+    refused sweep names."""
 
     def __init__(self, out: Path):
         self.path = out / LOCK
-        self.held = False
+        self.descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.descriptor is not None
 
     def acquire(self) -> None:
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
+        for _ in range(100):  # another process released (and unlinked) it between our open and our lock: again
+            descriptor = self._open()
+            if not _try_lock(descriptor):
+                os.close(descriptor)
+                raise ValueError(self._held_message())
             try:
-                descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    raise ValueError(self._held_message()) from None
-                self.path.unlink(missing_ok=True)
+                same = os.fstat(descriptor).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(descriptor)
                 continue
-            except PermissionError as error:
-                message = f"Cannot write to {self.path.parent}: {error.strerror}; pick a writable --out folder."
-                raise ValueError(message) from None
-            with os.fdopen(descriptor, "w") as file:
-                file.write(json.dumps(holder) + "\n")
-            self.held = True
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, (json.dumps(holder) + "\n").encode())
+            os.fsync(descriptor)
+            self.descriptor = descriptor
             return
         raise ValueError(self._held_message())
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise ValueError(
+                f"{self.path} is a folder, where a sweep keeps its lock file: remove it, or pick another --out folder."
+            ) from None
+        except OSError as error:
+            raise ValueError(
+                f"Cannot write to {self.path.parent} ({error.strerror}), where a sweep keeps its lock file "
+                f"{LOCK}: pick a writable --out folder."
+            ) from None
 
     def _holder(self) -> dict:
         try:
@@ -82,27 +104,35 @@ class FolderLock:
         except (OSError, ValueError):
             return {}
 
-    def _stale(self) -> bool:
-        holder = self._holder()
-        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
-            return not holder  # another host's lock cannot be checked from here; an unreadable one is a crash's
-        try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # the process exists, run by someone else
-            return False
-        return False
-
     def _held_message(self) -> str:
         holder = self._holder()
-        who = f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-        return (
-            f"{self.path.parent} is in use by another sweep ({who}): wait for it to finish, or, if that process is "
-            f"gone, delete {self.path}."
+        who = (
+            f"process {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+            if holder
+            else "a process that is starting"
         )
+        return f"{self.path.parent} is in use by another sweep ({who}): wait for it to finish, or stop that process."
 
     def release(self) -> None:
-        if self.held:
+        """Unlink the lock file while still holding it, then let go: a process that opened the old file finds
+        the path gone or renamed to a new file when it checks, and tries again."""
+        if self.descriptor is not None:
             self.path.unlink(missing_ok=True)
-            self.held = False
+            os.close(self.descriptor)  # closing releases the lock
+            self.descriptor = None
+
+
+def _try_lock(descriptor: int) -> bool:
+    """Take the operating system's exclusive lock on an open file without waiting; False where another holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError, OSError):
+        return False
+    return True

@@ -323,6 +323,8 @@ def open_sweep(
             sweep.run(lm)
     """
     out, input_path = Path(out), Path(input_path).expanduser()
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(path.name != LOCK for path in out.iterdir()):
+        raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
