@@ -371,7 +371,7 @@ def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[
     _say(f"{sweep.sentences:,} texts from {args.input}" + (f" ({notes})" if notes else ""))
     if not sweep.missing() and sweep.finished:
         _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
-        return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
+        return _sweep_outputs(args.out)
     if lm is None:  # finished once, but a file of it is gone since: load the model to finish it again
         lm = _load(args.model)
         _check_sweep(lm, sweep.settings)
@@ -403,7 +403,19 @@ def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[
             f"note: {len(report.unreadable):,} texts have no token the model reads (only spaces, control or "
             "zero-width characters) and were skipped; their ids are in provenance.json (unreadable_sentence_ids)."
         )
-    return [args.out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json")]
+    if len(report.unreadable) == report.sentences:
+        _say(
+            f"note: none of the {report.sentences:,} texts has a token {lm.name} reads: the dataset and the summary "
+            "are empty."
+        )
+    return _sweep_outputs(args.out)
+
+
+def _sweep_outputs(out: Path) -> list[Path]:
+    """The files a finished sweep holds (no chart where no text was readable)."""
+    return [
+        out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json") if (out / name).exists()
+    ]
 
 
 COMMANDS = {"export": _export, "verdict": _verdict, "sweep": _sweep}

@@ -20,6 +20,7 @@ from analysis.capture.tokens import tokenize
 from analysis.corpus import texts as texts_module
 from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import read_texts
+from analysis.data import corpus_sentences
 from analysis.model import loading
 from analysis.output import files as files_module
 from analysis.output.files import FolderLock
@@ -245,3 +246,40 @@ def test_refusing_a_folder_that_is_no_sweep_touches_nothing_in_it(tmp_path, mini
     assert (out / ".lock").read_text() == "their own lock file" and sorted(p.name for p in out.iterdir()) == [
         ".lock", "notes.txt"
     ]  # fmt: skip
+
+
+def test_a_corpus_with_no_readable_text_finishes_empty_and_says_so(tmp_path, capsys):
+    path, out = tmp_path / "unreadable.txt", tmp_path / "out"
+    path.write_text("\u200b\u200b\n\x01\x02\n")
+    assert main(sweep_args(path, out)) == 0
+    said = capsys.readouterr()
+    assert "none of the 2 texts has a token" in said.err and "the dataset and the summary are empty" in said.err
+    assert pd.read_csv(out / "summary.csv").empty and pd.read_parquet(out / "rows").empty
+    assert json.loads((out / "provenance.json").read_text())["unreadable_sentence_ids"] == [0, 1]
+    assert main(sweep_args(path, out)) == 0 and "nothing to do" in capsys.readouterr().err  # finished, not stuck
+
+
+def test_a_sweep_killed_after_a_shard_records_it_and_continues_to_the_same_rows(tmp_path):
+    """SIGKILL (no cleanup runs) once the first shard is on disk: the run's record says how many shards it wrote,
+    and the same command continues to rows identical to a sweep never stopped."""
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(corpus_sentences()[:12]) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "HF_HUB_OFFLINE": "1"}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    args = ["--shard-size", "2", "--batch-tokens", "64"]
+    sweep = subprocess.Popen([sys.executable, "-m", "analysis", *sweep_args(path, killed), *args], env=env,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((killed / "rows").glob("shard-*.parquet")):
+        assert time.monotonic() < deadline and sweep.poll() is None, "no shard was written"
+        time.sleep(0.02)
+    sweep.kill()
+    sweep.wait(timeout=30)
+    (run,) = json.loads((killed / MANIFEST).read_text())["runs"]
+    assert run["finished"] is None and run["shards_written"] >= 1
+    assert main([*sweep_args(path, killed), *args]) == 0
+    assert main([*sweep_args(path, whole), *args]) == 0
+    rows = pd.read_parquet(killed / "rows").sort_values(["sentence_id", "layer", "position"], ignore_index=True)
+    expected = pd.read_parquet(whole / "rows").sort_values(["sentence_id", "layer", "position"], ignore_index=True)
+    pd.testing.assert_frame_equal(rows, expected, check_exact=False, rtol=1e-6)
+    assert not rows.duplicated(["sentence_id", "layer", "position", "method"]).any()

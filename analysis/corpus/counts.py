@@ -52,6 +52,8 @@ def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:
 def method_shares(counts: pd.DataFrame) -> pd.DataFrame:
     """`spike_counts` by method (several texts' or shards' counts, summed) → SUMMARY_COLUMNS: per method (in the
     order of `METHODS`), layer and word class, the share that spike and its 95% Wilson interval."""
+    if counts.empty:  # no text had a token the model reads: no shares, and an empty table that says so
+        return pd.DataFrame({column: [] for column in SUMMARY_COLUMNS})
     summed = counts.groupby(["method", "layer", "word_class"])[["spikes", "tokens"]].sum().reset_index()
     by_method = dict(list(summed.groupby("method")))
     return pd.concat(

@@ -212,6 +212,8 @@ class Sweep:
             nonlocal done_sentences
             written.append(shard)
             done_sentences += sentences
+            run["shards_written"] = len(written)  # recorded as each shard lands: a killed run runs no `finally`
+            write_json(self.out / MANIFEST, self.manifest)
             if on_progress:
                 on_progress(done_sentences, self.sentences)
 
@@ -288,9 +290,10 @@ class Sweep:
             unreadable += [i for i in self.shard_ids(shard) if i not in present]
         summary = method_shares(pd.concat(counts))
         summary.to_csv(self.out / "summary.csv", index=False)
-        figure = verdict_chart(summary)
-        figure.save(self.out / "summary.png")
-        figure.save(self.out / "summary.svg")
+        if len(summary):  # a corpus with no readable text has no shares to draw
+            figure = verdict_chart(summary)
+            figure.save(self.out / "summary.png")
+            figure.save(self.out / "summary.svg")
         return sorted(truncated), unreadable, tokens
 
     def close(self) -> None:
