@@ -111,6 +111,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
         _fail(str(error), offer_bundled=True)
     found = cached_capabilities(view.model)
     view = _fall_back_to_available(view, found)
+    view = _within_vocabulary(view, lm.vocab_size)
     with choices_slot:
         widgets.stage_and_reference(found)
     try:
@@ -224,6 +225,16 @@ def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, ob
         if view.lens:
             notices.append(f"{found.model} has no {lacking}: {why}. Showing {instead} instead.")
     return changes, notices
+
+
+def _within_vocabulary(view: View, vocabulary: int) -> View:
+    """The view with k and N cut to the model's vocabulary (a link or a larger model's choice can ask for more),
+    saying so in the page."""
+    if view.top_k <= vocabulary and view.overlap_n <= vocabulary:
+        return view
+    update_view(top_k=min(view.top_k, vocabulary), overlap_n=min(view.overlap_n, vocabulary))
+    st.info(literal(f"k and N are cut to this model's vocabulary of {vocabulary:,} items."), icon=":material/info:")
+    return current_view()
 
 
 def _fall_back_to_available(view: View, found: analysis.Capabilities) -> View:

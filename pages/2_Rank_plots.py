@@ -74,7 +74,7 @@ def vocabulary_view(context: Context) -> None:
     st.subheader("Neighbour overlap between layers")
     st.select_slider(
         "Neighbourhood size N",
-        sorted({*OVERLAP_SIZES, context.view.overlap_n}),
+        sorted({*(n for n in OVERLAP_SIZES if n <= vocabulary), context.view.overlap_n}),
         help="How many nearest vocabulary items make a token's neighbourhood at a layer.",
         **bind("overlap_n"),
     )

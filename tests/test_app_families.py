@@ -157,3 +157,14 @@ def test_the_deep_dive_offers_an_upload_and_uploads_are_capped(tmp_path):
     assert "python -m analysis sweep" in str(refused.value)
     with pytest.raises(ValueError, match="holds no text"):
         texts_from_upload("empty.jsonl", b"\n\n", max_chars=100)
+
+
+def test_a_link_asking_for_more_neighbours_than_the_vocabulary_holds_is_cut_with_a_notice(family_folder):
+    folder = str(family_folder("roberta"))  # a vocabulary of 400 items
+    app = open_app(model=folder, overlap_n="1000")  # the link opens on the home page, which says so
+    assert_clean(app)
+    assert "k and N are cut to this model's vocabulary of 400 items" in notices(app)
+    assert app.session_state["view"].overlap_n == 400
+    app.switch_page(RANKS).run()
+    assert_clean(app)
+    assert max(app.select_slider[0].options, key=int) == "400" and chart_holding(app, "of top 400")

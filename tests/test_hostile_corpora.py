@@ -283,3 +283,16 @@ def test_a_sweep_killed_after_a_shard_records_it_and_continues_to_the_same_rows(
     expected = pd.read_parquet(whole / "rows").sort_values(["sentence_id", "layer", "position"], ignore_index=True)
     pd.testing.assert_frame_equal(rows, expected, check_exact=False, rtol=1e-6)
     assert not rows.duplicated(["sentence_id", "layer", "position", "method"]).any()
+
+
+@pytest.mark.parametrize(
+    "extra", [["--overlap-n", "1000000000"], ["--top-k", "30523"], ["--lens", "--lens-top-k", "999999"]]
+)
+def test_counts_past_the_vocabulary_are_refused_in_one_line(tmp_path, extra, capsys, family_folder):
+    """A count of vocabulary items past the vocabulary would only allocate (1e9 neighbours asked for 41.9 GB)."""
+    model = str(family_folder("roberta", head=True)) if "--lens" in extra else "all-MiniLM-L6-v2"
+    args = ["export", "--model", model, "--text", "A cat.", "--out", str(tmp_path / "out"), *extra]
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "more than the" in error and "vocabulary items of" in error and "choose at most" in error
+    assert not (tmp_path / "out").exists()

@@ -82,7 +82,7 @@ def lens(
     unembed = check_lens(lm, masked)
     check_stage(lm, stage)
     target = default_target(lm) if target is None else check_choice("lens target", target, LENS_TARGETS)
-    top_k = check_count("top_k", top_k)
+    top_k = check_count("top_k", top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
     if masked and target != "own":
         raise ValueError("Masked mode hides each token and asks for it back: its target is own, not next.")
     needs = {stage, "layer_output"}

@@ -112,8 +112,8 @@ def analyze(
     """
     if not isinstance(lm, LoadedModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(lm).__name__}.")
-    top_k = check_count("top_k", top_k)
-    overlap_n = check_count("overlap_n", overlap_n)
+    top_k = check_count("top_k", top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
+    overlap_n = check_count("overlap_n", overlap_n, lm.vocab_size, f"vocabulary items of {lm.name}")
     check_stage(lm, stage)
     reference = default_reference(lm) if reference is None else reference
     scorer = vocabulary_scorer(lm, reference)
