@@ -81,10 +81,16 @@ def test_long_text_is_truncated_and_says_where(minilm):
     assert result.provenance["truncated"] is True
 
 
-def test_top_k_larger_than_the_vocabulary_is_capped(tiny_roberta):
-    result = analysis.analyze(tiny_roberta, SEED_SENTENCE, top_k=10_000, overlap_n=10_000)
-    assert result.neighbors.groupby(["layer", "position"]).size().max() == tiny_roberta.vocab_size
-    assert (result.overlap["reference"] <= tiny_roberta.vocab_size).all()
+def test_counts_past_the_vocabulary_are_refused_and_the_whole_vocabulary_is_allowed(tiny_roberta):
+    """Asking for more neighbours than the vocabulary holds is refused, never cut silently (1e9 asked for 41.9 GB);
+    the whole vocabulary is a valid count."""
+    vocabulary = tiny_roberta.vocab_size
+    for counts in ({"top_k": vocabulary + 1}, {"overlap_n": 10_000}):
+        with pytest.raises(ValueError, match=f"more than the {vocabulary} vocabulary items of tiny-roberta"):
+            analysis.analyze(tiny_roberta, SEED_SENTENCE, **counts)
+    result = analysis.analyze(tiny_roberta, SEED_SENTENCE, top_k=vocabulary, overlap_n=vocabulary)
+    assert result.neighbors.groupby(["layer", "position"]).size().max() == vocabulary
+    assert (result.overlap["reference"] == vocabulary).all()  # the whole vocabulary shares itself
 
 
 @pytest.mark.parametrize(

@@ -259,6 +259,13 @@ def test_a_corpus_with_no_readable_text_finishes_empty_and_says_so(tmp_path, cap
     assert main(sweep_args(path, out)) == 0 and "nothing to do" in capsys.readouterr().err  # finished, not stuck
 
 
+def _runs(out: Path) -> list[dict]:
+    try:
+        return json.loads((out / MANIFEST).read_text())["runs"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
 def test_a_sweep_killed_after_a_shard_records_it_and_continues_to_the_same_rows(tmp_path):
     """SIGKILL (no cleanup runs) once the first shard is on disk: the run's record says how many shards it wrote,
     and the same command continues to rows identical to a sweep never stopped."""
@@ -270,8 +277,8 @@ def test_a_sweep_killed_after_a_shard_records_it_and_continues_to_the_same_rows(
     sweep = subprocess.Popen([sys.executable, "-m", "analysis", *sweep_args(path, killed), *args], env=env,
                              stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list((killed / "rows").glob("shard-*.parquet")):
-        assert time.monotonic() < deadline and sweep.poll() is None, "no shard was written"
+    while not _runs(killed) or not _runs(killed)[-1]["shards_written"]:  # recorded as the shard lands
+        assert time.monotonic() < deadline and sweep.poll() is None, "no shard was recorded while the run went on"
         time.sleep(0.02)
     sweep.kill()
     sweep.wait(timeout=30)
@@ -296,3 +303,15 @@ def test_counts_past_the_vocabulary_are_refused_in_one_line(tmp_path, extra, cap
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "more than the" in error and "vocabulary items of" in error and "choose at most" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_the_spool_keeps_one_offset_per_shard_and_each_is_where_its_shard_starts(tmp_path, minilm):
+    """Bookkeeping grows with shards, not texts (100 M one-character texts held gigabytes of per-text offsets):
+    every recorded offset is, read back independently, the first byte of its shard's first text."""
+    path = tmp_path / "tiny.txt"
+    path.write_text("".join(f"{chr(97 + i % 26)}\n" for i in range(2500)))
+    with open_sweep(tmp_path / "out", path, model=minilm.name, settings=SETTINGS, shard_size=1000) as sweep:
+        offsets = sweep.manifest["shard_offsets"]
+    lines = (tmp_path / "out" / SPOOL).read_bytes().splitlines(keepends=True)
+    starts = [sum(len(line) for line in lines[:first]) for first in range(0, len(lines), 1000)]
+    assert len(lines) == 2500 and offsets == starts and len(offsets) == 3

@@ -97,28 +97,33 @@ def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
     replace_durably(temporary, final)
 
 
-def _spool(out: Path, input_path: Path, limit: int | None) -> tuple[int, CorpusCount, list[int]]:
+def _spool(out: Path, input_path: Path, limit: int | None, shard_size: int) -> tuple[int, CorpusCount, list[int]]:
     """Copy the input's texts (at most `limit`) into DIR/texts.jsonl while hashing the input: (how many, what
-    was skipped, the byte offset of every text in the spool)."""
+    was skipped, the byte offset in the spool of each shard's first text). Memory holds one offset per shard,
+    not per text: 100 M one-character texts would otherwise hold gigabytes of offsets."""
     temporary = out / f".{SPOOL}.tmp"
-    offsets: list[int] = []
+    shard_offsets: list[int] = []
+    texts_spooled = 0
     counted: list[CorpusCount] = []
 
     def write(texts: Iterator[str], count: CorpusCount) -> None:
+        nonlocal texts_spooled
         with temporary.open("wb") as spool:
             for text in islice(texts, limit):
-                offsets.append(spool.tell())
+                if texts_spooled % shard_size == 0:
+                    shard_offsets.append(spool.tell())
                 spool.write(json.dumps(text, ensure_ascii=False).encode("utf-8") + b"\n")
+                texts_spooled += 1
             spool.flush()
             os.fsync(spool.fileno())
         counted.append(count)
 
     read_corpus(input_path, write, folder=out)
-    if not offsets:
+    if not texts_spooled:
         temporary.unlink(missing_ok=True)
         raise no_texts_error(input_path, counted[0])
     replace_durably(temporary, out / SPOOL)
-    return len(offsets), counted[0], offsets
+    return texts_spooled, counted[0], shard_offsets
 
 
 def spool_texts(out: Path, offset: int, count: int) -> list[str]:
@@ -388,7 +393,7 @@ def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
 
 
 def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> dict:
-    sentences, count, offsets = _spool(out, input_path, wanted["limit"])
+    sentences, count, shard_offsets = _spool(out, input_path, wanted["limit"], wanted["shard_size"])
     manifest = {
         **wanted,
         "revision": "unknown",
@@ -396,7 +401,7 @@ def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> 
         "input_sha256": count.sha256,
         "sentences": sentences,
         "skipped": {key: value for key, value in asdict(count).items() if key != "sha256"},
-        "shard_offsets": offsets[:: wanted["shard_size"]],
+        "shard_offsets": shard_offsets,
         "runs": [],
     }
     write_json(out / MANIFEST, manifest)
