@@ -315,3 +315,25 @@ def test_the_spool_keeps_one_offset_per_shard_and_each_is_where_its_shard_starts
     lines = (tmp_path / "out" / SPOOL).read_bytes().splitlines(keepends=True)
     starts = [sum(len(line) for line in lines[:first]) for first in range(0, len(lines), 1000)]
     assert len(lines) == 2500 and offsets == starts and len(offsets) == 3
+
+
+def test_unclear_one_liners_now_name_the_file_the_line_and_what_to_do(tmp_path, capsys):
+    """An empty .csv, a lone surrogate in a .jsonl, a damaged shard: each refused in one line that names the file
+    (and the line) and says what to do; the damaged shard's advice works."""
+    empty, odd = tmp_path / "empty.csv", tmp_path / "odd.jsonl"
+    empty.write_text("")
+    odd.write_text('{"text": "fine"}\n{"text": "half \\ud800 a pair"}\n')
+    for path, said in ((empty, "empty.csv: it is empty (a .csv needs a header row"),
+                       (odd, "Line 2 of odd.jsonl holds a lone surrogate")):  # fmt: skip
+        assert main(sweep_args(path, tmp_path / f"out-{path.stem}")) == 1
+        assert said in capsys.readouterr().err.strip().splitlines()[-1]
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    assert main(sweep_args(path, out)) == 0
+    shard = out / "rows" / "shard-00001.parquet"
+    shard.write_bytes(b"not a parquet file")
+    (out / "summary.csv").unlink()  # the summary is made again from every shard
+    assert main(sweep_args(path, out)) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{shard} is damaged" in error and "delete it and run the same command again" in error
+    shard.unlink()
+    assert main(sweep_args(path, out)) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -150,6 +151,9 @@ def _values(path: Path) -> Iterator[tuple[str, object]]:
     return _column_values((batch.to_pandas() for batch in batches), path)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _kind(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "null"
@@ -176,7 +180,15 @@ def stream_texts(copy: Path, count: CorpusCount) -> Iterator[str]:
             if not text:
                 count.skipped_empty += 1
                 continue
+            if _SURROGATE.search(text):  # JSON may escape half a character pair; no file can hold it as text
+                raise ValueError(
+                    f"{where.capitalize()} of {copy.name} holds a lone surrogate ({_SURROGATE.search(text)[0]!r}), "
+                    "half of a character pair and no character of its own: fix that text or remove it."
+                )
             yield text
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"Could not read the input {copy.name}: it is empty (a .csv needs a header row with a text "
+                         "column).") from error  # fmt: skip
     except UnicodeDecodeError as error:
         raise ValueError(
             f"Could not read the input {copy.name}: it is not UTF-8 text (byte {error.object[error.start]:#x}: "

@@ -83,6 +83,18 @@ def shard_path(out: Path, shard: int) -> Path:
     return out / ROWS / f"shard-{shard:05d}.parquet"
 
 
+def read_shard(out: Path, shard: int, columns: list[str]) -> pd.DataFrame:
+    """One shard's rows; a damaged shard is a ValueError naming it and how to recompute it."""
+    path = shard_path(out, shard)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as error:  # pyarrow raises its own kinds for a damaged file
+        raise ValueError(
+            f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): delete "
+            "it and run the same command again; that shard is computed again, the others are kept."
+        ) from error
+
+
 def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
     """Write a shard (ROW_COLUMNS, and LENS_ROW_COLUMNS where the rows have them) under a temporary name, fsync
     it, then rename it into place (atomic on one file system)."""
@@ -286,7 +298,7 @@ class Sweep:
         columns = ["sentence_id", "method", "layer", "word_class", "spike", "truncated"]
         counts, truncated, unreadable, tokens = [], set(), [], 0
         for shard in range(self.shards):
-            rows = pd.read_parquet(shard_path(self.out, shard), columns=columns)
+            rows = read_shard(self.out, shard, columns)
             counts.append(spike_counts(rows, by=["method"]))
             truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
             first = rows["method"].iat[0] if len(rows) else None
