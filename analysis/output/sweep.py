@@ -15,6 +15,7 @@ like a shard: temporary name, fsync, rename, fsync of the folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -61,6 +62,9 @@ LENS_SCHEMA = pa.schema(
 assert LENS_SCHEMA.names == list(LENS_ROW_COLUMNS)
 IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "lens", "shard_size", "limit")
 """What a sweep is, known before its model loads; the input's hash and the model's revision complete it."""
+SPOOL_HASH, SHARD_HASHES, PROVENANCE_HASH = "spool_sha256", "shard_sha256", "provenance_sha256"
+"""Manifest keys of the SHA-256 of texts.jsonl, of each shard (by number) and of provenance.json, each recorded
+when the file is written and checked whenever the folder is opened again (`verify_files`)."""
 IDENTITY_DEFAULTS = {"lens": False}
 """What a sweep made before a key existed had (a sweep without the lens continues as one)."""
 
@@ -109,14 +113,15 @@ def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
     replace_durably(temporary, final)
 
 
-def _spool(out: Path, input_path: Path, limit: int | None, shard_size: int) -> tuple[int, CorpusCount, list[int]]:
+def _spool(out: Path, input_path: Path, limit: int | None, shard_size: int) -> tuple[int, CorpusCount, list[int], str]:
     """Copy the input's texts (at most `limit`) into DIR/texts.jsonl while hashing the input: (how many, what
-    was skipped, the byte offset in the spool of each shard's first text). Memory holds one offset per shard,
-    not per text: 100 M one-character texts would otherwise hold gigabytes of offsets."""
+    was skipped, the byte offset in the spool of each shard's first text, the spool's own SHA-256). Memory holds
+    one offset per shard, not per text: 100 M one-character texts would otherwise hold gigabytes of offsets."""
     temporary = out / f".{SPOOL}.tmp"
     shard_offsets: list[int] = []
     texts_spooled = 0
     counted: list[CorpusCount] = []
+    digest = hashlib.sha256()
 
     def write(texts: Iterator[str], count: CorpusCount) -> None:
         nonlocal texts_spooled
@@ -124,7 +129,9 @@ def _spool(out: Path, input_path: Path, limit: int | None, shard_size: int) -> t
             for text in islice(texts, limit):
                 if texts_spooled % shard_size == 0:
                     shard_offsets.append(spool.tell())
-                spool.write(json.dumps(text, ensure_ascii=False).encode("utf-8") + b"\n")
+                line = json.dumps(text, ensure_ascii=False).encode("utf-8") + b"\n"
+                spool.write(line)
+                digest.update(line)
                 texts_spooled += 1
             spool.flush()
             os.fsync(spool.fileno())
@@ -135,7 +142,7 @@ def _spool(out: Path, input_path: Path, limit: int | None, shard_size: int) -> t
         temporary.unlink(missing_ok=True)
         raise no_texts_error(input_path, counted[0])
     replace_durably(temporary, out / SPOOL)
-    return texts_spooled, counted[0], shard_offsets
+    return texts_spooled, counted[0], shard_offsets, digest.hexdigest()
 
 
 def spool_texts(out: Path, offset: int, count: int) -> list[str]:
@@ -230,6 +237,7 @@ class Sweep:
             written.append(shard)
             done_sentences += sentences
             run["shards_written"] = len(written)  # recorded as each shard lands: a killed run runs no `finally`
+            self.manifest.setdefault(SHARD_HASHES, {})[str(shard)] = file_sha256(shard_path(self.out, shard))
             write_json(self.out / MANIFEST, self.manifest)
             if on_progress:
                 on_progress(done_sentences, self.sentences)
@@ -271,6 +279,8 @@ class Sweep:
             **(lens_record(lm, default_target(lm)) if self.settings.lens else {}),
         )
         write_json(self.out / "provenance.json", record)
+        self.manifest[PROVENANCE_HASH] = file_sha256(self.out / "provenance.json")
+        write_json(self.out / MANIFEST, self.manifest)
         return SweepReport(self.out, self.shards, written, False, self.sentences, truncated, unreadable, notes)
 
     @property
@@ -401,11 +411,34 @@ def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
         )
     if not (out / SPOOL).is_file():
         raise ValueError(f"{out / SPOOL} is missing, so the sweep's texts are unknown: use a new --out folder.")
+    verify_files(out, found)
     return found
 
 
+def verify_files(out: Path, manifest: dict) -> None:
+    """Check texts.jsonl, every shard on disk and provenance.json against the SHA-256 recorded when each was
+    written (a sweep made before a hash was recorded is checked for the ones it has). A changed file is a
+    ValueError naming it and the command that repairs it."""
+    recorded = manifest.get(SPOOL_HASH)
+    if recorded and file_sha256(out / SPOOL) != recorded:
+        raise ValueError(
+            f"{out / SPOOL} has changed since the sweep wrote it, so its texts are not the ones the shards were "
+            "computed from: start over with a new --out folder."
+        )
+    for shard, digest in manifest.get(SHARD_HASHES, {}).items():
+        path = shard_path(out, int(shard))
+        if path.exists() and file_sha256(path) != digest:
+            raise ValueError(
+                f"{path} has changed since it was written: delete it and run the same command again; that shard is "
+                "computed again, the others are kept."
+            )
+    recorded = manifest.get(PROVENANCE_HASH)
+    if recorded and (out / "provenance.json").is_file() and file_sha256(out / "provenance.json") != recorded:
+        raise ValueError(f"{out / 'provenance.json'} has changed since it was written: {PROVENANCE_DAMAGED}")
+
+
 def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> dict:
-    sentences, count, shard_offsets = _spool(out, input_path, wanted["limit"], wanted["shard_size"])
+    sentences, count, shard_offsets, spool_sha256 = _spool(out, input_path, wanted["limit"], wanted["shard_size"])
     manifest = {
         **wanted,
         "revision": "unknown",
@@ -414,6 +447,7 @@ def _first_claim(out: Path, input_path: Path, wanted: dict, input_name: str) -> 
         "sentences": sentences,
         "skipped": {key: value for key, value in asdict(count).items() if key != "sha256"},
         "shard_offsets": shard_offsets,
+        SPOOL_HASH: spool_sha256,
         "runs": [],
     }
     write_json(out / MANIFEST, manifest)
