@@ -197,8 +197,8 @@ class Sweep:
 
     @property
     def finished(self) -> bool:
-        """Whether the summary and provenance of every shard are written."""
-        return (self.out / "summary.csv").is_file() and (self.out / "provenance.json").is_file()
+        """Whether the summary and provenance of every shard are written (`finished_sweep`)."""
+        return finished_sweep(self.out)
 
     def missing(self) -> list[int]:
         return [shard for shard in range(self.shards) if not shard_path(self.out, shard).exists()]
