@@ -337,11 +337,11 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     lm = None
     if not finished_sweep(args.out):  # a finished one is checked and left as it is, without loading the model
         lm = _load(args.model)
-        args.reference = args.reference or recorded_reference(args.out) or default_reference(lm)
-        _check_sweep(lm, SweepSettings(args.stage, args.reference, methods, args.rogue_k, args.lens))
+    reference = args.reference or recorded_reference(args.out) or (default_reference(lm) if lm else None)
+    settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens)
+    if lm is not None:
+        _check_sweep(lm, settings)
         lm.move_to(device)
-    settings = SweepSettings(args.stage, args.reference or recorded_reference(args.out), methods, args.rogue_k,
-                             args.lens)  # fmt: skip
     _say(f"reading {args.input} into {args.out}…")
     sweep = open_sweep(
         args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,

@@ -84,6 +84,14 @@ OPTIONAL_SIZES = ("intermediate_size", "n_inner", "num_key_value_heads", "head_d
 NUMBERS = ("layer_norm_eps", "layer_norm_epsilon", "rms_norm_eps", "norm_eps", "initializer_range")
 """Real numbers a config holds that the model computes with: finite and not negative."""
 ACTIVATIONS = ("hidden_act", "activation_function", "hidden_activation")
+WIDTHS, HEADS, LAYERS = ("hidden_size", "n_embd", "d_model"), ("num_attention_heads", "n_head"), (
+    "num_hidden_layers", "n_layer", "num_layers")  # fmt: skip
+"""Each family's name for the width, the attention heads and the number of blocks."""
+
+
+def _size(config: dict, names: tuple[str, ...]) -> int | None:
+    """The first of `names` the config gives (families name the same size differently), or None."""
+    return next((config[name] for name in names if name in config), None)
 
 
 def check_config_values(config: dict, name: str) -> None:
@@ -105,8 +113,8 @@ def check_config_values(config: dict, name: str) -> None:
         if key in config and not isinstance(config[key], str):
             raise ModelLoadError(f"{where} gives {key} as {config[key]!r}: it must name an activation such as "
                                  f"'gelu'; {_FIX}.")  # fmt: skip
-    width = next((config[key] for key in ("hidden_size", "n_embd", "d_model") if key in config), None)
-    heads = next((config[key] for key in ("num_attention_heads", "n_head") if key in config), None)
+    width = _size(config, WIDTHS)
+    heads = _size(config, HEADS)
     if width and heads and config.get("head_dim") is None and width % heads:
         raise ModelLoadError(f"{where} splits a width of {width} into {heads} heads, which does not divide it; {_FIX}.")
 
@@ -117,8 +125,8 @@ def check_layer_count(checkpoint: Checkpoint) -> None:
     than twice the numbers the files hold is wrong (building 100,000 blocks would take minutes before any other
     check could refuse it)."""
     config = checkpoint.config
-    width = next((config[key] for key in ("hidden_size", "n_embd", "d_model") if key in config), None)
-    layers = next((config[key] for key in ("num_hidden_layers", "n_layer", "num_layers") if key in config), None)
+    width = _size(config, WIDTHS)
+    layers = _size(config, LAYERS)
     if width and layers and layers * width**2 > 2 * checkpoint.parameter_count:
         raise ModelLoadError(
             f"The weights of {checkpoint.name} hold {checkpoint.parameter_count:,} numbers but its config describes "

@@ -35,6 +35,7 @@ from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
 from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS
+from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
 from analysis.report.lens import default_target, lens_record
@@ -43,6 +44,7 @@ from analysis.version import provenance
 MANIFEST = "sweep.json"
 MANIFEST_DAMAGED = "what this folder holds is unknown, so use a new --out folder."
 PROVENANCE_DAMAGED = "delete it and run the same command again; the finished shards are kept."
+SHARD_REPAIR = "delete it and run the same command again; that shard is computed again, the others are kept."
 SPOOL = "texts.jsonl"
 """The sweep's texts, one JSON string per line, copied from the input as it was hashed."""
 ROWS = "rows"
@@ -93,10 +95,7 @@ def read_shard(out: Path, shard: int, columns: list[str]) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, columns=columns)
     except Exception as error:  # pyarrow raises its own kinds for a damaged file
-        raise ValueError(
-            f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): delete "
-            "it and run the same command again; that shard is computed again, the others are kept."
-        ) from error
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {first_line(error)}): {SHARD_REPAIR}") from error
 
 
 def write_shard(out: Path, shard: int, rows: pd.DataFrame) -> None:
@@ -428,10 +427,7 @@ def verify_files(out: Path, manifest: dict) -> None:
     for shard, digest in manifest.get(SHARD_HASHES, {}).items():
         path = shard_path(out, int(shard))
         if path.exists() and file_sha256(path) != digest:
-            raise ValueError(
-                f"{path} has changed since it was written: delete it and run the same command again; that shard is "
-                "computed again, the others are kept."
-            )
+            raise ValueError(f"{path} has changed since it was written: {SHARD_REPAIR}")
     recorded = manifest.get(PROVENANCE_HASH)
     if recorded and (out / "provenance.json").is_file() and file_sha256(out / "provenance.json") != recorded:
         raise ValueError(f"{out / 'provenance.json'} has changed since it was written: {PROVENANCE_DAMAGED}")
