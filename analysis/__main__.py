@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--lens-top-k", type=_positive, default=LENS_TOP_K, help=f"predictions kept per layer and token ({LENS_TOP_K})"
     )
+    _max_tokens_argument(export)
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
     verdict_columns = "\n".join(f"  {k:<11} {v}" for k, v in VERDICT_COLUMNS.items())
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add the lens columns (lens_rank, lens_prob, entropy, kl_final) at --stage, through the model's own head",
     )
+    _max_tokens_argument(sweep)
     sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
     sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
     sweep.add_argument("--limit", type=_positive, help="analyse only the first N non-empty texts")
@@ -223,6 +225,16 @@ def _rogue_k_argument(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _max_tokens_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--max-tokens",
+        type=_positive,
+        help="the longest text read whole, special tokens included; longer texts are cut there and marked "
+        "truncated (default: the model's position limit or what one text's pass holds within the memory budget, "
+        "the lower; see README)",
+    )
+
+
 def _say(message: str) -> None:
     """A line on stderr saying what the command is doing now."""
     print(message, file=sys.stderr, flush=True)
@@ -255,7 +267,7 @@ def _export(args: argparse.Namespace) -> list[Path]:
 
     from analysis.capture.trace import trace
     from analysis.checks import check_text
-    from analysis.model.capabilities import check_lens, check_stage
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage
     from analysis.output.export import write_export
     from analysis.report.lens import lens
     from analysis.report.result import analyze
@@ -267,12 +279,14 @@ def _export(args: argparse.Namespace) -> list[Path]:
     check_stage(lm, args.stage)
     if args.lens:
         check_lens(lm, args.lens_masked)
+    if args.max_tokens is not None:
+        check_max_tokens(lm, args.max_tokens)
     _say(
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
         f"all {lm.vocab_size:,} vocabulary items…"
     )
     settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
-    run = trace(lm, args.text, {args.stage, "layer_output"} if args.lens else {args.stage})
+    run = trace(lm, args.text, {args.stage, "layer_output"} if args.lens else {args.stage}, args.max_tokens)
     result = analyze(lm, run, **asdict(settings))
     lens_result = None
     if args.lens:
@@ -338,7 +352,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     if not finished_sweep(args.out):  # a finished one is checked and left as it is, without loading the model
         lm = _load(args.model)
     reference = args.reference or recorded_reference(args.out) or (default_reference(lm) if lm else None)
-    settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens)
+    settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens, args.max_tokens)
     if lm is not None:
         _check_sweep(lm, settings)
         lm.move_to(device)
@@ -354,7 +368,7 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
 def _check_sweep(lm, settings) -> None:
     """Refuse settings the model cannot run (a stage or reference it lacks, the original demo where it is not
     defined, rogue_k past its width, the lens without its head) before the sweep's folder is claimed."""
-    from analysis.model.capabilities import check_lens, check_reference, check_stage, demo_unavailable
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_reference, check_stage, demo_unavailable
     from analysis.scoring.geometry import check_rogue_k
 
     check_stage(lm, settings.stage)
@@ -364,6 +378,8 @@ def _check_sweep(lm, settings) -> None:
     check_rogue_k(settings.rogue_k, lm.hidden_size)
     if settings.lens:
         check_lens(lm)
+    if settings.max_tokens is not None:
+        check_max_tokens(lm, settings.max_tokens)
 
 
 def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[Path]:
@@ -395,7 +411,7 @@ def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[
     close()
     if report.truncated:
         _say(
-            f"note: {len(report.truncated):,} texts were cut at the model's limit of {lm.max_tokens} tokens "
+            f"note: {len(report.truncated):,} texts were cut at {sweep.settings.max_tokens or lm.max_tokens} tokens "
             "(column truncated; their ids are in provenance.json)."
         )
     if report.unreadable:

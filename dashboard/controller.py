@@ -109,6 +109,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
             lm = loaded_lm(view.model)
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
+    info = lm.info
     found = cached_capabilities(view.model)
     view = _fall_back_to_available(view, found)
     view = _within_vocabulary(view, lm.vocab_size)
@@ -131,7 +132,6 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
             result = view_analysis(view, extras)
     except ValueError as error:
         _fail(str(error))
-    info = lm.info
     info_slot.caption(literal(widgets.model_info_line(info)))
     name_downloads(page_title, [view.model])
 
@@ -141,8 +141,9 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     if result.truncated:
         st.warning(
             literal(
-                f"The text was cut to the model's {len(result.tokens)} tokens (of {result.n_tokens_in_text}): "
-                f"everything after character {result.truncated_at_char} is not analysed."
+                f"The text was cut to the model's {len(result.tokens)} tokens (of {result.n_tokens_in_text}; "
+                f"{info.max_tokens_reason}): everything after character {result.truncated_at_char} is not "
+                "analysed."
             ),
             icon=":material/content_cut:",
         )

@@ -230,7 +230,8 @@ def model_info_line(info: analysis.ModelInfo) -> str:
         + (f"{info.parameters / 1e6:,.0f}M" if info.parameters >= 10**6 else f"{info.parameters:,}")
         + f" parameters · "
         f"{info.layers} layers · hidden size {info.hidden_size:,} · {info.heads} heads · "
-        f"vocabulary {info.vocab_size:,} · max {info.max_tokens} tokens"
+        f"vocabulary {info.vocab_size:,} · max {info.max_tokens:,} tokens"
+        + (f" (memory budget; positions allow {info.position_limit:,})" if info.memory_limited else "")
     )
 
 

@@ -228,7 +228,7 @@ def test_long_text_says_it_was_truncated_and_where():
     minilm = analysis.load_model(analysis.BUNDLED_MODEL)
     in_text = len(minilm.tokenizer("word " * 600)["input_ids"])
     kept_words = minilm.max_tokens - minilm.tokenizer.num_special_tokens_to_add()
-    assert f"cut to the model's {minilm.max_tokens} tokens (of {in_text})" in warning
+    assert f"cut to the model's {minilm.max_tokens} tokens (of {in_text}; the length its positions allow)" in warning
     assert f"character {len('word ' * kept_words) - 1}" in warning
 
 

@@ -26,6 +26,7 @@ def test_bundled_model_loads_offline_with_its_sizes(minilm):
         heads=12,
         vocab_size=30522,
         max_tokens=512,
+        position_limit=512,
         parameters=22_565_376,  # the published 22.71M (embeddings 11.92M, 6 blocks x 1.77M) without the pooler's
         # 0.15M: loaded in its masked-LM form, which has none, since no stage reads it
     )

@@ -36,11 +36,12 @@ short), so a 20 MB line costs what its first tokens cost; its full count is take
 COUNT_CHUNK_CHARS = 1 << 16
 
 
-def tokenize(lm: LoadedModel, text: str) -> Tokens:
-    """Tokenise `text`, keeping at most `lm.max_tokens` tokens and recording where it was cut. Raises
-    ValueError when the text has no token the model reads (only spaces or control characters, say)."""
+def tokenize(lm: LoadedModel, text: str, max_tokens: int | None = None) -> Tokens:
+    """Tokenise `text`, keeping at most `max_tokens` tokens (default `lm.max_tokens`; never past the model's
+    positions) and recording where it was cut. Raises ValueError when the text has no token the model reads (only
+    spaces or control characters, say)."""
     tokenizer = lm.tokenizer
-    limit = lm.max_tokens
+    limit = lm.max_tokens if max_tokens is None else min(max_tokens, lm.position_limit)
     specials = tokenizer.num_special_tokens_to_add()
     window = PREFIX_CHARS_PER_TOKEN * limit
     while True:
@@ -109,15 +110,16 @@ def tokenize_all(lm: LoadedModel, texts: list[str]) -> list[Tokens]:
         return [tokenize(lm, text) for text in texts]
 
 
-def tokenize_readable(lm: LoadedModel, texts: list[str]) -> list[Tokens | None]:
-    """`tokenize_all`, with None for a text that has no token the model reads (skipped and counted by callers)."""
+def tokenize_readable(lm: LoadedModel, texts: list[str], max_tokens: int | None = None) -> list[Tokens | None]:
+    """`tokenize_all` (at most `max_tokens` each), with None for a text that has no token the model reads
+    (skipped and counted by callers)."""
     with lm.lock:
-        return [_readable(lm, text) for text in texts]
+        return [_readable(lm, text, max_tokens) for text in texts]
 
 
-def _readable(lm: LoadedModel, text: str) -> Tokens | None:
+def _readable(lm: LoadedModel, text: str, max_tokens: int | None) -> Tokens | None:
     try:
-        return tokenize(lm, text)
+        return tokenize(lm, text, max_tokens)
     except ValueError:
         return None
 

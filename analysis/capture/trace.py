@@ -117,13 +117,13 @@ def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points
     return Trace(lm.name, list(texts), list(tokens), kept, lm.num_layers)
 
 
-def trace(lm: LoadedModel, text: str, points: Collection[Point] | None = None) -> Trace:
-    """Tokenise `text` and run the model once, recording `points` (default: every stage the model has) at
-    every layer. Ask for `attention` and `head_context` too where a reader needs them (the head decomposition,
-    the original demo)."""
+def trace(lm: LoadedModel, text: str, points: Collection[Point] | None = None, max_tokens: int | None = None) -> Trace:
+    """Tokenise `text` (at most `max_tokens`, default the model's `max_tokens`) and run the model once, recording
+    `points` (default: every stage the model has) at every layer. Ask for `attention` and `head_context` too
+    where a reader needs them (the head decomposition, the original demo)."""
     check_text(text)
     with lm.lock:
-        tokens = tokenize(lm, text)
+        tokens = tokenize(lm, text, max_tokens)
     return trace_tokens(lm, [text], [tokens], available_points(lm) if points is None else points)
 
 

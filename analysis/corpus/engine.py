@@ -45,6 +45,7 @@ class SweepSettings:
     methods: tuple[Method, ...]
     rogue_k: int
     lens: bool = False  # add the lens columns (LENS_ROW_COLUMNS) at the stage, against the model's default target
+    max_tokens: int | None = None  # the longest text read whole; None: the model's own (LoadedModel.max_tokens)
 
     @property
     def columns(self) -> list[str]:
@@ -65,12 +66,14 @@ def batch_rows(
     the tokens of the word `classes` given (default: every token: a token's rows depend on it alone, so leaving
     others out changes none of them). A text with no token the model reads has no rows (callers count the ids
     missing from the rows). `on_progress(done, total)` counts texts as their batches finish."""
-    readable = [(text, tokens, i) for text, tokens, i in zip(texts, tokenize_readable(lm, texts), sentence_ids,
-                                                             strict=True) if tokens is not None]  # fmt: skip
+    tokenized = tokenize_readable(lm, texts, settings.max_tokens)
+    readable = [
+        (text, tokens, i) for text, tokens, i in zip(texts, tokenized, sentence_ids, strict=True) if tokens is not None
+    ]
     if not readable:
         return pd.DataFrame({column: [] for column in settings.columns})
     texts, tokens, sentence_ids = (list(column) for column in zip(*readable, strict=True))
-    square = _attention_budget(lm) if "original_demo" in settings.methods else None
+    square = _attention_budget(lm, "original_demo" in settings.methods)
     frames = []
     done = 0
     for batch in length_batches([len(t) for t in tokens], batch_tokens, square):
@@ -92,9 +95,13 @@ def batch_rows(
     return rows[settings.columns]
 
 
-def _attention_budget(lm: LoadedModel) -> int:
-    """Texts times squared length a batch may hold when the demo keeps every layer's attention weights."""
-    return max(1, DEMO_ATTENTION_BYTES // (4 * lm.num_heads * lm.num_layers))
+def _attention_budget(lm: LoadedModel, with_demo: bool) -> int:
+    """Texts times squared length a batch may hold: what one text of the model's memory limit holds, and where the
+    demo keeps every layer's attention weights, within DEMO_ATTENTION_BYTES of them."""
+    by_memory = lm.memory_limit**2
+    if not with_demo:
+        return by_memory
+    return min(by_memory, max(1, DEMO_ATTENTION_BYTES // (4 * lm.num_heads * lm.num_layers)))
 
 
 def _batch_frame(

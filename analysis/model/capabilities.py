@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.checks import check_available
+from analysis.checks import check_available, check_count
 from analysis.definitions import REFERENCES, STAGES, Reference, Stage
 from analysis.model.loaded import LoadedModel
 
@@ -123,3 +123,12 @@ def check_lens(lm: LoadedModel, masked: bool = False) -> torch.nn.Module:
             what = "masked lens" if kind == "masked" else "lens"
             raise ValueError(f"{lm.name} has no {what}: {missing[kind]}.")
     return lm.unembed
+
+
+def check_max_tokens(lm: LoadedModel, max_tokens: object) -> int:
+    """A text length this model can read: room for its special tokens and a word (3), at most its position limit;
+    a ValueError otherwise. Past its memory limit it is allowed: that is how a user with the memory asks for more."""
+    value = check_count("max_tokens", max_tokens, lm.position_limit, f"positions {lm.name} reads")
+    if value < 3:
+        raise ValueError(f"max_tokens is {value}: a text needs room for its special tokens and a word (3 or more).")
+    return value

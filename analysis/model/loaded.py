@@ -19,6 +19,7 @@ from analysis.model.architectures import (
     architecture,
     find_structure,
 )
+from analysis.model.budget import PassShape, pass_shape, text_budget
 from analysis.model.unembed import find_unembed, is_head_model, no_lens_reason
 
 T = TypeVar("T")
@@ -38,7 +39,20 @@ class ModelInfo:
     heads: int
     vocab_size: int
     max_tokens: int
+    position_limit: int  # the longest input its positions and tokenizer allow; max_tokens is lower where memory is
     parameters: int
+
+    @property
+    def memory_limited(self) -> bool:
+        """Whether texts are cut before the positions run out, to bound one pass's memory."""
+        return self.max_tokens < self.position_limit
+
+    @property
+    def max_tokens_reason(self) -> str:
+        """Why a text is cut at `max_tokens`, as a reader reads it."""
+        if self.memory_limited:
+            return f"what one text's pass holds within its memory budget; its positions allow {self.position_limit:,}"
+        return "the length its positions allow"
 
 
 @dataclass
@@ -82,7 +96,7 @@ class LoadedModel:
         return self.structure.embeddings.word.num_embeddings
 
     @property
-    def max_tokens(self) -> int:
+    def position_limit(self) -> int:
         """Longest input, special tokens included, that the position table and tokenizer allow."""
         emb = self.structure.embeddings
         if emb.position is not None:
@@ -91,6 +105,21 @@ class LoadedModel:
             by_positions = self.hf_model.config.max_position_embeddings
         by_tokenizer = self.tokenizer.model_max_length
         return min(by_positions, by_tokenizer) if isinstance(by_tokenizer, int) else by_positions
+
+    @property
+    def memory_limit(self) -> int:
+        """Longest input whose pass stays within this model's text budget (`analysis.model.budget`)."""
+        return self.cached("memory_limit", lambda: self.pass_shape.tokens_within(text_budget(self.parameter_bytes)))
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input read whole, special tokens included: the position limit or the memory limit, the lower;
+        a longer text is cut there (and says so)."""
+        return min(self.position_limit, self.memory_limit)
+
+    @property
+    def pass_shape(self) -> PassShape:
+        return pass_shape(self.hf_model.config, self.num_layers, self.num_heads)
 
     @property
     def architecture(self) -> str:
@@ -128,6 +157,7 @@ class LoadedModel:
             heads=self.num_heads,
             vocab_size=self.vocab_size,
             max_tokens=self.max_tokens,
+            position_limit=self.position_limit,
             parameters=sum(p.numel() for p in self._parameters()),
         )
 

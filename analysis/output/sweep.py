@@ -62,12 +62,12 @@ LENS_SCHEMA = pa.schema(
     [("lens_rank", pa.int64()), ("lens_prob", pa.float64()), ("entropy", pa.float64()), ("kl_final", pa.float64())]
 )
 assert LENS_SCHEMA.names == list(LENS_ROW_COLUMNS)
-IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "lens", "shard_size", "limit")
+IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "lens", "max_tokens", "shard_size", "limit")
 """What a sweep is, known before its model loads; the input's hash and the model's revision complete it."""
 SPOOL_HASH, SHARD_HASHES, PROVENANCE_HASH = "spool_sha256", "shard_sha256", "provenance_sha256"
 """Manifest keys of the SHA-256 of texts.jsonl, of each shard (by number) and of provenance.json, each recorded
 when the file is written and checked whenever the folder is opened again (`verify_files`)."""
-IDENTITY_DEFAULTS = {"lens": False}
+IDENTITY_DEFAULTS = {"lens": False, "max_tokens": None}
 """What a sweep made before a key existed had (a sweep without the lens continues as one)."""
 
 
@@ -286,8 +286,9 @@ class Sweep:
     def settings(self) -> SweepSettings:
         found = self.manifest
         return SweepSettings(
-            found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"], found.get("lens", False)
-        )
+            found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"],
+            *(found.get(key, IDENTITY_DEFAULTS[key]) for key in ("lens", "max_tokens")),
+        )  # fmt: skip
 
     def _check_model(self, lm: LoadedModel) -> None:
         """The model's revision completes the identity on the first run; later runs must load the same one."""
