@@ -19,6 +19,7 @@ import numpy as np
 from analysis.corpus.engine import SweepSettings, batch_rows
 from analysis.devices import resolve_device
 from analysis.model.loading import load_model
+from analysis.output.reaper import watch_descendants
 from analysis.output.sweep import ShardRunner, Sweep, spool_texts, write_shard
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -71,34 +72,41 @@ def ray_shard_runner(
     def run(shards: list[int], done: Callable[[int, int], None]) -> None:
         environment = {name: os.environ[name] for name in _FORWARDED_ENVIRONMENT if name in os.environ}
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar says how far it is
-        ray.init(
-            address=address,
-            ignore_reinit_error=True,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            runtime_env={"env_vars": environment, "py_modules": [str(PACKAGE)]},
-        )
-        items = [
-            {"shard": shard, "first": shard * sweep.shard_size, "offset": sweep.shard_offset(shard),
-             "size": len(sweep.shard_ids(shard))}
-            for shard in shards
-        ]  # fmt: skip
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        results = ray.data.from_items(items).map_batches(
-            ShardWorker,
-            fn_constructor_kwargs={
-                "model": model,
-                "out": str(sweep.out.resolve()),
-                "settings": {**asdict(sweep.settings), "methods": list(sweep.settings.methods)},
-                "batch_tokens": batch_tokens,
-                "device": device,
-            },
-            batch_size=1,
-            concurrency=actors,
-            num_cpus=1,
-        )
-        for row in results.iter_rows():
-            done(int(row["shard"]), int(row["sentences"]))
+        helpers = watch_descendants() if address is None else None  # a local Ray ends with the sweep
+        try:
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": environment, "py_modules": [str(PACKAGE)]},
+            )
+            items = [
+                {"shard": shard, "first": shard * sweep.shard_size, "offset": sweep.shard_offset(shard),
+                 "size": len(sweep.shard_ids(shard))}
+                for shard in shards
+            ]  # fmt: skip
+            ray.data.DataContext.get_current().enable_progress_bars = False
+            results = ray.data.from_items(items).map_batches(
+                ShardWorker,
+                fn_constructor_kwargs={
+                    "model": model,
+                    "out": str(sweep.out.resolve()),
+                    "settings": {**asdict(sweep.settings), "methods": list(sweep.settings.methods)},
+                    "batch_tokens": batch_tokens,
+                    "device": device,
+                },
+                batch_size=1,
+                concurrency=actors,
+                num_cpus=1,
+            )
+            for row in results.iter_rows():
+                done(int(row["shard"]), int(row["sentences"]))
+        finally:
+            ray.shutdown()
+            if helpers is not None:
+                helpers.stdin.close()
+                helpers.wait()
 
     return run
