@@ -267,7 +267,7 @@ def _export(args: argparse.Namespace) -> list[Path]:
 
     from analysis.capture.trace import trace
     from analysis.checks import check_text
-    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage
+    from analysis.model.loading import outline_model
     from analysis.output.export import write_export
     from analysis.report.lens import lens
     from analysis.report.result import analyze
@@ -275,12 +275,8 @@ def _export(args: argparse.Namespace) -> list[Path]:
     if (args.lens_masked or args.lens_target) and not args.lens:
         raise ValueError("--lens-masked and --lens-target choose how the lens reads: add --lens to export it.")
     check_text(args.text)
+    _check_export(outline_model(args.model) or _load(args.model), args)  # a hub model not yet here loads to be checked
     lm = _load(args.model)
-    check_stage(lm, args.stage)
-    if args.lens:
-        check_lens(lm, args.lens_masked)
-    if args.max_tokens is not None:
-        check_max_tokens(lm, args.max_tokens)
     _say(
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
         f"all {lm.vocab_size:,} vocabulary items…"
@@ -302,6 +298,22 @@ def _export(args: argparse.Namespace) -> list[Path]:
         )
     _say(f"writing {len(EXPORT_FILES) + 1 + (len(LENS_FILES) if args.lens else 0)} files to {args.out}…")
     return write_export(result, args.out, lens_result)
+
+
+def _check_export(lm, args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, what `lm` (its outline) cannot do: the stage, the lens, the length, and
+    counts of vocabulary items past its vocabulary."""
+    from analysis.checks import check_count
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage
+
+    check_stage(lm, args.stage)
+    if args.lens:
+        check_lens(lm, args.lens_masked)
+        check_count("top_k", args.lens_top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
+    if args.max_tokens is not None:
+        check_max_tokens(lm, args.max_tokens)
+    for name in ("top_k", "overlap_n"):
+        check_count(name, getattr(args, name), lm.vocab_size, f"vocabulary items of {lm.name}")
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:
@@ -336,8 +348,8 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     from analysis.corpus.engine import SweepSettings
     from analysis.devices import resolve_device
     from analysis.model.capabilities import default_reference
-    from analysis.model.loading import resolve_model
-    from analysis.output.sweep import finished_sweep, open_sweep, recorded_reference
+    from analysis.model.loading import outline_model, resolve_model
+    from analysis.output.sweep import check_sweep_folder, finished_sweep, open_sweep, recorded_reference
 
     device = resolve_device(args.device)
     if args.engine == "ray":
@@ -348,19 +360,20 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
         raise ValueError(f"No input file at {str(args.input)!r}: give --input a .txt, .jsonl, .csv or .parquet file.")
     methods = tuple(dict.fromkeys(args.methods or ["cosine"]))
     model = resolve_model(args.model).name
-    lm = None
-    if not finished_sweep(args.out):  # a finished one is checked and left as it is, without loading the model
-        lm = _load(args.model)
-    reference = args.reference or recorded_reference(args.out) or (default_reference(lm) if lm else None)
+    finished = finished_sweep(args.out)  # a finished one is checked and left as it is, without loading the model
+    outline = None if finished else outline_model(args.model) or _load(args.model)  # a hub model not yet here loads
+    reference = args.reference or recorded_reference(args.out) or (default_reference(outline) if outline else None)
     settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens, args.max_tokens)
-    if lm is not None:
+    identity = {"model": model, "settings": settings, "shard_size": args.shard_size, "limit": args.limit}
+    lm = None
+    if outline is not None:
+        _check_sweep(outline, settings)
+        check_sweep_folder(args.out, args.input, **identity)
+        lm = _load(args.model)
         _check_sweep(lm, settings)
         lm.move_to(device)
     _say(f"reading {args.input} into {args.out}…")
-    sweep = open_sweep(
-        args.out, args.input, model=model, settings=settings, shard_size=args.shard_size, limit=args.limit,
-        input_name=str(args.input),
-    )  # fmt: skip
+    sweep = open_sweep(args.out, args.input, **identity, input_name=str(args.input))
     with sweep:
         return _run_sweep(args, sweep, lm, device, ray_engine if args.engine == "ray" else None)
 

@@ -25,6 +25,7 @@ from analysis.model import loading
 from analysis.output import files as files_module
 from analysis.output.files import FolderLock
 from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, write_json
+from tests.synthetic import TINY_FAMILIES
 from tests.test_sweep import TEXTS, run_sweep, texts_file
 
 SETTINGS = SweepSettings("attn_residual", "position", ("cosine",), 3)
@@ -376,3 +377,51 @@ def test_files_changed_behind_a_sweeps_back_are_named_with_the_repair(tmp_path, 
     assert main(sweep_args(path, out)) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert said in error and "nothing to do" not in error
+
+
+@pytest.mark.parametrize("head", [False, True])
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_a_models_outline_offers_what_it_offers_loaded(family, head, family_folder):
+    """The outline (config, weight headers and tokenizer; modules on the meta device) has the loaded model's
+    stages, references, lens, sizes and limits, and holds no weights."""
+    folder = family_folder(family, head)
+    outline, loaded = analysis.outline_model(str(folder)), analysis.load_model(str(folder))
+    assert {p.device.type for p in outline.hf_model.parameters()} == {"meta"}
+    assert outline.info == loaded.info
+    assert analysis.capabilities(outline) == analysis.capabilities(loaded)
+    assert (outline.position_limit, outline.memory_limit) == (loaded.position_limit, loaded.memory_limit)
+
+
+@pytest.mark.parametrize(
+    "extra, said",
+    [
+        (["--lens"], "has no lens: its checkpoint holds no masked-LM head"),
+        (["--rogue-k", "1000"], "rogue_k"),
+        (["--max-tokens", "100000"], "max_tokens is 100,000, more than the"),
+        (["--method", "original_demo", "--model-type", "llama"], "original demo"),
+    ],
+)
+def test_what_the_model_cannot_do_is_refused_before_it_loads_or_the_folder_is_claimed(
+    tmp_path, extra, said, family_folder, monkeypatch, capsys
+):
+    family = "llama" if "--model-type" in extra else "roberta"
+    extra = [arg for arg in extra if arg not in ("--model-type", "llama")]
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    args = ["sweep", "--model", str(family_folder(family)), "--input", str(path), "--out", str(out), *extra]
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said in error
+    assert not out.exists()
+
+
+def test_another_sweeps_folder_is_refused_before_the_model_loads(tmp_path, minilm, monkeypatch, capsys):
+    path, out = texts_file(tmp_path), tmp_path / "out"
+    first = open_sweep(out, path, model=minilm.name, settings=SETTINGS, shard_size=3)
+    first.close()  # claimed, never run: unfinished
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(sweep_args(path, out, "--rogue-k", "5")) == 1
+    assert "holds a different sweep (rogue_k: 3 there, 5 now)" in capsys.readouterr().err
+    assert main(["export", "--model", "all-MiniLM-L6-v2", "--text", "A cat.", "--out", str(tmp_path / "x"),
+                 "--overlap-n", "1000000000"]) == 1  # fmt: skip
+    assert "more than the 30,522 vocabulary items" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 A pass over a text of n tokens holds, in float32 (4 bytes a number), at its peak (measured on the app's path,
 which keeps every stage, each layer's attention weights and head contexts: `benchmarks/bench_hostile_memory.py`):
-- attention weights, `heads x (layers + SQUARE_COPIES) x n²`: every layer's kept, and the scores and
-  probabilities of the layer being computed. This term is quadratic: it is what a long text runs out of;
+- attention weights, `heads x (layers + SQUARE_COPIES) x n²`: every layer's kept, and the scores, masked scores
+  and probabilities of the layer being computed. This term is quadratic: it is what a long text runs out of;
 - per-token vectors, `VECTOR_COPIES x (layers + 1) x hidden x n`: the recorded stages, their stacked copies and
   the scores read from them;
 - the feed-forward's inner activations, `INNER_COPIES x inner x n`.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 TEXT_MEMORY_BYTES = 2 * 2**30
 """The working memory one text may take beyond the model, at least: a model larger than twice this gets half its
 own size (a machine that holds a 28 GB model has room for more than one that holds 0.5 GB)."""
-SQUARE_COPIES = 2
+SQUARE_COPIES = 3
 VECTOR_COPIES = 14
 INNER_COPIES = 2
 FLOAT_BYTES = 4

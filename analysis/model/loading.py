@@ -23,7 +23,14 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download, try_to_load_from_cache
 from huggingface_hub.errors import RepositoryNotFoundError
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as transformers_logging
 
 from analysis.definitions import BUNDLED_MODEL
@@ -32,6 +39,7 @@ from analysis.model.checkpoint import (
     UNREAD_MODULES,
     WEIGHTS_FILE,
     WEIGHTS_INDEX,
+    Checkpoint,
     ModelLoadError,
     check_complete,
     check_finite,
@@ -287,14 +295,15 @@ def _refusing(name: str, what: str) -> Iterator[None]:
         ) from error
 
 
-def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> LoadedModel:
-    """Load the model in `folder` after checking, before anything is allocated, its config, its weight files and
-    its size; then refuse it if any weight was missing, misplaced or of another shape, or if its tokenizer is not
-    real or does not fit the embedding table."""
+_OPTIONS = {"trust_remote_code": False, "local_files_only": True}
+
+
+def _read_folder(source: ModelSource, folder: Path) -> tuple[Checkpoint, PretrainedConfig, int]:
+    """The checked checkpoint (config, weight headers) and config of the model in `folder`, and its parameter
+    count: everything `load_model` checks before a weight is allocated, except the memory free."""
     checkpoint = read_checkpoint(folder, source.name)
-    options = {"trust_remote_code": False, "local_files_only": True}
     with _quiet_transformers(), _refusing(source.name, "its config.json"):
-        config = AutoConfig.from_pretrained(folder, **options)
+        config = AutoConfig.from_pretrained(folder, **_OPTIONS)
     if getattr(config, "is_encoder_decoder", False):
         raise UnsupportedModelError(
             f"{source.name} ({config.model_type}) is an encoder-decoder model; pick an encoder (BERT, RoBERTa, "
@@ -302,6 +311,64 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
         )
     total, required = parameter_counts(config)
     check_complete(checkpoint, required)
+    return checkpoint, config, total
+
+
+def _read_tokenizer(source: ModelSource, folder: Path, embedding_rows: int) -> PreTrainedTokenizerBase:
+    with _quiet_transformers(), _refusing(source.name, "its tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(folder, **_OPTIONS)
+    check_tokenizer(source.name, tokenizer, embedding_rows)
+    return tokenizer
+
+
+def outline_model(name_or_path: str | os.PathLike) -> LoadedModel | None:
+    """The model `name_or_path` names without its weights, for checks before anything loads: its config, weight
+    headers and tokenizer read and checked as `load_model` checks them, its modules built on PyTorch's meta device
+    (shapes only, no memory), its head kept where the checkpoint holds one. Its stages, references, lens, sizes
+    and limits are the loaded model's; it cannot be run. None for a hub model not in the local cache (it is
+    checked once it loads)."""
+    source = resolve_model(name_or_path)
+    try:
+        folder = _snapshot(source, local_files_only=True)
+    except OSError:
+        if source.kind == "hub":
+            return None
+        raise
+    checkpoint, config, _ = _read_folder(source, folder)
+    with_head = head_class(config)
+    with torch.device("meta"), _quiet_transformers():
+        hf_model = (with_head or AutoModel).from_config(config, attn_implementation="eager")
+    no_lens = None
+    if with_head is None or not _holds_head(checkpoint, hf_model):
+        no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint))
+        hf_model = hf_model.base_model
+    tokenizer = _read_tokenizer(source, folder, hf_model.get_input_embeddings().num_embeddings)
+    return wrap_model(hf_model, tokenizer, source.name, no_lens=no_lens)
+
+
+def _holds_head(checkpoint: Checkpoint, head_model: PreTrainedModel) -> bool:
+    """Whether the checkpoint holds weights beside the base model's, where the head needs any of its own (one tied
+    wholly to the embeddings, as GPT-2's, needs none). Names are compared by their first part only: transformers
+    renames some heads as it loads (GPT-NeoX's embed_out becomes lm_head). A partial or foreign head is refused
+    when the model loads."""
+    base = head_model.base_model
+    prefix = head_model.base_model_prefix
+    tied = set(getattr(head_model, "all_tied_weights_keys", None) or {})
+    if all(key.startswith(prefix + ".") or key in tied for key in head_model.state_dict()):
+        return True
+    base_parts = {
+        prefix,
+        *(name for name, _ in base.named_children()),
+        *(name for name, _ in base.named_parameters(recurse=False)),
+    }
+    return any(key.split(".")[0] not in base_parts and not key.startswith(UNREAD_MODULES) for key in checkpoint.tensors)
+
+
+def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> LoadedModel:
+    """Load the model in `folder` after checking, before anything is allocated, its config, its weight files and
+    its size; then refuse it if any weight was missing, misplaced or of another shape, or if its tokenizer is not
+    real or does not fit the embedding table."""
+    checkpoint, config, total = _read_folder(source, folder)
     check_memory(source.name, 4 * total, max_bytes)
     with_head = head_class(config)  # the masked-LM or causal-LM class its lens reads; None: the family has none
     with _quiet_transformers():
@@ -314,7 +381,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
                 dtype=torch.float32,
                 output_loading_info=True,
                 ignore_mismatched_sizes=True,  # reported in loading_info, and refused just below
-                **options,
+                **_OPTIONS,
             )
         except (ValueError, RuntimeError, NotImplementedError) as error:  # transformers' own refusals
             raise UnsupportedModelError(
@@ -323,9 +390,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
         children = {name for name, _ in hf_model.base_model.named_children()}
         head_missing, unread = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         check_finite(source.name, hf_model)
-        with _refusing(source.name, "its tokenizer"):
-            tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-    check_tokenizer(source.name, tokenizer, hf_model.get_input_embeddings().num_embeddings)
+    tokenizer = _read_tokenizer(source, folder, hf_model.get_input_embeddings().num_embeddings)
     no_lens = None
     if head_missing or with_head is None:  # its head would be random: keep the base model only
         head_modules = {key.split(".")[0] for key in head_missing}

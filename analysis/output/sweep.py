@@ -353,6 +353,7 @@ def open_sweep(
             sweep.run(lm)
     """
     out, input_path = Path(out), Path(input_path).expanduser()
+    wanted = _identity(model, settings, shard_size, limit)
     if out.is_dir() and not (out / MANIFEST).is_file() and any(path.name != LOCK for path in out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
     created = not out.exists()
@@ -360,8 +361,6 @@ def open_sweep(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"Cannot create {out}: {error.strerror}; pick a writable --out folder.") from None
-    wanted = {"model": model, **asdict(settings), "methods": list(settings.methods), "shard_size": shard_size,
-              "limit": limit}  # fmt: skip
     lock = FolderLock(out)
     lock.acquire()
     try:
@@ -373,6 +372,25 @@ def open_sweep(
             shutil.rmtree(out, ignore_errors=True)
         raise
     return Sweep(out, manifest, lock)
+
+
+def check_sweep_folder(
+    out: Path, input_path: Path, *, model: str, settings: SweepSettings, shard_size: int, limit: int | None
+) -> None:
+    """What `open_sweep` would refuse about `out` (a folder that is no sweep, another sweep, another input),
+    checked without claiming or changing anything, so a command is refused before its model loads. The files'
+    hashes are checked when the folder is claimed."""
+    out = Path(out)
+    if out.is_dir():
+        _claimed(out, Path(input_path).expanduser(), _identity(model, settings, shard_size, limit), verify=False)
+    elif out.exists():
+        raise ValueError(f"{out} is a file, not a folder: choose a new or empty --out folder.")
+
+
+def _identity(model: str, settings: SweepSettings, shard_size: int, limit: int | None) -> dict:
+    """The sweep's IDENTITY_KEYS as its manifest records them."""
+    return {"model": model, **asdict(settings), "methods": list(settings.methods), "shard_size": shard_size,
+            "limit": limit}  # fmt: skip
 
 
 def finished_sweep(out: Path) -> bool:
@@ -388,8 +406,9 @@ def recorded_reference(out: Path) -> str | None:
     return read_json(manifest, MANIFEST_DAMAGED).get("reference") if manifest.is_file() else None
 
 
-def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
-    """The manifest of the sweep `out` already holds, checked against this one; None for a new folder."""
+def _claimed(out: Path, input_path: Path, wanted: dict, verify: bool = True) -> dict | None:
+    """The manifest of the sweep `out` already holds, checked against this one (and its files against their
+    hashes, with `verify`); None for a new folder."""
     if not (out / MANIFEST).is_file():
         if any(path.name != LOCK for path in out.iterdir()):
             raise ValueError(f"{out} is not empty and holds no Token Trails sweep; choose a new or empty --out folder.")
@@ -411,7 +430,8 @@ def _claimed(out: Path, input_path: Path, wanted: dict) -> dict | None:
         )
     if not (out / SPOOL).is_file():
         raise ValueError(f"{out / SPOOL} is missing, so the sweep's texts are unknown: use a new --out folder.")
-    verify_files(out, found)
+    if verify:
+        verify_files(out, found)
     return found
 
 
