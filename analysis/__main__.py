@@ -365,17 +365,13 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     reference = args.reference or recorded_reference(args.out) or (default_reference(outline) if outline else None)
     settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens, args.max_tokens)
     identity = {"model": model, "settings": settings, "shard_size": args.shard_size, "limit": args.limit}
-    lm = None
     if outline is not None:
         _check_sweep(outline, settings)
         check_sweep_folder(args.out, args.input, **identity)
-        lm = _load(args.model)
-        _check_sweep(lm, settings)
-        lm.move_to(device)
     _say(f"reading {args.input} into {args.out}…")
-    sweep = open_sweep(args.out, args.input, **identity, input_name=str(args.input))
+    sweep = open_sweep(args.out, args.input, **identity, input_name=str(args.input))  # the input read, or refused
     with sweep:
-        return _run_sweep(args, sweep, lm, device, ray_engine if args.engine == "ray" else None)
+        return _run_sweep(args, sweep, device, ray_engine if args.engine == "ray" else None)
 
 
 def _check_sweep(lm, settings) -> None:
@@ -395,16 +391,15 @@ def _check_sweep(lm, settings) -> None:
         check_max_tokens(lm, settings.max_tokens)
 
 
-def _run_sweep(args: argparse.Namespace, sweep, lm, device, ray_engine) -> list[Path]:
+def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:
     notes = "; ".join(sweep.notes)
     _say(f"{sweep.sentences:,} texts from {args.input}" + (f" ({notes})" if notes else ""))
     if not sweep.missing() and sweep.finished:
         _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
         return _sweep_outputs(args.out)
-    if lm is None:  # finished once, but a file of it is gone since: load the model to finish it again
-        lm = _load(args.model)
-        _check_sweep(lm, sweep.settings)
-        lm.move_to(device)
+    lm = _load(args.model)  # once its outline, its folder and its input have passed
+    _check_sweep(lm, sweep.settings)
+    lm.move_to(device)
     runner = None
     if ray_engine is not None:
         runner = ray_engine.ray_shard_runner(

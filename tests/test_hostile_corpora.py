@@ -425,3 +425,14 @@ def test_another_sweeps_folder_is_refused_before_the_model_loads(tmp_path, minil
     assert main(["export", "--model", "all-MiniLM-L6-v2", "--text", "A cat.", "--out", str(tmp_path / "x"),
                  "--overlap-n", "1000000000"]) == 1  # fmt: skip
     assert "more than the 30,522 vocabulary items" in capsys.readouterr().err
+
+
+def test_an_unreadable_input_is_refused_before_the_model_loads_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    path, out = tmp_path / "texts.parquet", tmp_path / "out"
+    path.write_bytes(b"not a parquet file at all")
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(sweep_args(path, out)) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Could not read the input texts.parquet: it is not a Parquet file, or a damaged one" in error
+    assert "magic bytes" not in error
+    assert not out.exists()

@@ -19,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.definitions import FORMATS
@@ -193,6 +194,12 @@ def stream_texts(copy: Path, count: CorpusCount) -> Iterator[str]:
         raise ValueError(
             f"Could not read the input {copy.name}: it is not UTF-8 text (byte {error.object[error.start]:#x}: "
             f"{error.reason}); save it as UTF-8."
+        ) from error
+    except pa.ArrowException as error:  # before ValueError: pyarrow's ArrowInvalid is one
+        raise ValueError(
+            f"Could not read the input {copy.name}: it is not a Parquet file, or a damaged one "
+            f"({type(error).__name__}); write it again with pandas' to_parquet, or give the texts as .txt, .jsonl or "
+            ".csv."
         ) from error
     except ValueError:
         raise
