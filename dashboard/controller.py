@@ -132,7 +132,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
             result = view_analysis(view, extras)
     except ValueError as error:
         _fail(str(error))
-    info_slot.caption(literal(widgets.model_info_line(info)))
+    info_slot.caption(literal(widgets.model_info_line(info, lm.self_check)))
     name_downloads(page_title, [view.model])
 
     _drop_stale_highlights(result)

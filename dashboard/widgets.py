@@ -12,6 +12,7 @@ import streamlit as st
 import analysis
 from analysis.charts import PICK, trajectory_chart
 from analysis.definitions import LENS_STAGE, WORD_CLASSES
+from analysis.model.loaded import SelfCheck
 from analysis.report.reports import token_label
 from dashboard import show
 from dashboard.jobs import Job, job_board
@@ -223,8 +224,8 @@ def geometry_picker() -> None:
         )
 
 
-def model_info_line(info: analysis.ModelInfo) -> str:
-    """The model's sizes in one line, as the sidebar shows them."""
+def model_info_line(info: analysis.ModelInfo, self_check: SelfCheck | None = None) -> str:
+    """The model's sizes in one line, as the sidebar shows them, and its load's self-check where it ran."""
     return (
         f"{info.family}, {info.architecture}: "
         + (f"{info.parameters / 1e6:,.0f}M" if info.parameters >= 10**6 else f"{info.parameters:,}")
@@ -232,6 +233,7 @@ def model_info_line(info: analysis.ModelInfo) -> str:
         f"{info.layers} layers · hidden size {info.hidden_size:,} · {info.heads} heads · "
         f"vocabulary {info.vocab_size:,} · max {info.max_tokens:,} tokens"
         + (f" (memory budget; positions allow {info.position_limit:,})" if info.memory_limited else "")
+        + (f" · {self_check.summary()}" if self_check is not None else "")
     )
 
 

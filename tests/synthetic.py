@@ -157,7 +157,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         "wordpiece",
         {"dim": 32, "n_layers": 3, "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 66},
     ),
-    "mpnet": ("wordpiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
+    "mpnet": ("sentencepiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
     "deberta-v2": (
         "sentencepiece",
         {

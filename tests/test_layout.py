@@ -10,6 +10,7 @@ FLOW = [
      "analysis.progress"},
     {"analysis.model"},
     {"analysis.capture"},
+    {"analysis.model.loading"},  # loads a model and checks the capture against its own forward pass
     {"analysis.scoring"},
     {"analysis.report"},
     {"analysis.corpus"},
@@ -21,9 +22,11 @@ FLOW = [
 
 
 def step(module: str) -> int:
-    for index, names in enumerate(FLOW):
-        if any(module == name or module.startswith(name + ".") for name in names if name != "analysis"):
-            return index
+    """The step of the most specific name in FLOW that `module` is or lies under."""
+    found = [(len(name), index) for index, names in enumerate(FLOW) for name in names
+             if name != "analysis" and (module == name or module.startswith(name + "."))]  # fmt: skip
+    if found:
+        return max(found)[1]
     assert module == "analysis", module
     return len(FLOW) - 1
 

@@ -26,6 +26,20 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class SelfCheck:
+    """How far the capture was from the model's own forward pass on the load's probe (`analysis.capture.selfcheck`):
+    the largest relative difference over its tokens."""
+
+    hidden: float  # every block input and the last hidden state
+    where: str  # where `hidden` is reached, e.g. "layer_input of layer 3"
+    logits: float | None  # the lens at the last layer against the model's own logits; None: no lens
+
+    def summary(self) -> str:
+        lens = f"; the lens's, {self.logits:.1g}" if self.logits is not None else ""
+        return f"self-check passed: largest relative difference from the model's own pass {self.hidden:.1g}{lens}"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The sizes a person needs to read the plots; labels for display are applied where it is drawn."""
 
@@ -74,6 +88,7 @@ class LoadedModel:
     revision: str | None = None
     unembed: nn.Module | None = None  # the model's own final norm + prediction head; None: no lens
     no_lens: str | None = None  # why there is no lens, where `unembed` is None
+    self_check: SelfCheck | None = None  # the load's check against the model's own forward pass
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

@@ -33,6 +33,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
+from analysis.capture.selfcheck import checked
 from analysis.definitions import BUNDLED_MODEL
 from analysis.model.architectures import UnsupportedModelError
 from analysis.model.checkpoint import (
@@ -405,7 +406,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
             f"{source.name} has room for {max(lm.max_tokens, 0)} tokens (max_position_embeddings in its "
             "config.json), too few for any text: the config is wrong."
         )
-    return lm
+    return checked(lm, hf_model)
 
 
 def _load(source: ModelSource, max_bytes: int | None) -> LoadedModel:

@@ -1,0 +1,90 @@
+"""The self-check every load runs: a short probe read through the capture and through the model's own plain
+forward pass, which must agree, so a model the tables read wrongly is refused instead of drawn.
+
+The probe is two texts of different lengths, batched and padded as the app and the sweep run texts. The capture
+(`trace_tokens`, with the position ids and token types it feeds) records every block's input and output; the
+model's own forward pass gets only the ids and the attention mask and computes everything else itself. Compared,
+over each text's real tokens, relative to the largest value there:
+- `layer_input` of layer i against the model's own `hidden_states[i]`;
+- the last block's output (through the final norm, where the family has one) against the model's own last
+  hidden state;
+- with a lens, the lens at the last layer (`unembed`) against the model's own logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from analysis.capture.tokens import tokenize
+from analysis.capture.trace import trace_tokens
+from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
+from analysis.model.loaded import LoadedModel, SelfCheck
+
+PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog, and then it sleeps.", "Time flies.")
+TOLERANCE = 1e-4
+"""Largest relative difference accepted: float32 reads of the same computation differ by about 1e-7; a model read
+wrongly differs by tens of percent."""
+
+
+def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
+    """Compare the capture with `own_model` (the model as loaded: its head model where it has a lens, else the
+    base model) on the probe; raise UnsupportedModelError naming what disagrees and by how much."""
+    texts = list(PROBE_TEXTS)
+    with lm.lock:
+        tokens = [tokenize(lm, text) for text in texts]
+    run = trace_tokens(lm, texts, tokens, {"layer_input", "layer_output"})
+    length = max(len(t) for t in tokens)
+    pad_id = lm.tokenizer.pad_token_id or 0
+    device = lm.device
+    ids = torch.tensor([t.ids + [pad_id] * (length - len(t)) for t in tokens], device=device)
+    mask = torch.tensor([[1] * len(t) + [0] * (length - len(t)) for t in tokens], device=device)
+    with lm.lock, torch.inference_mode():
+        own = own_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    last = run.batch("layer_output")[-1]
+    family = FAMILIES.get(lm.structure.family)
+    final_norm = module_at(lm.hf_model, family.final_norm) if family is not None else None
+    with torch.inference_mode():
+        expected_last = final_norm(last) if final_norm is not None else last
+    own_hidden = own.hidden_states
+    readings = {f"layer_input of layer {layer}": (run.batch("layer_input")[layer], own_hidden[layer])
+                for layer in range(lm.num_layers)}  # fmt: skip
+    readings["last hidden state"] = (expected_last, own_hidden[-1])
+    errors = {where: _difference(ours, theirs, tokens) for where, (ours, theirs) in readings.items()}
+    where = max(errors, key=errors.get)
+    if errors[where] > TOLERANCE:
+        raise UnsupportedModelError(
+            f"{lm.name}: Token Trails reads it wrongly: its {where} differs from the model's own forward pass by "
+            f"{errors[where]:.1%} (relative) on a probe text, so it is refused rather than drawn."
+        )
+    logits = None
+    if lm.unembed is not None and hasattr(own, "logits"):
+        with torch.inference_mode():
+            logits = _difference(lm.unembed(last), own.logits, tokens)
+    return SelfCheck(hidden=errors[where], where=where, logits=logits)
+
+
+def _difference(ours: torch.Tensor, theirs: torch.Tensor, tokens: list) -> float:
+    """The largest |ours - theirs| over each text's real tokens, relative to the largest |theirs| there."""
+    worst = 0.0
+    for row, text_tokens in enumerate(tokens):
+        n = len(text_tokens)
+        reference = theirs[row, :n].abs().max().item()
+        gap = (ours[row, :n] - theirs[row, :n]).abs().max().item()
+        worst = max(worst, gap / reference if reference else gap)
+    return worst
+
+
+def checked(lm: LoadedModel, own_model: PreTrainedModel) -> LoadedModel:
+    """`lm` after its self-check (`self_check`), recorded in `lm.self_check`: refused where its stages disagree
+    with `own_model`; without its lens, saying why, where only the lens disagrees with the model's logits (its
+    head does more than the modules the table names, e.g. a logit soft-cap)."""
+    found = self_check(lm, own_model)
+    if found.logits is not None and found.logits > TOLERANCE:
+        lm.unembed = None
+        lm.no_lens = (
+            f"its lens at the last layer differs from the model's own logits by {found.logits:.1%} (relative): its "
+            "head does more than the modules Token Trails applies, so the lens would be wrong"
+        )
+    lm.self_check = found
+    return lm

@@ -1,0 +1,75 @@
+"""Every load checks the capture against the model's own plain forward pass on a short batched, padded probe:
+stages that disagree refuse the model, naming where and by how much; a lens that disagrees with the model's
+logits is dropped, saying why. Broken on purpose here: shifted position ids, a wrong final norm, a head missing
+its norm."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import analysis
+from analysis.capture import selfcheck
+from analysis.model import architectures, loaded
+from analysis.model.unembed import find_unembed
+from tests.synthetic import TINY_FAMILIES
+
+
+@pytest.mark.parametrize("head", [False, True])
+@pytest.mark.parametrize("family", sorted(TINY_FAMILIES))
+def test_every_family_passes_its_self_check_on_load(family, head, family_folder):
+    lm = analysis.load_model(str(family_folder(family, head)))
+    found = lm.self_check
+    assert found is not None and found.hidden <= selfcheck.TOLERANCE
+    assert (found.logits is not None) == (lm.unembed is not None)
+    assert lm.unembed is not None or not head  # a checkpoint with its head has its lens (a tied one even without)
+    assert found.logits is None or found.logits <= selfcheck.TOLERANCE
+    assert found.summary().startswith("self-check passed: largest relative difference from the model's own pass")
+
+
+def test_the_bundled_model_records_its_self_check(minilm):
+    assert minilm.self_check.hidden <= selfcheck.TOLERANCE
+    assert minilm.self_check.logits is None and minilm.unembed is None  # saved without its masked-LM head
+
+
+def _fresh(folder):
+    analysis.release_models()
+    return str(folder)
+
+
+def test_shifted_position_ids_refuse_the_model_naming_the_stage(family_folder, monkeypatch):
+    """The capture feeds position ids one row off the model's own (as for a family numbering them otherwise)."""
+    real = architectures._embedding_parts
+
+    def shifted(hf_model, family):
+        return dataclasses.replace(real(hf_model, family), position_offset=real(hf_model, family).position_offset + 1)
+
+    monkeypatch.setattr(architectures, "_embedding_parts", shifted)
+    with pytest.raises(analysis.UnsupportedModelError) as refused:
+        analysis.load_model(_fresh(family_folder("roberta")))
+    message = str(refused.value)
+    assert "reads it wrongly: its layer_input of layer 0 differs from the model's own forward pass by" in message
+    assert "\n" not in message
+    analysis.release_models()
+
+
+def test_a_final_norm_the_model_does_not_apply_refuses_it(family_folder, monkeypatch):
+    family = architectures.FAMILIES["gpt2"]
+    monkeypatch.setitem(architectures.FAMILIES, "gpt2", dataclasses.replace(family, final_norm=None))
+    with pytest.raises(analysis.UnsupportedModelError, match="its last hidden state differs from the model"):
+        analysis.load_model(_fresh(family_folder("gpt2")))
+    analysis.release_models()
+
+
+def test_a_lens_that_is_not_the_models_own_is_dropped_with_the_reason(family_folder, monkeypatch):
+    """The lens skips the final norm the model applies before its head: the stages are right, the lens is not."""
+
+    def without_final_norm(head_model):
+        return torch.nn.Sequential(*list(find_unembed(head_model))[1:])
+
+    monkeypatch.setattr(loaded, "find_unembed", without_final_norm)
+    lm = analysis.load_model(_fresh(family_folder("llama", head=True)))
+    assert lm.unembed is None and lm.self_check.logits > selfcheck.TOLERANCE
+    assert "its lens at the last layer differs from the model's own logits by" in lm.no_lens
+    assert "lens" in analysis.capabilities(lm).unavailable
+    analysis.release_models()
