@@ -185,6 +185,50 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         "sentencepiece_bos",
         {**_TINY, "num_key_value_heads": 1, "max_position_embeddings": 64, **_DECODER_IDS},
     ),
+    "gemma": (
+        "sentencepiece_bos",
+        {**_TINY, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, **_DECODER_IDS},
+    ),
+    "phi3": ("sentencepiece_bos", {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "starcoder2": (
+        "byte_level_plain",
+        {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS},
+    ),
+    "stablelm": (
+        "byte_level_plain",
+        {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS},
+    ),
+    "opt": (
+        "byte_level_plain",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "ffn_dim": 64,
+            "word_embed_proj_dim": 32,
+            "max_position_embeddings": 64,
+            **_DECODER_IDS,
+        },
+    ),
+    "bloom": ("byte_level_plain", {"hidden_size": 32, "n_layer": 3, "n_head": 4, **_DECODER_IDS}),
+    "gpt_neo": (
+        "byte_level_plain",
+        {
+            "hidden_size": 32,
+            "num_layers": 3,
+            "num_heads": 4,
+            "intermediate_size": 64,
+            "window_size": 8,
+            "attention_types": [[["global", "local"], 1], [["global"], 1]],
+            "max_position_embeddings": 64,
+            **_DECODER_IDS,
+        },
+    ),
+    "gptj": (
+        "byte_level_plain",
+        {"n_embd": 32, "n_layer": 3, "n_head": 4, "rotary_dim": 4, "n_positions": 64, **_DECODER_IDS},
+    ),
+    "phi": ("byte_level_plain", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
 }
 """model_type -> (tokenizer kind, config overrides) of a tiny random model of each supported family: ELECTRA and
 ALBERT with a smaller embedding size (ALBERT's 3 layers share one block), DeBERTa in its v3 form (relative

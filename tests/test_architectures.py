@@ -26,8 +26,10 @@ from tests.synthetic import (
 
 # Where each family keeps its parts, written here from the transformers model sources, independently of
 # analysis.architectures: the blocks, the norm after the attention (None: a parallel block) and the attention.
+LLAMA_LIKE = ["llama", "qwen2", "mistral", "gemma", "phi3", "starcoder2", "stablelm"]
 BLOCKS = {"distilbert": "transformer.layer", "modernbert": "layers", "gpt2": "h", "gpt_neox": "layers"}
-BLOCKS |= dict.fromkeys(["llama", "qwen2", "mistral"], "layers")
+BLOCKS |= dict.fromkeys([*LLAMA_LIKE, "phi"], "layers") | dict.fromkeys(["bloom", "gpt_neo", "gptj"], "h")
+BLOCKS |= {"opt": "decoder.layers"}
 MID_NORM = {
     "albert": "attention.LayerNorm",
     "distilbert": "sa_layer_norm",
@@ -35,11 +37,19 @@ MID_NORM = {
     "modernbert": "mlp_norm",
     "gpt2": "ln_2",
     "gpt_neox": None,
-} | dict.fromkeys(["llama", "qwen2", "mistral"], "post_attention_layernorm")
-ATTENTION = {"gpt_neox": "attention"}
-MLP = {"gpt2": "mlp", "modernbert": "mlp", "gpt_neox": "mlp", "llama": "mlp", "qwen2": "mlp", "mistral": "mlp"}
+    "gptj": None,
+    "phi": None,
+    "opt": "final_layer_norm",  # OPT's name for the norm before each block's MLP
+    "bloom": "post_attention_layernorm",
+    "gpt_neo": "ln_2",
+} | dict.fromkeys(LLAMA_LIKE, "post_attention_layernorm")
+ATTENTION = {"gpt_neox": "attention", "gptj": "attn", "phi": "self_attn"}  # parallel blocks: the attention's output
+PARALLEL_MLP_NORM = {"gpt_neox": "post_attention_layernorm", "gptj": "ln_1", "phi": "input_layernorm"}
+MLP = dict.fromkeys(["gpt2", "modernbert", "gpt_neox", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE], "mlp")
+MLP["opt"] = None  # fc1, activation, fc2 sit in the block itself
 PROJECTION = {"electra": "embeddings_project", "albert": "encoder.embedding_hidden_mapping_in"}
-DECODERS = {"gpt2", "gpt_neox", "llama", "qwen2", "mistral"}
+DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE}
+ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", *LLAMA_LIKE}  # no absolute position table
 
 
 def attribute(module, path):
@@ -83,8 +93,9 @@ def own_readings(lm, family, text):
         norm_path = MID_NORM.get(family, "attention.output.LayerNorm")
         if norm_path is not None:
             norm = attribute(block, norm_path)
-            handles.append(norm.register_forward_pre_hook(lambda m, args: seen["norm_in"].append(args[0][0])))
-            handles.append(norm.register_forward_hook(lambda m, a, out: seen["norm_out"].append(out[0])))
+            one = (lambda t: t) if family == "opt" else (lambda t: t[0])  # OPT flattens its one text's tokens
+            handles.append(norm.register_forward_pre_hook(lambda m, args, f=one: seen["norm_in"].append(f(args[0]))))
+            handles.append(norm.register_forward_hook(lambda m, a, out, f=one: seen["norm_out"].append(f(out))))
         else:
             attention = attribute(block, ATTENTION[family])
             handles.append(attention.register_forward_hook(lambda m, a, out: seen["attention"].append(out[0][0])))
@@ -124,11 +135,16 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
     _, output = stage_vectors(lm, SEED_SENTENCE, "layer_output")
     for layer, block in enumerate(blocks_of(lm.hf_model, family) if family in MLP else []):
         with torch.no_grad():
-            if family == "gpt_neox":
-                mlp_input = block.post_attention_layernorm(x[layer])
+            if family in PARALLEL_MLP_NORM:
+                mlp_input = attribute(block, PARALLEL_MLP_NORM[family])(x[layer])
             else:
                 mlp_input = attribute(block, MID_NORM[family])(residual[layer])
-            mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
+            if MLP[family] is None:
+                mlp_output = block.fc2(block.activation_fn(block.fc1(mlp_input)))
+            elif family == "bloom":  # BLOOM's MLP adds the residual it is given
+                mlp_output = block.mlp(mlp_input.unsqueeze(0), torch.zeros_like(mlp_input.unsqueeze(0)))[0]
+            else:
+                mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
         torch.testing.assert_close(output[layer], residual[layer] + mlp_output)  # float32 defaults
     assert (lm.info.block != "post_ln") == (family in MLP)
 
@@ -137,11 +153,15 @@ def explicit_reference(lm, family, reference, token_ids, positions):
     """The reference written out from the model's own modules: word rows (+ position and type rows), the
     embedding LayerNorm for `embedding`, then the projection where the family has one."""
     hf_model = lm.hf_model
-    vectors = hf_model.get_input_embeddings()(token_ids)
+    vectors = hf_model.get_input_embeddings().weight[token_ids]  # the rows (Gemma's layer would scale them)
     embeddings = getattr(hf_model, "embeddings", None)
+    if reference == "embedding" and family == "gemma":  # Gemma multiplies the word rows by sqrt(hidden)
+        vectors = vectors * hf_model.config.hidden_size**0.5
     if reference != "raw":
-        if family == "gpt2":
+        if family in ("gpt2", "gpt_neo"):
             vectors = vectors + hf_model.wpe(positions)
+        elif family == "opt":  # OPT's table starts at row 2
+            vectors = vectors + hf_model.decoder.embed_positions.weight[positions + 2]
         elif getattr(embeddings, "position_embeddings", None) is not None:
             offset = 2 if family in ("xlm-roberta", "mpnet", "roberta") else 0
             vectors = vectors + embeddings.position_embeddings(positions + offset)
@@ -149,6 +169,7 @@ def explicit_reference(lm, family, reference, token_ids, positions):
             vectors = vectors + embeddings.token_type_embeddings.weight[0]
     if reference == "embedding":
         norm = getattr(embeddings, "LayerNorm", None) or getattr(embeddings, "norm", None)
+        norm = getattr(hf_model, "word_embeddings_layernorm", None) if family == "bloom" else norm
         vectors = norm(vectors) if norm is not None else vectors
     if family in PROJECTION:
         vectors = attribute(hf_model, PROJECTION[family])(vectors)
@@ -213,12 +234,12 @@ def test_what_a_model_lacks_is_refused_with_what_it_has(family_model):
         with pytest.raises(ValueError, match=re.escape(f"has no {kind} {missing!r}") + ".*" + re.escape(has)):
             analysis.analyze(lm, SEED_SENTENCE, **{kind: missing})
     expected_missing = set()
-    if family == "gpt_neox":
+    if MID_NORM.get(family, "") is None:  # a parallel block
         expected_missing.add("attn_output")
-    if family in ("deberta-v2", "modernbert", "gpt_neox", "llama", "qwen2", "mistral"):
+    if family in {"deberta-v2", "modernbert", *ROTARY_OR_ALIBI}:
         expected_missing.add("position")
     assert set(found.unavailable) - lens == expected_missing
-    if family == "gpt2":  # its head is the tied embedding table: every GPT-2 checkpoint has it
+    if family in DECODERS and lm.hf_model.config.tie_word_embeddings:  # the head is the tied embedding table
         assert lens == {"masked"} and found.lens
     else:  # saved without a head, as a base model
         assert lens == {"lens", "masked"} and "holds no" in found.reason("lens")
@@ -287,3 +308,10 @@ def test_variants_read_from_their_config(model_type, options, kind, references):
     torch.testing.assert_close(embedding, layer_input[0])  # float32 defaults
     parts = analysis.decompose_heads(lm, SEED_SENTENCE, 1)
     assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
+
+
+def test_opts_post_layernorm_form_is_refused_saying_so():
+    tokenizer = byte_level_tokenizer()
+    shape = {**TINY_FAMILIES["opt"][1], "do_layer_norm_before": False}
+    with pytest.raises(analysis.UnsupportedModelError, match=re.escape("after attention and MLP (OPT-350m's form)")):
+        analysis.wrap_model(random_hf_model("opt", shape, tokenizer, head=True), tokenizer, "opt-350m-like")

@@ -30,6 +30,7 @@ def hand_built_scorer() -> VocabularyScorer:
         token_type=None,
         norm=nn.LayerNorm(3),
         position_offset=0,
+        ids_offset=0,
         projection=None,
     )
     return VocabularyScorer(parts, "raw")

@@ -42,7 +42,8 @@ def test_shifted_position_ids_refuse_the_model_naming_the_stage(family_folder, m
     real = architectures._embedding_parts
 
     def shifted(hf_model, family):
-        return dataclasses.replace(real(hf_model, family), position_offset=real(hf_model, family).position_offset + 1)
+        parts = real(hf_model, family)
+        return dataclasses.replace(parts, position_offset=parts.position_offset + 1, ids_offset=parts.ids_offset + 1)
 
     monkeypatch.setattr(architectures, "_embedding_parts", shifted)
     with pytest.raises(analysis.UnsupportedModelError) as refused:
@@ -72,4 +73,17 @@ def test_a_lens_that_is_not_the_models_own_is_dropped_with_the_reason(family_fol
     assert lm.unembed is None and lm.self_check.logits > selfcheck.TOLERANCE
     assert "its lens at the last layer differs from the model's own logits by" in lm.no_lens
     assert "lens" in analysis.capabilities(lm).unavailable
+    analysis.release_models()
+
+
+def test_a_stage_read_in_another_shape_refuses_the_model(family_folder, monkeypatch):
+    """As OPT's flattened tokens were before they were viewed per text again: one vector per token or nothing."""
+    from analysis.capture import forward
+
+    monkeypatch.setattr(forward, "_per_text", lambda reading, batch_size, length: reading)
+    with pytest.raises(
+        analysis.UnsupportedModelError,
+        match=r"reads its attn_(residual|output) at layer \d as a tensor of shape \(\d+, 32\), not one 32-vector per",
+    ):
+        analysis.load_model(_fresh(family_folder("opt")))
     analysis.release_models()

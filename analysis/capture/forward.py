@@ -58,7 +58,7 @@ def model_inputs(lm: LoadedModel, batch: list[Tokens]) -> dict[str, torch.Tensor
     device = lm.device
     length = max(len(tokens) for tokens in batch)
     pad_id = lm.tokenizer.pad_token_id or 0
-    offset = lm.structure.embeddings.position_offset
+    offset = lm.structure.embeddings.ids_offset
     ids = [tokens.ids + [pad_id] * (length - len(tokens)) for tokens in batch]
     mask = [[1] * len(tokens) + [0] * (length - len(tokens)) for tokens in batch]
     input_ids = torch.tensor(ids, device=device)
@@ -93,7 +93,19 @@ def run_model(lm: LoadedModel, batch: list[Tokens], taps: dict[Hashable, Tap]) -
     finally:
         for handle in handles:
             handle.remove()
-    return {name: calls[(id(tap.module), tap.read, tap.item)][tap.call] for name, tap in taps.items()}
+    batch_size, length = inputs["input_ids"].shape
+    return {
+        name: _per_text(calls[(id(tap.module), tap.read, tap.item)][tap.call], batch_size, length)
+        for name, tap in taps.items()
+    }
+
+
+def _per_text(reading: torch.Tensor, batch_size: int, length: int) -> torch.Tensor:
+    """`reading` with its batch dimension first: `[texts, tokens, ...]`. OPT flattens a batch's tokens around its
+    MLP (`[texts * tokens, hidden]` at the norm before it); that is the same memory, viewed per text again."""
+    if reading.dim() == 2 and reading.shape[0] == batch_size * length:
+        return reading.view(batch_size, length, -1)
+    return reading
 
 
 def depth_call(lm: LoadedModel, layer: int) -> int:

@@ -2,9 +2,10 @@
 forward pass, which must agree, so a model the tables read wrongly is refused instead of drawn.
 
 The probe is two texts of different lengths, batched and padded as the app and the sweep run texts. The capture
-(`trace_tokens`, with the position ids and token types it feeds) records every block's input and output; the
-model's own forward pass gets only the ids and the attention mask and computes everything else itself. Compared,
-over each text's real tokens, relative to the largest value there:
+(`trace_tokens`, with the position ids and token types it feeds) records every stage the model has, each of which
+must be one hidden-size vector per token of each text; the model's own forward pass gets only the ids and the
+attention mask and computes everything else itself. Compared, over each text's real tokens, relative to the
+largest value there:
 - `layer_input` of layer i against the model's own `hidden_states[i]`;
 - the last block's output (through the final norm, where the family has one) against the model's own last
   hidden state;
@@ -17,7 +18,7 @@ import torch
 from transformers import PreTrainedModel
 
 from analysis.capture.tokens import tokenize
-from analysis.capture.trace import trace_tokens
+from analysis.capture.trace import available_points, trace_tokens
 from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
 from analysis.model.loaded import LoadedModel, SelfCheck
 
@@ -33,8 +34,14 @@ def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
     texts = list(PROBE_TEXTS)
     with lm.lock:
         tokens = [tokenize(lm, text) for text in texts]
-    run = trace_tokens(lm, texts, tokens, {"layer_input", "layer_output"})
+    run = trace_tokens(lm, texts, tokens, available_points(lm))
     length = max(len(t) for t in tokens)
+    for (point, layer), reading in run.readings.items():
+        if tuple(reading.shape) != (len(texts), length, lm.hidden_size):
+            raise UnsupportedModelError(
+                f"{lm.name}: Token Trails reads its {point} at layer {layer} as a tensor of shape "
+                f"{tuple(reading.shape)}, not one {lm.hidden_size}-vector per token of each text, so it is refused."
+            )
     pad_id = lm.tokenizer.pad_token_id or 0
     device = lm.device
     ids = torch.tensor([t.ids + [pad_id] * (length - len(t)) for t in tokens], device=device)

@@ -98,10 +98,12 @@ class EmbeddingParts:
 
     word: nn.Embedding
     position: nn.Embedding | None
-    position_offset: int  # row of position 0 (padding_idx + 1 for RoBERTa, XLM-R and MPNet)
+    position_offset: int  # row of position 0 (padding_idx + 1 for RoBERTa, XLM-R and MPNet; 2 for OPT)
+    ids_offset: int  # what position 0's id is in the model's `position_ids` input (OPT's table adds its own 2)
     token_type: nn.Embedding | None
     norm: nn.LayerNorm | None
     projection: nn.Linear | None
+    scale: float = 1.0  # the factor the embedding layer multiplies word rows by (Gemma: sqrt(hidden))
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
     position = module_at(hf_model, family.position)
     owner = module_at(hf_model, family.position.rpartition(".")[0]) if family.position else None
     padding_idx = getattr(owner, "padding_idx", None)
+    own_offset = getattr(position, "offset", None)  # a table that adds its offset to the ids it is given (OPT)
+    offset = own_offset if isinstance(own_offset, int) else padding_idx + 1 if isinstance(padding_idx, int) else 0
     norm = module_at(hf_model, family.embedding_norm)
     if norm is not None and not isinstance(norm, nn.LayerNorm):
         raise unsupported(hf_model, f"its embedding norm ({family.embedding_norm!r}) is not a LayerNorm")
@@ -207,13 +211,20 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
     hidden = hf_model.config.hidden_size
     if projection is None and word.embedding_dim != hidden:
         raise unsupported(hf_model, "its word embeddings are not the hidden size and no projection was found")
+    embed_scale = getattr(word, "embed_scale", 1.0)
+    meta = isinstance(embed_scale, torch.Tensor) and embed_scale.is_meta  # an outline's: no value, none needed
+    scale = 1.0 if meta else float(embed_scale)
+    if scale != 1.0 and (position is not None or norm is not None or projection is not None):
+        raise unsupported(hf_model, "it scales its word rows and then adds positions, normalises or projects them")
     return EmbeddingParts(
         word=word,
         position=position if isinstance(position, nn.Embedding) else None,
-        position_offset=padding_idx + 1 if isinstance(padding_idx, int) else 0,
+        position_offset=offset,
+        ids_offset=0 if isinstance(own_offset, int) else offset,
         token_type=token_type if isinstance(token_type, nn.Embedding) else None,
         norm=norm,
         projection=projection if isinstance(projection, nn.Linear) else None,
+        scale=scale,
     )
 
 
@@ -245,6 +256,8 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
     family = FAMILIES.get(config.model_type) or _generic_family(hf_model)
     if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
         family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
+    if config.model_type == "opt" and not getattr(config, "do_layer_norm_before", True):
+        raise unsupported(hf_model, "its blocks apply their LayerNorms after attention and MLP (OPT-350m's form)")
     if callable(family.blocks):
         blocks = family.blocks(hf_model)
     else:

@@ -23,6 +23,8 @@ from analysis.model.budget import PassShape, pass_shape, text_budget
 from analysis.model.unembed import find_unembed, is_head_model, no_lens_reason
 
 T = TypeVar("T")
+NO_POSITION_LIMIT = 2**20
+"""The position limit of a model that names none (ALiBi): the memory limit cuts long texts far sooner."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ class LoadedModel:
         emb = self.structure.embeddings
         if emb.position is not None:
             by_positions = emb.position.num_embeddings - emb.position_offset
-        else:  # rotary or relative positions: the length the model was built for
-            by_positions = self.hf_model.config.max_position_embeddings
+        else:  # rotary or relative positions: the length the model was built for; ALiBi (BLOOM) names none
+            by_positions = getattr(self.hf_model.config, "max_position_embeddings", None) or NO_POSITION_LIMIT
         by_tokenizer = self.tokenizer.model_max_length
         return min(by_positions, by_tokenizer) if isinstance(by_tokenizer, int) else by_positions
 
@@ -223,11 +225,11 @@ def wrap_model(
     where the caller knows)."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{name}: a fast (Rust) tokenizer is needed for character offsets.")
-    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
     base = hf_model.base_model
+    structure = find_structure(base)  # first: a structure it cannot read is the reason to give
+    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
     if unembed is None and no_lens is None:
         no_lens = no_lens_reason(base.config, architecture(base))
-    structure = find_structure(base)
     hf_model.set_attn_implementation("eager")
     hf_model.eval()
     hf_model.to(torch.float32)

@@ -8,7 +8,8 @@ Every reference of every supported model has one form: for vocabulary item u at 
 - `position`: as raw plus Q_p = q_p, the absolute position row (+ token-type row 0);
 - `embedding`: what the embedding layer outputs. With a LayerNorm (BERT, ModernBERT), LN(w_u + q_p) =
   gamma * C(w_u + q_p) / sigma + beta: T_u = gamma * C w_u, Q_p = gamma * C q_p, s = sigma_u(p) (the
-  LayerNorm's scale of w_u + q_p), c = beta. Without one (GPT-2, Llama) it is the plain sum, or the word row.
+  LayerNorm's scale of w_u + q_p), c = beta. Without one (GPT-2, Llama) it is the plain sum, or the word row;
+  Gemma's layer multiplies the row by k = sqrt(hidden): T_u = k w_u, held implicitly as a gain of k.
 - where the embedding size differs from the hidden size (ALBERT, ELECTRA-small), the model's own projection
   P(x) = W x + b applies to each: T_u = W (…) and Q_p = W (…) are the projected terms, c = W beta + b or b.
 
@@ -141,6 +142,8 @@ class VocabularyScorer:
         self.projection_bias = projection.bias.detach() if projection is not None else None
         if projection is None:
             self.table, self.gain, self.mean_subtracted = self.word, self.ln_gain, self.normalised
+            if reference == "embedding" and parts.scale != 1.0:  # T_u = k w_u (no norm, positions or projection)
+                self.gain = torch.full_like(self.word[0], parts.scale)
         else:
             self.table = memo(f"projected_table/{self.normalised}", self._projected_table)
             self.gain, self.mean_subtracted = None, False
@@ -201,6 +204,8 @@ class VocabularyScorer:
         exact, on the CPU: MPS has no float64)."""
         device = torch.device("cpu") if dtype == torch.float64 else self.word.device
         summed = self.word[token_ids.to(self.word.device)].to(device=device, dtype=dtype)
+        if self.reference == "embedding" and self.parts.scale != 1.0:  # the layer scales its rows (Gemma)
+            summed = summed * self.parts.scale
         q = self.position_vectors(position_ids, summed)
         if q is not None:
             summed = summed + q
