@@ -229,6 +229,29 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         {"n_embd": 32, "n_layer": 3, "n_head": 4, "rotary_dim": 4, "n_positions": 64, **_DECODER_IDS},
     ),
     "phi": ("byte_level_plain", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "gemma2": (
+        "sentencepiece_bos",
+        {
+            **_TINY,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "sliding_window": 4,
+            "max_position_embeddings": 64,
+            "final_logit_softcapping": 0.5,
+            **_DECODER_IDS,
+        },
+    ),
+    "gemma3_text": (
+        "sentencepiece_bos",
+        {
+            **_TINY,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "sliding_window": 4,
+            "max_position_embeddings": 64,
+            **_DECODER_IDS,
+        },
+    ),
 }
 """model_type -> (tokenizer kind, config overrides) of a tiny random model of each supported family: ELECTRA and
 ALBERT with a smaller embedding size (ALBERT's 3 layers share one block), DeBERTa in its v3 form (relative

@@ -27,29 +27,37 @@ from tests.synthetic import (
 # Where each family keeps its parts, written here from the transformers model sources, independently of
 # analysis.architectures: the blocks, the norm after the attention (None: a parallel block) and the attention.
 LLAMA_LIKE = ["llama", "qwen2", "mistral", "gemma", "phi3", "starcoder2", "stablelm"]
+SANDWICH = ["gemma2", "gemma3_text"]  # norms around the attention's and the MLP's outputs too
+GEMMAS = ["gemma", *SANDWICH]  # embedding rows scaled by sqrt(hidden)
 BLOCKS = {"distilbert": "transformer.layer", "modernbert": "layers", "gpt2": "h", "gpt_neox": "layers"}
-BLOCKS |= dict.fromkeys([*LLAMA_LIKE, "phi"], "layers") | dict.fromkeys(["bloom", "gpt_neo", "gptj"], "h")
+BLOCKS |= dict.fromkeys([*LLAMA_LIKE, *SANDWICH, "phi"], "layers") | dict.fromkeys(["bloom", "gpt_neo", "gptj"], "h")
 BLOCKS |= {"opt": "decoder.layers"}
-MID_NORM = {
-    "albert": "attention.LayerNorm",
-    "distilbert": "sa_layer_norm",
-    "mpnet": "attention.LayerNorm",
-    "modernbert": "mlp_norm",
-    "gpt2": "ln_2",
-    "gpt_neox": None,
-    "gptj": None,
-    "phi": None,
-    "opt": "final_layer_norm",  # OPT's name for the norm before each block's MLP
-    "bloom": "post_attention_layernorm",
-    "gpt_neo": "ln_2",
-} | dict.fromkeys(LLAMA_LIKE, "post_attention_layernorm")
+MID_NORM = (
+    {
+        "albert": "attention.LayerNorm",
+        "distilbert": "sa_layer_norm",
+        "mpnet": "attention.LayerNorm",
+        "modernbert": "mlp_norm",
+        "gpt2": "ln_2",
+        "gpt_neox": None,
+        "gptj": None,
+        "phi": None,
+        "opt": "final_layer_norm",  # OPT's name for the norm before each block's MLP
+        "bloom": "post_attention_layernorm",
+        "gpt_neo": "ln_2",
+    }
+    | dict.fromkeys(LLAMA_LIKE, "post_attention_layernorm")
+    | dict.fromkeys(SANDWICH, "pre_feedforward_layernorm")
+)
 ATTENTION = {"gpt_neox": "attention", "gptj": "attn", "phi": "self_attn"}  # parallel blocks: the attention's output
 PARALLEL_MLP_NORM = {"gpt_neox": "post_attention_layernorm", "gptj": "ln_1", "phi": "input_layernorm"}
-MLP = dict.fromkeys(["gpt2", "modernbert", "gpt_neox", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE], "mlp")
+MLP = dict.fromkeys(
+    ["gpt2", "modernbert", "gpt_neox", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE, *SANDWICH], "mlp"
+)
 MLP["opt"] = None  # fc1, activation, fc2 sit in the block itself
 PROJECTION = {"electra": "embeddings_project", "albert": "encoder.embedding_hidden_mapping_in"}
-DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE}
-ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", *LLAMA_LIKE}  # no absolute position table
+DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE, *SANDWICH}
+ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", *LLAMA_LIKE, *SANDWICH}  # no absolute position table
 
 
 def attribute(module, path):
@@ -145,6 +153,8 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
                 mlp_output = block.mlp(mlp_input.unsqueeze(0), torch.zeros_like(mlp_input.unsqueeze(0)))[0]
             else:
                 mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
+            if family in SANDWICH:
+                mlp_output = block.post_feedforward_layernorm(mlp_output)
         torch.testing.assert_close(output[layer], residual[layer] + mlp_output)  # float32 defaults
     assert (lm.info.block != "post_ln") == (family in MLP)
 
@@ -155,7 +165,7 @@ def explicit_reference(lm, family, reference, token_ids, positions):
     hf_model = lm.hf_model
     vectors = hf_model.get_input_embeddings().weight[token_ids]  # the rows (Gemma's layer would scale them)
     embeddings = getattr(hf_model, "embeddings", None)
-    if reference == "embedding" and family == "gemma":  # Gemma multiplies the word rows by sqrt(hidden)
+    if reference == "embedding" and family in GEMMAS:  # Gemma multiplies the word rows by sqrt(hidden)
         vectors = vectors * hf_model.config.hidden_size**0.5
     if reference != "raw":
         if family in ("gpt2", "gpt_neo"):

@@ -87,3 +87,14 @@ def test_a_stage_read_in_another_shape_refuses_the_model(family_folder, monkeypa
     ):
         analysis.load_model(_fresh(family_folder("opt")))
     analysis.release_models()
+
+
+def test_gemma2s_lens_applies_its_logit_soft_cap_without_which_it_is_dropped(family_folder, monkeypatch):
+    from analysis.model.unembed import LogitSoftCap
+
+    lm = analysis.load_model(_fresh(family_folder("gemma2", head=True)))
+    assert isinstance(lm.unembed[-1], LogitSoftCap) and lm.self_check.logits <= selfcheck.TOLERANCE
+    monkeypatch.setattr(loaded, "find_unembed", lambda head_model: torch.nn.Sequential(*find_unembed(head_model)[:-1]))
+    lm = analysis.load_model(_fresh(family_folder("gemma2", head=True)))
+    assert lm.unembed is None and "differs from the model's own logits" in lm.no_lens
+    analysis.release_models()

@@ -4,6 +4,8 @@ attn_residual = x + sum_h z_h W_O[:, h]^T + b_O, with x the block input, z_h hea
 computed it (A_h times its values: the input of the attention output projection, read by a hook) and W_O,
 b_O that projection's weight and bias. The same holds in post-LN, pre-LN and parallel blocks and with
 grouped-query attention (each query head has its own context; key/value heads are shared upstream of it).
+Where an RMSNorm follows the attention (Gemma 2 and 3), each piece goes through it at its token's own scale,
+which keeps the sum exact (`_through_rms_norm`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class HeadDecomposition:
     tokens: pd.DataFrame  # as AnalysisResult.tokens
     residual: np.ndarray  # [tokens, hidden] block input x
     head_contributions: np.ndarray  # [heads, tokens, hidden]
-    output_bias: np.ndarray  # [hidden] b_O (zeros where the projection has no bias)
+    output_bias: np.ndarray  # [hidden] b_O (zeros where none); [tokens, hidden] where a norm follows the attention
     attn_residual: np.ndarray  # [tokens, hidden] captured from the model's forward pass
     attention: np.ndarray  # [heads, tokens (query), tokens (key)], rows sum to 1 (0 above the diagonal if causal)
 
@@ -61,17 +63,36 @@ def decompose_heads(lm: LoadedModel, text: str | Trace, layer: int) -> HeadDecom
         out_weight = output_matrix(projection).cpu().double()  # [hidden, heads * head_dim]
         per_head_out = out_weight.view(out_weight.shape[0], heads, -1).transpose(0, 1)  # [heads, hidden, head_dim]
         contributions = per_head @ per_head_out.transpose(1, 2)
-        bias = projection.bias if projection.bias is not None else torch.zeros(out_weight.shape[0])
+        bias = projection.bias.detach().double().cpu() if projection.bias is not None else torch.zeros(len(out_weight))
+        if parts.attention_norm is not None:
+            contributions, bias = _through_rms_norm(parts.attention_norm, contributions, bias)
         attn_residual = run.at("attn_residual", layer)
     return HeadDecomposition(
         layer=layer,
         tokens=token_table(run.tokens[0], run.texts[0]),
         residual=run.at("layer_input", layer).double().cpu().numpy(),
         head_contributions=contributions.cpu().numpy(),
-        output_bias=bias.detach().double().cpu().numpy(),
+        output_bias=bias.numpy(),
         attn_residual=attn_residual.double().cpu().numpy(),
         attention=run.at("attention", layer).double().cpu().numpy(),
     )
+
+
+def _through_rms_norm(
+    norm: torch.nn.Module, contributions: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pieces of norm(a), a = sum_h c_h + b the attention's output (`contributions [heads, tokens, hidden]`,
+    `bias [hidden]`, float64): an RMSNorm is g * a / rms(a) with rms(a) = sqrt(mean(a^2) + eps), linear in a for
+    each token's own rms, so norm(a) = sum_h g * c_h / rms(a) + g * b / rms(a). The gain g (Gemma's 1 + w
+    included) is read from the module itself: norm(1) = g / sqrt(1 + eps). Returns the normed pieces and the
+    bias's `[tokens, hidden]`."""
+    eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 0.0)))
+    weight = next(norm.parameters())
+    ones = torch.ones(weight.shape[-1], dtype=weight.dtype, device=weight.device)
+    gain = norm(ones).double().cpu() * (1 + eps) ** 0.5
+    total = contributions.sum(0) + bias
+    scale = gain / (total.pow(2).mean(-1, keepdim=True) + eps).sqrt()  # [tokens, hidden]
+    return contributions * scale, bias * scale
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class Family:
     projection: str | None = None  # from the base model: embedding size -> hidden size, after the embeddings
     causal: bool = False
     final_norm: str | None = None  # from the base model: the norm after the last block (decoders, ModernBERT)
+    attention_norm: str | None = None  # from a block: the norm of the attention's output before the residual sum
     lens_head: tuple[str, ...] = ()  # from the masked-LM or causal-LM model: hidden -> logits, applied in turn
 
 
@@ -115,6 +116,7 @@ class LayerParts:
     out_projection: nn.Module  # nn.Linear, or transformers' Conv1D (GPT-2) with its [in, out] weight
     mid_norm: nn.Module | None
     value: nn.Linear | None
+    attention_norm: nn.Module | None = None  # normalises the attention's output before the residual sum (Gemma 2)
 
 
 @dataclass(frozen=True)
@@ -239,12 +241,16 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
         if not _is_norm(mid_norm):
             raise unsupported(hf_model, f"the norm after the attention ({family.mid_norm!r}) was not found")
     value = module_at(block, family.value)
+    attention_norm = module_at(block, family.attention_norm)
+    if family.attention_norm is not None and not type(attention_norm).__name__.endswith("RMSNorm"):
+        raise unsupported(hf_model, f"the RMSNorm of the attention's output ({family.attention_norm!r}) was not found")
     return LayerParts(
         block=block,
         attention=attention,
         out_projection=out_projection,
         mid_norm=mid_norm,
         value=value if isinstance(value, nn.Linear) else None,
+        attention_norm=attention_norm,
     )
 
 

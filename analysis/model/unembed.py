@@ -1,12 +1,14 @@
 """The model's own prediction head, as one module the lens applies to any layer's vectors: the norm the model
 applies after its last block (decoders, ModernBERT), then its masked-LM or causal-LM head (`families.toml`:
-`final_norm`, `lens_head`). Nothing is re-implemented: these are the model's modules, with its weights."""
+`final_norm`, `lens_head`), then the soft cap of its logits where its config sets one (Gemma 2). These are the
+model's modules, with its weights; only the soft cap, a formula of the config, is written here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
@@ -52,7 +54,22 @@ def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
             raise UnsupportedModelError(
                 f"The prediction head of {type(head_model).__name__} has no {path!r}: its lens cannot be read."
             )
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:  # Gemma 2 soft-caps its logits after the head
+        parts.append(("final_logit_softcapping", LogitSoftCap(float(cap))))
     return nn.Sequential(*(module for _, module in parts))
+
+
+class LogitSoftCap(nn.Module):
+    """`cap * tanh(logits / cap)`: the soft cap a model applies to its logits after its head (Gemma 2's
+    `final_logit_softcapping`), as its own forward pass does."""
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(logits / self.cap)
 
 
 _SAVE = "save the model again with its head, model.save_pretrained(folder)"
