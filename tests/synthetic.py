@@ -241,6 +241,19 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
             **_DECODER_IDS,
         },
     ),
+    "olmo": ("sentencepiece_bos", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
+    "falcon": (
+        "byte_level_plain",
+        {
+            "hidden_size": 32,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+            **_DECODER_IDS,
+        },
+    ),
+    "megatron-bert": ("wordpiece", {**_TINY, "max_position_embeddings": 66, "type_vocab_size": 2}),
+    "xlm-roberta-xl": ("sentencepiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
     "gemma3_text": (
         "sentencepiece_bos",
         {

@@ -26,12 +26,12 @@ from tests.synthetic import (
 
 # Where each family keeps its parts, written here from the transformers model sources, independently of
 # analysis.architectures: the blocks, the norm after the attention (None: a parallel block) and the attention.
-LLAMA_LIKE = ["llama", "qwen2", "mistral", "gemma", "phi3", "starcoder2", "stablelm"]
+LLAMA_LIKE = ["llama", "qwen2", "mistral", "gemma", "phi3", "starcoder2", "stablelm", "olmo"]
 SANDWICH = ["gemma2", "gemma3_text"]  # norms around the attention's and the MLP's outputs too
 GEMMAS = ["gemma", *SANDWICH]  # embedding rows scaled by sqrt(hidden)
 BLOCKS = {"distilbert": "transformer.layer", "modernbert": "layers", "gpt2": "h", "gpt_neox": "layers"}
 BLOCKS |= dict.fromkeys([*LLAMA_LIKE, *SANDWICH, "phi"], "layers") | dict.fromkeys(["bloom", "gpt_neo", "gptj"], "h")
-BLOCKS |= {"opt": "decoder.layers"}
+BLOCKS |= {"opt": "decoder.layers", "falcon": "h"}
 MID_NORM = (
     {
         "albert": "attention.LayerNorm",
@@ -45,19 +45,25 @@ MID_NORM = (
         "opt": "final_layer_norm",  # OPT's name for the norm before each block's MLP
         "bloom": "post_attention_layernorm",
         "gpt_neo": "ln_2",
+        "falcon": None,
+        "megatron-bert": "ln",  # pre-LN encoders: the norm before each block's MLP
+        "xlm-roberta-xl": "LayerNorm",
     }
     | dict.fromkeys(LLAMA_LIKE, "post_attention_layernorm")
     | dict.fromkeys(SANDWICH, "pre_feedforward_layernorm")
 )
-ATTENTION = {"gpt_neox": "attention", "gptj": "attn", "phi": "self_attn"}  # parallel blocks: the attention's output
+# Parallel blocks: the attention module whose output joins the residual sum, and the norm the MLP reads.
+ATTENTION = {"gpt_neox": "attention", "gptj": "attn", "phi": "self_attn", "falcon": "self_attention"}
 PARALLEL_MLP_NORM = {"gpt_neox": "post_attention_layernorm", "gptj": "ln_1", "phi": "input_layernorm"}
+PARALLEL_MLP_NORM["falcon"] = "input_layernorm"
 MLP = dict.fromkeys(
     ["gpt2", "modernbert", "gpt_neox", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE, *SANDWICH], "mlp"
 )
+MLP |= {"falcon": "mlp", "megatron-bert": "intermediate", "xlm-roberta-xl": "intermediate"}
 MLP["opt"] = None  # fc1, activation, fc2 sit in the block itself
 PROJECTION = {"electra": "embeddings_project", "albert": "encoder.embedding_hidden_mapping_in"}
-DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE, *SANDWICH}
-ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", *LLAMA_LIKE, *SANDWICH}  # no absolute position table
+DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", "falcon", *LLAMA_LIKE, *SANDWICH}
+ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", "falcon", *LLAMA_LIKE, *SANDWICH}  # no position table
 
 
 def attribute(module, path):
@@ -151,6 +157,8 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
                 mlp_output = block.fc2(block.activation_fn(block.fc1(mlp_input)))
             elif family == "bloom":  # BLOOM's MLP adds the residual it is given
                 mlp_output = block.mlp(mlp_input.unsqueeze(0), torch.zeros_like(mlp_input.unsqueeze(0)))[0]
+            elif MLP[family] == "intermediate":  # pre-LN encoders: intermediate, then output (which adds a residual)
+                mlp_output = block.output(block.intermediate(mlp_input), torch.zeros_like(mlp_input))
             else:
                 mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
             if family in SANDWICH:
@@ -173,7 +181,7 @@ def explicit_reference(lm, family, reference, token_ids, positions):
         elif family == "opt":  # OPT's table starts at row 2
             vectors = vectors + hf_model.decoder.embed_positions.weight[positions + 2]
         elif getattr(embeddings, "position_embeddings", None) is not None:
-            offset = 2 if family in ("xlm-roberta", "mpnet", "roberta") else 0
+            offset = 2 if family in ("xlm-roberta", "mpnet", "roberta", "xlm-roberta-xl") else 0
             vectors = vectors + embeddings.position_embeddings(positions + offset)
         if getattr(embeddings, "token_type_embeddings", None) is not None:
             vectors = vectors + embeddings.token_type_embeddings.weight[0]
@@ -296,6 +304,7 @@ def test_word_classes_and_chips_read_byte_level_and_sentencepiece_pieces(family_
     ("model_type", "options", "kind", "references"),
     [
         ("gpt_neox", {"use_parallel_residual": False}, "pre_ln", ("raw", "embedding")),
+        ("falcon", {"parallel_attn": False}, "pre_ln", ("raw", "embedding")),
         (
             "deberta-v2",
             {"position_biased_input": True, "type_vocab_size": 2},
@@ -305,7 +314,8 @@ def test_word_classes_and_chips_read_byte_level_and_sentencepiece_pieces(family_
     ],
 )
 def test_variants_read_from_their_config(model_type, options, kind, references):
-    """GPT-NeoX without the parallel residual is a pre-LN block; DeBERTa-v2 with absolute positions has them."""
+    """GPT-NeoX without the parallel residual and Falcon without parallel attention are pre-LN blocks; DeBERTa-v2
+    with absolute positions has them."""
     tokenizer_kind, shape = TINY_FAMILIES[model_type]
     tokenizer = byte_level_tokenizer() if tokenizer_kind == "byte_level_plain" else sentencepiece_tokenizer()
     lm = analysis.wrap_model(random_hf_model(model_type, {**shape, **options}, tokenizer), tokenizer, "variant")

@@ -35,7 +35,8 @@ from tests.test_cli import error_lines, run_cli
 from tests.test_sweep import TEXTS, run_sweep, texts_file
 
 TEXT = "The cat sat on the mat, and the dog slept by the door."
-ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "mpnet", "deberta-v2", "modernbert")
+ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "mpnet", "deberta-v2", "modernbert",
+            "megatron-bert", "xlm-roberta-xl")  # fmt: skip
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # float32 logits of a tiny head, computed in other batch shapes
 
 

@@ -8,8 +8,8 @@ fits; anything else raises `UnsupportedModelError` naming what was missing.
 | block kind | attn_residual | attn_output |
 |---|---|---|
 | post_ln (BERT, RoBERTa, ALBERT, DistilBERT, MPNet, DeBERTa) | input of the attention LayerNorm | its output |
-| pre_ln (GPT-2, Llama, Qwen2, Mistral, ModernBERT) | input of the MLP's norm | its output |
-| parallel (GPT-NeoX, Pythia) | block input + attention output (summed here) | not available |
+| pre_ln (GPT-2, Llama-style, Gemma, OPT, BLOOM, ModernBERT, Megatron-BERT) | input of the MLP's norm | its output |
+| parallel (GPT-NeoX, Pythia, GPT-J, Phi, Falcon) | block input + attention output (summed here) | not available |
 """
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ def _linear_like(module: nn.Module | None) -> bool:
 
 
 def _is_norm(module: nn.Module | None) -> bool:
-    """A LayerNorm or an RMSNorm (each family names its own RMSNorm class)."""
-    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
+    """A LayerNorm or an RMSNorm (each family names its own classes: OLMo's LayerNorm has no parameters)."""
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
 
 def output_matrix(module: nn.Module) -> torch.Tensor:
@@ -261,6 +261,8 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
         raise unsupported(hf_model, "it is an encoder-decoder model; load an encoder or a decoder-only model")
     family = FAMILIES.get(config.model_type) or _generic_family(hf_model)
     if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
+        family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
+    if config.model_type == "falcon" and not (config.parallel_attn or config.new_decoder_architecture):
         family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
     if config.model_type == "opt" and not getattr(config, "do_layer_norm_before", True):
         raise unsupported(hf_model, "its blocks apply their LayerNorms after attention and MLP (OPT-350m's form)")
