@@ -12,7 +12,7 @@ import analysis
 from analysis.capture import selfcheck
 from analysis.model import architectures, loaded
 from analysis.model.unembed import find_unembed
-from tests.synthetic import TINY_FAMILIES
+from tests.synthetic import TINY_FAMILIES, random_hf_model, sentencepiece_tokenizer
 
 
 @pytest.mark.parametrize("head", [False, True])
@@ -97,4 +97,35 @@ def test_gemma2s_lens_applies_its_logit_soft_cap_without_which_it_is_dropped(fam
     monkeypatch.setattr(loaded, "find_unembed", lambda head_model: torch.nn.Sequential(*find_unembed(head_model)[:-1]))
     lm = analysis.load_model(_fresh(family_folder("gemma2", head=True)))
     assert lm.unembed is None and "differs from the model's own logits" in lm.no_lens
+    analysis.release_models()
+
+
+OUTSIDE_THE_TABLE = {  # model types the family table does not name, as the issue found them
+    "ibert": ("its input embedding is a QuantEmbedding, not an embedding table", False),  # crashed before
+    "nystromformer": ("its self-check could not run a batched, padded probe", False),  # was silently wrong
+    "olmo2": ("found 3 Olmo2DecoderLayer at 'layers', none at 'encoder.layer'", False),
+    "roc_bert": ("", True),  # BERT's layout: read as one, and the self-check confirms it
+    "layoutlm": ("", True),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(OUTSIDE_THE_TABLE))
+def test_a_model_outside_the_table_is_read_exactly_or_refused_in_one_line(model_type, tmp_path):
+    said, loads = OUTSIDE_THE_TABLE[model_type]
+    decoder = model_type == "olmo2"
+    tokenizer = sentencepiece_tokenizer(decoder=decoder)
+    shape = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64,
+             "max_position_embeddings": 66, "bos_token_id": 0 + decoder, "pad_token_id": 1 - decoder,
+             "eos_token_id": 2}  # fmt: skip
+    if model_type == "nystromformer":
+        shape |= {"num_landmarks": 4, "segment_means_seq_len": 8}
+    random_hf_model(model_type, shape, tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    if loads:
+        lm = analysis.load_model(_fresh(tmp_path))
+        assert "read as a BERT-style" in lm.structure.label and lm.self_check.hidden <= selfcheck.TOLERANCE
+    else:
+        with pytest.raises(analysis.UnsupportedModelError) as refused:
+            analysis.load_model(_fresh(tmp_path))
+        assert said in str(refused.value) and "\n" not in str(refused.value)
     analysis.release_models()

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 from analysis.capture.tokens import tokenize
 from analysis.capture.trace import available_points, trace_tokens
 from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
+from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel, SelfCheck
 
 PROBE_TEXTS = ("The quick brown fox jumps over the lazy dog, and then it sleeps.", "Time flies.")
@@ -86,7 +87,15 @@ def checked(lm: LoadedModel, own_model: PreTrainedModel) -> LoadedModel:
     """`lm` after its self-check (`self_check`), recorded in `lm.self_check`: refused where its stages disagree
     with `own_model`; without its lens, saying why, where only the lens disagrees with the model's logits (its
     head does more than the modules the table names, e.g. a logit soft-cap)."""
-    found = self_check(lm, own_model)
+    try:
+        found = self_check(lm, own_model)
+    except UnsupportedModelError:
+        raise
+    except Exception as error:  # the capture's own pass or the model's failed on the probe (batched, padded)
+        raise UnsupportedModelError(
+            f"{lm.name}: its self-check could not run a batched, padded probe ({type(error).__name__}: "
+            f"{first_line(error)}), so it is refused rather than read."
+        ) from error
     if found.logits is not None and found.logits > TOLERANCE:
         lm.unembed = None
         lm.no_lens = (

@@ -187,9 +187,15 @@ def _generic_family(hf_model: nn.Module) -> Family:
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise unsupported(hf_model, "it uses relative position embeddings and is not in the family table")
     blocks = module_at(hf_model, FAMILIES["bert"].blocks)
-    if not isinstance(blocks, nn.ModuleList) or len(blocks) != config.num_hidden_layers:
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) != layers:
+        found = [f"{len(m)} {type(m[0]).__name__} at {path!r}" for path, m in hf_model.named_modules()
+                 if isinstance(m, nn.ModuleList) and len(m) == layers]  # fmt: skip
         raise unsupported(
-            hf_model, f"no list of {config.num_hidden_layers} blocks at {FAMILIES['bert'].blocks!r} was found"
+            hf_model,
+            f"its model type {config.model_type} is not in the family table, and it is not laid out as a BERT-style "
+            f"encoder (found {'; '.join(found) or 'no list of its ' + str(layers) + ' blocks'}, none at "
+            f"{FAMILIES['bert'].blocks!r})",
         )
     return replace(FAMILIES["bert"], label=f"{config.model_type} (read as a BERT-style post-LayerNorm encoder)")
 

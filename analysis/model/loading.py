@@ -322,6 +322,16 @@ def _read_tokenizer(source: ModelSource, folder: Path, embedding_rows: int) -> P
     return tokenizer
 
 
+def _embedding_rows(hf_model: PreTrainedModel, name: str) -> int:
+    """The rows of the model's input-embedding table; refused where it is no plain table (I-BERT's quantised one)."""
+    table = hf_model.get_input_embeddings()
+    if not isinstance(table, torch.nn.Embedding):
+        raise UnsupportedModelError(
+            f"{name}: its input embedding is a {type(table).__name__}, not an embedding table Token Trails reads."
+        )
+    return table.num_embeddings
+
+
 def outline_model(name_or_path: str | os.PathLike) -> LoadedModel | None:
     """The model `name_or_path` names without its weights, for checks before anything loads: its config, weight
     headers and tokenizer read and checked as `load_model` checks them, its modules built on PyTorch's meta device
@@ -343,7 +353,7 @@ def outline_model(name_or_path: str | os.PathLike) -> LoadedModel | None:
     if with_head is None or not _holds_head(checkpoint, hf_model):
         no_lens = no_lens_reason(config, checkpoint_architecture(checkpoint))
         hf_model = hf_model.base_model
-    tokenizer = _read_tokenizer(source, folder, hf_model.get_input_embeddings().num_embeddings)
+    tokenizer = _read_tokenizer(source, folder, _embedding_rows(hf_model, source.name))
     return wrap_model(hf_model, tokenizer, source.name, no_lens=no_lens)
 
 
@@ -391,7 +401,7 @@ def _from_folder(source: ModelSource, folder: Path, max_bytes: int | None) -> Lo
         children = {name for name, _ in hf_model.base_model.named_children()}
         head_missing, unread = check_loaded(source.name, loading_info, hf_model.base_model_prefix, children)
         check_finite(source.name, hf_model)
-    tokenizer = _read_tokenizer(source, folder, hf_model.get_input_embeddings().num_embeddings)
+    tokenizer = _read_tokenizer(source, folder, _embedding_rows(hf_model, source.name))
     no_lens = None
     if head_missing or with_head is None:  # its head would be random: keep the base model only
         head_modules = {key.split(".")[0] for key in head_missing}
