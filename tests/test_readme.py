@@ -25,3 +25,41 @@ def test_the_chart_example_reproduces_a_chart_from_the_exported_csv(tmp_path):
     done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "rank.png").read_bytes().startswith(b"\x89PNG")
+
+
+def models_table() -> list[dict[str, str]]:
+    """README's *Models it reads* table, one dict per row keyed by its header."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- models-table -->\n(.*?)\n<!-- /models-table -->", text, re.S)
+    assert block, "README.md has no models-table block"
+    header, _, *rows = block.group(1).splitlines()
+    cells = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
+    return [dict(zip(cells(header), cells(row), strict=True)) for row in rows]
+
+
+def test_the_models_table_names_every_family_once_as_the_table_reads_it():
+    from analysis.model.architectures import FAMILIES
+
+    rows = {row["model type"].strip("`"): row for row in models_table()}
+    assert len(rows) == len(models_table()) and set(rows) == set(FAMILIES)
+    for model_type, row in rows.items():
+        family = FAMILIES[model_type]
+        assert row["block"] == family.kind, model_type
+        assert row["stages"] == ("all but attn_output" if family.kind == "parallel" else "all four"), model_type
+        assert row["lens through"].startswith("causal LM" if family.causal else "masked LM"), model_type
+        assert row["example hub ids"] and row["smallest to try"], model_type
+
+
+def test_each_rows_stages_references_and_lens_are_what_a_tiny_model_of_its_type_offers(family_folder):
+    """Every type with a tiny fixture: loaded with its head like a user's folder, it offers what its row says."""
+    import analysis
+    from tests.synthetic import TINY_FAMILIES
+
+    rows = {row["model type"].strip("`"): row for row in models_table()}
+    for model_type in TINY_FAMILIES:
+        found = analysis.capabilities(analysis.load_model(family_folder(model_type, head=True)))
+        listed = rows[model_type]["references"].split(" (")[0].split(", ")
+        assert sorted(found.references) == sorted(listed), model_type
+        assert ("attn_output" in found.stages) == (rows[model_type]["stages"] == "all four"), model_type
+        assert found.lens, model_type
+    analysis.release_models()
