@@ -252,6 +252,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
             **_DECODER_IDS,
         },
     ),
+    "olmo2": ("sentencepiece_bos", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
     "megatron-bert": ("wordpiece", {**_TINY, "max_position_embeddings": 66, "type_vocab_size": 2}),
     "xlm-roberta-xl": ("sentencepiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
     "gemma3_text": (

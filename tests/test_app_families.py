@@ -48,7 +48,7 @@ def test_a_link_to_a_missing_stage_opens_with_a_notice_and_the_choice_disabled(f
     assert "runs attention and MLP side by side" in missing_stage.proto.captions[0]
 
 
-@pytest.mark.parametrize("family", ["gpt_neox", "llama", "albert", "gemma2", "opt", "bloom"])
+@pytest.mark.parametrize("family", ["gpt_neox", "llama", "albert", "gemma2", "opt", "bloom", "olmo2"])
 @pytest.mark.parametrize("page", [TRAJECTORIES, RANKS, DEEP_DIVE])
 def test_every_page_draws_other_families(family_folder, family, page):
     """Each page charts that model's own numbers: the ranks and cosines `analyze` gives, and on the deep dive the

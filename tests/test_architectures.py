@@ -31,7 +31,7 @@ SANDWICH = ["gemma2", "gemma3_text"]  # norms around the attention's and the MLP
 GEMMAS = ["gemma", *SANDWICH]  # embedding rows scaled by sqrt(hidden)
 BLOCKS = {"distilbert": "transformer.layer", "modernbert": "layers", "gpt2": "h", "gpt_neox": "layers"}
 BLOCKS |= dict.fromkeys([*LLAMA_LIKE, *SANDWICH, "phi"], "layers") | dict.fromkeys(["bloom", "gpt_neo", "gptj"], "h")
-BLOCKS |= {"opt": "decoder.layers", "falcon": "h"}
+BLOCKS |= {"opt": "decoder.layers", "falcon": "h", "olmo2": "layers"}
 MID_NORM = (
     {
         "albert": "attention.LayerNorm",
@@ -48,6 +48,7 @@ MID_NORM = (
         "falcon": None,
         "megatron-bert": "ln",  # pre-LN encoders: the norm before each block's MLP
         "xlm-roberta-xl": "LayerNorm",
+        "olmo2": "mlp",  # no norm reads attn_residual: the MLP itself does (its output is no stage)
     }
     | dict.fromkeys(LLAMA_LIKE, "post_attention_layernorm")
     | dict.fromkeys(SANDWICH, "pre_feedforward_layernorm")
@@ -59,11 +60,12 @@ PARALLEL_MLP_NORM["falcon"] = "input_layernorm"
 MLP = dict.fromkeys(
     ["gpt2", "modernbert", "gpt_neox", "bloom", "gpt_neo", "gptj", "phi", *LLAMA_LIKE, *SANDWICH], "mlp"
 )
-MLP |= {"falcon": "mlp", "megatron-bert": "intermediate", "xlm-roberta-xl": "intermediate"}
+MLP |= {"falcon": "mlp", "megatron-bert": "intermediate", "xlm-roberta-xl": "intermediate", "olmo2": "mlp"}
+NORM_AFTER = {"olmo2"}  # x + norm(attention(x)), then that + norm(MLP(that))
 MLP["opt"] = None  # fc1, activation, fc2 sit in the block itself
 PROJECTION = {"electra": "embeddings_project", "albert": "encoder.embedding_hidden_mapping_in"}
-DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", "falcon", *LLAMA_LIKE, *SANDWICH}
-ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", "falcon", *LLAMA_LIKE, *SANDWICH}  # no position table
+DECODERS = {"gpt2", "gpt_neox", "opt", "bloom", "gpt_neo", "gptj", "phi", "falcon", "olmo2", *LLAMA_LIKE, *SANDWICH}
+ROTARY_OR_ALIBI = {"gpt_neox", "bloom", "gptj", "phi", "falcon", "olmo2", *LLAMA_LIKE, *SANDWICH}  # no table
 
 
 def attribute(module, path):
@@ -136,7 +138,10 @@ def test_every_stage_is_what_the_model_computes(family_model):
         torch.testing.assert_close(got["attn_residual"], own["input"] + own["attention"])
     else:
         torch.testing.assert_close(got["attn_residual"], own["norm_in"])
-        torch.testing.assert_close(got["attn_output"], own["norm_out"])
+        if family in NORM_AFTER:
+            assert "attn_output" not in available
+        else:
+            torch.testing.assert_close(got["attn_output"], own["norm_out"])
 
 
 def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_model):
@@ -151,6 +156,8 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
         with torch.no_grad():
             if family in PARALLEL_MLP_NORM:
                 mlp_input = attribute(block, PARALLEL_MLP_NORM[family])(x[layer])
+            elif family in NORM_AFTER:
+                mlp_input = residual[layer]
             else:
                 mlp_input = attribute(block, MID_NORM[family])(residual[layer])
             if MLP[family] is None:
@@ -161,7 +168,7 @@ def test_the_residual_stream_adds_up_through_pre_ln_and_parallel_blocks(family_m
                 mlp_output = block.output(block.intermediate(mlp_input), torch.zeros_like(mlp_input))
             else:
                 mlp_output = attribute(block, MLP[family])(mlp_input.unsqueeze(0))[0]
-            if family in SANDWICH:
+            if family in SANDWICH or family in NORM_AFTER:
                 mlp_output = block.post_feedforward_layernorm(mlp_output)
         torch.testing.assert_close(output[layer], residual[layer] + mlp_output)  # float32 defaults
     assert (lm.info.block != "post_ln") == (family in MLP)
@@ -252,7 +259,7 @@ def test_what_a_model_lacks_is_refused_with_what_it_has(family_model):
         with pytest.raises(ValueError, match=re.escape(f"has no {kind} {missing!r}") + ".*" + re.escape(has)):
             analysis.analyze(lm, SEED_SENTENCE, **{kind: missing})
     expected_missing = set()
-    if MID_NORM.get(family, "") is None:  # a parallel block
+    if MID_NORM.get(family, "") is None or family in NORM_AFTER:  # no norm reads attn_residual
         expected_missing.add("attn_output")
     if family in {"deberta-v2", "modernbert", *ROTARY_OR_ALIBI}:
         expected_missing.add("position")

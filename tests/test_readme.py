@@ -45,7 +45,8 @@ def test_the_models_table_names_every_family_once_as_the_table_reads_it():
     for model_type, row in rows.items():
         family = FAMILIES[model_type]
         assert row["block"] == family.kind, model_type
-        assert row["stages"] == ("all but attn_output" if family.kind == "parallel" else "all four"), model_type
+        no_attn_output = family.kind in ("parallel", "norm_after")  # no norm reads attn_residual
+        assert row["stages"] == ("all but attn_output" if no_attn_output else "all four"), model_type
         assert row["lens through"].startswith("causal LM" if family.causal else "masked LM"), model_type
         assert row["example hub ids"] and row["smallest to try"], model_type
 

@@ -85,8 +85,11 @@ class Trace:
 
 
 def _tap(lm: LoadedModel, point: str, layer: int) -> Tap:
-    """The hook that reads `point` in layer `layer`, at that depth's call of its module (ALBERT shares modules)."""
+    """The hook that reads `point` in layer `layer`, at that depth's call of its module (ALBERT shares modules).
+    A norm_after block (OLMo 2) forms attn_residual as its MLP's input: no norm reads it."""
     part, read, item = _READS[point]
+    if point == "attn_residual" and lm.structure.kind == "norm_after":
+        part = "mlp"
     return Tap(getattr(lm.structure.layers[layer], part), read, item, call=depth_call(lm, layer))
 
 

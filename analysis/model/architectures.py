@@ -10,6 +10,7 @@ fits; anything else raises `UnsupportedModelError` naming what was missing.
 | post_ln (BERT, RoBERTa, ALBERT, DistilBERT, MPNet, DeBERTa) | input of the attention LayerNorm | its output |
 | pre_ln (GPT-2, Llama-style, Gemma, OPT, BLOOM, ModernBERT, Megatron-BERT) | input of the MLP's norm | its output |
 | parallel (GPT-NeoX, Pythia, GPT-J, Phi, Falcon) | block input + attention output (summed here) | not available |
+| norm_after (OLMo 2) | input of the MLP | not available (no norm reads it) |
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from torch import nn
 
 from analysis.model.checkpoint import ModelLoadError
 
-BlockKind = Literal["post_ln", "pre_ln", "parallel"]
+BlockKind = Literal["post_ln", "pre_ln", "parallel", "norm_after"]
 
 BLOCK_KINDS: dict[BlockKind, str] = {
     "post_ln": "post-LayerNorm block: LN(x + attention), then LN(that + MLP)",
     "pre_ln": "pre-LayerNorm block: x + attention(norm(x)), then that + MLP(norm(that))",
     "parallel": "parallel block: x + attention(norm(x)) + MLP(norm(x)), one residual sum",
+    "norm_after": "norm-after block: x + norm(attention(x)), then that + norm(MLP(that)) (OLMo 2)",
 }
 
 
@@ -57,6 +59,7 @@ class Family:
     causal: bool = False
     final_norm: str | None = None  # from the base model: the norm after the last block (decoders, ModernBERT)
     attention_norm: str | None = None  # from a block: the norm of the attention's output before the residual sum
+    mlp: str | None = None  # from a block: the MLP, whose input is attn_residual in a norm_after block
     lens_head: tuple[str, ...] = ()  # from the masked-LM or causal-LM model: hidden -> logits, applied in turn
 
 
@@ -117,6 +120,7 @@ class LayerParts:
     mid_norm: nn.Module | None
     value: nn.Linear | None
     attention_norm: nn.Module | None = None  # normalises the attention's output before the residual sum (Gemma 2)
+    mlp: nn.Module | None = None  # a norm_after block's MLP: its input is attn_residual
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,7 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
     attention_norm = module_at(block, family.attention_norm)
     if family.attention_norm is not None and not type(attention_norm).__name__.endswith("RMSNorm"):
         raise unsupported(hf_model, f"the RMSNorm of the attention's output ({family.attention_norm!r}) was not found")
+    mlp = _need(hf_model, block, family.mlp, nn.Module, "the MLP") if family.kind == "norm_after" else None
     return LayerParts(
         block=block,
         attention=attention,
@@ -257,6 +262,7 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
         mid_norm=mid_norm,
         value=value if isinstance(value, nn.Linear) else None,
         attention_norm=attention_norm,
+        mlp=mlp,
     )
 
 

@@ -54,6 +54,11 @@ def unavailable_stages(lm: LoadedModel) -> dict[Stage, str]:
             "attn_output": f"{lm.structure.label} runs attention and MLP side by side on the block input, so no "
             "norm is ever applied to attn_residual"
         }
+    if lm.structure.kind == "norm_after":
+        return {
+            "attn_output": f"{lm.structure.label} normalises the attention's and the MLP's outputs, never their "
+            "inputs, so no norm is ever applied to attn_residual"
+        }
     return {}
 
 
