@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 from huggingface_hub import constants as hub_constants
-from transformers import XGLMConfig, XGLMModel
+from transformers import MambaConfig, MambaModel
 
 import analysis
 from analysis.definitions import SEED_SENTENCE
@@ -143,14 +143,11 @@ def test_a_folder_without_config_is_refused(tmp_path):
 
 
 def test_an_unsupported_architecture_is_named_with_what_was_missing(tmp_path):
-    """XGLM is in no family table and is not BERT-shaped: refused, naming the blocks it found instead."""
-    config = XGLMConfig(vocab_size=400, d_model=32, num_layers=2, ffn_dim=64, attention_heads=4)
-    XGLMModel(config).save_pretrained(tmp_path)
+    """Mamba is in no family table and has no attention to read: refused, saying what was not found."""
+    config = MambaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, state_size=4)
+    MambaModel(config).save_pretrained(tmp_path)
     bpe_tokenizer().save_pretrained(tmp_path)
-    message = (
-        "The architecture XGLMModel is not supported: its model type xglm is not in the family table, and it is not "
-        "laid out as a BERT-style encoder (found 2 XGLMDecoderLayer at 'layers', none at 'encoder.layer')"
-    )
+    message = "The architecture MambaModel is not supported: no module of its blocks returned attention weights"
     with pytest.raises(analysis.UnsupportedModelError, match=re.escape(message)):
         analysis.load_model(str(tmp_path))
 

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from analysis.capture.tokens import tokenize
 from analysis.capture.trace import available_points, trace_tokens
-from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
+from analysis.model.architectures import UnsupportedModelError
 from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel, SelfCheck
 
@@ -50,8 +50,7 @@ def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
     with lm.lock, torch.inference_mode():
         own = own_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     last = run.batch("layer_output")[-1]
-    family = FAMILIES.get(lm.structure.family)
-    final_norm = module_at(lm.hf_model, family.final_norm) if family is not None else None
+    final_norm = lm.structure.final_norm
     with torch.inference_mode():
         expected_last = final_norm(last) if final_norm is not None else last
     own_hidden = own.hidden_states

@@ -2,8 +2,8 @@
 
 The stages are read with hooks on these parts (see `analysis.capture`); nothing here re-implements a model.
 Every path is an attribute path from the base model (`AutoModel`'s output) or, for block parts, from one
-block. A family the table does not name is read as a post-LayerNorm BERT-style encoder if its structure
-fits; anything else raises `UnsupportedModelError` naming what was missing.
+block. A family the table does not name is read from what it does (`analysis.model.discovery`); what cannot
+be read raises `UnsupportedModelError` naming what was found and what was missing.
 
 | block kind | attn_residual | attn_output |
 |---|---|---|
@@ -134,6 +134,7 @@ class ModelStructure:
     embeddings: EmbeddingParts
     layers: tuple[LayerParts, ...]
     num_heads: int
+    final_norm: nn.Module | None = None  # the norm the model applies after its last block
 
 
 def architecture(hf_model: nn.Module) -> str:
@@ -146,7 +147,7 @@ def unsupported(hf_model: nn.Module, why: str) -> UnsupportedModelError:
     families = ", ".join(sorted(FAMILIES))
     return UnsupportedModelError(
         f"The architecture {architecture(hf_model)} is not supported: {why}. Token Trails reads these model "
-        f"types: {families}, and other post-LayerNorm BERT-style encoders."
+        f"types by their table: {families}; others by what they do, where that can be read."
     )
 
 
@@ -167,14 +168,14 @@ def _need(hf_model: nn.Module, root: nn.Module, path: str, kind: type | tuple[ty
     return found
 
 
-def _linear_like(module: nn.Module | None) -> bool:
+def linear_like(module: nn.Module | None) -> bool:
     """A Linear, or transformers' Conv1D (a linear layer stored [in, out])."""
     return isinstance(module, nn.Linear) or (
         type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor)
     )
 
 
-def _is_norm(module: nn.Module | None) -> bool:
+def is_norm(module: nn.Module | None) -> bool:
     """A LayerNorm or an RMSNorm (each family names its own classes: OLMo's LayerNorm has no parameters)."""
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith(("RMSNorm", "LayerNorm"))
 
@@ -183,25 +184,6 @@ def output_matrix(module: nn.Module) -> torch.Tensor:
     """The weight of a linear layer as [out, in], whichever way it stores it."""
     weight = module.weight.detach()
     return weight if isinstance(module, nn.Linear) else weight.T
-
-
-def _generic_family(hf_model: nn.Module) -> Family:
-    """A post-LayerNorm BERT-style encoder under another model type, found by its module names."""
-    config = hf_model.config
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        raise unsupported(hf_model, "it uses relative position embeddings and is not in the family table")
-    blocks = module_at(hf_model, FAMILIES["bert"].blocks)
-    layers = getattr(config, "num_hidden_layers", None)
-    if not isinstance(blocks, nn.ModuleList) or len(blocks) != layers:
-        found = [f"{len(m)} {type(m[0]).__name__} at {path!r}" for path, m in hf_model.named_modules()
-                 if isinstance(m, nn.ModuleList) and len(m) == layers]  # fmt: skip
-        raise unsupported(
-            hf_model,
-            f"its model type {config.model_type} is not in the family table, and it is not laid out as a BERT-style "
-            f"encoder (found {'; '.join(found) or 'no list of its ' + str(layers) + ' blocks'}, none at "
-            f"{FAMILIES['bert'].blocks!r})",
-        )
-    return replace(FAMILIES["bert"], label=f"{config.model_type} (read as a BERT-style post-LayerNorm encoder)")
 
 
 def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
@@ -243,12 +225,12 @@ def _embedding_parts(hf_model: nn.Module, family: Family) -> EmbeddingParts:
 def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> LayerParts:
     attention = _need(hf_model, block, family.attention, nn.Module, "the attention module")
     out_projection = module_at(block, family.out_projection)
-    if not _linear_like(out_projection):
+    if not linear_like(out_projection):
         raise unsupported(hf_model, f"the attention output projection ({family.out_projection!r}) was not found")
     mid_norm = None
     if family.mid_norm is not None:
         mid_norm = module_at(block, family.mid_norm)
-        if not _is_norm(mid_norm):
+        if not is_norm(mid_norm):
             raise unsupported(hf_model, f"the norm after the attention ({family.mid_norm!r}) was not found")
     value = module_at(block, family.value)
     attention_norm = module_at(block, family.attention_norm)
@@ -271,7 +253,12 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
     config = hf_model.config
     if getattr(config, "is_encoder_decoder", False):
         raise unsupported(hf_model, "it is an encoder-decoder model; load an encoder or a decoder-only model")
-    family = FAMILIES.get(config.model_type) or _generic_family(hf_model)
+    if config.model_type in FAMILIES:
+        family = FAMILIES[config.model_type]
+    else:  # read from what the model does (imported here: discovery builds on this module's parts)
+        from analysis.model.discovery import discover_family
+
+        family = discover_family(hf_model)
     if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
         family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
     if config.model_type == "falcon" and not (config.parallel_attn or config.new_decoder_architecture):
@@ -292,4 +279,5 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
         embeddings=_embedding_parts(hf_model, family),
         layers=tuple(_layer_parts(hf_model, family, block) for block in blocks),
         num_heads=config.num_attention_heads,
+        final_norm=module_at(hf_model, family.final_norm),
     )

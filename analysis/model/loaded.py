@@ -225,14 +225,14 @@ def wrap_model(
     where the caller knows)."""
     if not getattr(tokenizer, "is_fast", False):
         raise UnsupportedModelError(f"{name}: a fast (Rust) tokenizer is needed for character offsets.")
-    base = hf_model.base_model
-    structure = find_structure(base)  # first: a structure it cannot read is the reason to give
-    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
-    if unembed is None and no_lens is None:
-        no_lens = no_lens_reason(base.config, architecture(base))
     hf_model.set_attn_implementation("eager")
     hf_model.eval()
     hf_model.to(torch.float32)
+    base = hf_model.base_model
+    structure = find_structure(base)  # before the head: a structure it cannot read is the reason to give
+    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
+    if unembed is None and no_lens is None:
+        no_lens = no_lens_reason(base.config, architecture(base))
     return LoadedModel(
         name=name,
         hf_model=base,

@@ -35,7 +35,7 @@ from transformers.utils import logging as transformers_logging
 
 from analysis.capture.selfcheck import checked
 from analysis.definitions import BUNDLED_MODEL
-from analysis.model.architectures import UnsupportedModelError
+from analysis.model.architectures import FAMILIES, UnsupportedModelError
 from analysis.model.checkpoint import (
     UNREAD_MODULES,
     WEIGHTS_FILE,
@@ -336,8 +336,8 @@ def outline_model(name_or_path: str | os.PathLike) -> LoadedModel | None:
     """The model `name_or_path` names without its weights, for checks before anything loads: its config, weight
     headers and tokenizer read and checked as `load_model` checks them, its modules built on PyTorch's meta device
     (shapes only, no memory), its head kept where the checkpoint holds one. Its stages, references, lens, sizes
-    and limits are the loaded model's; it cannot be run. None for a hub model not in the local cache (it is
-    checked once it loads)."""
+    and limits are the loaded model's; it cannot be run. None for a hub model not in the local cache, or of a type
+    the family table does not name (its structure is read from a forward pass): it is checked once it loads."""
     source = resolve_model(name_or_path)
     try:
         folder = _snapshot(source, local_files_only=True)
@@ -346,6 +346,8 @@ def outline_model(name_or_path: str | os.PathLike) -> LoadedModel | None:
             return None
         raise
     checkpoint, config, _ = _read_folder(source, folder)
+    if config.model_type not in FAMILIES:  # its structure is read from a forward pass: checked once it loads
+        return None
     with_head = head_class(config)
     with torch.device("meta"), _quiet_transformers():
         hf_model = (with_head or AutoModel).from_config(config, attn_implementation="eager")
