@@ -337,8 +337,17 @@ def test_variants_read_from_their_config(model_type, options, kind, references):
     assert np.abs(parts.reconstructed() - parts.attn_residual).max() <= 1e-4
 
 
-def test_opts_post_layernorm_form_is_refused_saying_so():
+def test_opt_350ms_form_is_read_with_its_projections(tmp_path):
+    """Post-LN blocks, word rows projected in (positions added after), the output projected out before the head:
+    exact against its own forward pass and logits (the self-check), with the raw reference alone."""
     tokenizer = byte_level_tokenizer()
-    shape = {**TINY_FAMILIES["opt"][1], "do_layer_norm_before": False}
-    with pytest.raises(analysis.UnsupportedModelError, match=re.escape("after attention and MLP (OPT-350m's form)")):
-        analysis.wrap_model(random_hf_model("opt", shape, tokenizer, head=True), tokenizer, "opt-350m-like")
+    shape = {**TINY_FAMILIES["opt"][1], "word_embed_proj_dim": 16, "do_layer_norm_before": False}
+    random_hf_model("opt", shape, tokenizer, head=True).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    lm = analysis.load_model(str(tmp_path))
+    found = analysis.capabilities(lm)
+    assert lm.info.block == "post_ln" and lm.self_check.hidden <= 1e-4 and lm.self_check.logits <= 1e-4
+    assert found.references == ("raw",) and "after projecting its word rows" in found.reason("embedding")
+    assert [type(m).__name__ for m in lm.unembed] == ["Linear", "Linear"]  # project_out, then the head
+    assert analysis.analyze(lm, SEED_SENTENCE).reference == "raw"
+    analysis.release_models()

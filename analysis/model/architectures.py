@@ -109,6 +109,16 @@ class EmbeddingParts:
     projection: nn.Linear | None
     scale: float = 1.0  # the factor the embedding layer multiplies word rows by (Gemma: sqrt(hidden))
 
+    @property
+    def positions_after_projection(self) -> bool:
+        """The position rows are added after the word rows are projected (OPT-350m): P(w) + q, a form the
+        reference algebra (P(w + q)) does not hold."""
+        return (
+            self.projection is not None
+            and self.position is not None
+            and self.position.embedding_dim != self.word.embedding_dim
+        )
+
 
 @dataclass(frozen=True)
 class LayerParts:
@@ -134,7 +144,7 @@ class ModelStructure:
     embeddings: EmbeddingParts
     layers: tuple[LayerParts, ...]
     num_heads: int
-    final_norm: nn.Module | None = None  # the norm the model applies after its last block
+    final_norm: nn.Module | None = None  # the norm (OPT-350m: projection) the model applies after its last block
 
 
 def architecture(hf_model: nn.Module) -> str:
@@ -248,23 +258,39 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
     )
 
 
+def family_of(config: object) -> Family | None:
+    """The table's entry for this config's model type, in the variant its config chooses; None for a type the
+    table does not name."""
+    family = FAMILIES.get(config.model_type)
+    if family is None:
+        return None
+    if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
+        return replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
+    if config.model_type == "falcon" and not (config.parallel_attn or config.new_decoder_architecture):
+        return replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
+    if config.model_type == "opt" and not getattr(config, "do_layer_norm_before", True):  # OPT-350m
+        projected = config.word_embed_proj_dim != config.hidden_size
+        return replace(
+            family,
+            label="OPT-350m form (post-LayerNorm decoder, word rows projected in and the output projected out)",
+            kind="post_ln",
+            mid_norm="self_attn_layer_norm",
+            projection="decoder.project_in" if projected else None,
+            final_norm="decoder.project_out" if projected else None,  # applied after the last block, before the head
+        )
+    return family
+
+
 def find_structure(hf_model: nn.Module) -> ModelStructure:
     """Locate the embeddings and blocks of `hf_model` (a base model, not a task head) by its family's table."""
     config = hf_model.config
     if getattr(config, "is_encoder_decoder", False):
         raise unsupported(hf_model, "it is an encoder-decoder model; load an encoder or a decoder-only model")
-    if config.model_type in FAMILIES:
-        family = FAMILIES[config.model_type]
-    else:  # read from what the model does (imported here: discovery builds on this module's parts)
+    family = family_of(config)
+    if family is None:  # read from what the model does (imported here: discovery builds on this module's parts)
         from analysis.model.discovery import discover_family
 
         family = discover_family(hf_model)
-    if config.model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
-        family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
-    if config.model_type == "falcon" and not (config.parallel_attn or config.new_decoder_architecture):
-        family = replace(family, kind="pre_ln", mid_norm="post_attention_layernorm")
-    if config.model_type == "opt" and not getattr(config, "do_layer_norm_before", True):
-        raise unsupported(hf_model, "its blocks apply their LayerNorms after attention and MLP (OPT-350m's form)")
     if callable(family.blocks):
         blocks = family.blocks(hf_model)
     else:

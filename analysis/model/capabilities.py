@@ -69,6 +69,12 @@ def check_stage(lm: LoadedModel, stage: object) -> Stage:
 
 def unavailable_references(lm: LoadedModel) -> dict[Reference, str]:
     """The references this model does not have, each with the reason."""
+    if lm.structure.embeddings.positions_after_projection:
+        why = (
+            f"{lm.structure.label} adds its position rows after projecting its word rows into the hidden size, so "
+            "only the projected word row (raw) is read as a reference"
+        )
+        return {"position": why, "embedding": why}
     if lm.structure.embeddings.position is None:
         return {
             "position": f"{lm.structure.label} has no absolute position table (its positions act inside "
@@ -78,8 +84,10 @@ def unavailable_references(lm: LoadedModel) -> dict[Reference, str]:
 
 
 def default_reference(lm: LoadedModel) -> Reference:
-    """`position` where the model has an absolute position table (the seed's choice), else `embedding`."""
-    return "embedding" if "position" in unavailable_references(lm) else "position"
+    """`position` where the model has an absolute position table (the seed's choice), else `embedding`, else
+    `raw`."""
+    missing = unavailable_references(lm)
+    return next(reference for reference in ("position", "embedding", "raw") if reference not in missing)
 
 
 def check_reference(lm: LoadedModel, reference: object) -> Reference:

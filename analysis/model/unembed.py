@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
 
-from analysis.model.architectures import FAMILIES, UnsupportedModelError, module_at
+from analysis.model.architectures import UnsupportedModelError, family_of, module_at
 
 LensKind = Literal["masked", "causal"]
 """Which head a lens reads: a masked-LM head (encoders) or a causal-LM head (decoders)."""
@@ -20,7 +20,7 @@ LensKind = Literal["masked", "causal"]
 
 def lens_kind(config: PretrainedConfig) -> LensKind | None:
     """The head a model of this config's family has a lens through; None where the family table names none."""
-    family = FAMILIES.get(config.model_type)
+    family = family_of(config)
     if family is None or not family.lens_head:
         return None
     return "causal" if family.causal else "masked"
@@ -43,7 +43,7 @@ def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
     """The final norm and prediction head of `head_model` in the order the model applies them:
     `[..., hidden] -> [..., vocabulary]` logits. Raises UnsupportedModelError naming a part that is missing."""
     config = head_model.config
-    family = FAMILIES.get(config.model_type)
+    family = family_of(config)
     if family is None or not family.lens_head:
         raise UnsupportedModelError(f"Token Trails has no lens table for the model type {config.model_type}.")
     parts = [(path, module_at(head_model, path)) for path in family.lens_head]

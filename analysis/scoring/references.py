@@ -139,7 +139,8 @@ class VocabularyScorer:
         self.ln_eps = norm.eps if self.normalised else 0.0
         projection = parts.projection
         self.projection = projection.weight.detach() if projection is not None else None  # [hidden, embedding]
-        self.projection_bias = projection.bias.detach() if projection is not None else None
+        bias = projection.bias if projection is not None else None  # OPT-350m's projection has none
+        self.projection_bias = bias.detach() if bias is not None else None
         if projection is None:
             self.table, self.gain, self.mean_subtracted = self.word, self.ln_gain, self.normalised
             if reference == "embedding" and parts.scale != 1.0:  # T_u = k w_u (no norm, positions or projection)
@@ -180,7 +181,9 @@ class VocabularyScorer:
         """c: beta for a LayerNorm'd reference, mapped by the projection and plus its bias where there is one."""
         c = self.ln_bias
         if self.projection is not None:
-            c = self.projection_bias if c is None else c @ self.projection.T + self.projection_bias
+            c = None if c is None else c @ self.projection.T
+            if self.projection_bias is not None:
+                c = self.projection_bias if c is None else c + self.projection_bias
         return c
 
     def position_vectors(self, position_ids: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor | None:
