@@ -63,7 +63,10 @@ def save(tmp_path, model_type: str, **changes) -> str:
 def test_a_model_type_outside_the_table_loads_exactly(model_type, tmp_path):
     lm = analysis.load_model(save(tmp_path, model_type))
     assert lm.structure.label == f"{model_type} (structure read from the model: {KINDS[model_type]})"
-    assert lm.self_check.hidden <= 1e-4 and lm.unembed is None
+    assert lm.self_check.hidden <= 1e-4  # a lens only where a tied head makes one without a checkpoint's head
+    assert (
+        (lm.unembed is not None) == bool(lm.hf_model.config.tie_word_embeddings) == (lm.self_check.logits is not None)
+    )
     assert ("attn_output" in analysis.capabilities(lm).stages) == (KINDS[model_type] == "pre_ln")
     for layer in (0, lm.num_layers - 1):
         parts = analysis.decompose_heads(lm, SEED_SENTENCE, layer)
@@ -76,4 +79,23 @@ def test_a_residual_scaled_by_a_multiplier_is_refused_not_assumed(tmp_path):
     """Granite scales each sublayer's output before the residual sum: no norm reads block input + attention."""
     with pytest.raises(analysis.UnsupportedModelError, match="no norm of its blocks reads the block input plus"):
         analysis.load_model(save(tmp_path, "granite", residual_multiplier=0.5))
+    analysis.release_models()
+
+
+SCALINGS = [("cohere", {"logit_scale": 0.25}), ("granite", {"logits_scaling": 4.0}), ("xglm", {})]
+
+
+@pytest.mark.parametrize("model_type, scaling", SCALINGS)
+def test_a_decoder_outside_the_table_has_its_lens_scaled_as_its_config_says(model_type, scaling, tmp_path):
+    """Its head is its output embedding after its discovered final norm, then the scale its config applies."""
+    tokenizer = sentencepiece_tokenizer(decoder=True)
+    shape = {**BASE, **UNNAMED[model_type], **scaling}
+    random_hf_model(model_type, shape, tokenizer, head=True).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    analysis.release_models()
+    lm = analysis.load_model(str(tmp_path))
+    assert lm.unembed is not None and lm.self_check.logits <= 1e-4, lm.no_lens
+    assert [type(m).__name__ for m in lm.unembed][-1] == ("LogitScale" if scaling else "Linear")
+    result = analysis.lens(lm, SEED_SENTENCE)
+    assert result.target == "next"
     analysis.release_models()

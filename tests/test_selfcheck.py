@@ -65,8 +65,8 @@ def test_a_final_norm_the_model_does_not_apply_refuses_it(family_folder, monkeyp
 def test_a_lens_that_is_not_the_models_own_is_dropped_with_the_reason(family_folder, monkeypatch):
     """The lens skips the final norm the model applies before its head: the stages are right, the lens is not."""
 
-    def without_final_norm(head_model):
-        return torch.nn.Sequential(*list(find_unembed(head_model))[1:])
+    def without_final_norm(head_model, final_norm):
+        return torch.nn.Sequential(*list(find_unembed(head_model, final_norm))[1:])
 
     monkeypatch.setattr(loaded, "find_unembed", without_final_norm)
     lm = analysis.load_model(_fresh(family_folder("llama", head=True)))
@@ -94,7 +94,8 @@ def test_gemma2s_lens_applies_its_logit_soft_cap_without_which_it_is_dropped(fam
 
     lm = analysis.load_model(_fresh(family_folder("gemma2", head=True)))
     assert isinstance(lm.unembed[-1], LogitSoftCap) and lm.self_check.logits <= selfcheck.TOLERANCE
-    monkeypatch.setattr(loaded, "find_unembed", lambda head_model: torch.nn.Sequential(*find_unembed(head_model)[:-1]))
+    without_cap = lambda head_model, final_norm: torch.nn.Sequential(*find_unembed(head_model, final_norm)[:-1])  # noqa: E731
+    monkeypatch.setattr(loaded, "find_unembed", without_cap)
     lm = analysis.load_model(_fresh(family_folder("gemma2", head=True)))
     assert lm.unembed is None and "differs from the model's own logits" in lm.no_lens
     analysis.release_models()

@@ -230,7 +230,7 @@ def wrap_model(
     hf_model.to(torch.float32)
     base = hf_model.base_model
     structure = find_structure(base)  # before the head: a structure it cannot read is the reason to give
-    unembed = find_unembed(hf_model) if is_head_model(hf_model) else None
+    unembed = find_unembed(hf_model, structure.final_norm) if is_head_model(hf_model) else None
     if unembed is None and no_lens is None:
         no_lens = no_lens_reason(base.config, architecture(base))
     return LoadedModel(

@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
 from analysis.model.architectures import UnsupportedModelError, family_of, module_at
 
@@ -19,9 +20,14 @@ LensKind = Literal["masked", "causal"]
 
 
 def lens_kind(config: PretrainedConfig) -> LensKind | None:
-    """The head a model of this config's family has a lens through; None where the family table names none."""
+    """The head a model of this config's family has a lens through; None where the family table names none. A
+    type the table does not name has one where transformers builds it as a causal LM and not as a masked LM (a
+    decoder: its head is its output embedding)."""
     family = family_of(config)
-    if family is None or not family.lens_head:
+    if family is None:
+        decoder = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and type(config) not in MODEL_FOR_MASKED_LM_MAPPING
+        return "causal" if decoder else None
+    if not family.lens_head:
         return None
     return "causal" if family.causal else "masked"
 
@@ -39,25 +45,46 @@ def is_head_model(hf_model: PreTrainedModel) -> bool:
     return hf_model.base_model is not hf_model
 
 
-def find_unembed(head_model: PreTrainedModel) -> nn.Sequential:
-    """The final norm and prediction head of `head_model` in the order the model applies them:
-    `[..., hidden] -> [..., vocabulary]` logits. Raises UnsupportedModelError naming a part that is missing."""
+def find_unembed(head_model: PreTrainedModel, final_norm: nn.Module | None) -> nn.Sequential:
+    """The final norm (`final_norm`, the structure's) and prediction head of `head_model` in the order the model
+    applies them, then what its config does to the logits beyond (a soft cap, a scale): `[..., hidden] ->
+    [..., vocabulary]` logits. The head is the table's modules, or for a type it does not name, the model's output
+    embedding. Raises UnsupportedModelError naming a part that is missing."""
     config = head_model.config
     family = family_of(config)
-    if family is None or not family.lens_head:
+    if family is not None and not family.lens_head:
         raise UnsupportedModelError(f"Token Trails has no lens table for the model type {config.model_type}.")
-    parts = [(path, module_at(head_model, path)) for path in family.lens_head]
-    if family.final_norm is not None:
-        parts.insert(0, (family.final_norm, module_at(head_model.base_model, family.final_norm)))
+    paths = family.lens_head if family is not None else ("output embedding",)
+    parts = [
+        (path, module_at(head_model, path) if family is not None else head_model.get_output_embeddings())
+        for path in paths
+    ]
     for path, module in parts:
         if module is None:
             raise UnsupportedModelError(
                 f"The prediction head of {type(head_model).__name__} has no {path!r}: its lens cannot be read."
             )
-    cap = getattr(config, "final_logit_softcapping", None)
-    if cap:  # Gemma 2 soft-caps its logits after the head
-        parts.append(("final_logit_softcapping", LogitSoftCap(float(cap))))
-    return nn.Sequential(*(module for _, module in parts))
+    modules = [final_norm] if final_norm is not None else []
+    modules += [module for _, module in parts]
+    if scale := getattr(config, "logit_scale", None):  # Cohere multiplies its logits
+        modules.append(LogitScale(float(scale)))
+    if scaling := getattr(config, "logits_scaling", None):  # Granite divides them
+        modules.append(LogitScale(1 / float(scaling)))
+    if cap := getattr(config, "final_logit_softcapping", None):  # Gemma 2 soft-caps them
+        modules.append(LogitSoftCap(float(cap)))
+    return nn.Sequential(*modules)
+
+
+class LogitScale(nn.Module):
+    """`factor * logits`: a scale a model's config applies to its logits after its head (Cohere's `logit_scale`,
+    Granite's `1 / logits_scaling`), as its own forward pass does."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.factor
 
 
 class LogitSoftCap(nn.Module):
