@@ -92,7 +92,7 @@ def test_home_opens_offline_with_tokens_facts_and_links():
     assert len(app.main.get("page_link")) == len(app.sidebar.get("page_link")) == 5
     sizes = [caption.value for caption in app.sidebar.caption if "layers ·" in caption.value]
     shown = sizes[0].replace("\\", "")  # Markdown escapes
-    assert "self-check passed: largest relative difference from the model's own pass 0" in shown, shown
+    assert "self-check passed: agrees with the model's own forward pass to 0" in shown, shown
 
 
 @pytest.mark.parametrize(("page", "charts"), [(TRAJECTORIES, 1), (RANKS, 2), (DEEP_DIVE, 5), (COMPARE, 5)])

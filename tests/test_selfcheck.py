@@ -24,7 +24,7 @@ def test_every_family_passes_its_self_check_on_load(family, head, family_folder)
     assert (found.logits is not None) == (lm.unembed is not None)
     assert lm.unembed is not None or not head  # a checkpoint with its head has its lens (a tied one even without)
     assert found.logits is None or found.logits <= selfcheck.TOLERANCE
-    assert found.summary().startswith("self-check passed: largest relative difference from the model's own pass")
+    assert found.summary().startswith("self-check passed: agrees with the model's own forward pass to ")
 
 
 def test_the_bundled_model_records_its_self_check(minilm):

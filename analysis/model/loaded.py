@@ -37,8 +37,9 @@ class SelfCheck:
     logits: float | None  # the lens at the last layer against the model's own logits; None: no lens
 
     def summary(self) -> str:
-        lens = f"; the lens's, {self.logits:.1g}" if self.logits is not None else ""
-        return f"self-check passed: largest relative difference from the model's own pass {self.hidden:.1g}{lens}"
+        """One line for a reader: how closely the capture (and the lens) agreed with the model's own pass."""
+        lens = f", its logits to {self.logits:.1g}" if self.logits is not None else ""
+        return f"self-check passed: agrees with the model's own forward pass to {self.hidden:.1g}{lens} (relative)"
 
 
 @dataclass(frozen=True)
