@@ -1,6 +1,6 @@
 """Spike shares over many texts: per method, layer and word class, the share of tokens that spike, with 95%
 Wilson intervals. The corpus check, the verdict and the sweep's summary all count with the engine in
-`analysis.batch` and summarise here."""
+`analysis.corpus.engine` and summarise here."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def corpus_counts(
     classes: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Spikes and tokens per method, layer and word class over `texts`, from the counting engine
-    (`analysis.batch`), for the word `classes` given (default all). `on_progress(done, total)` counts texts."""
+    (`analysis.corpus.engine`), for the word `classes` given (default all). `on_progress(done, total)` counts texts."""
     rows = batch_rows(lm, texts, list(range(len(texts))), settings, batch_tokens, on_progress, classes)
     if rows.empty:
         raise ValueError(

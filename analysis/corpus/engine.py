@@ -3,7 +3,7 @@
 Texts run in batches sorted by length, padded on the right and masked. From each batch's one forward pass come
 the stage vectors and, where the original demo is asked for, its vectors (from the same block inputs and
 attention weights). Every token of the batch is then scored against the whole vocabulary under each method,
-the geometries sharing their products with the vocabulary table (`analysis.metrics`). Each text's rows equal
+the geometries sharing their products with the vocabulary table (`analysis.scoring.ranks`). Each text's rows equal
 `analyze` (or `original_demo`) on it alone up to float32 rounding: padding is masked, and each score depends
 only on its own vector and reference. The sweep, the verdict and the corpus check all count spikes here.
 """

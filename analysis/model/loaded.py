@@ -1,4 +1,4 @@
-"""A loaded model and tokenizer wrapped for analysis, with its located parts (`analysis.architectures`)."""
+"""A loaded model and tokenizer wrapped for analysis, with its located parts (`analysis.model.architectures`)."""
 
 from __future__ import annotations
 

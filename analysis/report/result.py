@@ -105,7 +105,8 @@ def analyze(
 
     `reference` None: `position` where the model has an absolute position table, else `embedding`.
     The stage vectors come from one forward pass; every vocabulary row is scored exactly (see
-    `analysis.references`), under `geometry` (see `analysis.geometry`; `rogue_k` dimensions for `no_rogue`).
+    `analysis.scoring.references`), under `geometry` (see `analysis.scoring.geometry`; `rogue_k` dimensions for
+    `no_rogue`).
     The overlap with the token's original neighbourhood uses that neighbourhood under plain cosine: it
     belongs to no layer. Raises ValueError on empty text, an unknown stage, reference, geometry or count, or a
     stage or reference this model does not have (the message names the ones it has).

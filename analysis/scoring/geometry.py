@@ -14,7 +14,7 @@ affine map with a diagonal scale (`GeometryMap`, described once here):
     standardized  f(v) = (v - mu_l) / sigma_l    g(r) = (r - mu_R) / sigma_R
     no_rogue      v with the layer's top rogue_k dimensions set to 0, and r with the same ones
 
-The float64 own cosine applies the maps explicitly (`own_cosine`); the fast scorer (`analysis.metrics`)
+The float64 own cosine applies the maps explicitly (`own_cosine`); the fast scorer (`analysis.scoring.ranks`)
 derives its products with the vocabulary table from the same maps.
 """
 

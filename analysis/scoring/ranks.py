@@ -2,7 +2,7 @@
 time, under one or several geometries that share their products with the vocabulary table.
 
 A geometry maps a stage vector v of layer l to f(v) = A_l (v - mu_l) and a reference r to g(r) = B_l (r - m)
-(A, B diagonal; see `analysis.geometry.GeometryMap`). Its cosine's numerator is a . (r - m) with
+(A, B diagonal; see `analysis.scoring.geometry.GeometryMap`). Its cosine's numerator is a . (r - m) with
 a = B_l f(v) = P_l v - b_l (P_l = A_l B_l, b_l = P_l mu_l), and a . r needs T_u . a = T_u . (P_l v) - T_u . b_l.
 T_u . b_l is one row per layer, computed once; T_u . (P_l v) is the product with the table:
 
