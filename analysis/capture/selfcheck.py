@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from analysis.capture.forward import model_inputs
 from analysis.capture.tokens import tokenize
 from analysis.capture.trace import available_points, trace_tokens
 from analysis.model.architectures import UnsupportedModelError
@@ -43,12 +44,11 @@ def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
                 f"{lm.name}: Token Trails reads its {point} at layer {layer} as a tensor of shape "
                 f"{tuple(reading.shape)}, not one {lm.hidden_size}-vector per token of each text, so it is refused."
             )
-    pad_id = lm.tokenizer.pad_token_id or 0
-    device = lm.device
-    ids = torch.tensor([t.ids + [pad_id] * (length - len(t)) for t in tokens], device=device)
-    mask = torch.tensor([[1] * len(t) + [0] * (length - len(t)) for t in tokens], device=device)
+    padded = model_inputs(lm, tokens)  # the capture's own batch: ids and mask only, the model computes the rest
     with lm.lock, torch.inference_mode():
-        own = own_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        own = own_model(
+            input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], output_hidden_states=True
+        )
     last = run.batch("layer_output")[-1]
     final_norm = lm.structure.final_norm
     with torch.inference_mode():
@@ -68,7 +68,7 @@ def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
     if lm.unembed is not None and hasattr(own, "logits"):
         with torch.inference_mode():
             logits = _difference(lm.unembed(last), own.logits, tokens)
-    return SelfCheck(hidden=errors[where], where=where, logits=logits)
+    return SelfCheck(hidden=errors[where], logits=logits)
 
 
 def _difference(ours: torch.Tensor, theirs: torch.Tensor, tokens: list) -> float:

@@ -33,7 +33,6 @@ class SelfCheck:
     the largest relative difference over its tokens."""
 
     hidden: float  # every block input and the last hidden state
-    where: str  # where `hidden` is reached, e.g. "layer_input of layer 3"
     logits: float | None  # the lens at the last layer against the model's own logits; None: no lens
 
     def summary(self) -> str:
