@@ -3,16 +3,18 @@
 One short forward pass on placeholder ids, with hooks on every module, shows which module is which:
 - the blocks: the one module list as long as the config's layer count;
 - the attention: the block's module whose output carries the attention weights `[texts, heads, tokens, tokens]`;
-- its output projection: the last linear layer it runs whose output is the hidden size;
+- its output projection: the hidden-size linear layer that reads its context (not its input, as the query, key
+  and value projections do);
 - the block kind, from what each norm of the block reads: the block input plus the attention's output (post_ln
   when the attention read the raw input, pre_ln when it read a norm of it), the attention's output alone (its
   norm: Gemma-2-style sandwich, or OLMo-2-style norm_after when nothing normalises the block input), or
-  neither (parallel: attention and MLP read the same normalised input);
+  neither (parallel: attention and MLP read the same normalised input, accepted only where some module outputs
+  exactly what the block adds beyond its input and the attention's output);
 - outside the blocks: the norm whose output block 0 reads (the embedding norm), the norm that reads the last
   block's output (the final norm), and the position and token-type tables among the other embedding tables.
 The family found this way is read like any other and checked against the model's own forward pass on every
-load (`analysis.capture.selfcheck`): a structure read wrongly is refused, never drawn. The lens needs the
-table's list of head modules, so a discovered family has none.
+load (`analysis.capture.selfcheck`): a structure read wrongly is refused, never drawn. A discovered decoder's lens
+is its output embedding after the final norm found here (`analysis.model.unembed`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def discover_family(hf_model: nn.Module) -> Family:
         raise unsupported(hf_model, f"no single list of its {layers} blocks was found (found: {found})")
     blocks_path, blocks = lists[0]
     calls = _probe(hf_model)
-    read = f"{blocks_path}.{len(blocks) - 1}"  # the last block: a first block may differ (ModernBERT's has no norm)
+    read = f"{blocks_path}.{len(blocks) - 1}"  # the last block: a first may differ (ModernBERT's has no norm)
     in_block = [c for c in calls if c.path.startswith(read + ".")]
     block_call = next(c for c in calls if c.path == read)
     x = block_call.input
@@ -87,7 +89,7 @@ def discover_family(hf_model: nn.Module) -> Family:
         token_type=_table(hf_model, outside, getattr(config, "type_vocab_size", None)),
         embedding_norm=_embedding_norm(outside, calls, blocks_path),
         causal=_causal(attention.weights),
-        final_norm=_final_norm(outside, calls, blocks_path, len(blocks)),
+        final_norm=_final_norm(outside, block_call),
         attention_norm=relative(attention_norm),
         mlp=relative(mlp),
     )
@@ -219,6 +221,6 @@ def _table(hf_model: nn.Module, outside: list[_Call], rows: int | None) -> str |
     return None
 
 
-def _final_norm(outside: list[_Call], calls: list[_Call], blocks_path: str, count: int) -> str | None:
-    last = next(c for c in calls if c.path == f"{blocks_path}.{count - 1}")
-    return next((c.path for c in outside if is_norm(c.module) and _close(c.input, last.output)), None)
+def _final_norm(outside: list[_Call], last_block: _Call) -> str | None:
+    """The norm outside the blocks that reads the last block's output."""
+    return next((c.path for c in outside if is_norm(c.module) and _close(c.input, last_block.output)), None)

@@ -1,7 +1,8 @@
 """The model's own prediction head, as one module the lens applies to any layer's vectors: the norm the model
 applies after its last block (decoders, ModernBERT), then its masked-LM or causal-LM head (`families.toml`:
-`final_norm`, `lens_head`), then the soft cap of its logits where its config sets one (Gemma 2). These are the
-model's modules, with its weights; only the soft cap, a formula of the config, is written here."""
+`final_norm`, `lens_head`; for a decoder the table does not name, its output embedding), then what its config does
+to the logits: a scale (Cohere, Granite) or a soft cap (Gemma 2). These are the model's modules, with its weights;
+only the scale and the soft cap, formulas of the config, are written here."""
 
 from __future__ import annotations
 
@@ -54,11 +55,10 @@ def find_unembed(head_model: PreTrainedModel, final_norm: nn.Module | None) -> n
     family = family_of(config)
     if family is not None and not family.lens_head:
         raise UnsupportedModelError(f"Token Trails has no lens table for the model type {config.model_type}.")
-    paths = family.lens_head if family is not None else ("output embedding",)
-    parts = [
-        (path, module_at(head_model, path) if family is not None else head_model.get_output_embeddings())
-        for path in paths
-    ]
+    if family is None:
+        parts = [("output embedding", head_model.get_output_embeddings())]
+    else:
+        parts = [(path, module_at(head_model, path)) for path in family.lens_head]
     for path, module in parts:
         if module is None:
             raise UnsupportedModelError(
