@@ -303,17 +303,16 @@ def _export(args: argparse.Namespace) -> list[Path]:
 def _check_export(lm, args: argparse.Namespace) -> None:
     """Refuse, before the model loads, what `lm` (its outline) cannot do: the stage, the lens, the length, and
     counts of vocabulary items past its vocabulary."""
-    from analysis.checks import check_count
-    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage, check_vocabulary_count
 
     check_stage(lm, args.stage)
     if args.lens:
         check_lens(lm, args.lens_masked)
-        check_count("top_k", args.lens_top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
+        check_vocabulary_count(lm, "top_k", args.lens_top_k)
     if args.max_tokens is not None:
         check_max_tokens(lm, args.max_tokens)
     for name in ("top_k", "overlap_n"):
-        check_count(name, getattr(args, name), lm.vocab_size, f"vocabulary items of {lm.name}")
+        check_vocabulary_count(lm, name, getattr(args, name))
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:

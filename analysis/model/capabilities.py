@@ -145,3 +145,9 @@ def check_max_tokens(lm: LoadedModel, max_tokens: object) -> int:
     if value < 3:
         raise ValueError(f"max_tokens is {value}: a text needs room for its special tokens and a word (3 or more).")
     return value
+
+
+def check_vocabulary_count(lm: LoadedModel, name: str, value: object) -> int:
+    """A count of vocabulary items (`top_k`, `overlap_n`, …): whole, at least 1 and at most the model's vocabulary;
+    a ValueError otherwise (a count past it would only allocate)."""
+    return check_count(name, value, lm.vocab_size, f"vocabulary items of {lm.name}")

@@ -15,9 +15,9 @@ import torch
 from analysis.capture.masked import masked_trace
 from analysis.capture.tokens import token_table
 from analysis.capture.trace import Trace, traced
-from analysis.checks import check_choice, check_count
+from analysis.checks import check_choice
 from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, Stage
-from analysis.model.capabilities import check_lens, check_stage
+from analysis.model.capabilities import check_lens, check_stage, check_vocabulary_count
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import per_layer, vocabulary_pieces
 from analysis.scoring.lens import NO_TARGET, LensScores, lens_scores
@@ -82,7 +82,7 @@ def lens(
     unembed = check_lens(lm, masked)
     check_stage(lm, stage)
     target = default_target(lm) if target is None else check_choice("lens target", target, LENS_TARGETS)
-    top_k = check_count("top_k", top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
+    top_k = check_vocabulary_count(lm, "top_k", top_k)
     if masked and target != "own":
         raise ValueError("Masked mode hides each token and asks for it back: its target is own, not next.")
     needs = {stage, "layer_output"}

@@ -12,9 +12,8 @@ import torch
 
 from analysis.capture.tokens import Tokens, token_table
 from analysis.capture.trace import Trace, traced
-from analysis.checks import check_count
 from analysis.definitions import DEFAULTS, AnalysisSettings, Geometry, Reference, Stage
-from analysis.model.capabilities import check_stage, default_reference
+from analysis.model.capabilities import check_stage, check_vocabulary_count, default_reference
 from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
 from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
@@ -113,8 +112,8 @@ def analyze(
     """
     if not isinstance(lm, LoadedModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(lm).__name__}.")
-    top_k = check_count("top_k", top_k, lm.vocab_size, f"vocabulary items of {lm.name}")
-    overlap_n = check_count("overlap_n", overlap_n, lm.vocab_size, f"vocabulary items of {lm.name}")
+    top_k = check_vocabulary_count(lm, "top_k", top_k)
+    overlap_n = check_vocabulary_count(lm, "overlap_n", overlap_n)
     check_stage(lm, stage)
     reference = default_reference(lm) if reference is None else reference
     scorer = vocabulary_scorer(lm, reference)
