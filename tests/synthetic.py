@@ -147,6 +147,7 @@ SMOLLM2_135M_SHAPE = {
 _TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
 _DECODER_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 _ENCODER_IDS = {"bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "cls_token_id": 0, "sep_token_id": 2}
+_GEMMA = {**_TINY, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, **_DECODER_IDS}
 TINY_FAMILIES: dict[str, tuple[str, dict]] = {
     "bert": ("wordpiece", {**_TINY, "max_position_embeddings": 66, "type_vocab_size": 2}),
     "roberta": ("byte_level", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
@@ -185,10 +186,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         "sentencepiece_bos",
         {**_TINY, "num_key_value_heads": 1, "max_position_embeddings": 64, **_DECODER_IDS},
     ),
-    "gemma": (
-        "sentencepiece_bos",
-        {**_TINY, "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 64, **_DECODER_IDS},
-    ),
+    "gemma": ("sentencepiece_bos", _GEMMA),
     "phi3": ("sentencepiece_bos", {**_TINY, "num_key_value_heads": 2, "max_position_embeddings": 64, **_DECODER_IDS}),
     "starcoder2": (
         "byte_level_plain",
@@ -229,18 +227,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
         {"n_embd": 32, "n_layer": 3, "n_head": 4, "rotary_dim": 4, "n_positions": 64, **_DECODER_IDS},
     ),
     "phi": ("byte_level_plain", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
-    "gemma2": (
-        "sentencepiece_bos",
-        {
-            **_TINY,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-            "sliding_window": 4,
-            "max_position_embeddings": 64,
-            "final_logit_softcapping": 0.5,
-            **_DECODER_IDS,
-        },
-    ),
+    "gemma2": ("sentencepiece_bos", {**_GEMMA, "sliding_window": 4, "final_logit_softcapping": 0.5}),
     "olmo": ("sentencepiece_bos", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
     "falcon": (
         "byte_level_plain",
@@ -255,17 +242,7 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
     "olmo2": ("sentencepiece_bos", {**_TINY, "max_position_embeddings": 64, **_DECODER_IDS}),
     "megatron-bert": ("wordpiece", {**_TINY, "max_position_embeddings": 66, "type_vocab_size": 2}),
     "xlm-roberta-xl": ("sentencepiece", {**_TINY, "max_position_embeddings": 66, **_ENCODER_IDS}),
-    "gemma3_text": (
-        "sentencepiece_bos",
-        {
-            **_TINY,
-            "num_key_value_heads": 2,
-            "head_dim": 8,
-            "sliding_window": 4,
-            "max_position_embeddings": 64,
-            **_DECODER_IDS,
-        },
-    ),
+    "gemma3_text": ("sentencepiece_bos", {**_GEMMA, "sliding_window": 4}),
 }
 """model_type -> (tokenizer kind, config overrides) of a tiny random model of each supported family: ELECTRA and
 ALBERT with a smaller embedding size (ALBERT's 3 layers share one block), DeBERTa in its v3 form (relative

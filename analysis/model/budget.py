@@ -8,7 +8,7 @@ which keeps every stage, each layer's attention weights and head contexts: `benc
   the scores read from them;
 - the feed-forward's inner activations, `INNER_COPIES x inner x n`.
 The products with the vocabulary are taken in blocks of a fixed size whatever n is (`LENS_BLOCK_BYTES`,
-`RANK_BLOCK_BYTES`), so they are not counted here.
+`SCORE_BLOCK_BYTES`), so they are not counted here.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer
 SCORE_BLOCK_BYTES = 256 * 2**20
 """Upper bound on one `[groups, tokens, vocab]` float32 score block; tokens are chunked to fit. Blocks are
 written into a `Workspace` reused from block to block, so their size costs no page faults, and large blocks
-keep the products with the table efficient: each product re-reads the whole table, so a 256,000-item vocabulary
-(Gemma) at 64 MB (65 tokens a block) took 1.9x the time of one product per layer; at 256 MB, 1.2x
-(`benchmarks/bench_large_vocab.py`). 512 tokens of a 50k vocabulary fit in 103 MB."""
+keep the products with the table efficient: each product re-reads the whole table, so with a 256,000-item
+vocabulary (Gemma) at 64 MB (65 tokens a block) `analyze` and `lens` on 512 tokens took 1.5x their floor, at
+256 MB 1.06x (`benchmarks/bench_large_vocab.py`). 512 tokens of a 50k vocabulary fit in 103 MB."""
 
 SPARSE_SHARE = 8
 """A scale that differs from 1 on at most hidden / SPARSE_SHARE dimensions is applied as a correction of the
