@@ -13,23 +13,36 @@ only needs `analysis.definitions` start at once.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from analysis.definitions import (
     BUNDLED_MODEL,
-    DEFAULTS,
     GEOMETRIES,
     LENS_TARGETS,
     METHODS,
     REFERENCES,
     STAGES,
-    AnalysisSettings,
     Geometry,
     LensTarget,
     Method,
     Reference,
     Stage,
 )
+from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 from analysis.version import __version__
+
+if TYPE_CHECKING:  # what a type checker and an editor see; at run time __getattr__ below imports these
+    from analysis.capture.heads import HeadDecomposition, decompose_heads
+    from analysis.capture.trace import Trace, trace
+    from analysis.model.architectures import UnsupportedModelError
+    from analysis.model.capabilities import Capabilities, capabilities
+    from analysis.model.checkpoint import ModelLoadError
+    from analysis.model.loaded import LoadedModel, ModelInfo, wrap_model
+    from analysis.model.loading import configure_model_cache, load_model, outline_model, release_models, resident_models
+    from analysis.report.lens import LensResult, lens
+    from analysis.report.original_demo import original_demo
+    from analysis.report.result import AnalysisResult, analyze
+    from analysis.scoring.geometry import Background, background
 
 _LAZY = {
     "AnalysisResult": "analysis.report.result",
@@ -93,6 +106,7 @@ __all__ = [
     "ModelLoadError",
     "Reference",
     "Stage",
+    "SweepSettings",
     "Trace",
     "UnsupportedModelError",
     "__version__",

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from analysis.definitions import (
     BUNDLED_MODEL,
-    DEFAULTS,
     DEVICES,
     EXPORT_FILES,
     FORMATS,
@@ -26,8 +25,8 @@ from analysis.definitions import (
     ROW_COLUMNS,
     STAGES,
     VERDICT_COLUMNS,
-    AnalysisSettings,
 )
+from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 
 # Each command imports the analysis (torch, transformers) when it runs, so that `--help` answers at once.
 
@@ -213,7 +212,7 @@ def _geometry_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--geometry",
         choices=list(GEOMETRIES),
-        default="cosine",
+        default=DEFAULTS.geometry,
         help="how vectors and references are compared: " + "; ".join(f"{k}: {v}" for k, v in GEOMETRIES.items()),
     )
     _rogue_k_argument(command)
@@ -275,13 +274,12 @@ def _export(args: argparse.Namespace) -> list[Path]:
     if (args.lens_masked or args.lens_target) and not args.lens:
         raise ValueError("--lens-masked and --lens-target choose how the lens reads: add --lens to export it.")
     check_text(args.text)
-    _check_export(outline_model(args.model) or _load(args.model), args)  # a hub model not yet here loads to be checked
+    settings = _check_export(outline_model(args.model) or _load(args.model), args)  # a hub model not yet here loads
     lm = _load(args.model)
     _say(
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
         f"all {lm.vocab_size:,} vocabulary items…"
     )
-    settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
     run = trace(lm, args.text, {args.stage, "layer_output"} if args.lens else {args.stage}, args.max_tokens)
     result = analyze(lm, run, **asdict(settings))
     lens_result = None
@@ -300,53 +298,50 @@ def _export(args: argparse.Namespace) -> list[Path]:
     return write_export(result, args.out, lens_result)
 
 
-def _check_export(lm, args: argparse.Namespace) -> None:
-    """Refuse, before the model loads, what `lm` (its outline) cannot do: the stage, the lens, the length, and
-    counts of vocabulary items past its vocabulary."""
-    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage, check_vocabulary_count
+def _check_export(lm, args: argparse.Namespace) -> AnalysisSettings:
+    """The export's settings resolved against `lm` (its outline, before the model loads), and what else it cannot
+    do refused: the lens, its count of predictions and the length."""
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_vocabulary_count
 
-    check_stage(lm, args.stage)
+    settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
+    resolved = settings.resolve(lm)
     if args.lens:
         check_lens(lm, args.lens_masked)
         check_vocabulary_count(lm, "top_k", args.lens_top_k)
     if args.max_tokens is not None:
         check_max_tokens(lm, args.max_tokens)
-    for name in ("top_k", "overlap_n"):
-        check_vocabulary_count(lm, name, getattr(args, name))
+    return resolved
 
 
 def _verdict(args: argparse.Namespace) -> list[Path]:
     from analysis.corpus.verdict import spike_verdict, verdict_methods, verdict_summary
-    from analysis.model.capabilities import default_reference, demo_unavailable
+    from analysis.model.capabilities import demo_unavailable
     from analysis.output.export import write_verdict
-    from analysis.scoring.geometry import background, check_rogue_k, corpus_statistics
+    from analysis.scoring.geometry import background, corpus_statistics
     from analysis.version import provenance as provenance_record
 
     lm = _load(args.model)
-    check_rogue_k(args.rogue_k, lm.hidden_size)
-    reference = args.reference or default_reference(lm)
+    settings = AnalysisSettings(stage=args.stage, reference=args.reference, rogue_k=args.rogue_k).resolve(lm)
     on_progress, close = _counter("corpus statistics", "sentence")
-    corpus_statistics(lm, args.stage, on_progress)
+    corpus_statistics(lm, settings.stage, on_progress)
     close()
     on_progress, close = _counter("verdict", "sentence")
-    verdict = spike_verdict(lm, stage=args.stage, reference=reference, rogue_k=args.rogue_k, on_progress=on_progress)
+    verdict = spike_verdict(lm, settings, on_progress=on_progress)
     close()
     provenance = provenance_record(
         lm,
-        stage=args.stage,
-        reference=reference,
-        rogue_k=args.rogue_k,
+        stage=settings.stage,
+        reference=settings.reference,
+        rogue_k=settings.rogue_k,
         methods=verdict_methods(demo_unavailable(lm) is None),
-        corpus=background(lm, args.stage, reference).corpus,
+        corpus=background(lm, settings.stage, settings.reference).corpus,
     )
     _say(f"writing verdict.csv, verdict.png, verdict.txt and provenance.json to {args.out}…")
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)
 
 
 def _sweep(args: argparse.Namespace) -> list[Path]:
-    from analysis.corpus.engine import SweepSettings
     from analysis.devices import resolve_device
-    from analysis.model.capabilities import default_reference
     from analysis.model.loading import outline_model, resolve_model
     from analysis.output.sweep import check_sweep_folder, finished_sweep, open_sweep, recorded_reference
 
@@ -357,37 +352,25 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
         ray_engine.require_ray()
     if not Path(args.input).expanduser().is_file():
         raise ValueError(f"No input file at {str(args.input)!r}: give --input a .txt, .jsonl, .csv or .parquet file.")
-    methods = tuple(dict.fromkeys(args.methods or ["cosine"]))
     model = resolve_model(args.model).name
     finished = finished_sweep(args.out)  # a finished one is checked and left as it is, without loading the model
     outline = None if finished else outline_model(args.model) or _load(args.model)  # a hub model not yet here loads
-    reference = args.reference or recorded_reference(args.out) or (default_reference(outline) if outline else None)
-    settings = SweepSettings(args.stage, reference, methods, args.rogue_k, args.lens, args.max_tokens)
+    settings = SweepSettings(
+        stage=args.stage,
+        reference=args.reference or recorded_reference(args.out),
+        rogue_k=args.rogue_k,
+        methods=tuple(dict.fromkeys(args.methods or ["cosine"])),
+        lens=args.lens,
+        max_tokens=args.max_tokens,
+    )
     identity = {"model": model, "settings": settings, "shard_size": args.shard_size, "limit": args.limit}
-    if outline is not None:
-        _check_sweep(outline, settings)
+    if outline is not None:  # refused before the folder is claimed
+        identity["settings"] = settings.resolve(outline)
         check_sweep_folder(args.out, args.input, **identity)
     _say(f"reading {args.input} into {args.out}…")
     sweep = open_sweep(args.out, args.input, **identity, input_name=str(args.input))  # the input read, or refused
     with sweep:
         return _run_sweep(args, sweep, device, ray_engine if args.engine == "ray" else None)
-
-
-def _check_sweep(lm, settings) -> None:
-    """Refuse settings the model cannot run (a stage or reference it lacks, the original demo where it is not
-    defined, rogue_k past its width, the lens without its head) before the sweep's folder is claimed."""
-    from analysis.model.capabilities import check_lens, check_max_tokens, check_reference, check_stage, demo_unavailable
-    from analysis.scoring.geometry import check_rogue_k
-
-    check_stage(lm, settings.stage)
-    check_reference(lm, settings.reference)
-    if "original_demo" in settings.methods and (why := demo_unavailable(lm)) is not None:
-        raise ValueError(f"--method original_demo: {why}.")
-    check_rogue_k(settings.rogue_k, lm.hidden_size)
-    if settings.lens:
-        check_lens(lm)
-    if settings.max_tokens is not None:
-        check_max_tokens(lm, settings.max_tokens)
 
 
 def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path]:
@@ -397,7 +380,7 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
         _say(f"nothing to do: {args.out} already holds this finished sweep ({sweep.sentences:,} texts).")
         return _sweep_outputs(args.out)
     lm = _load(args.model)  # once its outline, its folder and its input have passed
-    _check_sweep(lm, sweep.settings)
+    sweep.settings.resolve(lm)
     lm.move_to(device)
     runner = None
     if ray_engine is not None:

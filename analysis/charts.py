@@ -30,6 +30,7 @@ from analysis.definitions import METHODS
 from analysis.report.lens import LensResult
 from analysis.report.reports import model_labels, token_label
 from analysis.report.result import AnalysisResult
+from analysis.scoring.geometry import geometry_spec
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""
@@ -234,18 +235,13 @@ def _layer_x(n_layers: int, title: str = "layer (block index l)") -> alt.X:
     )
 
 
-GEOMETRY_TITLES = {
-    "cosine": "cosine similarity to original embedding",
-    "centered": "cosine to original embedding, after centering",
-    "standardized": "cosine to original embedding, after standardizing",
-    "no_rogue": "cosine to original embedding, rogue dimensions removed",
-}
-RANK_TITLES = {
-    "cosine": "rank of own embedding (1 = nearest, log scale)",
-    "centered": "rank of own embedding after centering (log scale)",
-    "standardized": "rank of own embedding after standardizing (log scale)",
-    "no_rogue": "rank of own embedding, rogue dimensions removed (log scale)",
-}
+def geometry_titles(geometry: str) -> tuple[str, str]:
+    """The y axis titles of cosine and rank under `geometry`, in its spec's wording: "cosine to original embedding,
+    after centering", "rank of own embedding, after centering (log scale)"."""
+    wording = geometry_spec(geometry).wording
+    if not wording:
+        return "cosine similarity to original embedding", "rank of own embedding (1 = nearest, log scale)"
+    return f"cosine to original embedding, {wording}", f"rank of own embedding, {wording} (log scale)"
 
 
 PROBABILITY_FLOOR = 1e-12
@@ -285,7 +281,7 @@ def _measure_axis(
     largest."""
     field_name = f"{field_name or measure}:Q"
     if measure in RANK_MEASURES:
-        title = RANK_TITLES.get(geometry, RANK_TITLES["cosine"]) if measure == "rank" else LENS_MEASURES[measure]
+        title = geometry_titles(geometry)[1] if measure == "rank" else LENS_MEASURES[measure]
         top = (extent or (10.0, False))[0]
         scale = alt.Scale(type="log", reverse=True, domain=[1, top])
         return alt.Y(field_name, title=title, scale=scale, axis=alt.Axis(format="~s"))
@@ -296,9 +292,7 @@ def _measure_axis(
         return alt.Y(field_name, title=title, scale=scale, axis=alt.Axis(format=".2~p"))
     if measure in LENS_MEASURES:
         return alt.Y(field_name, title=LENS_MEASURES[measure], scale=alt.Scale(zero=True))
-    return alt.Y(
-        field_name, title=GEOMETRY_TITLES.get(geometry, GEOMETRY_TITLES["cosine"]), scale=alt.Scale(zero=False)
-    )
+    return alt.Y(field_name, title=geometry_titles(geometry)[0], scale=alt.Scale(zero=False))
 
 
 def _drawn(measure: str) -> tuple[list[str], list[alt.Tooltip]]:
@@ -880,7 +874,7 @@ def comparison_chart(
         frames.append(frame.assign(model=name, model_name=result.model, depth=frame["layer"] / max(n_layers - 1, 1)))
     rows = pd.concat(frames, ignore_index=True)
     rows["label_y"] = _end_labels(rows, measure, ["model", "position"], [] if relative else ["model"])
-    geometry = results[-1].geometry if isinstance(results[-1], AnalysisResult) else "cosine"
+    geometry = results[-1].settings.geometry if isinstance(results[-1], AnalysisResult) else "cosine"
     n_layers = int(rows["layer"].max()) + 1
     spec = _comparison_spec(measure, relative, len(results), geometry, axis_extent(measure, rows[measure]), n_layers)
     spec = _ordered_facets(spec, names) if not relative else spec

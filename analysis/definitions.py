@@ -5,7 +5,6 @@ line's `--help` and anything that only needs the words start at once. docs/gloss
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -55,22 +54,6 @@ METHODS: dict[Method, str] = {
     **{name: f"exact stage vectors, {meaning}" for name, meaning in GEOMETRIES.items()},
 }
 assert tuple(METHODS) == get_args(Method)
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """How one text is analysed; the defaults here are the only ones (the app, the command line, the sweep and
-    the verdict take theirs from this record)."""
-
-    stage: Stage = "attn_residual"
-    reference: Reference | None = None  # None: the model's default (position where it has absolute positions)
-    geometry: Geometry = "cosine"
-    rogue_k: int = 3  # dimensions the no_rogue geometry removes
-    top_k: int = 15  # nearest vocabulary neighbours kept per token and layer
-    overlap_n: int = 100  # neighbourhood size N of the overlap counts
-
-
-DEFAULTS = AnalysisSettings()
 
 
 LensTarget = Literal["own", "next"]

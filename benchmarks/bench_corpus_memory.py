@@ -47,9 +47,9 @@ def one_long_line(path: Path, megabytes: float) -> Path:
 SPOOL = """
 import sys
 from pathlib import Path
-from analysis.corpus.engine import SweepSettings
+from analysis.settings import SweepSettings
 from analysis.output.sweep import open_sweep
-settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
+settings = SweepSettings(reference="position")
 with open_sweep(Path(sys.argv[2]), Path(sys.argv[1]), model="all-MiniLM-L6-v2", settings=settings) as sweep:
     print(sweep.sentences, file=sys.stderr)
 """

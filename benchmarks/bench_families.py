@@ -32,7 +32,7 @@ def against_floor(lm: analysis.LoadedModel) -> dict:
     ours, result = best_of(lambda: analysis.analyze(lm, SEED_SENTENCE), 7)
     floor_time, _ = best_of(lambda: floor(lm, SEED_SENTENCE), 7)
     return {
-        "reference": result.reference,
+        "reference": result.settings.reference,
         "tokens": len(result.tokens),
         "layers": lm.num_layers,
         "vocab": lm.vocab_size,

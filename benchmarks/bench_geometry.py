@@ -36,7 +36,7 @@ def base_benchmarks() -> dict:
             seconds[geometry] = min(seconds[geometry], time.perf_counter() - start)
     return {
         "background_s": background_s,
-        "background_tokens": found.n_tokens,
+        "background_tokens": found.vectors.n_tokens,
         "seed_seconds": seconds,
         "seed_over_cosine": {g: seconds[g] / seconds["cosine"] for g in GEOMETRIES},
     }

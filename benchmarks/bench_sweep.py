@@ -20,9 +20,9 @@ import torch
 
 from analysis.capture.tokens import length_batches, tokenize
 from analysis.capture.trace import trace_tokens
-from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
 from analysis.output.sweep import open_sweep
+from analysis.settings import SweepSettings
 from benchmarks.memory import PeakRss, rss_bytes
 from benchmarks.runner import RESULTS
 from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
@@ -53,7 +53,7 @@ def main() -> None:
     shipped = corpus_sentences()
     texts = [shipped[i % len(shipped)] for i in range(args.sentences)]
     lm = random_roberta(ROBERTA_BASE_SHAPE, name="random roberta-base shape")
-    settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
+    settings = SweepSettings(reference="position")
     inputs = Path(tempfile.mkdtemp())
     (inputs / "warm.txt").write_text("\n".join(texts[:8]) + "\n")
     (inputs / "bench.txt").write_text("\n".join(texts) + "\n")

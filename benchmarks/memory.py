@@ -45,7 +45,7 @@ def long_text_growth(lm: analysis.LoadedModel, **options) -> dict:
         result = analysis.analyze(lm, " ".join(["flies"] * 600), **options)
         elapsed = time.perf_counter() - start
     return {
-        "reference": result.reference,
+        "reference": result.settings.reference,
         "tokens": len(result.tokens),
         "truncated": result.truncated,
         "seconds": elapsed,

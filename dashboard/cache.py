@@ -15,33 +15,41 @@ from huggingface_hub import constants as hub_constants
 import analysis
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.capture.trace import EXTRAS, Extra, Trace, available_points, trace
-from analysis.definitions import AnalysisSettings
 from analysis.devices import resolve_device
 from analysis.model.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.scoring.references import own_references
+from analysis.settings import AnalysisSettings
 from dashboard.settings import settings
 from dashboard.show import literal
 from dashboard.view import View, check_model_allowed
 
 
-def loaded_lm(model: str, interactive: bool = True) -> analysis.LoadedModel:
-    """The loaded model named `model`, for a model this deployment allows and can afford.
-
-    Before a first load: refuse a model off the allowlist or over the size limit, and download it with a
-    progress bar (when `interactive`: not inside a cached function, whose elements would be replayed). The
-    package's model cache, bounded by the settings max_models and memory_budget_gb, releases loaded models
-    that would push the total past the budget, so two models are never held at once when they do not fit.
-    The model runs on the device of the setting `device` (TOKEN_TRAILS_DEVICE; auto by default)."""
+def page_model(model: str) -> analysis.LoadedModel:
+    """The model named `model`, checked and loaded in one step: refused (one ValueError saying why) when this
+    deployment does not allow it or it is over the size limit; downloaded with a progress bar before a first hub
+    load; loaded through the package's model cache (bounded by the settings max_models and memory_budget_gb, which
+    releases models that would push the total past the budget); run on the device of the setting `device`
+    (TOKEN_TRAILS_DEVICE; auto by default). Pages pass the model it returns to the cached functions below, which
+    neither check nor load again."""
     current = settings()
     check_model_allowed(model)
     checked_size(model, current.max_model_bytes)
-    device = resolve_device(current.device)
     analysis.configure_model_cache(max_models=current.max_models, memory_budget_bytes=current.memory_budget_bytes)
-    if interactive and model not in analysis.resident_models():
+    if model not in analysis.resident_models():
         ensure_downloaded(model)
     lm = analysis.load_model(model, max_bytes=current.max_model_bytes)
-    lm.move_to(device)
+    lm.move_to(resolve_device(current.device))
     return lm
+
+
+def model_identity(lm: analysis.LoadedModel) -> tuple[str, str | None, str]:
+    """What a cached result of `lm` is keyed on: its name, revision and device (not the object: a model released
+    and loaded again finds its results)."""
+    return lm.name, lm.revision, str(lm.device)
+
+
+BY_MODEL = {analysis.LoadedModel: model_identity}
+"""`hash_funcs` of every cached function taking a model."""
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -50,39 +58,38 @@ def checked_size(model: str, max_bytes: int) -> None:
     check_model_size(model, max_bytes)
 
 
-@st.cache_resource(max_entries=4, ttl=3600, show_spinner=False)
-def cached_trace(model: str, text: str, extras: tuple[Extra, ...] = ()) -> Trace:
+@st.cache_resource(max_entries=4, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)
+def cached_trace(lm: analysis.LoadedModel, text: str, extras: tuple[Extra, ...] = ()) -> Trace:
     """The one forward pass over `text` that every analysis of it on a page reads: every stage the model has at
     every layer, plus `extras` (the deep dive's attention weights and head contexts, for its head decomposition
     and the original demo). Bounded: 512 tokens of roberta-large hold ~200 MB of stages, ~0.4 GB more with
     attention weights."""
-    lm = loaded_lm(model, interactive=False)
     return trace(lm, text, available_points(lm, extras))
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)
 def cached_analysis(
-    model: str, text: str, settings: AnalysisSettings, extras: tuple[Extra, ...] = ()
+    lm: analysis.LoadedModel, text: str, settings: AnalysisSettings, extras: tuple[Extra, ...] = ()
 ) -> analysis.AnalysisResult:
     """The analysis of one text, read from its trace (`extras` says which: the deep dive's, or the plain one);
     keyed on everything that changes it (highlighting and page do not).
 
     Bounded: a 512-token roberta-large result holds ~70 MB (stage vectors and neighbour table)."""
-    return analysis.analyze(loaded_lm(model, interactive=False), cached_trace(model, text, extras), **asdict(settings))
+    return analysis.analyze(lm, cached_trace(lm, text, extras), **asdict(settings))
 
 
 def view_analysis(
-    view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None, **changes
+    lm: analysis.LoadedModel, view: View, extras: tuple[Extra, ...] = (), **changes
 ) -> analysis.AnalysisResult:
-    """`cached_analysis` of the view's text and settings, with `model` or settings `changes` (stage, …) where a
-    page needs others, read from the trace with `extras` (a page asks for the ones its other sections read, so
-    it runs the model once)."""
-    return cached_analysis(model or view.model, view.text, replace(view.settings, **changes), extras)
+    """`cached_analysis` of the view's text and settings under `lm` (the view's model, or the one a page compares),
+    with settings `changes` (stage, …) where a page needs others, read from the trace with `extras` (a page asks for
+    the ones its other sections read, so it runs the model once)."""
+    return cached_analysis(lm, view.text, replace(view.settings, **changes), extras)
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)
 def cached_lens(
-    model: str,
+    lm: analysis.LoadedModel,
     text: str,
     stage: analysis.Stage,
     target: analysis.LensTarget | None,
@@ -92,24 +99,23 @@ def cached_lens(
     """What each layer would predict, read from the page's trace of `text`: no other forward pass (masked mode,
     which runs its own, is a job: `jobs.masked_lens_job`). Bounded: a 512-token result holds `top_k` predictions
     per layer and token (~15 MB for roberta-large at k = 15)."""
-    lm = loaded_lm(model, interactive=False)
-    return analysis.lens(lm, cached_trace(model, text, extras), stage=stage, target=target, top_k=top_k)
+    return analysis.lens(lm, cached_trace(lm, text, extras), stage=stage, target=target, top_k=top_k)
 
 
 def view_lens(
-    view: View, extras: tuple[Extra, ...] = (), *, model: str | None = None, stage: analysis.Stage | None = None
+    lm: analysis.LoadedModel, view: View, extras: tuple[Extra, ...] = (), *, stage: analysis.Stage | None = None
 ) -> analysis.LensResult:
-    """`cached_lens` of the view's text, lens stage (or `stage`), lens target (its model's default where the view
-    names none) and k, read from the trace with `extras` (the page's); the text as typed, whatever the view's
-    masked mode."""
-    stage = stage or view.lens_stage
-    return cached_lens(model or view.model, view.text, stage, view.lens_target or None, view.top_k, extras)
+    """`cached_lens` of the view's text under `lm`, at the lens stage (or `stage`), with the lens target (its
+    model's default where the view names none) and k, read from the trace with `extras` (the page's); the text as
+    typed, whatever the view's masked mode."""
+    target = view.lens_target or None
+    return cached_lens(lm, view.text, stage or view.lens_stage, target, view.settings.top_k, extras)
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
-def cached_capabilities(model: str) -> analysis.Capabilities:
-    """What a model offers, kept after the model itself is released (the pages check every view against it)."""
-    return analysis.capabilities(loaded_lm(model, interactive=False))
+@st.cache_resource(max_entries=32, show_spinner=False, hash_funcs=BY_MODEL)
+def cached_capabilities(lm: analysis.LoadedModel) -> analysis.Capabilities:
+    """What a model offers (the pages check every view against it)."""
+    return analysis.capabilities(lm)
 
 
 def ensure_downloaded(model: str) -> None:
@@ -145,22 +151,21 @@ def hub_model_available(model: str) -> bool:
     return not needs_download(model) or (not hub_constants.is_offline_mode() and hub_reachable())
 
 
-def view_background(view: View) -> analysis.Background:
-    """The corpus statistics of the view's model, stage and reference (ready: see `jobs.background_job`)."""
-    return analysis.background(loaded_lm(view.model, interactive=False), view.stage, view.reference)
+def view_background(lm: analysis.LoadedModel, view: View) -> analysis.Background:
+    """The corpus statistics of `lm` at the view's stage and reference (ready: see `jobs.background_job`)."""
+    return analysis.background(lm, view.settings.stage, view.settings.reference)
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)
 def cached_heads(
-    model: str, text: str, layer: int, reference: analysis.Reference
+    lm: analysis.LoadedModel, text: str, layer: int, reference: analysis.Reference
 ) -> tuple[HeadDecomposition, HeadAttribution]:
     """The per-head decomposition of `attn_residual` at `layer`, and each head's share of the change in cosine."""
-    lm = loaded_lm(model, interactive=False)
-    parts = decompose_heads(lm, cached_trace(model, text, EXTRAS), layer)
+    parts = decompose_heads(lm, cached_trace(lm, text, EXTRAS), layer)
     return parts, attribute_heads(parts, own_references(lm, parts.tokens, reference))
 
 
-@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False)
-def cached_original_demo(model: str, text: str) -> analysis.AnalysisResult:
+@st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)
+def cached_original_demo(lm: analysis.LoadedModel, text: str) -> analysis.AnalysisResult:
     """The original demo's computation of one text (for comparison with the exact one)."""
-    return analysis.original_demo(loaded_lm(model, interactive=False), cached_trace(model, text, EXTRAS))
+    return analysis.original_demo(lm, cached_trace(lm, text, EXTRAS))

@@ -16,8 +16,9 @@ from analysis.capture.trace import Extra
 from analysis.data import corpus_sentences
 from analysis.report.reports import opening_layer
 from analysis.report.wordclass import word_classes
+from analysis.scoring.geometry import geometry_spec
 from dashboard import widgets
-from dashboard.cache import cached_capabilities, hub_model_available, loaded_lm, view_analysis, view_lens
+from dashboard.cache import cached_capabilities, hub_model_available, page_model, view_analysis, view_lens
 from dashboard.jobs import background_job, masked_lens_job
 from dashboard.settings import settings
 from dashboard.show import literal, name_downloads
@@ -29,9 +30,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Context:
-    """What a page draws from: the view, the model's sizes, the analysis and the highlighted positions."""
+    """What a page draws from: the view, its model (checked and loaded once, by `open_page`), the model's sizes,
+    the analysis and the highlighted positions."""
 
     view: View
+    lm: analysis.LoadedModel
     info: analysis.ModelInfo
     capabilities: analysis.Capabilities
     result: analysis.AnalysisResult
@@ -106,21 +109,23 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
         _fail(str(error))
     try:
         with st.spinner(literal(f"Loading {view.model}…")):
-            lm = loaded_lm(view.model)
+            lm = page_model(view.model)
     except ValueError as error:
         _fail(str(error), offer_bundled=True)
     info = lm.info
-    found = cached_capabilities(view.model)
+    found = cached_capabilities(lm)
     view = _fall_back_to_available(view, found)
     view = _within_vocabulary(view, lm.vocab_size)
     with choices_slot:
         widgets.stage_and_reference(found)
     try:
-        waiting = background_job(view.model, view.stage) if view.geometry != "cosine" else None
+        needs_background = geometry_spec(view.settings.geometry).needs_background
+        waiting = background_job(lm, view.settings.stage) if needs_background else None
         if waiting is not None:
             st.info(
                 literal(
-                    f"The {view.geometry} geometry needs statistics of the shipped corpus at stage {view.stage}: "
+                    f"The {view.settings.geometry} geometry needs statistics of the shipped corpus at stage "
+                    f"{view.settings.stage}: "
                     f"one forward pass over its {len(corpus_sentences())} sentences, once per model and stage. The "
                     "page appears when they are ready; other pages and sessions keep working meanwhile."
                 ),
@@ -129,7 +134,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
             widgets.follow_job(waiting)
             st.stop()
         with st.spinner("Tracing every token through every layer…"):
-            result = view_analysis(view, extras)
+            result = view_analysis(lm, view, extras)
     except ValueError as error:
         _fail(str(error))
     info_slot.caption(literal(widgets.model_info_line(info, lm.self_check)))
@@ -151,7 +156,9 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     st.query_params.from_dict(view_to_query(view))
     classes = result.derived("word_classes", lambda: word_classes(result.tokens))
     highlighted = sorted(set(view.highlight) | set(classes.index[classes.isin(view.classes)]))
-    return Context(view=view, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted)
+    return Context(
+        view=view, lm=lm, info=info, capabilities=found, result=result, classes=classes, highlighted=highlighted
+    )
 
 
 def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult | None:
@@ -162,8 +169,8 @@ def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.Lens
     try:
         if not view.masked:
             with st.spinner("Reading every layer through the model's own head…"):
-                return view_lens(view, extras)
-        job = masked_lens_job(view.model, view.text, view.lens_stage, view.top_k)
+                return view_lens(context.lm, view, extras)
+        job = masked_lens_job(context.lm, view.text, view.lens_stage, view.settings.top_k)
     except ValueError as error:
         _fail(str(error))
     if job.running:
@@ -212,7 +219,7 @@ def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, ob
     its replacement (a dict of View fields), and a notice for each saying why."""
     changes, notices = {}, []
     for field in ("stage", "reference", "lens_stage"):
-        asked = getattr(view, field)
+        asked = view.value(field)
         why = found.reason(asked)
         if why is not None:
             changes[field] = FALLBACKS[asked]
@@ -220,7 +227,7 @@ def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, ob
             notices.append(f"{found.model} has no {name} {asked}: {why}. Showing {name} {changes[field]} instead.")
     for field, lacking, instead in (("lens", "lens", "the vocabulary view"), ("masked", "masked lens", "the lens")):
         why = found.reason(field)
-        if why is None or not getattr(view, field) or field in changes:
+        if why is None or not view.value(field) or field in changes:
             continue
         changes.update({"lens": False, "masked": False} if field == "lens" else {"masked": False})
         if view.lens:
@@ -231,9 +238,9 @@ def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, ob
 def _within_vocabulary(view: View, vocabulary: int) -> View:
     """The view with k and N cut to the model's vocabulary (a link or a larger model's choice can ask for more),
     saying so in the page."""
-    if view.top_k <= vocabulary and view.overlap_n <= vocabulary:
+    if view.settings.top_k <= vocabulary and view.settings.overlap_n <= vocabulary:
         return view
-    update_view(top_k=min(view.top_k, vocabulary), overlap_n=min(view.overlap_n, vocabulary))
+    update_view(top_k=min(view.settings.top_k, vocabulary), overlap_n=min(view.settings.overlap_n, vocabulary))
     st.info(literal(f"k and N are cut to this model's vocabulary of {vocabulary:,} items."), icon=":material/info:")
     return current_view()
 
@@ -249,10 +256,10 @@ def _fall_back_to_available(view: View, found: analysis.Capabilities) -> View:
 
 
 def compared_models(
-    view: View, defaults: tuple[str, str], read: Callable[[str], T]
+    view: View, defaults: tuple[str, str], read: Callable[[analysis.LoadedModel], T]
 ) -> tuple[list[str], list[T], list[str]]:
-    """The two models Base vs large compares, what `read(model)` gives for each, and notices. The view's picks
-    (`model_a`, `model_b`) are loaded and read one at a time (so a tight memory budget never holds both); a pick
+    """The two models Base vs large compares, what `read(lm)` gives for each, and notices. The view's picks
+    (`model_a`, `model_b`) are loaded (`page_model`) and read one at a time; a pick
     that cannot load or be read is replaced by its default, with a notice saying why, and dropped from the view
     (and the link). A default that fails too is shown as an error, ending the run."""
     models, outputs, notices = [], [], []
@@ -260,8 +267,7 @@ def compared_models(
         for name in dict.fromkeys([asked or default, default]):
             try:
                 with st.spinner(literal(f"Loading {name} and tracing the text through it…")):
-                    loaded_lm(name)  # the checks, and a download with a progress bar, before a first load
-                    outputs.append(read(name))
+                    outputs.append(read(page_model(name)))
             except ValueError as error:
                 if name == default:
                     _fail(f"{name}: {error}")

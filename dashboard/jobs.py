@@ -23,12 +23,13 @@ import streamlit as st
 import analysis
 from analysis.corpus.cost import corpus_seconds
 from analysis.corpus.counts import corpus_spikes, unreadable_texts
-from analysis.corpus.engine import SweepSettings
 from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
+from analysis.model.derived import statistics_ready
 from analysis.model.loading import load_model
-from analysis.scoring.geometry import corpus_statistics, has_background
-from dashboard.cache import loaded_lm
+from analysis.scoring.geometry import corpus_statistics
+from analysis.settings import AnalysisSettings
+from dashboard.cache import BY_MODEL
 
 
 @dataclass
@@ -200,112 +201,107 @@ def job_board() -> JobBoard:
     return JobBoard()
 
 
-def _model_of(model: str) -> Callable[[], analysis.LoadedModel]:
-    """Check `model` now, in the page (allowlist, size, device), and return what loads it in the worker: by name,
-    from the package's model cache, so that a finished job holds no model (a released model is freed)."""
-    device = loaded_lm(model, interactive=False).device
+def _model_of(lm: analysis.LoadedModel) -> Callable[[], analysis.LoadedModel]:
+    """What loads `lm` in the worker (the page's model, already checked): by name, from the package's model cache,
+    on its device, so that a finished job holds no model (a released model is freed)."""
+    name, device = lm.name, lm.device
 
     def load() -> analysis.LoadedModel:
-        lm = load_model(model)
-        lm.move_to(device)
-        return lm
+        loaded = load_model(name)
+        loaded.move_to(device)
+        return loaded
 
     return load
 
 
-def statistics_ready(model: str, stage: analysis.Stage) -> bool:
-    """Whether this model's corpus statistics of `stage` are computed (the geometries and baselines need them)."""
-    return has_background(loaded_lm(model, interactive=False), stage)
+def _statistics_first(job: Job, lm: analysis.LoadedModel, stage: analysis.Stage, needed: bool = True) -> None:
+    """The job's first phase where its work needs this model's corpus statistics of `stage` and they are missing:
+    computing them (`corpus_statistics`)."""
+    if needed and not statistics_ready(lm, stage):
+        job.start_phase(f"Corpus statistics of {stage} in {lm.name}")
+        corpus_statistics(lm, stage, job.progress)
 
 
-def background_job(model: str, stage: analysis.Stage) -> Job | None:
+def background_job(lm: analysis.LoadedModel, stage: analysis.Stage) -> Job | None:
     """None when this model's corpus statistics of `stage` are ready; else the job computing them (started here
     when none runs: also after the model was released and loaded again, which drops them)."""
-    if statistics_ready(model, stage):
+    if statistics_ready(lm, stage):
         return None
-    key = ("background", model, stage)
+    key = ("background", lm.name, stage)
     found = job_board().get(key)
     if found is not None and (found.running or found.error):
         return found
-    lm_of = _model_of(model)
-
-    def work(job: Job) -> None:
-        job.start_phase(f"Corpus statistics of {stage} in {model}")
-        corpus_statistics(lm_of(), stage, job.progress)
-
-    return job_board().start(key, f"Corpus statistics of {stage}", "sentence", work, again=True)
+    lm_of = _model_of(lm)
+    return job_board().start(
+        key, f"Corpus statistics of {stage}", "sentence", lambda job: _statistics_first(job, lm_of(), stage), again=True
+    )
 
 
-def _verdict_key(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> tuple:
-    return ("verdict", model, stage, reference, rogue_k)
+def _verdict_key(model: str, settings: AnalysisSettings) -> tuple:
+    return ("verdict", model, settings.stage, settings.reference, settings.rogue_k)
 
 
-def find_verdict(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job | None:
-    """The verdict job of these settings, running or finished, if one was started."""
-    return job_board().get(_verdict_key(model, stage, reference, rogue_k))
+def find_verdict(lm: analysis.LoadedModel, settings: AnalysisSettings) -> Job | None:
+    """The verdict job of these settings (their stage, reference and rogue_k), running or finished, if one was
+    started."""
+    return job_board().get(_verdict_key(lm.name, settings))
 
 
-def verdict_job(model: str, stage: analysis.Stage, reference: analysis.Reference, rogue_k: int) -> Job:
-    """The verdict over the shipped corpus (every method), started when none runs for these settings; it first
-    computes the corpus statistics its geometries need, where they are missing."""
-    lm_of = _model_of(model)
+def verdict_job(lm: analysis.LoadedModel, settings: AnalysisSettings) -> Job:
+    """The verdict over the shipped corpus (every method, at the settings' stage, reference and rogue_k), started
+    when none runs for them; it first computes the corpus statistics its geometries need, where they are missing."""
+    lm_of = _model_of(lm)
 
     def work(job: Job) -> pd.DataFrame:
-        lm = lm_of()
-        if not has_background(lm, stage):
-            job.start_phase("Corpus statistics for the geometries")
-            corpus_statistics(lm, stage, job.progress)
+        loaded = lm_of()
+        _statistics_first(job, loaded, settings.stage)
         job.start_phase("Verdict")
-        return spike_verdict(lm, stage=stage, reference=reference, rogue_k=rogue_k, on_progress=job.progress)
+        return spike_verdict(loaded, settings, on_progress=job.progress)
 
-    return job_board().start(_verdict_key(model, stage, reference, rogue_k), "Verdict", "sentence", work)
+    return job_board().start(_verdict_key(lm.name, settings), "Verdict", "sentence", work)
 
 
-def masked_lens_job(model: str, text: str, stage: analysis.Stage, top_k: int) -> Job:
+def masked_lens_job(lm: analysis.LoadedModel, text: str, stage: analysis.Stage, top_k: int) -> Job:
     """The masked lens of `text` (one copy per token, each hidden behind the mask token), started when none ran
     for these settings: it runs the model on every copy, so it is long work for a long text."""
-    lm_of = _model_of(model)
+    lm_of = _model_of(lm)
 
     def work(job: Job) -> analysis.LensResult:
-        job.start_phase(f"Masked lens of {model}")
+        job.start_phase(f"Masked lens of {lm.name}")
         return analysis.lens(lm_of(), text, stage=stage, top_k=top_k, masked=True, on_progress=job.progress)
 
-    return job_board().start(("masked_lens", model, text, stage, top_k), "Masked lens", "masked copy", work)
+    return job_board().start(("masked_lens", lm.name, text, stage, top_k), "Masked lens", "masked copy", work)
 
 
-def _corpus_key(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> tuple:
-    return ("corpus", model, settings, hashlib.sha256("\n".join(texts).encode()).hexdigest())
+def _corpus_key(model: str, settings: AnalysisSettings, texts: tuple[str, ...]) -> tuple:
+    scoring = (settings.stage, settings.reference, settings.geometry, settings.rogue_k)
+    return ("corpus", model, scoring, hashlib.sha256("\n".join(texts).encode()).hexdigest())
 
 
-def find_corpus(model: str, settings: SweepSettings, texts: tuple[str, ...]) -> Job | None:
+def find_corpus(lm: analysis.LoadedModel, settings: AnalysisSettings, texts: tuple[str, ...]) -> Job | None:
     """The corpus check job of these settings and texts, running or finished, if one was started."""
-    return job_board().get(_corpus_key(model, settings, texts))
+    return job_board().get(_corpus_key(lm.name, settings, texts))
 
 
-def corpus_job(model: str, settings: SweepSettings, texts: tuple[str, ...], source: str) -> Job:
-    """The corpus check of `texts` (named `source`) under the settings' one geometry, started when none runs.
-    Its result: the spike shares, and the indices of the texts skipped for having no token the model reads."""
-    lm_of = _model_of(model)
-    (geometry,) = settings.methods
+def corpus_job(lm: analysis.LoadedModel, settings: AnalysisSettings, texts: tuple[str, ...], source: str) -> Job:
+    """The corpus check of `texts` (named `source`) under the settings' geometry, started when none runs. Its
+    result: the spike shares, and the indices of the texts skipped for having no token the model reads."""
+    lm_of = _model_of(lm)
 
     def work(job: Job) -> tuple[pd.DataFrame, list[int]]:
-        lm = lm_of()
-        if geometry != "cosine" and not has_background(lm, settings.stage):
-            job.start_phase("Corpus statistics for the geometry")
-            corpus_statistics(lm, settings.stage, job.progress)
+        loaded = lm_of()
+        _statistics_first(job, loaded, settings.stage, needed=settings.geometry != "cosine")
         job.start_phase(f"Corpus check of {source}")
-        shares = corpus_spikes(
-            lm, list(texts), stage=settings.stage, reference=settings.reference, geometry=geometry,
-            rogue_k=settings.rogue_k, on_progress=job.progress,
-        )  # fmt: skip
-        return shares, unreadable_texts(lm, list(texts))
+        return corpus_spikes(loaded, list(texts), settings, on_progress=job.progress), unreadable_texts(
+            loaded, list(texts)
+        )
 
-    return job_board().start(_corpus_key(model, settings, texts), "Corpus check", "text", work)
+    return job_board().start(_corpus_key(lm.name, settings, texts), "Corpus check", "text", work)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False, hash_funcs=BY_MODEL)
 def estimated_seconds(
-    model: str,
+    lm: analysis.LoadedModel,
     texts: tuple[str, ...],
     methods: tuple[Method, ...],
     classes: tuple[str, ...] | None,
@@ -314,5 +310,4 @@ def estimated_seconds(
     """How long the counting engine takes on `texts` here now, low and high (`analysis.corpus.cost`: a timed
     probe, redone after 30 s so the estimate follows the machine's load), with the corpus statistics' forward
     passes where they must be computed first."""
-    lm = loaded_lm(model, interactive=False)
     return corpus_seconds(lm, list(texts), methods, classes=classes, forward_passes=1 + with_statistics)

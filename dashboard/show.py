@@ -10,6 +10,7 @@ import streamlit as st
 import analysis
 from analysis.charts import Figure
 from analysis.report.reports import short_name
+from analysis.settings import AnalysisSettings
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|:~$&=\"'])")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.]+")
@@ -38,11 +39,18 @@ def file_name(name: str, extension: str) -> str:
 def settings_line(result: analysis.AnalysisResult) -> str:
     """`model · stage attn_residual · reference position · geometry cosine · 14 tokens`: what a result was computed
     with, in one line (the choices are explained once, in `explanations`)."""
-    geometry = f"no_rogue, {result.rogue_k} dimensions removed" if result.geometry == "no_rogue" else result.geometry
-    return (
-        f"Model {result.model} · stage {result.stage} · reference {result.reference} · geometry {geometry} · "
-        f"{len(result.tokens)} tokens"
-    )
+    if result.method == "original_demo":
+        how = f"the original demo's computation · reference {result.settings.reference}"
+    else:
+        how = settings_words(result.settings)
+    return f"Model {result.model} · {how} · {len(result.tokens)} tokens"
+
+
+def settings_words(settings: AnalysisSettings, separator: str = " · ") -> str:
+    """`stage attn_residual · reference position · geometry cosine`, the removed dimensions named under no_rogue."""
+    geometry = f"no_rogue, {settings.rogue_k} dimensions removed" if settings.geometry == "no_rogue" else None
+    parts = (f"stage {settings.stage}", f"reference {settings.reference}", f"geometry {geometry or settings.geometry}")
+    return separator.join(parts)
 
 
 def caption(result: analysis.AnalysisResult, measured: str) -> None:
@@ -84,7 +92,7 @@ def chart(figure: Figure, name: str, key: str, on_select=None, context=None):
         view = context.view
         figure = figure.titled(
             name.replace("_", " "),
-            f"{view.model} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}",
+            f"{view.model} · {settings_words(view.settings)}",
         )
     spec = figure.vega_lite()
     if on_select is None:

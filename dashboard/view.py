@@ -10,8 +10,9 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
-from analysis.definitions import DEFAULTS, LENS_STAGE, SEED_SENTENCE, WORD_CLASSES, AnalysisSettings
+from analysis.definitions import LENS_STAGE, SEED_SENTENCE, WORD_CLASSES
 from analysis.model.loading import resolve_model
+from analysis.settings import SEED_SETTINGS, AnalysisSettings
 from dashboard.settings import settings
 
 TOP_K_RANGE = (1, 50)
@@ -76,14 +77,9 @@ class View:
 
     text: str = SEED_SENTENCE
     model: str = analysis.BUNDLED_MODEL
-    stage: analysis.Stage = DEFAULTS.stage
-    reference: analysis.Reference = "position"  # the seed's; a model without absolute positions falls back
-    geometry: analysis.Geometry = DEFAULTS.geometry
-    rogue_k: int = DEFAULTS.rogue_k
+    settings: AnalysisSettings = SEED_SETTINGS  # a model without the seed's reference falls back (the page says so)
     highlight: tuple[int, ...] = ()
     classes: tuple[str, ...] = ()
-    top_k: int = DEFAULTS.top_k
-    overlap_n: int = DEFAULTS.overlap_n
     layer: int = -1  # deep-dive layer; -1 = the opening layer (top spike layer, else where ranks change most)
     head: int = 0  # deep-dive attention head
     model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
@@ -93,10 +89,23 @@ class View:
     masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
     lens_stage: analysis.Stage = LENS_STAGE  # where the lens reads: block outputs, the classic logit lens
 
-    @property
-    def settings(self) -> AnalysisSettings:
-        """The analysis settings of this view (what its analysis is keyed on besides model and text)."""
-        return AnalysisSettings(self.stage, self.reference, self.geometry, self.rogue_k, self.top_k, self.overlap_n)
+    def changed(self, **changes: object) -> View:
+        """This view with `changes` to its own fields or to its settings' (`stage=…`, `top_k=…`: a link, a widget
+        and the pages name a setting as they name any other field)."""
+        own = {name: value for name, value in changes.items() if name not in SETTING_FIELDS}
+        settings = {name: value for name, value in changes.items() if name in SETTING_FIELDS}
+        return replace(self, **own, settings=replace(self.settings, **settings))
+
+    def value(self, name: str) -> object:
+        """The view's field or setting called `name` (what `changed` and the link name it)."""
+        return getattr(self.settings if name in SETTING_FIELDS else self, name)
+
+
+SETTING_FIELDS = frozenset(field.name for field in fields(AnalysisSettings))
+LINK_FIELDS = tuple(
+    name for field in fields(View) for name in ((*SETTING_FIELDS,) if field.name == "settings" else (field.name,))
+)
+"""Every name a link carries: the view's fields, its settings' in place of `settings`."""
 
 
 def check_view_text(text: object) -> str:
@@ -187,15 +196,15 @@ def view_from_query(params: Mapping[str, str | list[str]], defaults: View) -> tu
             values[name] = _PARSERS[name](value)
         except ValueError as error:
             notices.append(f"The link's {name} was not usable ({error}); using the default instead.")
-    return replace(defaults, **values), notices
+    return defaults.changed(**values), notices
 
 
 def view_to_query(view: View) -> dict[str, str]:
     """Every field as a query-string value, so a copied link reproduces the view anywhere."""
     query = {}
-    for field in fields(View):
-        value = getattr(view, field.name)
-        query[field.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    for name in LINK_FIELDS:
+        value = view.value(name)
+        query[name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return query
 
 
@@ -208,4 +217,4 @@ def update_view(**changes) -> None:
     """Change the view; a new text or model resets the highlighted positions, which no longer apply."""
     if {"text", "model"} & changes.keys():
         changes.setdefault("highlight", ())
-    st.session_state[VIEW] = replace(current_view(), **changes)
+    st.session_state[VIEW] = current_view().changed(**changes)

@@ -33,7 +33,7 @@ def bind(field: str, value: object = None, *, widget: str | None = None, convert
     """Keyword arguments that tie a widget to a view field: a key seeded from the view before the widget is drawn
     (so values survive page switches), and an on_change that writes the widget's value, converted, back."""
     key = f"w_{widget or field}"
-    st.session_state[key] = getattr(current_view(), field) if value is None else value
+    st.session_state[key] = current_view().value(field) if value is None else value
     return {"key": key, "on_change": lambda: update_view(**{field: convert(st.session_state[key])})}
 
 
@@ -60,7 +60,7 @@ def clickable_trajectories(
     line (cosine)."""
     key = f"{measure}_chart"
     lens = isinstance(result, analysis.LensResult)
-    geometry = "cosine" if lens else result.geometry
+    geometry = "cosine" if lens else result.settings.geometry
     figure = trajectory_chart(
         result.metrics, measure, highlighted, classes=classes, baseline=baseline, geometry=geometry
     )
@@ -213,7 +213,7 @@ def geometry_picker() -> None:
         + " ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.GEOMETRIES.items()),
         **bind("geometry"),
     )
-    if current_view().geometry == "no_rogue":
+    if current_view().settings.geometry == "no_rogue":
         st.number_input(
             "rogue_k: dimensions removed",
             *ROGUE_K_RANGE,

@@ -10,20 +10,15 @@ from dashboard.controller import Context, open_page, page_lens
 from dashboard.jobs import background_job
 from dashboard.widgets import clickable_trajectories, follow_job, lens_controls
 
-context = open_page("Layer trajectories")
-result, view = context.result, context.view
-
-st.header("Layer trajectories")
-show.explanations()
-lens_controls(context.capabilities, context.info.causal)
-
 
 def vocabulary_view(context: Context) -> None:
+    """Every token's cosine to its own reference per layer, against the anisotropy baseline, and the table."""
+    result, view = context.result, context.view
     show.caption(result, "Cosine similarity of each token's vector with its own original embedding, per layer")
     baseline = waiting = None
-    if view.geometry == "cosine":
-        waiting = background_job(view.model, view.stage)
-        baseline = view_background(view).anisotropy if waiting is None else None
+    if view.settings.geometry == "cosine":
+        waiting = background_job(context.lm, view.settings.stage)
+        baseline = view_background(context.lm, view).vectors.anisotropy if waiting is None else None
     clickable_trajectories(
         result, context.highlighted, "cosine", "cosine_trajectories", classes=context.classes, baseline=baseline
     )
@@ -36,7 +31,7 @@ def vocabulary_view(context: Context) -> None:
         + (
             " Dashed: the anisotropy baseline, the mean cosine between the stage vectors of two different tokens of "
             "the shipped corpus at that layer; a token's cosine near it says little about its own embedding."
-            if view.geometry == "cosine"
+            if view.settings.geometry == "cosine"
             else " The anisotropy baseline is drawn under the plain cosine geometry; this geometry changes what a "
             "random pair's cosine is."
         )
@@ -47,6 +42,7 @@ def vocabulary_view(context: Context) -> None:
 
 
 def lens_view(context: Context) -> None:
+    """What each layer predicts for each token's target: its probability, and the prediction's entropy."""
     lens = page_lens(context)
     if lens is None:  # masked mode still running, or failed: its progress or error is shown
         return
@@ -65,7 +61,11 @@ def lens_view(context: Context) -> None:
     show.table(lens.metrics, "lens", key="lens_table", column_help=LENS_COLUMNS)
 
 
-if view.lens:
+context = open_page("Layer trajectories")
+st.header("Layer trajectories")
+show.explanations()
+lens_controls(context.capabilities, context.info.causal)
+if context.view.lens:
     lens_view(context)
 else:
     vocabulary_view(context)

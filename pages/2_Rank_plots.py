@@ -15,19 +15,12 @@ from dashboard.widgets import bind, clickable_trajectories, lens_controls
 
 OVERLAP_SIZES = [10, 25, 50, 100, 200, 500, 1000]
 
-context = open_page("Rank plots")
-result = context.result
-vocabulary = context.info.vocab_size
 
-st.header("Rank plots")
-show.explanations()
-lens_controls(context.capabilities, context.info.causal)
-
-
-def token_and_k(positions: list[int], noun: str) -> int:
-    """The token to show (the first highlighted one) and the k slider; returns the token's position."""
-    labels = dict(zip(result.tokens["position"], result.tokens["text"], strict=True))
-    content = [p for p in positions if not result.tokens["special"][p]]
+def token_and_k(context: Context, positions: list[int], noun: str) -> int:
+    """The token to show (the first highlighted one of `positions`) and the k slider; returns its position."""
+    tokens = context.result.tokens
+    labels = dict(zip(tokens["position"], tokens["text"], strict=True))
+    content = [p for p in positions if not tokens["special"][p]]
     focus = next((p for p in context.view.highlight if p in positions), content[0] if content else positions[0])
     left, right = st.columns([2, 3])
     left.selectbox(
@@ -52,6 +45,8 @@ def grid_table(grid: pd.DataFrame, rows: pd.DataFrame, focus: int, *, name: str,
 
 
 def vocabulary_view(context: Context) -> None:
+    """Each token's rank per layer, its nearest neighbours per layer, and how its neighbourhood changes."""
+    result, vocabulary = context.result, context.info.vocab_size
     show.caption(result, f"Rank of each token's own embedding among all {vocabulary:,} vocabulary embeddings")
     clickable_trajectories(result, context.highlighted, "rank", "rank_trajectories", classes=context.classes)
     st.caption(
@@ -60,8 +55,8 @@ def vocabulary_view(context: Context) -> None:
     )
 
     st.subheader("Nearest vocabulary neighbours per layer")
-    focus = token_and_k(result.tokens["position"].tolist(), "Neighbours")
-    k = context.view.top_k
+    focus = token_and_k(context, result.tokens["position"].tolist(), "Neighbours")
+    k = context.view.settings.top_k
     label = token_label(focus, result.tokens["text"][focus])
     show.caption(
         result,
@@ -74,19 +69,23 @@ def vocabulary_view(context: Context) -> None:
     st.subheader("Neighbour overlap between layers")
     st.select_slider(
         "Neighbourhood size N",
-        sorted({*(n for n in OVERLAP_SIZES if n <= vocabulary), context.view.overlap_n}),
+        sorted({*(n for n in OVERLAP_SIZES if n <= vocabulary), context.view.settings.overlap_n}),
         help="How many nearest vocabulary items make a token's neighbourhood at a layer.",
         **bind("overlap_n"),
     )
+    n = result.settings.overlap_n
     show.caption(
         result,
-        f"How many of a token's top {result.overlap_n} neighbours at layer l were also among its top "
-        f"{result.overlap_n} at layer l-1, and in its original neighbourhood (the neighbours of its reference vector)",
+        f"How many of a token's top {n} neighbours at layer l were also among its top {n} at layer l-1, and in its "
+        "original neighbourhood (the neighbours of its reference vector)",
     )
     show.chart(overlap_chart(result, context.highlighted), "neighbour_overlap", key="overlap_chart", context=context)
 
 
 def lens_view(context: Context) -> None:
+    """The target's rank among the predictions per layer, the top predictions per layer, and the distance from the
+    final prediction."""
+    vocabulary = context.info.vocab_size
     lens = page_lens(context)
     if lens is None:  # masked mode still running, or failed: its progress or error is shown
         return
@@ -100,9 +99,9 @@ def lens_view(context: Context) -> None:
     )
 
     st.subheader("Top predictions per layer")
-    focus = token_and_k(lens.metrics["position"].unique().tolist(), "Predictions")
-    k = context.view.top_k
-    label = token_label(focus, result.tokens["text"][focus])
+    focus = token_and_k(context, lens.metrics["position"].unique().tolist(), "Predictions")
+    k = context.view.settings.top_k
+    label = token_label(focus, context.result.tokens["text"][focus])
     target = lens.metrics.loc[lens.metrics["position"] == focus, "target"].iloc[0]
     aim = "it has no next token to predict" if pd.isna(target) else f"the target is {target}"
     show.lens_caption(
@@ -118,6 +117,10 @@ def lens_view(context: Context) -> None:
     clickable_trajectories(lens, context.highlighted, "kl_final", "lens_kl_final", classes=context.classes)
 
 
+context = open_page("Rank plots")
+st.header("Rank plots")
+show.explanations()
+lens_controls(context.capabilities, context.info.causal)
 if context.view.lens:
     lens_view(context)
 else:

@@ -4,11 +4,11 @@ import streamlit as st
 
 from analysis.capture.trace import EXTRAS
 from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
-from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import Texts, texts_from_upload
 from analysis.corpus.verdict import VERDICT_CLASSES, verdict_methods, verdict_summary
 from analysis.data import corpus_sentences
 from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
+from analysis.model.derived import statistics_ready
 from analysis.report.reports import (
     MAX_FOLLOWED,
     LayerReport,
@@ -22,6 +22,7 @@ from analysis.report.reports import (
     token_labels,
 )
 from analysis.report.spikes import SPIKE_DEFINITION, spike_shares
+from analysis.scoring.geometry import geometry_spec
 from dashboard import show
 from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background, view_lens
 from dashboard.controller import Context, deep_dive_layer, open_page
@@ -32,7 +33,6 @@ from dashboard.jobs import (
     estimated_seconds,
     find_corpus,
     find_verdict,
-    statistics_ready,
     verdict_job,
 )
 from dashboard.settings import settings
@@ -56,13 +56,13 @@ def verdict_section(context: Context) -> None:
         )
     )
     st.markdown(" · ".join(f"**{name}**: {show.literal(meaning)}" for name, meaning in methods.items()))
-    job = find_verdict(view.model, view.stage, view.reference, view.rogue_k)
+    job = find_verdict(context.lm, view.settings)
     if job is None:
-        missing = not statistics_ready(view.model, view.stage)
-        seconds = estimated_seconds(view.model, tuple(sentences), tuple(methods), VERDICT_CLASSES, missing)
+        missing = not statistics_ready(context.lm, view.settings.stage)
+        seconds = estimated_seconds(context.lm, tuple(sentences), tuple(methods), VERDICT_CLASSES, missing)
         start_button(
             f"Run the verdict: {len(sentences)} sentences x {len(methods)} methods, about {duration(*seconds)} here",
-            lambda: verdict_job(view.model, view.stage, view.reference, view.rogue_k),
+            lambda: verdict_job(context.lm, view.settings),
             key="run_verdict",
             help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
         )
@@ -170,13 +170,13 @@ def layernorm_section(context: Context, layer: int) -> None:
         return
     view = context.view
     with st.spinner("Reading attn_residual and attn_output…"):
-        before_norm = view_analysis(view, EXTRAS, stage="attn_residual")
-        after_norm = view_analysis(view, EXTRAS, stage="attn_output")
+        before_norm = view_analysis(context.lm, view, EXTRAS, stage="attn_residual")
+        after_norm = view_analysis(context.lm, view, EXTRAS, stage="attn_output")
     norm = "attention LayerNorm" if context.info.block == "post_ln" else "MLP's input norm"
     st.caption(
         show.literal(
             f"Cosine and rank at layer {layer} at attn_residual (before) and attn_output (after) the {norm}, reference "
-            f"{view.reference}, geometry {view.geometry}."
+            f"{view.settings.reference}, geometry {view.settings.geometry}."
         )
     )
     show.table(layernorm_table(before_norm, after_norm, layer), f"layernorm_layer_{layer}", key="layernorm_table")
@@ -185,22 +185,23 @@ def layernorm_section(context: Context, layer: int) -> None:
 def baseline_section(context: Context, layer: int) -> None:
     """The anisotropy baseline per layer, and the layer's rogue dimensions with their share of the cosine."""
     view = context.view
-    waiting = background_job(view.model, view.stage)
+    waiting = background_job(context.lm, view.settings.stage)
     if waiting is not None:
         st.caption(
             show.literal(
-                f"These need statistics of the shipped corpus at stage {view.stage}: one forward pass over its "
-                f"{len(corpus_sentences())} sentences, once per model and stage."
+                f"These need statistics of the shipped corpus at stage {view.settings.stage}: one forward pass over "
+                f"its {len(corpus_sentences())} sentences, once per model and stage."
             )
         )
         follow_job(waiting)
         return
-    background = view_background(view)
+    background = view_background(context.lm, view)
     st.caption(
         show.literal(
-            f"Per layer: the mean cosine between the {view.stage} vectors of two different tokens of the corpus "
-            f"({background.n_tokens:,} tokens), beside this text's token cosines to their own references under the "
-            f"{view.geometry} geometry. Where the baseline is high, every vector is near every other."
+            f"Per layer: the mean cosine between the {view.settings.stage} vectors of two different tokens of the "
+            f"corpus ({background.vectors.n_tokens:,} tokens), beside this text's token cosines to their own "
+            f"references under the {view.settings.geometry} geometry. Where the baseline is high, every vector is near "
+            "every other."
         )
     )
     show.table(baseline_table(background, context.result), "anisotropy_baseline", key="baseline_table")
@@ -225,12 +226,12 @@ def original_demo_section(context: Context) -> None:
         return
     view = context.view
     with st.spinner("Running the original demo's computation…"):
-        demo = cached_original_demo(view.model, view.text)
+        demo = cached_original_demo(context.lm, view.text)
     st.caption(
         show.literal(
             "Rank of each token's own embedding per layer, log scale, rank 1 on top: on the left as the original "
             "demo computed it (untransposed value and output weights, no biases, raw word rows), on the right the "
-            f"exact vector of this view (stage {view.stage}, reference {view.reference}, geometry {view.geometry})."
+            f"exact vector of this view ({show.settings_words(view.settings, ', ')})."
         )
     )
     show.chart(
@@ -275,20 +276,20 @@ def corpus_section(context: Context) -> None:
     source = own.described(name) if own else f"The {len(texts)} varied English sentences shipped with Token Trails"
     st.caption(
         show.literal(
-            f"{source}, run through {view.model} (stage {view.stage}, reference {view.reference}, "
-            f"geometry {view.geometry}): the share of tokens of each word class that spike at each layer, with 95% "
-            "intervals. For thousands of texts, several geometries and a Parquet dataset, run python -m analysis sweep "
-            "--model MODEL --input FILE --out DIR."
+            f"{source}, run through {view.model} ({show.settings_words(view.settings, ', ')}): the share of tokens of "
+            "each word class that spike at each layer, with 95% intervals. For thousands of texts, several geometries "
+            "and a Parquet dataset, run python -m analysis sweep --model MODEL --input FILE --out DIR."
         )
     )
-    settings_ = SweepSettings(view.stage, view.reference, (view.geometry,), view.rogue_k)
-    job = find_corpus(view.model, settings_, texts)
+    job = find_corpus(context.lm, view.settings, texts)
     if job is None:
-        missing = view.geometry != "cosine" and not statistics_ready(view.model, view.stage)
-        seconds = estimated_seconds(view.model, texts, (view.geometry,), None, missing)
+        missing = geometry_spec(view.settings.geometry).needs_background and not statistics_ready(
+            context.lm, view.settings.stage
+        )
+        seconds = estimated_seconds(context.lm, texts, (view.settings.geometry,), None, missing)
         start_button(
             f"Run the corpus check: {len(texts):,} texts, about {duration(*seconds)} here",
-            lambda: corpus_job(view.model, settings_, texts, name or "the shipped corpus"),
+            lambda: corpus_job(context.lm, view.settings, texts, name or "the shipped corpus"),
             key="run_corpus",
             help="Runs on the server whatever you do meanwhile; every session sees the result once it is done.",
         )
@@ -311,9 +312,13 @@ with section("Is the spike real? Every method over the shipped corpus", "verdict
 layer = layer_section(context)
 st.subheader(f"Layer {layer}")
 with st.spinner(f"Decomposing layer {layer}'s attention into its {context.info.heads} heads…"):
-    parts, attribution = cached_heads(context.view.model, context.view.text, layer, context.view.reference)
+    parts, attribution = cached_heads(context.lm, context.view.text, layer, context.view.settings.reference)
 # The lens columns read the very vectors the rank columns rank: the view's stage, not the lens view's stage.
-lens = view_lens(context.view, EXTRAS, stage=context.view.stage) if context.capabilities.lens else None
+lens = (
+    view_lens(context.lm, context.view, EXTRAS, stage=context.view.settings.stage)
+    if context.capabilities.lens
+    else None
+)
 report = layer_report(context.result, context.classes, parts, attribution, lens)
 with section(f"Which tokens leap at layer {layer}", "leaps", expanded=True):
     leaps_section(context, report)

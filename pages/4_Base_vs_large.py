@@ -1,6 +1,6 @@
 """Base vs large: the same text through two models, on relative depth, with per-model summaries and CKA."""
 
-from dataclasses import replace
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -13,11 +13,11 @@ from dashboard import show
 from dashboard.cache import cached_capabilities, hub_model_available, view_analysis, view_lens
 from dashboard.controller import compared_models, open_page, replacements
 from dashboard.settings import settings
-from dashboard.view import MODEL_PRESETS, model_labeller
+from dashboard.view import MODEL_PRESETS, View, model_labeller
 from dashboard.widgets import bind
 
-context = open_page("Base vs large")
-view = context.view
+Reading = tuple[analysis.AnalysisResult, analysis.LensResult | None, str | None, list[str]]
+"""One compared model's analysis, its lens (None: it has none), why it has none, and notices."""
 
 
 def default_pair() -> tuple[str, str, str | None]:
@@ -37,20 +37,27 @@ def default_pair() -> tuple[str, str, str | None]:
     )
 
 
-def read(name: str) -> tuple[analysis.AnalysisResult, analysis.LensResult | None, str | None, list[str]]:
-    """One model's analysis of the view, its lens (or why it has none), and notices for what it lacks."""
-    found = cached_capabilities(name)
-    changes, notices = replacements(view, found)
-    shown = replace(view, **changes)
-    lens = view_lens(shown, model=name) if found.lens else None
-    return view_analysis(shown, model=name), lens, found.reason("lens"), notices
+def reader(view: View) -> Callable[[analysis.LoadedModel], Reading]:
+    """What reads one compared model: its analysis of `view`, its lens (or why it has none), and notices for what
+    it lacks."""
+
+    def read(lm: analysis.LoadedModel) -> Reading:
+        found = cached_capabilities(lm)
+        changes, notices = replacements(view, found)
+        shown = view.changed(**changes)
+        lens = view_lens(lm, shown) if found.lens else None
+        return view_analysis(lm, shown), lens, found.reason("lens"), notices
+
+    return read
 
 
+context = open_page("Base vs large")
+view = context.view
 st.header("Base vs large")
 show.explanations()
 notes, pickers = st.container(), st.container()
 first_default, second_default, why = default_pair()
-models, outputs, said = compared_models(view, (first_default, second_default), read)
+models, outputs, said = compared_models(view, (first_default, second_default), reader(view))
 show.name_downloads("Base vs large", models)
 results = [result for result, _, _, _ in outputs]
 lenses = [lens for _, lens, _, _ in outputs if lens is not None]
@@ -99,9 +106,7 @@ if not comparison.same_tokens:
 
 shown_models = list(dict.fromkeys(models))
 both = "the model" if same else "both models"
-settings_line = (
-    f"{' vs '.join(shown_models)} · stage {view.stage} · reference {view.reference} · geometry {view.geometry}"
-)
+settings_line = f"{' vs '.join(shown_models)} · {show.settings_words(view.settings)}"
 st.subheader("Trajectories on relative depth")
 for measure, what in (("cosine", "Cosine similarity to the original embedding"), ("rank", "Rank of the own embedding")):
     show.caption(results[0], f"{what}, {both} on relative depth" + ("" if same else ", overlaid"))

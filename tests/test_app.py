@@ -191,10 +191,10 @@ def test_query_string_round_trip():
     assert_clean(app)
     assert not app.info
     view = app.session_state["view"]
-    assert (view.text, view.stage, view.reference, view.highlight, view.classes) == (
+    assert (view.text, view.settings.stage, view.settings.reference, view.highlight, view.classes) == (
         "A period. A comma.", "layer_output", "embedding", (2, 3), ("function",)
     )  # fmt: skip
-    assert (view.top_k, view.overlap_n) == (7, 25)
+    assert (view.settings.top_k, view.settings.overlap_n) == (7, 25)
     assert len(app.dataframe[0].value) == 7  # k neighbour rows
     written = {name: app.query_params[name] for name in query}
     assert written == query
@@ -207,7 +207,7 @@ def test_bad_and_stale_link_values_open_with_defaults_and_a_notice():
     for fragment in ("stage", "top\\_k", "color", "model", "Dropped highlighted positions \\[99\\]"):
         assert fragment in notices
     view = app.session_state["view"]
-    assert (view.stage, view.top_k, view.highlight) == ("attn_residual", 15, ())
+    assert (view.settings.stage, view.settings.top_k, view.highlight) == ("attn_residual", 15, ())
 
 
 @pytest.mark.parametrize(
@@ -430,7 +430,7 @@ def test_trajectories_draw_the_anisotropy_baseline_and_colour_by_word_class():
     rows = chart_rows(app, 0)
     baseline = rows[rows["position"] < 0].sort_values("layer")
     background = analysis.background(analysis.load_model(analysis.BUNDLED_MODEL), "attn_residual", "position")
-    np.testing.assert_allclose(baseline["cosine"], background.anisotropy)
+    np.testing.assert_allclose(baseline["cosine"], background.vectors.anisotropy)
     tokens = rows[rows["position"] >= 0]
     assert set(tokens["word_class"]) == {"function", "content", "punctuation", "special"}
     assert '"word class"' in specs(app)[0]  # a legend for the colours

@@ -38,7 +38,7 @@ def test_a_link_to_a_missing_stage_opens_with_a_notice_and_the_choice_disabled(f
     assert "has no stage attn_output: GPT-NeoX / Pythia" in said and "Showing stage attn_residual instead" in said
     assert "has no reference position" in said and "Showing reference embedding instead" in said
     view = app.session_state["view"]
-    assert (view.stage, view.reference) == ("attn_residual", "embedding")
+    assert (view.settings.stage, view.settings.reference) == ("attn_residual", "embedding")
     stage, missing_stage, reference, missing_reference = app.sidebar.radio[:4]
     assert stage.options == ["layer_input", "attn_residual", "layer_output"]
     assert missing_stage.options == ["attn_output"] and missing_stage.disabled
@@ -65,7 +65,9 @@ def test_every_page_draws_other_families(family_folder, family, page):
         shown = attention.pivot_table(index="query", columns="key", values="attention", sort=False).to_numpy()
         np.testing.assert_allclose(shown, expected, rtol=0, atol=1e-6)
         return
-    result = analysis.analyze(lm, view.text, stage=view.stage, reference=view.reference, top_k=1, overlap_n=1)
+    result = analysis.analyze(
+        lm, view.text, stage=view.settings.stage, reference=view.settings.reference, top_k=1, overlap_n=1
+    )
     rows = chart_rows(app, chart_holding(app, '"field": "rank"'))
     rows = rows[rows["rank"].notna()].sort_values(["layer", "position"])  # not the dashed baseline's rows
     expected = result.metrics.sort_values(["layer", "position"])
@@ -164,7 +166,7 @@ def test_a_link_asking_for_more_neighbours_than_the_vocabulary_holds_is_cut_with
     app = open_app(model=folder, overlap_n="1000")  # the link opens on the home page, which says so
     assert_clean(app)
     assert "k and N are cut to this model's vocabulary of 400 items" in notices(app)
-    assert app.session_state["view"].overlap_n == 400
+    assert app.session_state["view"].settings.overlap_n == 400
     app.switch_page(RANKS).run()
     assert_clean(app)
     assert max(app.select_slider[0].options, key=int) == "400" and chart_holding(app, "of top 400")

@@ -21,7 +21,7 @@ from analysis.charts import (
     trajectory_chart,
     verdict_chart,
 )
-from analysis.definitions import METHODS, SEED_SENTENCE
+from analysis.definitions import GEOMETRIES, METHODS, SEED_SENTENCE, WORD_CLASSES
 from analysis.report.reports import token_label
 from analysis.report.wordclass import word_classes
 
@@ -85,8 +85,8 @@ def test_a_highlight_changes_the_rows_and_the_key_never_the_cached_spec(result):
     ("geometry", "cosine_title", "rank_title"),
     [
         ("cosine", "cosine similarity to original embedding", "rank of own embedding (1 = nearest"),
-        ("centered", "cosine to original embedding, after centering", "rank of own embedding after centering"),
-        ("standardized", "after standardizing", "rank of own embedding after standardizing"),
+        ("centered", "cosine to original embedding, after centering", "rank of own embedding, after centering"),
+        ("standardized", "after standardizing", "rank of own embedding, after standardizing"),
         ("no_rogue", "rogue dimensions removed", "rank of own embedding, rogue dimensions removed"),
     ],
 )
@@ -96,13 +96,33 @@ def test_axis_titles_follow_the_geometry(result, geometry, cosine_title, rank_ti
         assert title in y["title"]
 
 
+def test_every_geometry_has_axis_titles_of_its_own_and_an_unknown_one_is_refused(result):
+    titles = {
+        geometry: tuple(
+            trajectory_chart(result.metrics, measure, [], geometry=geometry).spec["layer"][0]["encoding"]["y"]["title"]
+            for measure in ("cosine", "rank")
+        )
+        for geometry in GEOMETRIES
+    }
+    assert len(set(titles.values())) == len(GEOMETRIES)
+    with pytest.raises(ValueError, match="Unknown geometry 'whitened'"):
+        trajectory_chart(result.metrics, "cosine", [], geometry="whitened")
+
+
 def test_word_classes_and_the_baseline_are_in_the_legend(result):
+    """With nothing highlighted, each line has its token's word-class colour and the legend names every class
+    once, in a colour of its own; the highlight layers add no legend; the baseline is keyed as a dashed line."""
     classes = word_classes(result.tokens)
     figure = trajectory_chart(result.metrics, "cosine", [], classes=classes, baseline=np.linspace(0.1, 0.2, 6))
-    faint, bold, _, baseline = figure.spec["layer"]
-    assert (faint["encoding"]["color"]["title"] == "word class" and "legend" not in bold["encoding"]["color"]) or (
-        bold["encoding"]["color"]["legend"] is None
-    )
+    faint, bold, labels, baseline = figure.spec["layer"]
+    colour = faint["encoding"]["color"]
+    assert colour["field"] == "word_class" and colour["title"] == "word class" and colour["legend"] is not None
+    assert colour["scale"]["domain"] == list(WORD_CLASSES)
+    assert len({str(shade) for shade in colour["scale"]["range"]}) == len(WORD_CLASSES)
+    lines = figure.data[figure.data["position"] >= 0]  # the baseline's rows have no token
+    by_position = lines.groupby("position")["word_class"].agg(set)
+    assert by_position.tolist() == [{word_class} for word_class in classes.sort_index()]
+    assert bold["encoding"]["color"]["legend"] is None and labels["encoding"]["color"]["legend"] is None
     dash = baseline["encoding"]["strokeDash"]
     assert dash["scale"]["domain"] == ["anisotropy baseline"] and dash["legend"] is not None
 

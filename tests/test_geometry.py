@@ -44,29 +44,31 @@ def test_background_statistics_match_a_direct_numpy_computation(tiny_roberta):
     found = compute_background(tiny_roberta, "attn_residual", "position", sentences=sentences)
     x, y = stage_and_references(tiny_roberta, sentences, "attn_residual", "position")
     n = x.shape[1]
-    assert found.n_tokens == n and found.n_sentences == 12
-    np.testing.assert_allclose(found.stage_mean, x.mean(1), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(found.stage_std, np.maximum(x.std(1), 1e-6), rtol=1e-10)
-    np.testing.assert_allclose(found.reference_mean, y.mean(0), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(found.reference_std, np.maximum(y.std(0), 1e-6), rtol=1e-10)
+    assert found.vectors.n_tokens == n and found.n_sentences == 12
+    np.testing.assert_allclose(found.vectors.mean, x.mean(1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found.vectors.std, np.maximum(x.std(1), 1e-6), rtol=1e-10)
+    np.testing.assert_allclose(found.references.mean, y.mean(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found.references.std, np.maximum(y.std(0), 1e-6), rtol=1e-10)
     unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
     for layer in range(tiny_roberta.num_layers):
         pairs = unit[layer] @ unit[layer].T
         mean_distinct = (pairs.sum() - np.trace(pairs)) / (n * (n - 1))  # the mean over ordered pairs a != b
-        assert found.anisotropy[layer] == pytest.approx(mean_distinct, rel=1e-10)
-    np.testing.assert_allclose(found.rogue_contribution.sum(-1), found.anisotropy, rtol=1e-10)
-    expected_order = np.argsort(-found.rogue_contribution, axis=-1, kind="stable")
-    np.testing.assert_array_equal(found.rogue_order, expected_order)
-    assert (np.diff(np.take_along_axis(found.rogue_contribution, found.rogue_order, -1), axis=-1) <= 0).all()
+        assert found.vectors.anisotropy[layer] == pytest.approx(mean_distinct, rel=1e-10)
+    np.testing.assert_allclose(found.vectors.rogue_contribution.sum(-1), found.vectors.anisotropy, rtol=1e-10)
+    expected_order = np.argsort(-found.vectors.rogue_contribution, axis=-1, kind="stable")
+    np.testing.assert_array_equal(found.vectors.rogue_order, expected_order)
+    assert (
+        np.diff(np.take_along_axis(found.vectors.rogue_contribution, found.vectors.rogue_order, -1), axis=-1) <= 0
+    ).all()
 
 
 def test_the_shipped_background_is_computed_once_per_model_stage_and_reference(minilm):
     first = analysis.background(minilm, "layer_output", "raw")
     assert analysis.background(minilm, "layer_output", "raw") is first
     assert first.n_sentences == len(corpus_sentences())
-    assert first.stage_mean.shape == first.stage_std.shape == (6, 384) and first.stage_mean.dtype == np.float64
+    assert first.vectors.mean.shape == first.vectors.std.shape == (6, 384) and first.vectors.mean.dtype == np.float64
     assert first.corpus["sentences"] == first.n_sentences and len(first.corpus["sha256"]) == 64
-    assert (first.anisotropy[1:] > 0).all()  # contextual vectors sit in a cone (Ethayarajh 2019)
+    assert (first.vectors.anisotropy[1:] > 0).all()  # contextual vectors sit in a cone (Ethayarajh 2019)
 
 
 MATERIALISED: dict[tuple[str, str, int], np.ndarray] = {}
@@ -92,11 +94,11 @@ def explicit_geometry_cosines(lm, stage, reference, geometry, vectors, layers, p
         for i, layer in enumerate(layers):
             v, r = vectors[layer, p].astype(np.float64), references
             if geometry in ("centered", "standardized"):
-                v, r = v - found.stage_mean[layer], r - found.reference_mean
+                v, r = v - found.vectors.mean[layer], r - found.references.mean
                 if geometry == "standardized":
-                    v, r = v / found.stage_std[layer], r / found.reference_std
+                    v, r = v / found.vectors.std[layer], r / found.references.std
             elif geometry == "no_rogue":
-                removed = found.rogue_order[layer, :rogue_k]
+                removed = found.vectors.rogue_order[layer, :rogue_k]
                 v, r = v.copy(), r.copy()
                 v[removed], r[:, removed] = 0, 0
             norms = np.linalg.norm(r, axis=1) * np.linalg.norm(v)
@@ -125,7 +127,7 @@ def test_each_geometry_scores_every_vocabulary_item_exactly(lm, stage, reference
 @pytest.mark.parametrize("geometry", ["centered", "standardized", "no_rogue"])
 def test_analyze_follows_the_geometry_in_every_table(minilm, geometry):
     result = analysis.analyze(minilm, SEED_SENTENCE, stage="layer_output", reference="embedding", geometry=geometry)
-    assert result.geometry == geometry and result.provenance["geometry"] == geometry
+    assert result.settings.geometry == geometry and result.provenance["geometry"] == geometry
     assert result.provenance["background_corpus"]["sentences"] == len(corpus_sentences())
     _, vectors = stage_vectors(minilm, SEED_SENTENCE, "layer_output")
     layers = [1, 4]
@@ -201,7 +203,7 @@ def explicit_demo_vectors(lm, text):
 @pytest.mark.parametrize("positional", [False, True])
 def test_the_original_demo_reproduces_its_formulas(lm, positional):
     result = original_demo(lm, SEED_SENTENCE, positional=positional)
-    assert result.stage == "original_demo" and result.provenance["positional"] is positional
+    assert result.method == "original_demo" and result.provenance["positional"] is positional
     expected = explicit_demo_vectors(lm, SEED_SENTENCE)
     # The demo's products in float32 (package) and float64 (here), over two products of `hidden` terms each.
     torch.testing.assert_close(torch.tensor(result.vectors, dtype=torch.float64), expected, rtol=1e-5, atol=1e-4)
@@ -306,9 +308,8 @@ def test_changing_the_reference_reuses_the_stages_statistics_without_a_forward_p
     try:
         for reference in ("raw", "embedding"):
             other = analysis.background(tiny_roberta, "layer_output", reference)
-            assert other.reference == reference and other.stage_mean is first.stage_mean
-            assert other.anisotropy is first.anisotropy and other.rogue_order is first.rogue_order
-            assert not np.allclose(other.reference_mean, first.reference_mean)
+            assert other.references.reference == reference and other.vectors is first.vectors
+            assert not np.allclose(other.references.mean, first.references.mean)
     finally:
         hook.remove()
     assert passes == []

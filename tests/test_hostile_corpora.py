@@ -18,17 +18,17 @@ import analysis
 from analysis.__main__ import main
 from analysis.capture.tokens import tokenize
 from analysis.corpus import texts as texts_module
-from analysis.corpus.engine import SweepSettings
 from analysis.corpus.texts import read_texts
 from analysis.data import corpus_sentences
 from analysis.model import loading
 from analysis.output import files as files_module
 from analysis.output.files import FolderLock
 from analysis.output.sweep import MANIFEST, SPOOL, open_sweep, write_json
+from analysis.settings import SweepSettings
 from tests.synthetic import TINY_FAMILIES
 from tests.test_sweep import TEXTS, run_sweep, texts_file
 
-SETTINGS = SweepSettings("attn_residual", "position", ("cosine",), 3)
+SETTINGS = SweepSettings(reference="position")
 UNREADABLE = ["\u200b\u200b\u200b", "\x01\x02\x03"]  # only zero-width spaces; only control characters
 
 

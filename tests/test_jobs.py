@@ -83,8 +83,8 @@ def test_the_time_left_comes_from_the_jobs_own_pace_after_its_first_batch(minilm
     30 s more (a warm-up). Until its second report the job says it is measuring the pace; from then on its
     range holds the time the rest really takes; and the warm-up never reads as minutes to go."""
     from analysis.corpus.counts import corpus_counts
-    from analysis.corpus.engine import SweepSettings
     from analysis.data import corpus_sentences
+    from analysis.settings import SweepSettings
 
     now = [100.0]
     job = Job("slow", "Corpus check", "text", lambda job: None, clock=lambda: now[0])
@@ -97,7 +97,7 @@ def test_the_time_left_comes_from_the_jobs_own_pace_after_its_first_batch(minilm
         job.progress(done, total)
         reports.append((now[0], done, total, job.status(), job.seconds_left()))
 
-    settings = SweepSettings("attn_residual", "position", ("cosine",), 3)
+    settings = SweepSettings(reference="position")
     corpus_counts(minilm, corpus_sentences()[:24], settings, batch_tokens=64, on_progress=report)
     assert len(reports) >= 5 and reports[-1][1] == reports[-1][2] == 24
     assert reports[0][4] is None and "measuring the pace" in reports[0][3]  # the warm-up is no pace

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOW = [
     {"analysis.definitions", "analysis.version", "analysis.checks", "analysis.data", "analysis.devices",
      "analysis.progress"},
-    {"analysis.model"},
+    {"analysis.model", "analysis.settings"},  # settings are resolved against a model's capabilities
     {"analysis.capture"},
     {"analysis.model.loading"},  # loads a model and checks the capture against its own forward pass
     {"analysis.scoring"},

@@ -16,7 +16,7 @@ import analysis
 from analysis.capture import masked as masked_capture
 from analysis.capture.forward import model_inputs
 from analysis.capture.tokens import tokenize
-from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.engine import batch_rows
 from analysis.definitions import (
     EXPORT_FILES,
     LENS_COLUMNS,
@@ -30,6 +30,7 @@ from analysis.model.unembed import head_class
 from analysis.output.sweep import open_sweep, write_shard
 from analysis.report.lens import lens
 from analysis.scoring import lens as lens_scoring
+from analysis.settings import SweepSettings
 from tests.synthetic import TINY_FAMILIES
 from tests.test_cli import error_lines, run_cli
 from tests.test_sweep import TEXTS, run_sweep, texts_file
@@ -277,7 +278,7 @@ def test_a_stopped_lens_sweep_continues_with_every_row_once(family_folder, tmp_p
     """Killed after its first shard, the same sweep continues from the next: the lens columns are in every shard,
     every row is there once, and the dataset equals a sweep never stopped."""
     lm = analysis.load_model(family_folder("gpt2", head=True))
-    settings = SweepSettings("attn_residual", "position", ("cosine",), 3, lens=True)
+    settings = SweepSettings(reference="position", lens=True)
     path = texts_file(tmp_path, TEXTS)
     out = tmp_path / "stopped"
 

@@ -79,19 +79,19 @@ def test_baseline_and_rogue_tables_add_up(minilm, seed_result):
     background = analysis.background(minilm, "attn_residual", "position")
     baseline = baseline_table(background, seed_result)
     assert list(baseline["layer"]) == list(range(minilm.num_layers))
-    np.testing.assert_array_equal(baseline["anisotropy baseline"], background.anisotropy)
+    np.testing.assert_array_equal(baseline["anisotropy baseline"], background.vectors.anisotropy)
     words = seed_result.metrics[~seed_result.metrics["special"]]
     at_two = words[words["layer"] == 2]["cosine"]
     assert baseline.loc[2, "median token cosine"] == pytest.approx(at_two.median())
     assert baseline.loc[2, "share of tokens above the baseline"] == pytest.approx(
-        (at_two > background.anisotropy[2]).mean()
+        (at_two > background.vectors.anisotropy[2]).mean()
     )
     every = rogue_table(background, seed_result, 2, [3, 6], top=minilm.hidden_size)
     assert every["share of the mean corpus cosine"].sum() == pytest.approx(1.0)
     for column in ("share of the cosine of 3 · like", "share of the cosine of 6 · ."):
         assert every[column].sum() == pytest.approx(1.0)  # over all dimensions, the whole dot product
     top = rogue_table(background, seed_result, 2, [3], top=3)
-    assert top["dimension"].tolist() == background.rogue_order[2, :3].tolist()
+    assert top["dimension"].tolist() == background.vectors.rogue_order[2, :3].tolist()
 
 
 def test_comparison_report_of_a_model_with_itself(seed_result):

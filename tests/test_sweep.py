@@ -4,6 +4,7 @@ format reads the same texts, and a stopped sweep continues to exactly one row pe
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import analysis
 from analysis.capture.tokens import length_batches
 from analysis.corpus.counts import shares_from_counts, spike_counts
-from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.engine import batch_rows
 from analysis.corpus.texts import read_texts
 from analysis.data import corpus_sentences
 from analysis.definitions import ROW_COLUMNS
@@ -21,12 +22,13 @@ from analysis.output.sweep import SweepReport, open_sweep, shard_path, write_sha
 from analysis.report.original_demo import original_demo
 from analysis.report.spikes import token_spikes
 from analysis.report.wordclass import word_classes
+from analysis.settings import SweepSettings
 from tests.numerics import COSINE32
 from tests.test_cli import run_cli, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
-SETTINGS = SweepSettings("attn_residual", "position", ("original_demo", "cosine", "no_rogue"), 3)
+SETTINGS = SweepSettings(reference="position", methods=("original_demo", "cosine", "no_rogue"))
 
 
 def alone(lm, text: str, method: str) -> analysis.AnalysisResult:
@@ -156,7 +158,7 @@ def test_a_stopped_sweep_continues_and_each_reading_is_written_once(tmp_path, mi
     again = run_sweep(minilm, path, out, SETTINGS, shard_size=3)
     assert again.already_done and again.written == []
     with pytest.raises(ValueError, match=r"holds a different sweep .*rogue_k: 3 there, 5 now"):
-        run_sweep(minilm, path, out, SweepSettings("attn_residual", "position", SETTINGS.methods, 5), shard_size=3)
+        run_sweep(minilm, path, out, replace(SETTINGS, rogue_k=5), shard_size=3)
     assert not (out / ".lock").exists()
 
 
@@ -169,7 +171,7 @@ def test_a_folder_holding_other_files_is_not_mixed_with(tmp_path, minilm):
 def test_over_long_texts_are_cut_and_flagged(tmp_path, tiny_roberta):
     long_text = " ".join(["flies like an arrow"] * 40)
     path = texts_file(tmp_path, [TEXTS[0], long_text])
-    report = run_sweep(tiny_roberta, path, tmp_path / "out", SweepSettings("layer_output", "raw", ("cosine",), 3))
+    report = run_sweep(tiny_roberta, path, tmp_path / "out", SweepSettings(stage="layer_output", reference="raw"))
     rows = pd.read_parquet(tmp_path / "out" / "rows")
     assert report.truncated == [1]
     assert rows.groupby("sentence_id")["truncated"].all().tolist() == [False, True]

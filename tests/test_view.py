@@ -2,13 +2,25 @@
 
 import pytest
 
+from analysis.settings import AnalysisSettings
 from dashboard.view import View, view_from_query, view_to_query
 
 
 def test_every_field_round_trips():
-    view = View(text="A, b & c?", model="roberta-large", stage="layer_input", reference="raw",
-                geometry="no_rogue", rogue_k=5, highlight=(4, 1), classes=("special", "function"), top_k=3,
-                overlap_n=40, layer=5, head=2, model_a="roberta-base", model_b="all-MiniLM-L6-v2")  # fmt: skip
+    settings = AnalysisSettings(
+        stage="layer_input", reference="raw", geometry="no_rogue", rogue_k=5, top_k=3, overlap_n=40
+    )
+    view = View(
+        text="A, b & c?",
+        model="roberta-large",
+        settings=settings,
+        highlight=(4, 1),
+        classes=("special", "function"),
+        layer=5,
+        head=2,
+        model_a="roberta-base",
+        model_b="all-MiniLM-L6-v2",
+    )
     loaded, notices = view_from_query(view_to_query(view), View())
     assert loaded == view and notices == []
 
@@ -45,5 +57,5 @@ def test_a_bad_value_keeps_the_default_and_says_so(name, value):
 
 def test_unknown_parameters_are_ignored_with_a_notice_and_lists_take_the_last_value():
     loaded, notices = view_from_query({"utm_source": "x", "stage": ["raw", "layer_output"]}, View())
-    assert loaded.stage == "layer_output"
+    assert loaded.settings.stage == "layer_output"
     assert notices == ["Ignored the unknown link parameter 'utm_source'."]

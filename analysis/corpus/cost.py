@@ -21,6 +21,7 @@ from analysis.capture.tokens import token_table, tokenize_readable
 from analysis.definitions import Method
 from analysis.model.loaded import LoadedModel
 from analysis.report.wordclass import word_classes
+from analysis.scoring.geometry import GEOMETRY_SPECS
 
 OVERHEAD = (1.1, 1.6)
 """What the rest adds to the products' time at the measured speed, low and high: the verdict takes 1.1 to 1.4
@@ -47,10 +48,12 @@ def flops_per_second(lm: LoadedModel) -> tuple[float, float]:
 
 
 def products_needed(methods: Sequence[Method]) -> int:
-    """Products with the vocabulary table per token and layer: one shared by cosine, centered and no_rogue, one
-    for standardized, one for the original demo."""
-    shared = any(method in ("cosine", "centered", "no_rogue") for method in methods)
-    return int(shared) + int("standardized" in methods) + int("original_demo" in methods)
+    """Products with the vocabulary table per token and layer: one shared by every geometry that scores on plain
+    cosine's product (`GeometrySpec.shared_product`), one for each geometry that needs its own, one for the
+    original demo."""
+    specs = [GEOMETRY_SPECS[method] for method in methods if method != "original_demo"]
+    shared = any(spec.shared_product for spec in specs)
+    return int(shared) + sum(not spec.shared_product for spec in specs) + int("original_demo" in methods)
 
 
 def token_counts(lm: LoadedModel, texts: list[str], classes: Collection[str] | None = None) -> tuple[int, int]:

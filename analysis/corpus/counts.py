@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.capture.tokens import tokenize_readable
-from analysis.corpus.engine import SweepSettings, batch_rows
-from analysis.definitions import DEFAULTS, METHODS, SUMMARY_COLUMNS, Geometry, Reference, Stage
+from analysis.corpus.engine import batch_rows
+from analysis.definitions import METHODS, SUMMARY_COLUMNS
 from analysis.model.loaded import LoadedModel
+from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 
 _Z = 1.959963984540054  # 97.5th percentile of the standard normal
 INTERACTIVE_BATCH_TOKENS = 4096
@@ -90,15 +91,12 @@ def unreadable_texts(lm: LoadedModel, texts: list[str]) -> list[int]:
 def corpus_spikes(
     lm: LoadedModel,
     texts: list[str],
+    settings: AnalysisSettings = DEFAULTS,
     *,
-    stage: Stage = DEFAULTS.stage,
-    reference: Reference = "position",
-    geometry: Geometry = "cosine",
-    rogue_k: int = DEFAULTS.rogue_k,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
-    """Per layer and word class over all `texts` under one geometry: tokens, spiking tokens, share and its 95%
-    interval (SUMMARY_COLUMNS without the method)."""
-    settings = SweepSettings(stage, reference, (geometry,), rogue_k)
-    counts = corpus_counts(lm, texts, settings, on_progress=on_progress)
+    """Per layer and word class over all `texts` under the settings' one geometry: tokens, spiking tokens, share and
+    its 95% interval (SUMMARY_COLUMNS without the method)."""
+    sweep = settings.sweeping((settings.geometry,)).resolve(lm)
+    counts = corpus_counts(lm, texts, sweep, on_progress=on_progress)
     return method_shares(counts).drop(columns="method")

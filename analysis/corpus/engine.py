@@ -11,7 +11,6 @@ only on its own vector and reference. The sweep, the verdict and the corpus chec
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ import torch
 from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
-from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, Geometry, LensTarget, Method, Reference, Stage
+from analysis.definitions import Geometry, LensTarget
 from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
 from analysis.report.lens import default_target, lens_targets
@@ -30,27 +29,11 @@ from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosi
 from analysis.scoring.lens import NO_TARGET, lens_scores
 from analysis.scoring.ranks import map_scorer, rank_tokens
 from analysis.scoring.references import vocabulary_scorer
+from analysis.settings import SweepSettings
 
 _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
 DEMO_ATTENTION_BYTES = 256 * 2**20
 """Upper bound on the attention weights a batch keeps for the original demo (a long text still goes alone)."""
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """What every text of a sweep is analysed with."""
-
-    stage: Stage
-    reference: Reference
-    methods: tuple[Method, ...]
-    rogue_k: int
-    lens: bool = False  # add the lens columns (LENS_ROW_COLUMNS) at the stage, against the model's default target
-    max_tokens: int | None = None  # the longest text read whole; None: the model's own (LoadedModel.max_tokens)
-
-    @property
-    def columns(self) -> list[str]:
-        """The columns of the rows: ROW_COLUMNS, then LENS_ROW_COLUMNS with the lens."""
-        return [*ROW_COLUMNS, *(LENS_ROW_COLUMNS if self.lens else ())]
 
 
 def batch_rows(

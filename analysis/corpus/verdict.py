@@ -9,12 +9,11 @@ from collections.abc import Callable
 import pandas as pd
 
 from analysis.corpus.counts import corpus_counts, method_shares
-from analysis.corpus.engine import SweepSettings
 from analysis.data import corpus_sentences
-from analysis.definitions import DEFAULTS, METHODS, VERDICT_COLUMNS, Method, Reference, Stage
-from analysis.model.capabilities import default_reference, demo_unavailable
+from analysis.definitions import METHODS, VERDICT_COLUMNS, Method
+from analysis.model.capabilities import demo_unavailable
 from analysis.model.loaded import LoadedModel
-from analysis.scoring.geometry import check_rogue_k
+from analysis.settings import DEFAULTS, AnalysisSettings
 
 VERDICT_CLASSES = ("function", "content")
 SPIKE_FLOOR = 0.01
@@ -29,24 +28,19 @@ def verdict_methods(with_original_demo: bool) -> dict[Method, str]:
 
 def spike_verdict(
     lm: LoadedModel,
+    settings: AnalysisSettings = DEFAULTS,
     *,
-    stage: Stage = DEFAULTS.stage,
-    reference: Reference | None = None,
-    rogue_k: int = DEFAULTS.rogue_k,
     sentences: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """One row per (method, layer, word class) over `sentences` (default: the shipped corpus), in VERDICT_COLUMNS.
 
     Methods: the original demo (only where it is defined, see `demo_unavailable`) and the exact computation under
-    each geometry at `stage` and `reference` (None: as `analyze` chooses), all from one forward pass per batch of
-    sentences. `on_progress(done, total)` counts sentences.
+    each geometry at the settings' stage, reference and rogue_k (their geometry plays no part), all from one
+    forward pass per batch of sentences. `on_progress(done, total)` counts sentences.
     """
-    rogue_k = check_rogue_k(rogue_k, lm.hidden_size)
-    reference = default_reference(lm) if reference is None else reference
     sentences = corpus_sentences() if sentences is None else sentences
-    methods = tuple(verdict_methods(demo_unavailable(lm) is None))
-    settings = SweepSettings(stage, reference, methods, rogue_k)
+    settings = settings.sweeping(tuple(verdict_methods(demo_unavailable(lm) is None))).resolve(lm)
     counts = corpus_counts(lm, sentences, settings, on_progress=on_progress, classes=VERDICT_CLASSES)
     shares = method_shares(counts)
     tables = [rows.assign(top_layer=_top_layer(rows)) for _, rows in shares.groupby("method", sort=False)]

@@ -147,6 +147,14 @@ def check_max_tokens(lm: LoadedModel, max_tokens: object) -> int:
     return value
 
 
+def check_rogue_k(lm: LoadedModel, rogue_k: object) -> int:
+    """A number of dimensions the no_rogue geometry can remove: whole, 0 <= rogue_k < the model's width."""
+    hidden = lm.hidden_size
+    if isinstance(rogue_k, bool) or not isinstance(rogue_k, int) or not 0 <= rogue_k < hidden:
+        raise ValueError(f"rogue_k must be a whole number from 0 to {hidden - 1}, not {rogue_k!r}.")
+    return rogue_k
+
+
 def check_vocabulary_count(lm: LoadedModel, name: str, value: object) -> int:
     """A count of vocabulary items (`top_k`, `overlap_n`, …): whole, at least 1 and at most the model's vocabulary;
     a ValueError otherwise (a count past it would only allocate)."""

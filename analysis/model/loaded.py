@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from analysis.model import derived
 from analysis.model.architectures import (
     BlockKind,
     ModelStructure,
@@ -126,7 +127,9 @@ class LoadedModel:
     @property
     def memory_limit(self) -> int:
         """Longest input whose pass stays within this model's text budget (`analysis.model.budget`)."""
-        return self.cached("memory_limit", lambda: self.pass_shape.tokens_within(text_budget(self.parameter_bytes)))
+        return self.cached(
+            derived.MemoryLimit(), lambda: self.pass_shape.tokens_within(text_budget(self.parameter_bytes))
+        )
 
     @property
     def max_tokens(self) -> int:
@@ -188,13 +191,14 @@ class LoadedModel:
                 self.unembed.to(device)
             self._cache.clear()
 
-    def has_cached(self, key: str) -> bool:
+    def has_cached(self, key: derived.DerivedKey) -> bool:
         """Whether `cached(key, …)` would return at once."""
         with self._cache_lock:
             return key in self._cache
 
-    def cached(self, key: str, build: Callable[[], T]) -> T:
-        """Per-model memo for derived constants (vocabulary norms, corpus statistics, …); each built once.
+    def cached(self, key: derived.DerivedKey, build: Callable[[], T]) -> T:
+        """Per-model memo for derived data (vocabulary constants, corpus statistics, …; the keys are
+        `analysis.model.derived`'s), each built once.
 
         Thread-safe with one lock per key, so a slow build neither blocks other keys nor deadlocks when it
         asks for another cached value itself."""

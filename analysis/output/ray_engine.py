@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.engine import batch_rows
 from analysis.devices import resolve_device
 from analysis.model.loading import load_model
 from analysis.output.reaper import watch_descendants
 from analysis.output.sweep import ShardRunner, Sweep, spool_texts, write_shard
+from analysis.settings import SweepSettings
 
 PACKAGE = Path(__file__).resolve().parents[1]
 """The `analysis` package's folder, shipped to Ray's workers."""
@@ -35,7 +35,7 @@ class ShardWorker:
         self.lm = load_model(model)
         self.lm.move_to(resolve_device(device))
         self.out = Path(out)
-        self.settings = SweepSettings(**{**settings, "methods": tuple(settings["methods"])})
+        self.settings = SweepSettings.from_identity(settings)
         self.batch_tokens = batch_tokens
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -93,7 +93,7 @@ def ray_shard_runner(
                 fn_constructor_kwargs={
                     "model": model,
                     "out": str(sweep.out.resolve()),
-                    "settings": {**asdict(sweep.settings), "methods": list(sweep.settings.methods)},
+                    "settings": sweep.settings.identity,
                     "batch_tokens": batch_tokens,
                     "device": device,
                 },

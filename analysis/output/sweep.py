@@ -32,13 +32,14 @@ import pyarrow.parquet as pq
 
 from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
-from analysis.corpus.engine import SweepSettings, batch_rows
+from analysis.corpus.engine import batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
 from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS
 from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
 from analysis.report.lens import default_target, lens_record
+from analysis.settings import SweepSettings
 from analysis.version import provenance
 
 MANIFEST = "sweep.json"
@@ -62,7 +63,7 @@ LENS_SCHEMA = pa.schema(
     [("lens_rank", pa.int64()), ("lens_prob", pa.float64()), ("entropy", pa.float64()), ("kl_final", pa.float64())]
 )
 assert LENS_SCHEMA.names == list(LENS_ROW_COLUMNS)
-IDENTITY_KEYS = ("model", "stage", "reference", "methods", "rogue_k", "lens", "max_tokens", "shard_size", "limit")
+IDENTITY_KEYS = ("model", *SweepSettings.IDENTITY, "shard_size", "limit")
 """What a sweep is, known before its model loads; the input's hash and the model's revision complete it."""
 SPOOL_HASH, SHARD_HASHES, PROVENANCE_HASH = "spool_sha256", "shard_sha256", "provenance_sha256"
 """Manifest keys of the SHA-256 of texts.jsonl, of each shard (by number) and of provenance.json, each recorded
@@ -284,11 +285,7 @@ class Sweep:
 
     @property
     def settings(self) -> SweepSettings:
-        found = self.manifest
-        return SweepSettings(
-            found["stage"], found["reference"], tuple(found["methods"]), found["rogue_k"],
-            *(found.get(key, IDENTITY_DEFAULTS[key]) for key in ("lens", "max_tokens")),
-        )  # fmt: skip
+        return SweepSettings.from_identity(self.manifest)
 
     def _check_model(self, lm: LoadedModel) -> None:
         """The model's revision completes the identity on the first run; later runs must load the same one."""
@@ -389,8 +386,7 @@ def check_sweep_folder(
 
 def _identity(model: str, settings: SweepSettings, shard_size: int, limit: int | None) -> dict:
     """The sweep's IDENTITY_KEYS as its manifest records them."""
-    return {"model": model, **asdict(settings), "methods": list(settings.methods), "shard_size": shard_size,
-            "limit": limit}  # fmt: skip
+    return {"model": model, **settings.identity, "shard_size": shard_size, "limit": limit}
 
 
 def finished_sweep(out: Path) -> bool:

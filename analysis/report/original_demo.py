@@ -12,16 +12,19 @@ Nothing else in Token Trails uses this: it is the demo's numbers, to stand besid
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from analysis.capture.demo import DEMO_POINTS, check_demo, demo_vectors
 from analysis.capture.trace import Trace, traced
-from analysis.definitions import DEFAULTS, AnalysisSettings
+from analysis.model.derived import MapSource
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import AnalysisResult, assemble_result
 from analysis.scoring.geometry import PLAIN, GeometryMap, own_cosine
 from analysis.scoring.ranks import map_scorer, score_tokens
 from analysis.scoring.references import vocabulary_scorer
+from analysis.settings import DEFAULTS
 
 DEMO_DEFINITION = (
     "the original demo's 'attention + residual' vector: X W_V and Z W_O with the stored [out, in] matrices "
@@ -38,13 +41,15 @@ def demo_map(lm: LoadedModel, positional: bool) -> GeometryMap:
     if embeddings.position is None:
         raise ValueError(f"{lm.name} has no absolute position table for the demo's positional references.")
     position_zero = embeddings.position.weight.detach()[embeddings.position_offset].cpu().double().numpy()
-    return GeometryMap("original_demo", "original_demo/positional", reference_shift=-position_zero)
+    source = MapSource("original_demo", reference="position")
+    return GeometryMap("original_demo", source, reference_shift=-position_zero)
 
 
 def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = False) -> AnalysisResult:
     """Every token's vector, cosine and rank at every layer as the seed's demo computed them (see module doc), in
-    the tidy columns of `analyze` with stage "original_demo". `text`: a text, or a trace of it holding
-    `DEMO_POINTS`. For comparison only."""
+    the tidy columns of `analyze` with method "original_demo" (its settings: the defaults, at the stage the demo
+    means to read, with its references). `text`: a text, or a trace of it holding `DEMO_POINTS`. For comparison
+    only."""
     check_demo(lm)
     run = traced(lm, text, DEMO_POINTS)
     text, tokens = run.texts[0], run.tokens[0]
@@ -53,7 +58,8 @@ def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = Fals
     references = demo_map(lm, positional)
     token_ids = torch.tensor(tokens.ids, device=vectors.device)
     position_ids = torch.tensor(tokens.position_ids, device=vectors.device)
-    top_k, overlap_n = DEFAULTS.top_k, DEFAULTS.overlap_n
+    settings = DEFAULTS.resolve(lm)
+    top_k, overlap_n = settings.top_k, settings.overlap_n
     with torch.inference_mode():
         own_reference = scorer.references(token_ids, position_ids)  # the raw word rows
         if references.reference_shift is not None:
@@ -62,10 +68,12 @@ def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = Fals
         requests = [(groups, map_scorer(lm, scorer, references))]
         (scores,) = score_tokens(scorer, requests, token_ids, position_ids, max(top_k, overlap_n))
         cosine = own_cosine(references, vectors, scorer.references(token_ids, position_ids, torch.float64))
-    settings = AnalysisSettings("original_demo", "position" if positional else "raw", "cosine", 0, top_k, overlap_n)
+    settings = replace(settings, reference="position" if positional else "raw")
     record = {
         "what": "the original demo's computation, for comparison only: " + DEMO_DEFINITION,
         "positional": positional,
         "reference": "word row + position row offset+0 for every token" if positional else "raw word row",
     }
-    return assemble_result(lm, text, tokens, vectors, scores, cosine, own_reference, settings, provenance=record)
+    return assemble_result(
+        lm, text, tokens, vectors, scores, cosine, own_reference, settings, "original_demo", provenance=record
+    )

@@ -192,12 +192,12 @@ def baseline_table(background: Background, result: AnalysisResult) -> pd.DataFra
     """Per layer: the anisotropy baseline (mean cosine of distinct corpus token pairs) beside the text's token
     cosines to their own references (median, and the share of tokens above the baseline)."""
     tokens = result.metrics[~result.metrics["special"]]
-    above = tokens["cosine"].to_numpy() > background.anisotropy[tokens["layer"].to_numpy()]
+    above = tokens["cosine"].to_numpy() > background.vectors.anisotropy[tokens["layer"].to_numpy()]
     by_layer = tokens.assign(above=above).groupby("layer")
     return pd.DataFrame(
         {
-            "layer": np.arange(len(background.anisotropy)),
-            "anisotropy baseline": background.anisotropy,
+            "layer": np.arange(len(background.vectors.anisotropy)),
+            "anisotropy baseline": background.vectors.anisotropy,
             "median token cosine": by_layer["cosine"].median().to_numpy(),
             "share of tokens above the baseline": by_layer["above"].mean().to_numpy(),
         }
@@ -210,10 +210,10 @@ def rogue_table(
     """The layer's `top` rogue dimensions: each one's share of the mean corpus cosine (anisotropy), and of the
     cosine of each token at `positions` with its own reference (v_i r_i / v . r; shares over all dimensions
     sum to 1)."""
-    dims = background.rogue_order[layer, :top]
-    contribution = background.rogue_contribution[layer, dims]
+    dims = background.vectors.rogue_order[layer, :top]
+    contribution = background.vectors.rogue_contribution[layer, dims]
     table = pd.DataFrame(
-        {"dimension": dims, "share of the mean corpus cosine": contribution / background.anisotropy[layer]}
+        {"dimension": dims, "share of the mean corpus cosine": contribution / background.vectors.anisotropy[layer]}
     )
     labels = token_labels(result)
     for position in positions:

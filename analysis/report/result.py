@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,12 +12,13 @@ import torch
 
 from analysis.capture.tokens import Tokens, token_table
 from analysis.capture.trace import Trace, traced
-from analysis.definitions import DEFAULTS, AnalysisSettings, Geometry, Reference, Stage
-from analysis.model.capabilities import check_stage, check_vocabulary_count, default_reference
+from analysis.definitions import Geometry, Method, Reference, Stage
+from analysis.model import derived
 from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
 from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
 from analysis.scoring.references import vocabulary_scorer
+from analysis.settings import DEFAULTS, AnalysisSettings
 from analysis.version import provenance as provenance_record
 
 
@@ -26,12 +27,8 @@ class AnalysisResult:
     """Everything one text yields for one model, stage and reference. Picklable: numpy and pandas only."""
 
     model: str  # the model's name (hub id or folder)
-    stage: Stage | Literal["original_demo"]
-    reference: Reference
-    geometry: Geometry
-    rogue_k: int
-    top_k: int
-    overlap_n: int
+    settings: AnalysisSettings  # resolved: the reference is the one used
+    method: Method  # how ranks were computed: the settings' geometry, or "original_demo"
     tokens: pd.DataFrame  # position, token, token_id, position_id, text, special, char_start, char_end
     metrics: pd.DataFrame  # METRICS_COLUMNS, one row per (layer, position)
     neighbors: pd.DataFrame  # NEIGHBORS_COLUMNS, top_k rows per (layer, position)
@@ -54,11 +51,6 @@ class AnalysisResult:
             self._derived[name] = build()
         return self._derived[name]
 
-    @property
-    def settings(self) -> AnalysisSettings:
-        """The settings this result was computed with."""
-        return AnalysisSettings(self.stage, self.reference, self.geometry, self.rogue_k, self.top_k, self.overlap_n)
-
 
 def vocabulary_pieces(lm: LoadedModel) -> np.ndarray:
     """The piece of every embedding row `[vocab]`; rows the tokenizer does not name show as `<id N>`."""
@@ -67,7 +59,7 @@ def vocabulary_pieces(lm: LoadedModel) -> np.ndarray:
         pieces = lm.tokenizer.convert_ids_to_tokens(list(range(lm.vocab_size)))
         return np.array([p if p is not None else f"<id {i}>" for i, p in enumerate(pieces)], dtype=object)
 
-    return lm.cached("vocabulary_pieces", build)
+    return lm.cached(derived.VocabularyPieces(), build)
 
 
 def _display_cosine(cosines: torch.Tensor) -> np.ndarray:
@@ -112,10 +104,8 @@ def analyze(
     """
     if not isinstance(lm, LoadedModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(lm).__name__}.")
-    top_k = check_vocabulary_count(lm, "top_k", top_k)
-    overlap_n = check_vocabulary_count(lm, "overlap_n", overlap_n)
-    check_stage(lm, stage)
-    reference = default_reference(lm) if reference is None else reference
+    settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n).resolve(lm)
+    reference = settings.reference
     scorer = vocabulary_scorer(lm, reference)
     geometry_maps = geometry_map(lm, stage, reference, geometry, rogue_k)
     run = traced(lm, text, [stage])
@@ -134,13 +124,14 @@ def analyze(
             *(torch.cat([getattr(layers, f), getattr(original, f)]) for f in TokenScores.__dataclass_fields__)
         )
         cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
-    settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n)
     background = geometry_maps.background
     record = {
         "rogue_k": rogue_k if geometry == "no_rogue" else None,
         "background_corpus": None if background is None else background.corpus,
     }
-    return assemble_result(lm, text, tokens, vectors, scores, cosine, own_reference, settings, provenance=record)
+    return assemble_result(
+        lm, text, tokens, vectors, scores, cosine, own_reference, settings, geometry, provenance=record
+    )
 
 
 def assemble_result(
@@ -152,13 +143,14 @@ def assemble_result(
     cosine: torch.Tensor,
     own_reference: torch.Tensor,
     settings: AnalysisSettings,
+    method: Method,
     *,
     provenance: dict,
 ) -> AnalysisResult:
     """The tidy tables of one text: `vectors [layers, tokens, hidden]`, `scores` of the layers followed by one
     group for the tokens' own references, the displayed own `cosine [layers, tokens]`, the `own_reference`
-    vectors `[tokens, hidden]`, under `settings` (stage "original_demo" for the demo); `provenance` adds to (or
-    overrides) the common record."""
+    vectors `[tokens, hidden]`, under the resolved `settings` and `method` (the geometry, or "original_demo");
+    `provenance` adds to (or overrides) the common record."""
     top_k, overlap_n = settings.top_k, settings.overlap_n
     n_layers, n_tokens = vectors.shape[:2]
     token_frame = token_table(tokens, text)
@@ -198,6 +190,7 @@ def assemble_result(
         stage=settings.stage,
         reference=settings.reference,
         geometry=settings.geometry,
+        method=method,
         top_k=top_k,
         overlap_n=overlap_n,
         n_tokens=n_tokens,
@@ -207,7 +200,8 @@ def assemble_result(
     )
     return AnalysisResult(
         model=lm.name,
-        **asdict(settings),
+        settings=settings,
+        method=method,
         tokens=token_frame,
         metrics=metrics,
         neighbors=neighbors,

@@ -32,6 +32,7 @@ from analysis.capture.trace import trace_tokens
 from analysis.checks import check_choice
 from analysis.data import CORPUS_FILE, corpus_sentences
 from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
+from analysis.model import derived
 from analysis.model.capabilities import check_reference, check_stage
 from analysis.model.loaded import LoadedModel
 from analysis.scoring.references import vocabulary_scorer
@@ -67,19 +68,11 @@ class ReferenceStatistics:
 
 @dataclass(frozen=True)
 class Background:
-    """Corpus statistics of one (model, stage, reference), in float64. Arrays: `[layers, hidden]` or `[hidden]`."""
+    """Corpus statistics of one (model, stage, reference), in float64: its stage vectors' and its references'."""
 
     model: str
-    stage: Stage
-    reference: Reference
-    stage_mean: np.ndarray  # [layers, hidden] mu_l
-    stage_std: np.ndarray  # [layers, hidden] sigma_l (population, floored at STD_FLOOR)
-    reference_mean: np.ndarray  # [hidden] mu_R
-    reference_std: np.ndarray  # [hidden] sigma_R
-    anisotropy: np.ndarray  # [layers] mean cosine of distinct pairs of stage vectors
-    rogue_contribution: np.ndarray  # [layers, hidden] each dimension's share; sums over hidden to anisotropy
-    rogue_order: np.ndarray  # [layers, hidden] dimension indices, largest contribution first (stable)
-    n_tokens: int
+    vectors: StageStatistics  # of the stage vectors, per layer
+    references: ReferenceStatistics  # of the tokens' own references
     n_sentences: int
     corpus_sha256: str
 
@@ -90,7 +83,7 @@ class Background:
             "file": CORPUS_FILE.name,
             "sha256": self.corpus_sha256,
             "sentences": self.n_sentences,
-            "tokens": self.n_tokens,
+            "tokens": self.vectors.n_tokens,
         }
 
 
@@ -169,8 +162,8 @@ def reference_statistics(lm: LoadedModel, reference: Reference, sentences: list[
 
 def compute_background(
     lm: LoadedModel,
-    stage: Stage = "attn_residual",
-    reference: Reference = "position",
+    stage: Stage,
+    reference: Reference,
     sentences: list[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Background:
@@ -186,24 +179,11 @@ def combine(
     """One (model, stage, reference)'s background from its stage's and its reference's statistics."""
     return Background(
         model=lm.name,
-        stage=stage.stage,
-        reference=reference.reference,
-        stage_mean=stage.mean,
-        stage_std=stage.std,
-        reference_mean=reference.mean,
-        reference_std=reference.std,
-        anisotropy=stage.anisotropy,
-        rogue_contribution=stage.rogue_contribution,
-        rogue_order=stage.rogue_order,
-        n_tokens=stage.n_tokens,
+        vectors=stage,
+        references=reference,
         n_sentences=len(sentences),
         corpus_sha256=hashlib.sha256("\n".join(sentences).encode()).hexdigest(),
     )
-
-
-def has_background(lm: LoadedModel, stage: Stage) -> bool:
-    """Whether the shipped corpus's statistics of `stage` are already computed for this model."""
-    return lm.has_cached(f"stage_statistics/{stage}")
 
 
 def corpus_statistics(
@@ -212,13 +192,15 @@ def corpus_statistics(
     """The shipped corpus's statistics of `stage` for this model, computed once per model and stage (a forward
     pass per batch of sentences; `on_progress(done, total)` counts them)."""
     check_stage(lm, stage)
-    return lm.cached(f"stage_statistics/{stage}", lambda: stage_statistics(lm, stage, corpus_sentences(), on_progress))
+    return lm.cached(
+        derived.StageStatistics(stage), lambda: stage_statistics(lm, stage, corpus_sentences(), on_progress)
+    )
 
 
 def background(
     lm: LoadedModel,
-    stage: Stage = "attn_residual",
-    reference: Reference = "position",
+    stage: Stage,
+    reference: Reference,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Background:
     """The background statistics of the shipped corpus: the stage's computed once per model and stage
@@ -226,15 +208,10 @@ def background(
     found = corpus_statistics(lm, stage, on_progress)
     check_reference(lm, reference)
     sentences = corpus_sentences()
-    references = lm.cached(f"reference_statistics/{reference}", lambda: reference_statistics(lm, reference, sentences))
-    return lm.cached(f"background/{stage}/{reference}", lambda: combine(lm, found, references, sentences))
-
-
-def check_rogue_k(rogue_k: object, hidden: int) -> int:
-    """A whole number with 0 <= rogue_k < hidden."""
-    if isinstance(rogue_k, bool) or not isinstance(rogue_k, int) or not 0 <= rogue_k < hidden:
-        raise ValueError(f"rogue_k must be a whole number from 0 to {hidden - 1}, not {rogue_k!r}.")
-    return rogue_k
+    references = lm.cached(
+        derived.ReferenceStatistics(reference), lambda: reference_statistics(lm, reference, sentences)
+    )
+    return lm.cached(derived.Background(stage, reference), lambda: combine(lm, found, references, sentences))
 
 
 @dataclass(frozen=True)
@@ -244,7 +221,7 @@ class GeometryMap:
     arrays, `[layers, hidden]` (`reference_shift` `[hidden]`); None where the map does not scale or shift."""
 
     name: str
-    key: str  # what the map is built from: names its scorer among a model's cached terms
+    source: derived.MapSource  # what the map is built from: names its scorer among a model's derived data
     vector_scale: np.ndarray | None = None
     vector_shift: np.ndarray | None = None
     reference_scale: np.ndarray | None = None
@@ -267,34 +244,79 @@ class GeometryMap:
         return v, r
 
 
-PLAIN = GeometryMap("cosine", "cosine")
+PLAIN = GeometryMap("cosine", derived.MapSource("cosine"))
 """Plain cosine: no map at all."""
+
+
+def _centered(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
+    return GeometryMap(
+        "centered", source, vector_shift=found.vectors.mean, reference_shift=found.references.mean, background=found
+    )
+
+
+def _standardized(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
+    return GeometryMap(
+        "standardized",
+        source,
+        vector_scale=1 / found.vectors.std,
+        vector_shift=found.vectors.mean,
+        reference_scale=np.tile(1 / found.references.std, (len(found.vectors.std), 1)),
+        reference_shift=found.references.mean,
+        background=found,
+    )
+
+
+def _no_rogue(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
+    kept = np.ones_like(found.vectors.mean)
+    np.put_along_axis(kept, found.vectors.rogue_order[:, :rogue_k], 0.0, axis=-1)
+    return GeometryMap("no_rogue", source, vector_scale=kept, reference_scale=kept, background=found)
+
+
+@dataclass(frozen=True)
+class GeometrySpec:
+    """Everything the code needs to know about one geometry (its meaning is `GEOMETRIES`'s)."""
+
+    build: Callable[[Background, derived.MapSource, int], GeometryMap] | None  # None: no map, no background
+    uses_rogue_k: bool  # whether rogue_k changes it
+    wording: str  # how a chart's axis says it: "after centering" ("" for plain cosine)
+    shared_product: bool  # scored on the product with the table that plain cosine uses (`analysis.scoring.ranks`)
+
+    @property
+    def needs_background(self) -> bool:
+        """Whether it needs the corpus statistics (one forward pass over the shipped corpus per model and stage)."""
+        return self.build is not None
+
+
+GEOMETRY_SPECS: dict[Geometry, GeometrySpec] = {
+    "cosine": GeometrySpec(None, uses_rogue_k=False, wording="", shared_product=True),
+    "centered": GeometrySpec(_centered, uses_rogue_k=False, wording="after centering", shared_product=True),
+    "standardized": GeometrySpec(
+        _standardized, uses_rogue_k=False, wording="after standardizing", shared_product=False
+    ),
+    "no_rogue": GeometrySpec(_no_rogue, uses_rogue_k=True, wording="rogue dimensions removed", shared_product=True),
+}
+"""One spec per geometry; adding a geometry is a name in `GEOMETRIES` and a row here (README: Adding a geometry)."""
+assert GEOMETRY_SPECS.keys() == GEOMETRIES.keys()
+
+
+def geometry_spec(geometry: object) -> GeometrySpec:
+    """The spec of `geometry`; a ValueError naming the geometries there are for any other."""
+    return GEOMETRY_SPECS[check_choice("geometry", geometry, GEOMETRIES)]
 
 
 def map_from_background(geometry: Geometry, found: Background, rogue_k: int) -> GeometryMap:
     """The maps of `geometry` (see the module's table) from a background's statistics."""
-    if geometry == "cosine":
+    spec = geometry_spec(geometry)
+    if spec.build is None:
         return PLAIN
-    key = f"{geometry}/{found.stage}/{found.reference}/{found.corpus_sha256}" + (
-        f"/{rogue_k}" if geometry == "no_rogue" else ""
+    source = derived.MapSource(
+        geometry,
+        found.vectors.stage,
+        found.references.reference,
+        found.corpus_sha256,
+        rogue_k if spec.uses_rogue_k else None,
     )
-    if geometry == "centered":
-        return GeometryMap(
-            geometry, key, vector_shift=found.stage_mean, reference_shift=found.reference_mean, background=found
-        )
-    if geometry == "standardized":
-        return GeometryMap(
-            geometry,
-            key,
-            vector_scale=1 / found.stage_std,
-            vector_shift=found.stage_mean,
-            reference_scale=np.tile(1 / found.reference_std, (len(found.stage_std), 1)),
-            reference_shift=found.reference_mean,
-            background=found,
-        )
-    kept = np.ones_like(found.stage_mean)
-    np.put_along_axis(kept, found.rogue_order[:, :rogue_k], 0.0, axis=-1)
-    return GeometryMap(geometry, key, vector_scale=kept, reference_scale=kept, background=found)
+    return spec.build(found, source, rogue_k)
 
 
 def geometry_map(
@@ -305,13 +327,13 @@ def geometry_map(
     rogue_k: int,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> GeometryMap:
-    """The maps of `geometry` for this model, stage and reference, with the background it needs."""
-    check_choice("geometry", geometry, GEOMETRIES)
-    rogue_k = check_rogue_k(rogue_k, lm.hidden_size)
-    if geometry == "cosine":
+    """The maps of `geometry` for this model, stage and reference (checked: `AnalysisSettings.resolve`), with the
+    background it needs."""
+    spec = geometry_spec(geometry)
+    if not spec.needs_background:
         return PLAIN
     found = background(lm, stage, reference, on_progress)
-    key = f"geometry_map/{stage}/{reference}/{geometry}/{rogue_k if geometry == 'no_rogue' else ''}"
+    key = derived.GeometryMap(stage, reference, geometry, rogue_k if spec.uses_rogue_k else None)
     return lm.cached(key, lambda: map_from_background(geometry, found, rogue_k))
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from analysis.model import derived
 from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import GeometryMap
 from analysis.scoring.references import Columns, PositionBlock, VocabularyScorer, Weighting, Workspace, per_token
@@ -176,8 +177,8 @@ def _copy(source: torch.Tensor, into: torch.Tensor | None) -> torch.Tensor:
 
 
 def map_scorer(lm: LoadedModel, scorer: VocabularyScorer, geometry: GeometryMap) -> MapScorer:
-    """The `MapScorer` of `geometry` on `scorer`'s references, built once per model and map key."""
-    return lm.cached(f"map_scorer/{scorer.key}/{geometry.key}", lambda: MapScorer(scorer, geometry))
+    """The `MapScorer` of `geometry` on `scorer`'s references, built once per model, table and map source."""
+    return lm.cached(derived.MapScorer(scorer.key, geometry.source), lambda: MapScorer(scorer, geometry))
 
 
 Request = tuple[torch.Tensor, MapScorer]

@@ -31,11 +31,12 @@ import torch
 
 from analysis.checks import check_choice
 from analysis.definitions import REFERENCES, Reference
+from analysis.model import derived
 from analysis.model.architectures import EmbeddingParts
 from analysis.model.capabilities import check_reference
 from analysis.model.loaded import LoadedModel
 
-Memo = Callable[[str, Callable[[], Any]], Any]
+Memo = Callable[[derived.DerivedKey, Callable[[], Any]], Any]
 
 _ROW_CHUNK = 8192
 _EPS = 1e-12
@@ -130,7 +131,7 @@ class VocabularyScorer:
         self.parts = parts
         self._columns: dict[tuple[int, ...], Columns] = {}
         self.word = parts.word.weight.detach()  # [vocab, embedding size]
-        self.constants = memo("vocab_constants", lambda: vocab_constants(parts))
+        self.constants = memo(derived.VocabConstants(), lambda: vocab_constants(parts))
         self.normalised = reference == "embedding" and parts.norm is not None
         self.uses_positions = reference != "raw"
         norm = parts.norm
@@ -146,10 +147,10 @@ class VocabularyScorer:
             if reference == "embedding" and parts.scale != 1.0:  # T_u = k w_u (no norm, positions or projection)
                 self.gain = torch.full_like(self.word[0], parts.scale)
         else:
-            self.table = memo(f"projected_table/{self.normalised}", self._projected_table)
+            self.table = memo(derived.ProjectedTable(self.normalised), self._projected_table)
             self.gain, self.mean_subtracted = None, False
         self.offset = self._offset()
-        self.plain = memo(f"plain_weighting/{reference}", lambda: self.weighting(torch.ones_like(self.table[0])))
+        self.plain = memo(derived.PlainWeighting(reference), lambda: self.weighting(torch.ones_like(self.table[0])))
 
     @property
     def vocab_size(self) -> int:
@@ -160,9 +161,9 @@ class VocabularyScorer:
         return self.table.shape[1]
 
     @property
-    def key(self) -> str:
-        """Names this scorer's table among a model's cached terms."""
-        return f"{self.reference}/{self.normalised}"
+    def key(self) -> derived.ScorerTable:
+        """Names this scorer's table among a model's derived data."""
+        return derived.ScorerTable(self.reference, self.normalised)
 
     def _projected_table(self) -> torch.Tensor:
         """T for every item under the projection: W w_u, or W (gamma * C w_u) for a LayerNorm'd reference."""
