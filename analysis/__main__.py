@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from analysis.definitions import (
     BUNDLED_MODEL,
@@ -34,7 +35,7 @@ from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 class _OneLineParser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line instead of usage + error."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -244,14 +245,18 @@ def _counter(desc: str, unit: str) -> tuple[Callable[[float, float], None], Call
     that turns out to be done already draws none; and `close()`."""
     from analysis.progress import progress_bar
 
-    bars = []
+    bars: list[Any] = []
 
     def on_progress(done: float, total: float) -> None:
         if not bars:
             bars.append(progress_bar(total, desc, unit))
         bars[0].update(int(done) - bars[0].n)  # whole units: "15 of 110 sentences", never 15.1077…
 
-    return on_progress, lambda: bars and bars[0].close()
+    def close() -> None:
+        if bars:
+            bars[0].close()
+
+    return on_progress, close
 
 
 def _load(name: str):
@@ -334,7 +339,7 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
         reference=settings.reference,
         rogue_k=settings.rogue_k,
         methods=verdict_methods(demo_unavailable(lm) is None),
-        corpus=background(lm, settings.stage, settings.reference).corpus,
+        corpus=background(lm, settings.stage, settings.chosen_reference).corpus,
     )
     _say(f"writing verdict.csv, verdict.png, verdict.txt and provenance.json to {args.out}…")
     return write_verdict(verdict, verdict_summary(verdict), provenance, args.out)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import altair as alt
 import numpy as np
@@ -114,7 +114,7 @@ class Figure:
             spec["title"] = {"text": self.title[0], "subtitle": list(self.title[1:]), "anchor": "start"}
         return spec
 
-    def to_bytes(self, fmt: Literal["png", "svg"]) -> bytes:
+    def to_bytes(self, fmt: str) -> bytes:
         """The chart rendered with vl-convert: PNG at twice the pixel size, or SVG."""
         if fmt == "png":
             return vl_convert.vegalite_to_png(self.to_json(), vl_version=_VL_VERSION, scale=2)
@@ -198,9 +198,9 @@ def _styled(frame: pd.DataFrame, highlight: list[int], columns: list[str], faint
     widths = np.full(len(labels), 1.0)
     drawn = [p for p in sorted(set(highlight)) if p < len(labels)]
     tiers = len(WIDTHS) - min(len(drawn), len(WIDTHS))  # two tokens: the two narrowest widths
-    for order, position in enumerate(drawn):
+    for tier, position in enumerate(drawn):
         colors[position], dashes[position] = token_style(position)
-        widths[position] = WIDTHS[min(tiers + order, len(WIDTHS) - 1)]
+        widths[position] = WIDTHS[min(tiers + tier, len(WIDTHS) - 1)]
     highlighted = colors[positions] != FAINT
     styled = frame[columns].assign(
         label=labels[positions],
@@ -267,9 +267,14 @@ def axis_extent(measure: str, values: pd.Series) -> tuple[float, bool] | None:
     if measure == "lens_prob":
         return probability_floor(values)
     if measure in RANK_MEASURES:
-        largest = float(values.dropna().max()) if values.notna().any() else 1.0
-        return 10.0 ** max(np.ceil(np.log10(max(largest, 1.0))), 1.0), False
+        return rank_ceiling(values), False
     return None
+
+
+def rank_ceiling(values: pd.Series) -> float:
+    """The bottom of a log rank axis over `values`: the decade at or above the largest rank, at least 10."""
+    largest = float(values.dropna().max()) if values.notna().any() else 1.0
+    return float(10.0 ** max(np.ceil(np.log10(max(largest, 1.0))), 1.0))
 
 
 def _measure_axis(
@@ -344,7 +349,7 @@ def _end_labels(rows: pd.DataFrame, measure: str, line: list[str], panel: list[s
     if measure == "lens_prob":  # the axis's own range: from its floor to 1
         low, high = probability_floor(values)[0], 1.0
     elif measure in RANK_MEASURES:  # from 1 to its decade
-        low, high = 1.0, axis_extent(measure, values)[0]
+        low, high = 1.0, rank_ceiling(values)
     elif measure in LENS_MEASURES and measure not in RANK_MEASURES:  # axes that start at 0
         low = min(low, 0.0)
     ends = rows[rows["highlighted"]]
@@ -856,7 +861,7 @@ def _comparison_spec(
 
 
 def comparison_chart(
-    results: list[AnalysisResult] | list[LensResult],
+    results: Sequence[AnalysisResult | LensResult],
     measure: str,
     highlight: list[int],
     relative: bool,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar, cast
+
+Name = TypeVar("Name", bound=str)
+"""A name from a table of choices (a `Stage`, a `Reference`, …)."""
 
 
 def check_text(text: object) -> str:
@@ -14,21 +18,23 @@ def check_text(text: object) -> str:
     return text
 
 
-def check_choice(kind: str, value: object, options: Mapping[str, str]) -> str:
+def check_choice(kind: str, value: object, options: Mapping[Name, str]) -> Name:
     """One of the keys of `options` (stage names, reference names, …)."""
     if value not in options:
         raise ValueError(f"Unknown {kind} {value!r}: choose one of {', '.join(options)}.")
-    return value
+    return cast(Name, value)
 
 
-def check_available(model: str, kind: str, value: object, options: Mapping[str, str], missing: Mapping[str, str]):
+def check_available(
+    model: str, kind: str, value: object, options: Mapping[Name, str], missing: Mapping[Name, str]
+) -> Name:
     """One of `options` that the model `model` has; `missing` maps each it lacks to why. The ValueError names
     the reason and the choices it has."""
-    check_choice(kind, value, options)
-    if value in missing:
-        available = ", ".join(name for name in options if name not in missing)
-        raise ValueError(f"{model} has no {kind} {value!r}: {missing[value]}. It has: {available}.")
-    return value
+    name = check_choice(kind, value, options)
+    if name in missing:
+        available = ", ".join(option for option in options if option not in missing)
+        raise ValueError(f"{model} has no {kind} {value!r}: {missing[name]}. It has: {available}.")
+    return name
 
 
 def check_count(name: str, value: object, most: int | None = None, of: str = "") -> int:

@@ -5,6 +5,7 @@ line's `--help` and anything that only needs the words start at once. docs/gloss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, get_args
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -78,6 +79,9 @@ WORD_CLASSES: dict[str, str] = {
     "punctuation": "tokens with no letter or digit",
     "special": "tokens the tokenizer adds: <s>, </s>, [CLS], [SEP], …",
 }
+
+OnProgress = Callable[[float, float], None]
+"""`on_progress(done, total)`: how far long work got, in its own units (texts, sentences, masked copies)."""
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[DeviceName, ...] = get_args(DeviceName)

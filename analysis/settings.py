@@ -40,6 +40,13 @@ class AnalysisSettings:
         check_vocabulary_count(lm, "overlap_n", self.overlap_n)
         return resolved
 
+    @property
+    def chosen_reference(self) -> Reference:
+        """The reference of resolved settings (`resolve` fills in the model's default)."""
+        if self.reference is None:
+            raise ValueError("These settings leave the reference to the model's default: resolve them first.")
+        return self.reference
+
     def sweeping(
         self, methods: tuple[Method, ...], *, lens: bool = False, max_tokens: int | None = None
     ) -> SweepSettings:

@@ -7,7 +7,9 @@ whether a model is reachable) use `st.cache_data`."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import Any
 
 import streamlit as st
 from huggingface_hub import constants as hub_constants
@@ -48,7 +50,7 @@ def model_identity(lm: analysis.LoadedModel) -> tuple[str, str | None, str]:
     return lm.name, lm.revision, str(lm.device)
 
 
-BY_MODEL = {analysis.LoadedModel: model_identity}
+BY_MODEL: dict[str | type[Any], Callable[[Any], Any]] = {analysis.LoadedModel: model_identity}
 """`hash_funcs` of every cached function taking a model."""
 
 
@@ -153,7 +155,7 @@ def hub_model_available(model: str) -> bool:
 
 def view_background(lm: analysis.LoadedModel, view: View) -> analysis.Background:
     """The corpus statistics of `lm` at the view's stage and reference (ready: see `jobs.background_job`)."""
-    return analysis.background(lm, view.settings.stage, view.settings.reference)
+    return analysis.background(lm, view.settings.stage, view.settings.chosen_reference)
 
 
 @st.cache_resource(max_entries=16, ttl=3600, show_spinner=False, hash_funcs=BY_MODEL)

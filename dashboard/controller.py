@@ -217,9 +217,10 @@ FALLBACKS = {"attn_output": "attn_residual", "position": "embedding"}
 def replacements(view: View, found: analysis.Capabilities) -> tuple[dict[str, object], list[str]]:
     """The view's stage, reference, lens stage, lens and masked mode that the model of `found` lacks, each with
     its replacement (a dict of View fields), and a notice for each saying why."""
-    changes, notices = {}, []
+    changes: dict[str, object] = {}
+    notices: list[str] = []
     for field in ("stage", "reference", "lens_stage"):
-        asked = view.value(field)
+        asked = str(view.value(field))
         why = found.reason(asked)
         if why is not None:
             changes[field] = FALLBACKS[asked]

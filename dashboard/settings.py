@@ -79,6 +79,7 @@ def settings() -> Settings:
     if deployment not in ("cloud", "local"):
         deployment = "cloud" if str(APP_FOLDER).startswith("/mount/src") else "local"
     listed = _raw(secrets, "allowed_models")
+    allowed: tuple[str, ...] | None
     if listed is None:
         allowed = CLOUD_MODELS if deployment == "cloud" else None
     elif listed.strip() == "*":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pandas as pd
 import streamlit as st
@@ -103,7 +104,7 @@ def chart(figure: Figure, name: str, key: str, on_select=None, context=None):
     for column, fmt, mime in ((left, "png", "image/png"), (right, "svg", "image/svg+xml")):
         column.download_button(
             f"Download {fmt.upper()}",
-            data=lambda fmt=fmt: figure.to_bytes(fmt),
+            data=partial(figure.to_bytes, fmt),
             file_name=file_name(name, fmt),
             mime=mime,
             key=f"{key}_{fmt}",

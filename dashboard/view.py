@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
 
 import streamlit as st
 
@@ -85,11 +86,11 @@ class View:
     model_a: str = ""  # base-vs-large models; "" = the default pair for this machine
     model_b: str = ""
     lens: bool = False  # show what each layer would predict (the model's own head) instead of the vocabulary view
-    lens_target: str = ""  # "own" or "next"; "" = the model's default (next for decoders, own for encoders)
+    lens_target: analysis.LensTarget | Literal[""] = ""  # "" = the model's default (next: decoders, own: encoders)
     masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
     lens_stage: analysis.Stage = LENS_STAGE  # where the lens reads: block outputs, the classic logit lens
 
-    def changed(self, **changes: object) -> View:
+    def changed(self, **changes: Any) -> View:
         """This view with `changes` to its own fields or to its settings' (`stage=…`, `top_k=…`: a link, a widget
         and the pages name a setting as they name any other field)."""
         own = {name: value for name, value in changes.items() if name not in SETTING_FIELDS}

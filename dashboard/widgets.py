@@ -4,6 +4,7 @@ highlighting, clickable charts and page links. They draw and bind; the controlle
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from analysis.charts import PICK, trajectory_chart
 from analysis.definitions import LENS_STAGE, WORD_CLASSES
 from analysis.model.loaded import SelfCheck
 from analysis.report.reports import token_label
+from analysis.settings import DEFAULTS
 from dashboard import show
 from dashboard.jobs import Job, job_board
 from dashboard.settings import settings
@@ -59,12 +61,13 @@ def clickable_trajectories(
     token when clicked; with nothing highlighted, lines coloured by word class; `baseline` as a dashed reference
     line (cosine)."""
     key = f"{measure}_chart"
-    lens = isinstance(result, analysis.LensResult)
-    geometry = "cosine" if lens else result.settings.geometry
+    if isinstance(result, analysis.LensResult):
+        geometry, line = DEFAULTS.geometry, show.lens_line(result)  # the lens reads through the head: no geometry
+    else:
+        geometry, line = result.settings.geometry, show.settings_line(result)
     figure = trajectory_chart(
         result.metrics, measure, highlighted, classes=classes, baseline=baseline, geometry=geometry
     )
-    line = show.lens_line(result) if lens else show.settings_line(result)
     show.chart(figure.titled(name.replace("_", " "), line), name, key=key, on_select=lambda: pick_from_chart(key, PICK))
 
 
@@ -134,14 +137,16 @@ def stage_and_reference(found: analysis.Capabilities) -> None:
         ("stage", "Stage: where in each block the vector is read", analysis.STAGES, found.stages),
         ("reference", "Reference: what 'original embedding' means", analysis.REFERENCES, found.references),
     ):
-        meanings = " ".join(f"**{name}**: {show.literal(options[name])}." for name in available)
+        meanings = " ".join(
+            f"**{name}**: {show.literal(meaning)}." for name, meaning in options.items() if name in available
+        )
         st.radio(label, list(available), help=meanings, horizontal=True, **bind(field))
         missing = [name for name in options if name not in available]
         if missing:
             st.radio(
                 f"Not available for this model ({field})",
                 missing,
-                captions=[found.reason(name) for name in missing],
+                captions=[found.reason(name) or "" for name in missing],
                 index=None,
                 disabled=True,
                 key=f"w_missing_{field}",
@@ -197,7 +202,7 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
         disabled=found.reason("masked") is not None,
         help="Hide each token in turn: each is replaced by the mask token in a copy of the text (one copy per "
         "token, run as one batch), and read at its own position: at which layer does the model recover the hidden "
-        "token?" + (f" Not available: {show.literal(found.reason('masked'))}." if found.reason("masked") else ""),
+        "token?" + (f" Not available: {show.literal(why)}." if (why := found.reason("masked")) else ""),
         **bind("masked"),
     )
 
@@ -258,7 +263,7 @@ def highlight_controls(result: analysis.AnalysisResult) -> None:
     )
 
 
-def follow_job(job: Job) -> object | None:
+def follow_job(job: Job) -> Any:
     """A finished job's result. While it runs: its progress line, refreshed every second on its own (a fragment),
     and the whole page again once it ends. A failed job: its message, and a button to run it again."""
     if job.running:
@@ -275,14 +280,23 @@ def follow_job(job: Job) -> object | None:
         return None
     if job.error is not None:
         st.error(show.literal(f"{job.label} stopped: {job.error}"), icon=":material/error:")
-        st.button("Try again", on_click=lambda: job_board().retry(job), key=f"retry_{hash(job.key)}")
+        st.button("Try again", on_click=_run_first(lambda: job_board().retry(job)), key=f"retry_{hash(job.key)}")
         return None
     return job.result
 
 
 def start_button(label: str, start: Callable[[], object], key: str, help: str) -> None:
     """A button that starts a job (`start()`, run before the page is drawn again)."""
-    st.button(label, on_click=start, icon=":material/play_arrow:", key=key, help=help)
+    st.button(label, on_click=_run_first(start), icon=":material/play_arrow:", key=key, help=help)
+
+
+def _run_first(start: Callable[[], object]) -> Callable[[], None]:
+    """A button's on_click that runs `start` (a job's start) before the page is drawn again."""
+
+    def on_click() -> None:
+        start()
+
+    return on_click
 
 
 SECTIONS = "sections"

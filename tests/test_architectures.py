@@ -349,5 +349,5 @@ def test_opt_350ms_form_is_read_with_its_projections(tmp_path):
     assert lm.info.block == "post_ln" and lm.self_check.hidden <= 1e-4 and lm.self_check.logits <= 1e-4
     assert found.references == ("raw",) and "after projecting its word rows" in found.reason("embedding")
     assert [type(m).__name__ for m in lm.unembed] == ["Linear", "Linear"]  # project_out, then the head
-    assert analysis.analyze(lm, SEED_SENTENCE).reference == "raw"
+    assert analysis.analyze(lm, SEED_SENTENCE).settings.reference == "raw"
     analysis.release_models()

@@ -29,6 +29,8 @@ def demo_vectors(lm: LoadedModel, trace: Trace) -> torch.Tensor:
     vectors = []
     with torch.inference_mode():
         for index, parts in enumerate(lm.structure.layers):
+            if parts.value is None:
+                raise ValueError(f"{lm.name} has no value projection in layer {index} for the original demo.")
             x = inputs[index]  # [texts, tokens, hidden]
             values = x @ parts.value.weight  # the stored matrix, not its transpose; no bias
             per_head = values.unflatten(-1, (heads, -1)).transpose(-3, -2)  # [texts, heads, tokens, head_dim]

@@ -3,15 +3,17 @@ that exist only during that pass (`analysis.capture.trace` names what is read)."
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
 from analysis.capture.tokens import Tokens
 from analysis.model.loaded import LoadedModel
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ def _first_input(args: tuple, kwargs: dict) -> torch.Tensor:
     return kwargs["hidden_states"]
 
 
-def _output_item(output: object, item: int | None) -> torch.Tensor:
+def _output_item(output: Any, item: int | None) -> torch.Tensor:
     value = output if isinstance(output, torch.Tensor) else output[item or 0]
     if value is None:
         raise RuntimeError(f"The module returned no tensor at item {item}: eager attention is needed.")
@@ -74,7 +76,7 @@ def model_inputs(lm: LoadedModel, batch: list[Tokens]) -> dict[str, torch.Tensor
     return inputs
 
 
-def run_model(lm: LoadedModel, batch: list[Tokens], taps: dict[Hashable, Tap]) -> dict[Hashable, torch.Tensor]:
+def run_model(lm: LoadedModel, batch: list[Tokens], taps: Mapping[Key, Tap]) -> dict[Key, torch.Tensor]:
     """One forward pass over `batch` (hold `lm.lock`), reading `taps` with hooks that exist only during
     it: each reading with its batch dimension first."""
     calls: dict[tuple[int, str, int | None], list[torch.Tensor]] = {}

@@ -4,7 +4,7 @@ position whose token the model cannot see."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import replace
 
 import torch
@@ -12,6 +12,7 @@ import torch
 from analysis.capture.tokens import Tokens, tokenize
 from analysis.capture.trace import Point, trace_tokens
 from analysis.checks import check_text
+from analysis.definitions import OnProgress
 from analysis.model.loaded import LoadedModel
 
 MASKED_PASS_BYTES = 512 * 2**20
@@ -34,7 +35,7 @@ def masked_trace(
     lm: LoadedModel,
     text: str,
     points: Collection[Point],
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> tuple[Tokens, list[int], dict[Point, torch.Tensor]]:
     """Tokenise `text`, then run one copy per masked position (`masked_positions`) with that token replaced by
     the mask token. Returns the tokens, the masked positions and, per point, `[layers, positions, hidden]`: at

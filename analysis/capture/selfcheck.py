@@ -58,7 +58,7 @@ def self_check(lm: LoadedModel, own_model: PreTrainedModel) -> SelfCheck:
                 for layer in range(lm.num_layers)}  # fmt: skip
     readings["last hidden state"] = (expected_last, own_hidden[-1])
     errors = {where: _difference(ours, theirs, tokens) for where, (ours, theirs) in readings.items()}
-    where = max(errors, key=errors.get)
+    where = max(errors, key=errors.__getitem__)
     if errors[where] > TOLERANCE:
         raise UnsupportedModelError(
             f"{lm.name}: Token Trails reads it wrongly: its {where} differs from the model's own forward pass by "

@@ -29,7 +29,9 @@ Extra = Literal["attention", "head_context"]
 Point = Stage | Extra
 EXTRAS: tuple[Extra, ...] = get_args(Extra)
 
-_READS: dict[str, tuple[str, str, int | None]] = {  # point -> (the layer part, what of it, output item)
+Read = Point | Literal["attention_delta"]
+"""What a pass can read: a point, or a parallel block's attention output (summed into its attn_residual)."""
+_READS: dict[Read, tuple[str, Literal["input", "output"], int | None]] = {  # -> (layer part, what of it, item)
     "layer_input": ("block", "input", None),
     "layer_output": ("block", "output", None),
     "attn_output": ("mid_norm", "output", None),
@@ -84,7 +86,7 @@ class Trace:
         return reading[:, :length, :length] if point == "attention" else reading[:length]
 
 
-def _tap(lm: LoadedModel, point: str, layer: int) -> Tap:
+def _tap(lm: LoadedModel, point: Read, layer: int) -> Tap:
     """The hook that reads `point` in layer `layer`, at that depth's call of its module (ALBERT shares modules).
     A norm_after block (OLMo 2) forms attn_residual as its MLP's input: no norm reads it."""
     part, read, item = _READS[point]
@@ -107,7 +109,7 @@ def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points
         elif point not in EXTRAS:
             raise ValueError(f"Unknown point {point!r}: one of {', '.join([*STAGES, *EXTRAS])}.")
     parallel_residual = "attn_residual" in points and lm.structure.kind == "parallel"
-    reads = {point for point in points if not (parallel_residual and point == "attn_residual")}
+    reads: set[Read] = {point for point in points if not (parallel_residual and point == "attn_residual")}
     if parallel_residual:  # the model never forms it: the block input plus the attention output
         reads |= {"layer_input", "attention_delta"}
     taps = {(point, layer): _tap(lm, point, layer) for point in reads for layer in range(lm.num_layers)}
@@ -116,7 +118,7 @@ def trace_tokens(lm: LoadedModel, texts: list[str], tokens: list[Tokens], points
     if parallel_residual:
         for layer in range(lm.num_layers):
             readings[("attn_residual", layer)] = readings[("layer_input", layer)] + readings[("attention_delta", layer)]
-    kept = {key: value for key, value in readings.items() if key[0] in points}
+    kept = {(point, layer): readings[(point, layer)] for point in points for layer in range(lm.num_layers)}
     return Trace(lm.name, list(texts), list(tokens), kept, lm.num_layers)
 
 

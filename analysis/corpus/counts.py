@@ -4,14 +4,14 @@ Wilson intervals. The corpus check, the verdict and the sweep's summary all coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
 
 from analysis.capture.tokens import tokenize_readable
 from analysis.corpus.engine import batch_rows
-from analysis.definitions import METHODS, SUMMARY_COLUMNS
+from analysis.definitions import METHODS, SUMMARY_COLUMNS, OnProgress
 from analysis.model.loaded import LoadedModel
 from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 
@@ -68,7 +68,7 @@ def corpus_counts(
     settings: SweepSettings,
     *,
     batch_tokens: int = INTERACTIVE_BATCH_TOKENS,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
     classes: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Spikes and tokens per method, layer and word class over `texts`, from the counting engine
@@ -93,7 +93,7 @@ def corpus_spikes(
     texts: list[str],
     settings: AnalysisSettings = DEFAULTS,
     *,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> pd.DataFrame:
     """Per layer and word class over all `texts` under the settings' one geometry: tokens, spiking tokens, share and
     its 95% interval (SUMMARY_COLUMNS without the method)."""

@@ -19,7 +19,7 @@ import torch
 from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
-from analysis.definitions import Geometry, LensTarget
+from analysis.definitions import Geometry, LensTarget, OnProgress
 from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
 from analysis.report.lens import default_target, lens_targets
@@ -42,7 +42,7 @@ def batch_rows(
     sentence_ids: list[int],
     settings: SweepSettings,
     batch_tokens: int,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
     classes: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """ROW_COLUMNS rows for `texts` (labelled `sentence_ids`), ordered by sentence, method, layer, position; only
@@ -126,8 +126,9 @@ def _batch_frame(
     with torch.inference_mode():
         if geometries:
             vectors = joined(run.batch(settings.stage))
-            scorer = vocabulary_scorer(lm, settings.reference)
-            maps = [geometry_map(lm, settings.stage, settings.reference, g, settings.rogue_k) for g in geometries]
+            scorer = vocabulary_scorer(lm, settings.chosen_reference)
+            reference = settings.chosen_reference
+            maps = [geometry_map(lm, settings.stage, reference, g, settings.rogue_k) for g in geometries]
             scorers = [map_scorer(lm, scorer, m) for m in maps]
             found = rank_tokens(scorer, scorers, vectors, token_ids, position_ids, on_scored)
             own_reference = scorer.references(token_ids, position_ids, torch.float64)

@@ -181,9 +181,9 @@ def stream_texts(copy: Path, count: CorpusCount) -> Iterator[str]:
             if not text:
                 count.skipped_empty += 1
                 continue
-            if _SURROGATE.search(text):  # JSON may escape half a character pair; no file can hold it as text
+            if surrogate := _SURROGATE.search(text):  # JSON may escape half a character pair; no file can hold it
                 raise ValueError(
-                    f"{where.capitalize()} of {copy.name} holds a lone surrogate ({_SURROGATE.search(text)[0]!r}), "
+                    f"{where.capitalize()} of {copy.name} holds a lone surrogate ({surrogate[0]!r}), "
                     "half of a character pair and no character of its own: fix that text or remove it."
                 )
             yield text

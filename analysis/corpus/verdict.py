@@ -4,13 +4,11 @@ counting engine's summary (`analysis.corpus`) over the shipped corpus for every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pandas as pd
 
 from analysis.corpus.counts import corpus_counts, method_shares
 from analysis.data import corpus_sentences
-from analysis.definitions import METHODS, VERDICT_COLUMNS, Method
+from analysis.definitions import METHODS, VERDICT_COLUMNS, Method, OnProgress
 from analysis.model.capabilities import demo_unavailable
 from analysis.model.loaded import LoadedModel
 from analysis.settings import DEFAULTS, AnalysisSettings
@@ -31,7 +29,7 @@ def spike_verdict(
     settings: AnalysisSettings = DEFAULTS,
     *,
     sentences: list[str] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> pd.DataFrame:
     """One row per (method, layer, word class) over `sentences` (default: the shipped corpus), in VERDICT_COLUMNS.
 

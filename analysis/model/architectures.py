@@ -19,12 +19,15 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from analysis.model.checkpoint import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 BlockKind = Literal["post_ln", "pre_ln", "parallel", "norm_after"]
 
@@ -171,7 +174,9 @@ def module_at(root: nn.Module, path: str | None) -> nn.Module | None:
     return module if isinstance(module, nn.Module) else None
 
 
-def _need(hf_model: nn.Module, root: nn.Module, path: str, kind: type | tuple[type, ...], what: str) -> nn.Module:
+def _need(
+    hf_model: nn.Module, root: nn.Module, path: str | None, kind: type | tuple[type, ...], what: str
+) -> nn.Module:
     found = module_at(root, path)
     if not isinstance(found, kind):
         raise unsupported(hf_model, f"{what} ({path!r}) was not found")
@@ -258,7 +263,7 @@ def _layer_parts(hf_model: nn.Module, family: Family, block: nn.Module) -> Layer
     )
 
 
-def family_of(config: object) -> Family | None:
+def family_of(config: PretrainedConfig) -> Family | None:
     """The table's entry for this config's model type, in the variant its config chooses; None for a type the
     table does not name."""
     family = FAMILIES.get(config.model_type)
@@ -294,9 +299,10 @@ def find_structure(hf_model: nn.Module) -> ModelStructure:
     if callable(family.blocks):
         blocks = family.blocks(hf_model)
     else:
-        blocks = module_at(hf_model, family.blocks)
-        if not isinstance(blocks, nn.ModuleList) or not len(blocks):
+        found = module_at(hf_model, family.blocks)
+        if not isinstance(found, nn.ModuleList) or not len(found):
             raise unsupported(hf_model, f"no list of blocks at {family.blocks!r} was found")
+        blocks = list(found)
     return ModelStructure(
         family=config.model_type,
         label=family.label,

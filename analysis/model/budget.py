@@ -14,6 +14,10 @@ The products with the vocabulary are taken in blocks of a fixed size whatever n 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 from dataclasses import dataclass
 
 TEXT_MEMORY_BYTES = 2 * 2**30
@@ -55,7 +59,7 @@ class PassShape:
         return tokens
 
 
-def pass_shape(config: object, layers: int, heads: int) -> PassShape:
+def pass_shape(config: PretrainedConfig, layers: int, heads: int) -> PassShape:
     """The pass shape of a model with `config` (a transformers config), `layers` blocks and `heads` heads."""
     hidden = config.hidden_size
     inner = next((value for name in INNER_SIZES if isinstance(value := getattr(config, name, None), int)), None)

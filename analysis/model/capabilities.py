@@ -42,7 +42,11 @@ def capabilities(lm: LoadedModel) -> Capabilities:
         family=lm.structure.label,
         stages=tuple(stage for stage in STAGES if stage not in missing_stages),
         references=tuple(reference for reference in REFERENCES if reference not in missing_references),
-        unavailable={**missing_stages, **missing_references, **unavailable_lens(lm)},
+        unavailable={
+            name: why
+            for table in (missing_stages, missing_references, unavailable_lens(lm))
+            for name, why in table.items()
+        },
         original_demo=demo_unavailable(lm),
     )
 

@@ -10,6 +10,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import CONFIG_MAPPING, PreTrainedTokenizerBase
@@ -221,7 +222,7 @@ def safetensors_shapes(path: Path, name: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _header_entry(tensor: str, entry: object, damaged: str) -> tuple[tuple[int, ...], int]:
+def _header_entry(tensor: str, entry: Any, damaged: str) -> tuple[tuple[int, ...], int]:
     """One tensor's shape and the end of its bytes, from its safetensors header entry, refused unless its dtype is
     known, its shape whole and not negative, and its byte range [begin, end] exactly the bytes its shape needs."""
     try:

@@ -58,6 +58,8 @@ def discover_family(hf_model: nn.Module) -> Family:
     in_block = [c for c in calls if c.path.startswith(read + ".")]
     block_call = next(c for c in calls if c.path == read)
     x = block_call.input
+    if x is None:
+        raise unsupported(hf_model, "its blocks take no tensor input")
     attention = next((c for c in in_block if c.weights is not None), None)
     if attention is None:
         raise unsupported(hf_model, "no module of its blocks returned attention weights")
@@ -82,8 +84,8 @@ def discover_family(hf_model: nn.Module) -> Family:
         label=f"{config.model_type} (structure read from the model: {kind})",
         kind=kind,
         blocks=blocks_path,
-        attention=relative(attention),
-        out_projection=relative(projection),
+        attention=attention.path.removeprefix(read + "."),
+        out_projection=projection.path.removeprefix(read + "."),
         mid_norm=relative(mid_norm),
         position=_table(hf_model, outside, getattr(config, "max_position_embeddings", None)),
         token_type=_table(hf_model, outside, getattr(config, "type_vocab_size", None)),
@@ -117,7 +119,7 @@ def _out_projection(in_block: list[_Call], attention: _Call, hidden: int) -> _Ca
     query, key or value projection) that finished inside the attention
     module (Llama's o_proj, GPT-2's c_proj), or else the first that finished after it (BERT's attention.output.dense,
     outside the module returning the weights). Calls are listed as they finish."""
-    linear = [c for c in in_block if linear_like(c.module) and c.output.shape[-1] == hidden
+    linear = [c for c in in_block if linear_like(c.module) and c.output is not None and c.output.shape[-1] == hidden
               and not _close(c.input, attention.input)]  # not a query, key or value projection  # fmt: skip
     inside = [c for c in linear if c.path.startswith(attention.path + ".")]
     if inside:

@@ -7,7 +7,7 @@ only the scale and the soft cap, formulas of the config, are written here."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,7 +33,7 @@ def lens_kind(config: PretrainedConfig) -> LensKind | None:
     return "causal" if family.causal else "masked"
 
 
-def head_class(config: PretrainedConfig) -> type | None:
+def head_class(config: PretrainedConfig) -> type[Any] | None:
     """The transformers auto class that builds the model with its prediction head; None where there is no lens."""
     kind = lens_kind(config)
     if kind is None:

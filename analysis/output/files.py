@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -125,7 +126,7 @@ class FolderLock:
 def _try_lock(descriptor: int) -> bool:
     """Take the operating system's exclusive lock on an open file without waiting; False where another holds it."""
     try:
-        if os.name == "nt":
+        if sys.platform == "win32":
             import msvcrt
 
             msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)

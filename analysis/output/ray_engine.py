@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from analysis.corpus.engine import batch_rows
 from analysis.devices import resolve_device
 from analysis.model.loading import load_model
 from analysis.output.reaper import watch_descendants
-from analysis.output.sweep import ShardRunner, Sweep, spool_texts, write_shard
+from analysis.output.sweep import ShardDone, ShardRunner, Sweep, spool_texts, write_shard
 from analysis.settings import SweepSettings
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -69,7 +68,7 @@ def ray_shard_runner(
     cluster at `address`."""
     ray = require_ray()
 
-    def run(shards: list[int], done: Callable[[int, int], None]) -> None:
+    def run(shards: list[int], done: ShardDone) -> None:
         environment = {name: os.environ[name] for name in _FORWARDED_ENVIRONMENT if name in os.environ}
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar says how far it is
         helpers = watch_descendants() if address is None else None  # a local Ray ends with the sweep
@@ -105,7 +104,7 @@ def ray_shard_runner(
                 done(int(row["shard"]), int(row["sentences"]))
         finally:
             ray.shutdown()
-            if helpers is not None:
+            if helpers is not None and helpers.stdin is not None:
                 helpers.stdin.close()
                 helpers.wait()
 

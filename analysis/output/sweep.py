@@ -34,7 +34,7 @@ from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import batch_rows
 from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
-from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS
+from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, OnProgress, Reference
 from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json
@@ -152,7 +152,9 @@ def spool_texts(out: Path, offset: int, count: int) -> list[str]:
         return [json.loads(line) for line in islice(spool, count)]
 
 
-ShardRunner = Callable[[list[int], Callable[[int, int], None]], None]
+ShardDone = Callable[[int, int], None]
+"""`done(shard, sentences)`: a shard is written, holding that many sentences."""
+ShardRunner = Callable[[list[int], ShardDone], None]
 """`run(shards, done)`: compute and write the given shards (Ray actors, say), calling `done(shard, sentences)`
 as each is written."""
 
@@ -210,7 +212,7 @@ class Sweep:
         batch_tokens: int = 4096,
         engine: str = "local",
         run_shards: ShardRunner | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: OnProgress | None = None,
     ) -> SweepReport:
         """Compute the missing shards with `lm` (here, or by `run_shards(shards, done)`), then the summary
         and provenance; `on_progress(done, total)` counts sentences as each batch of texts finishes (here; by
@@ -225,7 +227,7 @@ class Sweep:
                 self.out, self.shards, [], True, self.sentences, recorded["truncated_sentence_ids"],
                 recorded.get("unreadable_sentence_ids", []), notes,
             )  # fmt: skip
-        run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "engine": engine,
+        run: dict[str, object] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "finished": None, "engine": engine,
                "device": str(lm.device), "batch_tokens": batch_tokens, "shards_written": 0}  # fmt: skip
         self.manifest["runs"].append(run)
         write_json(self.out / MANIFEST, self.manifest)
@@ -253,7 +255,7 @@ class Sweep:
                     within = None
                     if on_progress:  # every batch of the shard moves the count on, not just the shard's end
 
-                        def within(texts_done: float, _: int, before: int = done_sentences) -> None:
+                        def within(texts_done: float, _: float, before: int = done_sentences) -> None:
                             on_progress(before + texts_done, self.sentences)
 
                     write_shard(self.out, shard, batch_rows(lm, texts, ids, settings, batch_tokens, within))
@@ -396,7 +398,7 @@ def finished_sweep(out: Path) -> bool:
     return all((out / name).is_file() for name in (MANIFEST, "summary.csv", "provenance.json"))
 
 
-def recorded_reference(out: Path) -> str | None:
+def recorded_reference(out: Path) -> Reference | None:
     """The reference of the sweep `out` holds, if it holds one (what a rerun without --reference continues)."""
     manifest = Path(out) / MANIFEST
     return read_json(manifest, MANIFEST_DAMAGED).get("reference") if manifest.is_file() else None

@@ -5,7 +5,6 @@ are in docs/design.md, section 8."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ from analysis.capture.masked import masked_trace
 from analysis.capture.tokens import token_table
 from analysis.capture.trace import Trace, traced
 from analysis.checks import check_choice
-from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, Stage
+from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, OnProgress, Stage
 from analysis.model.capabilities import check_lens, check_stage, check_vocabulary_count
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import per_layer, vocabulary_pieces
@@ -69,7 +68,7 @@ def lens(
     target: LensTarget | None = None,
     top_k: int = LENS_TOP_K,
     masked: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> LensResult:
     """What the model would predict from each layer's vector at `stage`: a text, or a `Trace` of one text holding
     `stage` and `layer_output` (the model's own output, which the KL and the final top-1 compare with).
@@ -147,7 +146,7 @@ def _metrics(lm: LoadedModel, rows: pd.DataFrame, target_ids: list[int], scores:
     targets = np.tile(np.array(target_ids), n_layers)
     has_target = targets != NO_TARGET
     frame["target_id"] = _where(targets, has_target)
-    frame["target"] = np.where(has_target, pieces[np.where(has_target, targets, 0)], None)
+    frame["target"] = pd.Series(pieces[np.where(has_target, targets, 0)]).where(has_target, None)
     frame["lens_logit"] = _numpy(scores.target_logit).astype(np.float64)
     frame["lens_prob"] = _numpy(scores.target_prob).astype(np.float64)
     frame["lens_rank"] = _where(_numpy(scores.target_rank), has_target)

@@ -105,7 +105,7 @@ def analyze(
     if not isinstance(lm, LoadedModel):
         raise TypeError(f"analyze needs a model from analysis.load_model(name), not {type(lm).__name__}.")
     settings = AnalysisSettings(stage, reference, geometry, rogue_k, top_k, overlap_n).resolve(lm)
-    reference = settings.reference
+    reference = settings.chosen_reference
     scorer = vocabulary_scorer(lm, reference)
     geometry_maps = geometry_map(lm, stage, reference, geometry, rogue_k)
     run = traced(lm, text, [stage])

@@ -31,7 +31,7 @@ from analysis.capture.tokens import length_batches, tokenize_all
 from analysis.capture.trace import trace_tokens
 from analysis.checks import check_choice
 from analysis.data import CORPUS_FILE, corpus_sentences
-from analysis.definitions import GEOMETRIES, Geometry, Reference, Stage
+from analysis.definitions import GEOMETRIES, Geometry, OnProgress, Reference, Stage
 from analysis.model import derived
 from analysis.model.capabilities import check_reference, check_stage
 from analysis.model.loaded import LoadedModel
@@ -113,7 +113,7 @@ def stage_statistics(
     lm: LoadedModel,
     stage: Stage,
     sentences: list[str],
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> StageStatistics:
     """The stage's statistics over the non-special tokens of `sentences`, in padded batches (each text's rows are
     what it gives alone: padding is masked). `on_progress(done, total)` counts sentences."""
@@ -137,7 +137,7 @@ def stage_statistics(
     n = moments.count
     if n < 2:
         raise ValueError("The background needs at least two non-special tokens.")
-    contribution = (unit_sum**2 - unit_sq_sum) / (n * (n - 1))
+    contribution = np.asarray((unit_sum**2 - unit_sq_sum) / (n * (n - 1)))  # [layers, hidden]
     return StageStatistics(
         stage=stage,
         mean=np.asarray(moments.mean),
@@ -165,7 +165,7 @@ def compute_background(
     stage: Stage,
     reference: Reference,
     sentences: list[str] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Background:
     """The background statistics from `sentences` (default: the shipped corpus), computed afresh."""
     sentences = corpus_sentences() if sentences is None else sentences
@@ -186,9 +186,7 @@ def combine(
     )
 
 
-def corpus_statistics(
-    lm: LoadedModel, stage: Stage, on_progress: Callable[[int, int], None] | None = None
-) -> StageStatistics:
+def corpus_statistics(lm: LoadedModel, stage: Stage, on_progress: OnProgress | None = None) -> StageStatistics:
     """The shipped corpus's statistics of `stage` for this model, computed once per model and stage (a forward
     pass per batch of sentences; `on_progress(done, total)` counts them)."""
     check_stage(lm, stage)
@@ -201,7 +199,7 @@ def background(
     lm: LoadedModel,
     stage: Stage,
     reference: Reference,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> Background:
     """The background statistics of the shipped corpus: the stage's computed once per model and stage
     (`corpus_statistics`), the reference's once per model and reference (no forward pass)."""
@@ -325,7 +323,7 @@ def geometry_map(
     reference: Reference,
     geometry: Geometry,
     rogue_k: int,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> GeometryMap:
     """The maps of `geometry` for this model, stage and reference (checked: `AnalysisSettings.resolve`), with the
     background it needs."""

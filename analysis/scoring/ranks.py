@@ -107,7 +107,10 @@ class MapScorer:
     def table_rows(self, vectors: torch.Tensor) -> torch.Tensor:
         """What this map multiplies with the table: the vectors themselves (a product shared with every map that
         does the same), or P v (a product of its own)."""
-        return vectors if self.product == "shared" else self.scale.unsqueeze(1) * vectors
+        if self.product == "shared":
+            return vectors
+        assert self.scale is not None  # a product of its own is P v
+        return self.scale.unsqueeze(1) * vectors
 
     @property
     def copies_shared(self) -> bool:
@@ -139,12 +142,14 @@ class MapScorer:
         scorer = self.scorer
         mine = None if owned or workspace is None else workspace.take("map", products.shape)
         if self.correction is not None:
+            assert self.scale is not None  # the correction covers the dimensions where P differs from 1
             if not owned:
                 products, owned = _copy(products, mine), True
             deviation = ((self.scale - 1).unsqueeze(1) * vectors).flatten(0, 1)
             scorer.table_products_on(deviation, self.correction, out=products.view(len(deviation), -1))
         a = vectors if self.scale is None else vectors * self.scale.unsqueeze(1)
         if self.bias is not None:
+            assert self.layer_rows is not None  # T . b, computed with the bias
             a = a - self.bias.unsqueeze(1)
             layer_rows = self.layer_rows.unsqueeze(1)
             products = products.sub_(layer_rows) if owned else torch.sub(products, layer_rows, out=mine)
@@ -216,6 +221,7 @@ def score_blocks(
             rows = None
         ridden = [requests[index][1].table_rows(requests[index][0][:, part]) for index in riders.values()]
         block, products = scorer.position_block(positions, weightings, torch.cat(ridden), workspace)
+        assert products is not None  # the ridden rows' products with the table
         by_key = dict(zip(riders, products.split([rider.shape[0] for rider in ridden]), strict=True))
         for index in order:
             vectors, mapping = requests[index]

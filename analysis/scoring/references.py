@@ -134,10 +134,10 @@ class VocabularyScorer:
         self.constants = memo(derived.VocabConstants(), lambda: vocab_constants(parts))
         self.normalised = reference == "embedding" and parts.norm is not None
         self.uses_positions = reference != "raw"
-        norm = parts.norm
-        self.ln_gain = norm.weight.detach() if self.normalised and norm.weight is not None else None
-        self.ln_bias = norm.bias.detach() if self.normalised and norm.bias is not None else None
-        self.ln_eps = norm.eps if self.normalised else 0.0
+        norm = parts.norm if self.normalised else None
+        self.ln_gain = norm.weight.detach() if norm is not None and norm.weight is not None else None
+        self.ln_bias = norm.bias.detach() if norm is not None and norm.bias is not None else None
+        self.ln_eps = norm.eps if norm is not None else 0.0
         projection = parts.projection
         self.projection = projection.weight.detach() if projection is not None else None  # [hidden, embedding]
         bias = projection.bias if projection is not None else None  # OPT-350m's projection has none
@@ -282,7 +282,7 @@ class VocabularyScorer:
         word_rows = self.normalised and q_embedding is not None and self.projection is None  # table = word table
         if word_rows:
             rows.append(q_embedding)
-        products = None
+        products = self.table.new_empty((0, self.vocab_size))  # no rows to multiply: nothing below reads it
         if rows:
             stacked = torch.cat(rows)
             out = None if workspace is None else workspace.take("position_block", (len(stacked), self.vocab_size))
@@ -370,7 +370,7 @@ class VocabularyScorer:
         word_q = w_u . q_p `[positions, vocab]`."""
         d = self.word.shape[1]
         norm_sq, mean = self.constants.norm_sq.unsqueeze(0), self.constants.mean.unsqueeze(0)
-        if q is not None:
+        if q is not None and word_q is not None:
             norm_sq = norm_sq + 2 * word_q + (q * q).sum(-1, keepdim=True)
             mean = mean + q.mean(-1, keepdim=True)
         return ((norm_sq - d * mean**2) / d + self.ln_eps).sqrt_()
