@@ -3,7 +3,7 @@
 import streamlit as st
 
 from analysis.definitions import WORD_CLASSES
-from analysis.report.reports import token_label
+from analysis.tables import token_label
 from dashboard.controller import open_page
 from dashboard.show import literal
 from dashboard.widgets import bind, page_links, section

@@ -28,9 +28,9 @@ import vl_convert
 
 from analysis.definitions import METHODS
 from analysis.report.lens import LensResult
-from analysis.report.reports import model_labels, token_label
 from analysis.report.result import AnalysisResult
 from analysis.scoring.geometry import geometry_spec
+from analysis.tables import model_labels, token_label
 
 PICK = "pick"
 """Name of the click selection on trajectory charts: its value is the clicked token's `position`."""

@@ -15,7 +15,7 @@ import analysis
 from analysis.definitions import SEED_SENTENCE
 from benchmarks.bench_analysis import best_of, floor
 from benchmarks.memory import long_text_growth
-from benchmarks.runner import run
+from benchmarks.runner import run, timed_against_floor
 from tests.synthetic import (
     GPT2_SHAPE,
     ROBERTA_BASE_SHAPE,
@@ -31,15 +31,7 @@ def against_floor(lm: analysis.LoadedModel) -> dict:
     analysis.analyze(lm, SEED_SENTENCE)  # per-model constants, built once
     ours, result = best_of(lambda: analysis.analyze(lm, SEED_SENTENCE), 7)
     floor_time, _ = best_of(lambda: floor(lm, SEED_SENTENCE), 7)
-    return {
-        "reference": result.settings.reference,
-        "tokens": len(result.tokens),
-        "layers": lm.num_layers,
-        "vocab": lm.vocab_size,
-        "ours_s": ours,
-        "floor_s": floor_time,
-        "ours_over_floor": ours / floor_time,
-    }
+    return {"reference": result.settings.reference, **timed_against_floor(lm, len(result.tokens), ours, floor_time)}
 
 
 def seed_benchmarks() -> dict:

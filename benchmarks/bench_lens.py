@@ -25,7 +25,7 @@ from analysis.definitions import SEED_SENTENCE
 from analysis.model.loaded import wrap_model
 from benchmarks.bench_analysis import best_of
 from benchmarks.memory import PeakRss, rss_bytes
-from benchmarks.runner import run
+from benchmarks.runner import run, timed_against_floor
 from tests.synthetic import (
     GPT2_SHAPE,
     ROBERTA_BASE_SHAPE,
@@ -65,15 +65,7 @@ def against_floor(lm: analysis.LoadedModel, text: str, repeats: int) -> dict:
         seconds, result = best_of(lambda: analysis.lens(lm, text, stage=STAGE), 1)
         ours = min(ours, seconds)
         floor_time = min(floor_time, best_of(lambda: floor(lm, text), 1)[0])
-    return {
-        "target": result.target,
-        "tokens": len(result.tokens),
-        "layers": lm.num_layers,
-        "vocab": lm.vocab_size,
-        "ours_s": ours,
-        "floor_s": floor_time,
-        "ours_over_floor": ours / floor_time,
-    }
+    return {"target": result.target, **timed_against_floor(lm, len(result.tokens), ours, floor_time)}
 
 
 def speed() -> dict:

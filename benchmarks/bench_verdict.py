@@ -24,9 +24,9 @@ from analysis.corpus.verdict import VERDICT_CLASSES, spike_verdict, verdict_meth
 from analysis.data import corpus_sentences
 from analysis.definitions import GEOMETRIES
 from analysis.report.original_demo import original_demo
-from analysis.report.spikes import token_spikes
-from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import corpus_statistics
+from analysis.spikes import token_spikes
+from analysis.wordclass import word_classes
 from benchmarks.runner import run
 from tests.synthetic import ROBERTA_BASE_SHAPE, random_roberta
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from analysis.model.loaded import LoadedModel
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -25,3 +27,9 @@ def run(name: str, doc: str, quick: tuple[str, Callable[[], dict]], large: tuple
         print(json.dumps(report[key], indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def timed_against_floor(lm: LoadedModel, tokens: int, ours: float, floor: float) -> dict:
+    """What every speed report holds: the shape, our time, the floor's and their ratio (seconds)."""
+    return {"tokens": tokens, "layers": lm.num_layers, "vocab": lm.vocab_size, "ours_s": ours, "floor_s": floor,
+            "ours_over_floor": ours / floor}  # fmt: skip

@@ -14,14 +14,14 @@ import streamlit as st
 import analysis
 from analysis.capture.trace import Extra
 from analysis.data import corpus_sentences
-from analysis.report.reports import opening_layer
-from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import geometry_spec
+from analysis.tables import opening_layer
+from analysis.wordclass import word_classes
 from dashboard import widgets
 from dashboard.cache import cached_capabilities, hub_model_available, page_model, view_analysis, view_lens
 from dashboard.jobs import background_job, masked_lens_job
 from dashboard.settings import settings
-from dashboard.show import literal, name_downloads
+from dashboard.show import explanations, literal, name_downloads
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
 
 NOTICES = "notices"
@@ -161,6 +161,18 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     )
 
 
+def vocabulary_or_lens_page(
+    title: str, vocabulary_view: Callable[[Context], None], lens_view: Callable[[Context], None]
+) -> None:
+    """A page with a vocabulary view and a lens view (Layer trajectories, Rank plots): opened, headed and
+    explained, with the lens controls, then the view the reader chose drawn."""
+    context = open_page(title)
+    st.header(title)
+    explanations()
+    widgets.lens_controls(context.capabilities, context.info.causal)
+    (lens_view if context.view.lens else vocabulary_view)(context)
+
+
 def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult | None:
     """The lens of the page's view: read from the page's trace (`extras`: the page's) with a spinner, or in masked
     mode from its job, whose progress is shown while it runs (then None: the page draws no lens yet). Any
@@ -187,7 +199,7 @@ def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.Lens
 
 def deep_dive_layer(context: Context) -> tuple[int, str, list[str]]:
     """The layer the deep dive shows, what its layer picker calls the default choice, and notices: the view's
-    layer, or else the opening layer (`reports.opening_layer`) and why the page opened there. A link's layer or
+    layer, or else the opening layer (`analysis.tables.opening_layer`) and why the page opened there. A link's layer or
     head the model does not have is dropped, and the page says so."""
     info = context.info
     view = current_view()

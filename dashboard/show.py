@@ -10,8 +10,8 @@ import streamlit as st
 
 import analysis
 from analysis.charts import Figure
-from analysis.report.reports import short_name
 from analysis.settings import AnalysisSettings
+from analysis.tables import short_name
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|:~$&=\"'])")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.]+")

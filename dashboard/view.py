@@ -183,6 +183,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "masked": _flag,
     "lens_stage": lambda value: check_choice("lens stage", value, analysis.STAGES),
 }
+assert set(_PARSERS) == set(LINK_FIELDS), "every field a link carries has its parser"
 
 
 def view_from_query(params: Mapping[str, str | list[str]], defaults: View) -> tuple[View, list[str]]:

@@ -14,8 +14,8 @@ import analysis
 from analysis.charts import PICK, trajectory_chart
 from analysis.definitions import LENS_STAGE, WORD_CLASSES
 from analysis.model.loaded import SelfCheck
-from analysis.report.reports import token_label
 from analysis.settings import DEFAULTS
+from analysis.tables import token_label
 from dashboard import show
 from dashboard.jobs import Job, job_board
 from dashboard.settings import settings

@@ -6,9 +6,9 @@ import streamlit as st
 from analysis.definitions import LENS_COLUMNS, METRICS_COLUMNS
 from dashboard import show
 from dashboard.cache import view_background
-from dashboard.controller import Context, open_page, page_lens
+from dashboard.controller import Context, page_lens, vocabulary_or_lens_page
 from dashboard.jobs import background_job
-from dashboard.widgets import clickable_trajectories, follow_job, lens_controls
+from dashboard.widgets import clickable_trajectories, follow_job
 
 
 def vocabulary_view(context: Context) -> None:
@@ -61,11 +61,4 @@ def lens_view(context: Context) -> None:
     show.table(lens.metrics, "lens", key="lens_table", column_help=LENS_COLUMNS)
 
 
-context = open_page("Layer trajectories")
-st.header("Layer trajectories")
-show.explanations()
-lens_controls(context.capabilities, context.info.causal)
-if context.view.lens:
-    lens_view(context)
-else:
-    vocabulary_view(context)
+vocabulary_or_lens_page("Layer trajectories", vocabulary_view, lens_view)

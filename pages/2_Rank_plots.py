@@ -7,17 +7,18 @@ import streamlit as st
 
 from analysis.charts import neighbor_grid, overlap_chart, prediction_grid
 from analysis.definitions import LENS_TOP_COLUMNS, NEIGHBORS_COLUMNS
-from analysis.report.reports import token_label
+from analysis.tables import token_label
 from dashboard import show
-from dashboard.controller import Context, open_page, page_lens
+from dashboard.controller import Context, page_lens, vocabulary_or_lens_page
 from dashboard.view import TOP_K_RANGE, current_view
-from dashboard.widgets import bind, clickable_trajectories, lens_controls
+from dashboard.widgets import bind, clickable_trajectories
 
 OVERLAP_SIZES = [10, 25, 50, 100, 200, 500, 1000]
 
 
-def token_and_k(context: Context, positions: list[int], noun: str) -> int:
-    """The token to show (the first highlighted one of `positions`) and the k slider; returns its position."""
+def token_and_k(context: Context, positions: list[int], noun: str) -> tuple[int, int, str]:
+    """The token to show (the first highlighted one of `positions`) and the k slider; returns the token's position,
+    k and the token's label."""
     tokens = context.result.tokens
     labels = dict(zip(tokens["position"], tokens["text"], strict=True))
     content = [p for p in positions if not tokens["special"][p]]
@@ -33,7 +34,7 @@ def token_and_k(context: Context, positions: list[int], noun: str) -> int:
         ),
     )
     right.slider(f"{noun} shown (k)", *TOP_K_RANGE, **bind("top_k"))
-    return focus
+    return focus, context.view.settings.top_k, token_label(focus, labels[focus])
 
 
 def grid_table(grid: pd.DataFrame, rows: pd.DataFrame, focus: int, *, name: str, key: str, file: str,
@@ -55,9 +56,7 @@ def vocabulary_view(context: Context) -> None:
     )
 
     st.subheader("Nearest vocabulary neighbours per layer")
-    focus = token_and_k(context, result.tokens["position"].tolist(), "Neighbours")
-    k = context.view.settings.top_k
-    label = token_label(focus, result.tokens["text"][focus])
+    focus, k, label = token_and_k(context, result.tokens["position"].tolist(), "Neighbours")
     show.caption(
         result,
         f"Top {k} vocabulary items nearest to {label} at each layer; ▶own◀ marks the token itself, and the last row "
@@ -99,9 +98,7 @@ def lens_view(context: Context) -> None:
     )
 
     st.subheader("Top predictions per layer")
-    focus = token_and_k(context, lens.metrics["position"].unique().tolist(), "Predictions")
-    k = context.view.settings.top_k
-    label = token_label(focus, context.result.tokens["text"][focus])
+    focus, k, label = token_and_k(context, lens.metrics["position"].unique().tolist(), "Predictions")
     target = lens.metrics.loc[lens.metrics["position"] == focus, "target"].iloc[0]
     aim = "it has no next token to predict" if pd.isna(target) else f"the target is {target}"
     show.lens_caption(
@@ -117,11 +114,4 @@ def lens_view(context: Context) -> None:
     clickable_trajectories(lens, context.highlighted, "kl_final", "lens_kl_final", classes=context.classes)
 
 
-context = open_page("Rank plots")
-st.header("Rank plots")
-show.explanations()
-lens_controls(context.capabilities, context.info.causal)
-if context.view.lens:
-    lens_view(context)
-else:
-    vocabulary_view(context)
+vocabulary_or_lens_page("Rank plots", vocabulary_view, lens_view)

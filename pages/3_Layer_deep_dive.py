@@ -9,7 +9,9 @@ from analysis.corpus.verdict import VERDICT_CLASSES, verdict_methods, verdict_su
 from analysis.data import corpus_sentences
 from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
 from analysis.model.derived import statistics_ready
-from analysis.report.reports import (
+from analysis.scoring.geometry import geometry_spec
+from analysis.spikes import SPIKE_DEFINITION, spike_shares
+from analysis.tables import (
     MAX_FOLLOWED,
     LayerReport,
     attention_pattern,
@@ -21,8 +23,6 @@ from analysis.report.reports import (
     skipped_note,
     token_labels,
 )
-from analysis.report.spikes import SPIKE_DEFINITION, spike_shares
-from analysis.scoring.geometry import geometry_spec
 from dashboard import show
 from dashboard.cache import cached_heads, cached_original_demo, view_analysis, view_background, view_lens
 from dashboard.controller import Context, deep_dive_layer, open_page

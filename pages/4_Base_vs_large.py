@@ -8,7 +8,7 @@ import analysis
 from analysis.charts import comparison_chart, heatmap
 from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
-from analysis.report.reports import comparison_report, model_labels
+from analysis.tables import comparison_report, model_labels
 from dashboard import show
 from dashboard.cache import cached_capabilities, hub_model_available, view_analysis, view_lens
 from dashboard.controller import compared_models, open_page, replacements

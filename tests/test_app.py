@@ -16,7 +16,7 @@ import analysis
 from analysis.corpus.verdict import verdict_summary
 from analysis.data import corpus_sentences
 from analysis.definitions import METHODS, SEED_SENTENCE
-from analysis.report.reports import opening_layer
+from analysis.tables import opening_layer
 from tests.hooks import forward_passes
 
 ROOT = Path(__file__).resolve().parent.parent

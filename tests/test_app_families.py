@@ -12,8 +12,8 @@ from analysis.capture.heads import attribute_heads
 from analysis.corpus.texts import texts_from_upload
 from analysis.data import corpus_sentences
 from analysis.definitions import SEED_SENTENCE
-from analysis.report.reports import layer_report
-from analysis.report.wordclass import word_classes
+from analysis.tables import layer_report
+from analysis.wordclass import word_classes
 from tests.test_app import (
     COMPARE,
     DEEP_DIVE,

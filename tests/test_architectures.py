@@ -11,9 +11,9 @@ from transformers import AutoConfig, AutoModel
 
 import analysis
 from analysis.definitions import SEED_SENTENCE
-from analysis.report.reports import token_labels
-from analysis.report.wordclass import word_classes
 from analysis.scoring.references import vocabulary_scorer
+from analysis.tables import token_labels
+from analysis.wordclass import word_classes
 from tests.hooks import stage_vectors
 from tests.numerics import COSINE32, exact_cosines, exact_references, rank_bounds
 from tests.synthetic import (

@@ -22,8 +22,8 @@ from analysis.charts import (
     verdict_chart,
 )
 from analysis.definitions import GEOMETRIES, METHODS, SEED_SENTENCE, WORD_CLASSES
-from analysis.report.reports import token_label
-from analysis.report.wordclass import word_classes
+from analysis.tables import token_label
+from analysis.wordclass import word_classes
 
 
 @pytest.fixture(scope="module")

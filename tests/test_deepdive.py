@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import analysis
 from analysis.capture.heads import attention_shares, attribute_heads, outlier_dimensions
@@ -12,9 +13,9 @@ from analysis.corpus.counts import corpus_spikes, wilson_interval
 from analysis.data import corpus_sentences
 from analysis.definitions import SEED_SENTENCE
 from analysis.report.compare import SUMMARY_COLUMNS, cka_matrix, linear_cka, model_summary, word_vectors
-from analysis.report.spikes import spike_shares, token_spikes, top_spike_layer
-from analysis.report.wordclass import word_classes
 from analysis.scoring.references import own_references
+from analysis.spikes import spike_shares, token_spikes, top_spike_layer
+from analysis.wordclass import word_classes
 
 
 def metrics_from_ranks(ranks: dict[str, list[int]]) -> pd.DataFrame:
@@ -60,15 +61,21 @@ def test_head_attribution_adds_up_to_the_change_in_cosine(lm, layer):
     np.testing.assert_allclose(split.total, after - before, atol=1e-4)
 
 
-def test_attention_sink_shares_sum_to_one_per_head(lm):
+def test_attention_sink_shares_are_the_models_own_attention_mass_per_group(lm):
+    """Each head's share of attention on each group of key tokens, against the attention weights the model
+    returns itself (`output_attentions`), summed over the group's keys and averaged over the queries."""
     parts = analysis.decompose_heads(lm, SEED_SENTENCE, 1)
     classes = word_classes(parts.tokens)
     groups = classes.where(classes.isin(["special", "punctuation"]), "other")
     shares = attention_shares(parts, groups)
     assert list(shares.index) == list(range(lm.num_heads))
     assert set(shares.columns) == {"special", "punctuation", "other"}
-    np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)  # float32 softmax rows, averaged
-    assert (shares.to_numpy() >= 0).all()
+    encoded = lm.tokenizer(SEED_SENTENCE, return_tensors="pt")
+    with torch.inference_mode():
+        own = lm.hf_model(**encoded, output_attentions=True).attentions[1][0].double().numpy()  # [heads, q, k]
+    for group in shares.columns:
+        keys = (groups == group).to_numpy()
+        np.testing.assert_allclose(shares[group], own[:, :, keys].sum(-1).mean(-1), rtol=1e-5, atol=1e-7)
 
 
 def test_outlier_dimensions_find_the_dimension_that_carries_the_change():
@@ -113,11 +120,19 @@ def test_cka_across_tokenizers_compares_words(minilm, tiny_roberta):
 
 
 def test_model_summary_names_its_parts(minilm):
-    summary = model_summary(analysis.analyze(minilm, SEED_SENTENCE), "1: all-MiniLM-L6-v2")
+    """The final ranks are the medians of each word class's ranks at the last layer, and the drift the mean fall
+    of a token's cosine from layer 0 to the last, read token by token from the metrics."""
+    result = analysis.analyze(minilm, SEED_SENTENCE)
+    summary = model_summary(result, "1: all-MiniLM-L6-v2")
     assert list(summary) == list(SUMMARY_COLUMNS) and summary["model"] == "1: all-MiniLM-L6-v2"
     assert summary["layers"] == 6
-    assert summary["final rank, content"] >= 1
-    assert -2 <= summary["drift"] <= 2
+    classes = word_classes(result.tokens)
+    by_cell = {(row.layer, row.position): row for row in result.metrics.itertuples()}
+    for word_class in ("function", "content"):
+        ranks = [by_cell[(5, position)].rank for position in classes.index[classes == word_class]]
+        assert summary[f"final rank, {word_class}"] == float(np.median(ranks))
+    falls = [by_cell[(0, p)].cosine - by_cell[(5, p)].cosine for p in result.tokens["position"]]
+    assert summary["drift"] == pytest.approx(sum(falls) / len(falls), abs=5e-5)  # rounded to 4 decimals
 
 
 def test_model_summary_names_the_spike_layers_with_their_shares(minilm):

@@ -12,11 +12,11 @@ from analysis.__main__ import main as cli_main
 from analysis.capture.tokens import length_batches, tokenize_all
 from analysis.capture.trace import trace_tokens
 from analysis.corpus.counts import corpus_spikes, shares_from_counts
-from analysis.corpus.verdict import spike_verdict, verdict_summary
+from analysis.corpus.verdict import spike_verdict, top_layer, verdict_summary
 from analysis.data import corpus_sentences
 from analysis.definitions import GEOMETRIES, METHODS, SEED_SENTENCE, VERDICT_COLUMNS
 from analysis.report.original_demo import original_demo
-from analysis.scoring.geometry import BACKGROUND_BATCH_TOKENS, compute_background, geometry_map
+from analysis.scoring.geometry import BACKGROUND_BATCH_TOKENS, GEOMETRY_SPECS, compute_background, geometry_map
 from analysis.scoring.ranks import map_scorer, score_blocks
 from analysis.scoring.references import vocabulary_scorer
 from tests.hooks import stage_vectors
@@ -50,16 +50,15 @@ def test_background_statistics_match_a_direct_numpy_computation(tiny_roberta):
     np.testing.assert_allclose(found.references.mean, y.mean(0), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(found.references.std, np.maximum(y.std(0), 1e-6), rtol=1e-10)
     unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    distinct = ~np.eye(n, dtype=bool)  # the ordered pairs a != b
     for layer in range(tiny_roberta.num_layers):
         pairs = unit[layer] @ unit[layer].T
-        mean_distinct = (pairs.sum() - np.trace(pairs)) / (n * (n - 1))  # the mean over ordered pairs a != b
-        assert found.vectors.anisotropy[layer] == pytest.approx(mean_distinct, rel=1e-10)
-    np.testing.assert_allclose(found.vectors.rogue_contribution.sum(-1), found.vectors.anisotropy, rtol=1e-10)
-    expected_order = np.argsort(-found.vectors.rogue_contribution, axis=-1, kind="stable")
-    np.testing.assert_array_equal(found.vectors.rogue_order, expected_order)
-    assert (
-        np.diff(np.take_along_axis(found.vectors.rogue_contribution, found.vectors.rogue_order, -1), axis=-1) <= 0
-    ).all()
+        assert found.vectors.anisotropy[layer] == pytest.approx(pairs[distinct].mean(), rel=1e-10)
+        # each dimension's share, pair by pair: the mean over a != b of unit_a[d] * unit_b[d]
+        by_dimension = np.array([np.outer(column, column)[distinct].mean() for column in unit[layer].T])
+        np.testing.assert_allclose(found.vectors.rogue_contribution[layer], by_dimension, rtol=1e-9, atol=1e-15)
+        ordered = by_dimension[found.vectors.rogue_order[layer]]
+        assert (np.diff(ordered) <= 1e-12).all()  # largest first, by the pairwise account
 
 
 def test_the_shipped_background_is_computed_once_per_model_stage_and_reference(minilm):
@@ -101,9 +100,35 @@ def explicit_geometry_cosines(lm, stage, reference, geometry, vectors, layers, p
                 removed = found.vectors.rogue_order[layer, :rogue_k]
                 v, r = v.copy(), r.copy()
                 v[removed], r[:, removed] = 0, 0
+            elif geometry != "cosine":
+                raise NotImplementedError(f"write the explicit map of the geometry {geometry!r} here")
             norms = np.linalg.norm(r, axis=1) * np.linalg.norm(v)
             out[i, p] = np.divide(r @ v, norms, out=np.zeros(len(r)), where=norms > 0)  # a zero row (pad): 0
     return out
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_each_geometrys_spec_says_what_its_maps_do(tiny_roberta, geometry):
+    """The spec table against the maps themselves: which geometries score on plain cosine's product, which change
+    with rogue_k, which need the corpus statistics."""
+    spec = GEOMETRY_SPECS[geometry]
+    scorer = vocabulary_scorer(tiny_roberta, "position")
+    maps = [geometry_map(tiny_roberta, "layer_output", "position", geometry, rogue_k=k) for k in (1, 4)]
+    assert (map_scorer(tiny_roberta, scorer, maps[0]).product == "shared") == spec.shared_product
+    fields = ("vector_scale", "vector_shift", "reference_scale", "reference_shift")
+    same = [np.array_equal(*(np.asarray(getattr(m, f), dtype=float) for m in maps), equal_nan=True) for f in fields]
+    assert (not all(same)) == spec.uses_rogue_k
+    assert (maps[0].background is not None) == spec.needs_background
+
+
+def test_an_unknown_geometry_is_refused_before_anything_runs(tiny_roberta):
+    for refuse in (
+        lambda: analysis.AnalysisSettings(geometry="whitened").resolve(tiny_roberta),
+        lambda: geometry_map(tiny_roberta, "layer_output", "position", "whitened", rogue_k=3),
+        lambda: analysis.analyze(tiny_roberta, SEED_SENTENCE, geometry="whitened"),
+    ):
+        with pytest.raises(ValueError, match="Unknown geometry 'whitened': choose one of cosine, centered"):
+            refuse()
 
 
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
@@ -241,14 +266,22 @@ def test_the_verdicts_cosine_rows_equal_the_corpus_check(tiny_roberta):
     check = check[check["word_class"].isin(["function", "content"])].reset_index(drop=True)
     cosine = verdict[verdict["method"] == "cosine"].reset_index(drop=True)
     pd.testing.assert_frame_equal(cosine[list(check.columns)], check)
-    for _, rows in verdict.groupby("method"):
-        assert rows["top_layer"].nunique(dropna=False) == 1  # one top layer per method
-        top = rows["top_layer"].iloc[0]
-        pooled = rows.groupby("layer")[["spikes", "tokens"]].sum()
-        if pd.isna(top):
-            assert pooled["spikes"].sum() == 0
-        else:
-            assert (pooled["spikes"] / pooled["tokens"]).idxmax() == top
+
+
+def test_the_top_layer_is_where_function_and_content_tokens_spike_most_together():
+    """Hand-built counts: layer 2 has the most spikes of function words, layer 1 the largest share of function and
+    content tokens pooled (the top layer); a tie goes to the earlier layer; no spikes at all, no top layer."""
+
+    def counts(spikes: dict[tuple[int, str], int]) -> pd.DataFrame:
+        cells = [(layer, word_class) for layer in range(4) for word_class in ("function", "content")]
+        return pd.DataFrame(
+            [{"layer": layer, "word_class": word_class, "spikes": spikes.get((layer, word_class), 0), "tokens": 10}
+             for layer, word_class in cells]
+        )  # fmt: skip
+
+    assert top_layer(counts({(2, "function"): 6, (1, "function"): 4, (1, "content"): 5})) == 1
+    assert top_layer(counts({(3, "content"): 2, (1, "function"): 2})) == 1
+    assert top_layer(counts({})) is None
 
 
 def verdict_rows(spikes: dict[str, list[int]], tokens: int = 100) -> pd.DataFrame:

@@ -7,14 +7,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = [
     {"analysis.definitions", "analysis.version", "analysis.checks", "analysis.data", "analysis.devices",
-     "analysis.progress"},
+     "analysis.progress", "analysis.spikes", "analysis.wordclass"},
     {"analysis.model", "analysis.settings"},  # settings are resolved against a model's capabilities
     {"analysis.capture"},
     {"analysis.model.loading"},  # loads a model and checks the capture against its own forward pass
     {"analysis.scoring"},
     {"analysis.report"},
     {"analysis.corpus"},
-    {"analysis.charts"},
+    {"analysis.charts", "analysis.tables"},
     {"analysis.output"},
     {"analysis.__main__", "analysis"},
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 (`analysis.output.reaper`) stops what the sweep started once the sweep is gone, a SIGKILL included, and leaves
 alone what the sweep's process had started before it."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.output import reaper
-from tests.test_cli import ROOT
+from tests.test_cli import ROOT, run_cli
 from tests.test_sweep import TEXTS, texts_file
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the watcher reads /proc (Linux)")
@@ -59,22 +61,43 @@ def test_what_a_killed_process_started_after_the_watcher_is_stopped_and_nothing_
     assert not _wait_until_gone({watcher: table[watcher][1]}, 5)  # the watcher's work is done
 
 
-@pytest.mark.parametrize("how", ["SIGKILL to the sweep alone", "the sweep ends"])
-def test_a_local_rays_processes_end_with_the_sweep(tmp_path, how):
-    killed = how == "SIGKILL to the sweep alone"
-    path = texts_file(tmp_path, TEXTS * (40 if killed else 4))  # a killed sweep must still be running when killed
+def _ray_sweep(tmp_path: Path, texts: list[str], *options: str) -> tuple[subprocess.Popen, dict[int, int]]:
+    """A sweep on a local Ray in its own process, once its first shard is written, and the processes it started
+    by then (pid -> start time)."""
+    path = texts_file(tmp_path, texts)
     args = [sys.executable, "-m", "analysis", "sweep", "--model", "all-MiniLM-L6-v2", "--input", str(path), "--out",
-            str(tmp_path / "out"), "--engine", "ray", "--actors", "1", "--shard-size", "20"]  # fmt: skip
+            str(tmp_path / "ray"), "--engine", "ray", "--shard-size", "20", *options]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    sweep = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with (tmp_path / "stderr.txt").open("w") as stderr:  # a file, not a pipe: Ray's chatter cannot fill it
+        sweep = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 240
-    rows = tmp_path / "out" / "rows"
+    rows = tmp_path / "ray" / "rows"
     while not (rows.exists() and any(rows.glob("shard-*"))) and sweep.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    table = reaper._table()
-    started = {pid: start for pid, start in reaper._descendants(table, {sweep.pid}).items()}
-    assert len(started) >= 4  # Ray's GCS server, raylet, agents, the actor and the watcher
-    if killed:
-        os.kill(sweep.pid, signal.SIGKILL)
-    assert sweep.wait(timeout=300) in (0, -signal.SIGKILL)
+    started = dict(reaper._descendants(reaper._table(), {sweep.pid}))
+    assert len(started) >= 4  # Ray's GCS server, raylet, agents, the actors and the watcher
+    return sweep, started
+
+
+def test_a_local_rays_processes_end_when_its_sweep_is_killed(tmp_path):
+    sweep, started = _ray_sweep(tmp_path, TEXTS * 40, "--actors", "1")  # still running when killed
+    os.kill(sweep.pid, signal.SIGKILL)
+    assert sweep.wait(timeout=300) == -signal.SIGKILL
     assert not _wait_until_gone(started, reaper.GRACE_SECONDS + 15)
+
+
+def test_the_ray_engine_gives_the_local_engines_rows_and_its_processes_end_with_it(tmp_path):
+    """Two shards on two actors, under two geometries (one with a product of its own): the rows equal the local
+    engine's, and every process the sweep started is gone once it ends."""
+    sweep, started = _ray_sweep(tmp_path, TEXTS * 4, "--actors", "2", "--geometry", "cosine", "--geometry",
+                                "standardized")  # fmt: skip
+    assert sweep.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
+    assert not _wait_until_gone(started, reaper.GRACE_SECONDS + 15)
+    local = run_cli("sweep", "--model", "all-MiniLM-L6-v2", "--input", str(tmp_path / "texts.txt"), "--out",
+                    str(tmp_path / "local"), "--shard-size", "20", "--geometry", "cosine", "--geometry",
+                    "standardized")  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "ray" / "rows"), pd.read_parquet(tmp_path / "local" / "rows")
+    )
+    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]["engine"] == "ray"

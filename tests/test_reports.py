@@ -7,7 +7,7 @@ import pytest
 import analysis
 from analysis.capture.heads import attribute_heads
 from analysis.definitions import SEED_SENTENCE
-from analysis.report.reports import (
+from analysis.tables import (
     baseline_table,
     comparison_report,
     layer_report,
@@ -15,7 +15,7 @@ from analysis.report.reports import (
     opening_layer,
     rogue_table,
 )
-from analysis.report.wordclass import word_classes
+from analysis.wordclass import word_classes
 from tests.test_deepdive import metrics_from_ranks
 
 
@@ -87,9 +87,14 @@ def test_baseline_and_rogue_tables_add_up(minilm, seed_result):
         (at_two > background.vectors.anisotropy[2]).mean()
     )
     every = rogue_table(background, seed_result, 2, [3, 6], top=minilm.hidden_size)
-    assert every["share of the mean corpus cosine"].sum() == pytest.approx(1.0)
-    for column in ("share of the cosine of 3 · like", "share of the cosine of 6 · ."):
-        assert every[column].sum() == pytest.approx(1.0)  # over all dimensions, the whole dot product
+    at_two = seed_result.metrics[seed_result.metrics["layer"] == 2].set_index("position")["cosine"]
+    for position, column in ((3, "share of the cosine of 3 · like"), (6, "share of the cosine of 6 · .")):
+        # a dimension's share times the token's cosine (the analysis's own, in float64) is that dimension's term of
+        # the cosine: v_d r_d / (|v| |r|), from the raw vectors
+        v = seed_result.vectors[2, position].astype(np.float64)
+        r = seed_result.own_references[position].astype(np.float64)
+        terms = v[every["dimension"]] * r[every["dimension"]] / (np.linalg.norm(v) * np.linalg.norm(r))
+        np.testing.assert_allclose(every[column] * at_two[position], terms, rtol=1e-6, atol=1e-9)
     top = rogue_table(background, seed_result, 2, [3], top=3)
     assert top["dimension"].tolist() == background.vectors.rogue_order[2, :3].tolist()
 
@@ -109,7 +114,7 @@ def test_comparison_report_of_a_model_with_itself(seed_result):
 
 
 def test_the_skipped_note_counts_names_and_caps_the_texts():
-    from analysis.report.reports import skipped_note
+    from analysis.tables import skipped_note
 
     assert skipped_note([1]).endswith("and was skipped (text 2).")
     assert skipped_note([0, 4]).startswith("2 texts have no token") and skipped_note([0, 4]).endswith("(texts 1, 5).")

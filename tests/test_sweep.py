@@ -20,11 +20,11 @@ from analysis.data import corpus_sentences
 from analysis.definitions import ROW_COLUMNS
 from analysis.output.sweep import SweepReport, open_sweep, shard_path, write_shard
 from analysis.report.original_demo import original_demo
-from analysis.report.spikes import token_spikes
-from analysis.report.wordclass import word_classes
 from analysis.settings import SweepSettings
+from analysis.spikes import token_spikes
+from analysis.wordclass import word_classes
 from tests.numerics import COSINE32
-from tests.test_cli import run_cli, run_process
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = corpus_sentences()[:7]
@@ -198,20 +198,6 @@ def test_the_sweep_command_runs_resumes_and_says_when_there_is_nothing_to_do(tmp
     again = run_cli(*args)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert "sweep:" not in again.stderr  # no empty progress bar
-
-
-def test_the_ray_engine_gives_the_local_engines_rows(tmp_path):
-    path = texts_file(tmp_path, TEXTS[:3])  # two shards on two actors: all a real Ray run needs to show
-    common = ["--model", "all-MiniLM-L6-v2", "--input", str(path), "--shard-size", "2", "--geometry", "cosine",
-              "--geometry", "standardized"]  # fmt: skip
-    local = run_cli("sweep", *common, "--out", str(tmp_path / "local"))
-    ray = run_process("sweep", *common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "2")
-    assert local.returncode == 0, local.stderr
-    assert ray.returncode == 0, ray.stderr[-2000:]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "ray" / "rows"), pd.read_parquet(tmp_path / "local" / "rows")
-    )
-    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]["engine"] == "ray"
 
 
 def test_without_ray_the_ray_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):

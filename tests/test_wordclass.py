@@ -1,7 +1,7 @@
 """Word classes join sub-word pieces into words (BERT ## and RoBERTa Ġ) before the closed-class lookup."""
 
 import analysis
-from analysis.report.wordclass import FUNCTION_WORDS, word_classes
+from analysis.wordclass import FUNCTION_WORDS, word_classes
 
 TEXT = "Time flies like an arrow. I don't know, it's unbelievable!"
 

@@ -26,6 +26,12 @@ class Tokens:
     def truncated(self) -> bool:
         return self.truncated_at_char is not None
 
+    @property
+    def record(self) -> dict[str, object]:
+        """How many tokens were read and where the text was cut, as a provenance record names them."""
+        return {"n_tokens": len(self), "n_tokens_in_text": self.n_tokens_in_text, "truncated": self.truncated,
+                "truncated_at_char": self.truncated_at_char}  # fmt: skip
+
     def __len__(self) -> int:
         return len(self.ids)
 

@@ -20,8 +20,8 @@ import torch
 from analysis.capture.tokens import token_table, tokenize_readable
 from analysis.definitions import Method
 from analysis.model.loaded import LoadedModel
-from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import GEOMETRY_SPECS
+from analysis.wordclass import word_classes
 
 OVERHEAD = (1.1, 1.6)
 """What the rest adds to the products' time at the measured speed, low and high: the verdict takes 1.1 to 1.4

@@ -23,13 +23,13 @@ from analysis.definitions import Geometry, LensTarget, OnProgress
 from analysis.model.capabilities import check_lens
 from analysis.model.loaded import LoadedModel
 from analysis.report.lens import default_target, lens_targets
-from analysis.report.spikes import spike_mask
-from analysis.report.wordclass import word_classes
 from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
-from analysis.scoring.lens import NO_TARGET, lens_scores
+from analysis.scoring.logits import NO_TARGET, lens_scores
 from analysis.scoring.ranks import map_scorer, rank_tokens
 from analysis.scoring.references import vocabulary_scorer
 from analysis.settings import SweepSettings
+from analysis.spikes import spike_mask
+from analysis.wordclass import word_classes
 
 _COSINE_CHUNK = 512  # tokens per float64 own-cosine piece
 DEMO_ATTENTION_BYTES = 256 * 2**20

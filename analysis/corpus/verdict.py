@@ -41,13 +41,13 @@ def spike_verdict(
     settings = settings.sweeping(tuple(verdict_methods(demo_unavailable(lm) is None))).resolve(lm)
     counts = corpus_counts(lm, sentences, settings, on_progress=on_progress, classes=VERDICT_CLASSES)
     shares = method_shares(counts)
-    tables = [rows.assign(top_layer=_top_layer(rows)) for _, rows in shares.groupby("method", sort=False)]
+    tables = [rows.assign(top_layer=top_layer(rows)) for _, rows in shares.groupby("method", sort=False)]
     verdict = pd.concat(tables, ignore_index=True)
     verdict["top_layer"] = verdict["top_layer"].astype("Int64")
     return verdict[list(VERDICT_COLUMNS)]
 
 
-def _top_layer(table: pd.DataFrame) -> int | None:
+def top_layer(table: pd.DataFrame) -> int | None:
     """The layer where the largest share of function and content tokens spike (earliest on ties); None if none do."""
     pooled = table.groupby("layer")[["spikes", "tokens"]].sum()
     share = pooled["spikes"] / pooled["tokens"]

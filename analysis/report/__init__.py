@@ -1,2 +1,2 @@
-"""report: tidy tables and derived numbers from what was captured and scored: one text's analysis, spikes, word
-classes, comparisons, the deep dive's reports."""
+"""report: what the package's front returns for one text: `analyze` (an `AnalysisResult`), `lens` (a `LensResult`),
+the original demo's computation, and comparisons of two models' results."""

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.report.result import AnalysisResult
-from analysis.report.spikes import spike_shares
-from analysis.report.wordclass import word_classes
+from analysis.spikes import spike_shares
+from analysis.wordclass import word_classes
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 

@@ -19,7 +19,7 @@ from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarge
 from analysis.model.capabilities import check_lens, check_stage, check_vocabulary_count
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import per_layer, vocabulary_pieces
-from analysis.scoring.lens import NO_TARGET, LensScores, lens_scores
+from analysis.scoring.logits import NO_TARGET, LensScores, lens_scores
 from analysis.version import provenance as provenance_record
 
 
@@ -110,10 +110,7 @@ def lens(
         **lens_record(lm, target),
         lens_masked=masked,
         lens_top_k=top_k,
-        n_tokens=len(tokens),
-        n_tokens_in_text=tokens.n_tokens_in_text,
-        truncated=tokens.truncated,
-        truncated_at_char=tokens.truncated_at_char,
+        **tokens.record,
     )
     return LensResult(
         model=lm.name,

@@ -193,10 +193,7 @@ def assemble_result(
         method=method,
         top_k=top_k,
         overlap_n=overlap_n,
-        n_tokens=n_tokens,
-        n_tokens_in_text=tokens.n_tokens_in_text,
-        truncated=tokens.truncated,
-        truncated_at_char=tokens.truncated_at_char,
+        **tokens.record,
     )
     return AnalysisResult(
         model=lm.name,

@@ -13,8 +13,8 @@ from analysis.capture.heads import HeadAttribution, HeadDecomposition, attention
 from analysis.report.compare import cka_matrix, model_summary
 from analysis.report.lens import LensResult
 from analysis.report.result import AnalysisResult
-from analysis.report.spikes import token_spikes, top_spike_layer
 from analysis.scoring.geometry import Background
+from analysis.spikes import token_spikes, top_spike_layer
 
 MAX_FOLLOWED = 6
 """Highlighted tokens given their own column in the rogue-dimension table (more would not fit the page)."""
