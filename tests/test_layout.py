@@ -109,3 +109,33 @@ def test_every_module_or_name_the_code_and_docs_cite_exists():
 
     assert not exists("analysis.metrics") and exists("analysis.load_model")  # the check itself can fail
     assert not [name for name in sorted(cited) if not exists(name)]
+
+
+def _page_globals(path: Path) -> set[str]:
+    """The names a page's top level binds (by assignment, `with … as` or a loop)."""
+    bound = set()
+    for node in ast.parse(path.read_text()).body:
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign | ast.For):
+            targets = [node.target]
+        elif isinstance(node, ast.With):
+            targets = [item.optional_vars for item in node.items if item.optional_vars is not None]
+        bound |= {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
+    return bound
+
+
+def test_page_functions_take_what_they_use_as_arguments():
+    """A page's functions read the page's state from their arguments, never from the script's globals (the
+    `context` a page opened, its result): only constants (UPPER_CASE) and type names (CapWords) are shared."""
+    reads = []
+    for path in [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        state = {name for name in _page_globals(path) if not name.isupper() and not name[:1].isupper()}
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef):
+                own = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                own |= {argument.arg for argument in ast.walk(node.args) if isinstance(argument, ast.arg)}
+                used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+                reads += [(path.name, node.name, name) for name in sorted((used & state) - own)]
+    assert not reads, reads

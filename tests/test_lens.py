@@ -29,7 +29,7 @@ from analysis.model.checkpoint import WEIGHTS_FILE
 from analysis.model.unembed import head_class
 from analysis.output.sweep import open_sweep, write_shard
 from analysis.report.lens import lens
-from analysis.scoring import lens as lens_scoring
+from analysis.scoring import logits as lens_logits
 from analysis.settings import SweepSettings
 from tests.synthetic import TINY_FAMILIES
 from tests.test_cli import error_lines, run_cli
@@ -163,7 +163,7 @@ def test_the_vocabulary_is_scored_in_blocks_of_positions(family_folder, monkeypa
     blocks of one position give the numbers of one block of all."""
     lm = analysis.load_model(family_folder("gpt2", head=True))
     whole = lens(lm, TEXT)
-    monkeypatch.setattr(lens_scoring, "LENS_BLOCK_BYTES", 4 * lm.vocab_size)  # one position per block
+    monkeypatch.setattr(lens_logits, "LENS_BLOCK_BYTES", 4 * lm.vocab_size)  # one position per block
     shapes = []
     handle = lm.unembed.register_forward_hook(lambda module, args, output: shapes.append(tuple(output.shape)))
     try:
