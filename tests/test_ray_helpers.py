@@ -87,15 +87,14 @@ def test_a_local_rays_processes_end_when_its_sweep_is_killed(tmp_path):
 
 
 def test_the_ray_engine_gives_the_local_engines_rows_and_its_processes_end_with_it(tmp_path):
-    """Two shards on two actors, under two geometries (one with a product of its own): the rows equal the local
-    engine's, and every process the sweep started is gone once it ends."""
-    sweep, started = _ray_sweep(tmp_path, TEXTS * 4, "--actors", "2", "--geometry", "cosine", "--geometry",
-                                "standardized")  # fmt: skip
+    """Two shards on an actor, under two methods with a product each (no corpus statistics to compute first): the
+    rows equal the local engine's, and every process the sweep started is gone once it ends."""
+    methods = ["--method", "cosine", "--method", "original_demo"]
+    sweep, started = _ray_sweep(tmp_path, TEXTS * 4, "--actors", "1", *methods)
     assert sweep.wait(timeout=300) == 0, (tmp_path / "stderr.txt").read_text()[-2000:]
     assert not _wait_until_gone(started, reaper.GRACE_SECONDS + 15)
     local = run_cli("sweep", "--model", "all-MiniLM-L6-v2", "--input", str(tmp_path / "texts.txt"), "--out",
-                    str(tmp_path / "local"), "--shard-size", "20", "--geometry", "cosine", "--geometry",
-                    "standardized")  # fmt: skip
+                    str(tmp_path / "local"), "--shard-size", "20", *methods)  # fmt: skip
     assert local.returncode == 0, local.stderr
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "ray" / "rows"), pd.read_parquet(tmp_path / "local" / "rows")

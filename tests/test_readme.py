@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.test_cli import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,9 +19,9 @@ def readme_block(marker: str) -> str:
 
 def test_the_chart_example_reproduces_a_chart_from_the_exported_csv(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    export = [sys.executable, "-m", "analysis", "export", "--model", "sentence-transformers/all-MiniLM-L6-v2",
-              "--text", "Time flies like an arrow. Fruit flies like a banana.", "--out", "results"]  # fmt: skip
-    subprocess.run(export, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    text = "Time flies like an arrow. Fruit flies like a banana."
+    export = run_cli("export", "--model", "all-MiniLM-L6-v2", "--text", text, "--out", str(tmp_path / "results"))
+    assert export.returncode == 0, export.stderr
     example = tmp_path / "example.py"
     example.write_text(readme_block("chart-example"))
     done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, env=env, capture_output=True, text=True)
