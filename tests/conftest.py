@@ -6,6 +6,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
+import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, not two threads each
+    torch.set_num_threads(1)
 
 import analysis
 from tests.synthetic import TINY_SHAPE, random_roberta, save_tiny_model
@@ -42,3 +46,12 @@ def family_folder(tmp_path_factory):
         return folders[model_type, head]
 
     return folder
+
+
+STARTED_FIRST = ("test_ray_helpers.py", "test_browser.py", "test_hostile_corpora.py")
+"""Files whose tests wait on other processes (Ray, a Streamlit server and a browser, racing sweeps): run first, so
+the two workers (`pyproject.toml`) end together instead of one finishing them alone."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in STARTED_FIRST)  # stable: each file keeps its order
