@@ -35,7 +35,6 @@ class AnalysisSettings:
         from analysis.model.capabilities import check_vocabulary_count
 
         resolved = self._resolve_scoring(lm)
-        check_choice("geometry", self.geometry, GEOMETRIES)
         check_vocabulary_count(lm, "top_k", self.top_k)
         check_vocabulary_count(lm, "overlap_n", self.overlap_n)
         return resolved
@@ -55,10 +54,11 @@ class AnalysisSettings:
         return SweepSettings(**own, methods=methods, lens=lens, max_tokens=max_tokens)
 
     def _resolve_scoring(self, lm: LoadedModel) -> Self:
-        """The stage, reference (default filled in) and rogue_k checked against `lm`."""
+        """The stage, reference (default filled in), geometry and rogue_k checked against `lm`."""
         from analysis.model.capabilities import check_reference, check_rogue_k, check_stage, default_reference
 
         check_stage(lm, self.stage)
+        check_choice("geometry", self.geometry, GEOMETRIES)
         reference = check_reference(lm, default_reference(lm) if self.reference is None else self.reference)
         check_rogue_k(lm, self.rogue_k)
         return replace(self, reference=reference)

@@ -14,7 +14,7 @@ import streamlit as st
 import analysis
 from analysis.capture.trace import Extra
 from analysis.data import corpus_sentences
-from analysis.scoring.geometry import geometry_spec
+from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.tables import opening_layer
 from analysis.wordclass import word_classes
 from dashboard import widgets
@@ -119,7 +119,7 @@ def open_page(page_title: str, extras: tuple[Extra, ...] = ()) -> Context:
     with choices_slot:
         widgets.stage_and_reference(found)
     try:
-        needs_background = geometry_spec(view.settings.geometry).needs_background
+        needs_background = GEOMETRY_SPECS[view.settings.geometry].needs_background
         waiting = background_job(lm, view.settings.stage) if needs_background else None
         if waiting is not None:
             st.info(

@@ -27,7 +27,7 @@ from analysis.corpus.verdict import spike_verdict
 from analysis.definitions import Method
 from analysis.model.derived import statistics_ready
 from analysis.model.loading import load_model
-from analysis.scoring.geometry import corpus_statistics
+from analysis.scoring.geometry import GEOMETRY_SPECS, corpus_statistics
 from analysis.settings import AnalysisSettings
 from dashboard.cache import BY_MODEL
 
@@ -290,7 +290,7 @@ def corpus_job(lm: analysis.LoadedModel, settings: AnalysisSettings, texts: tupl
 
     def work(job: Job) -> tuple[pd.DataFrame, list[int]]:
         loaded = lm_of()
-        _statistics_first(job, loaded, settings.stage, needed=settings.geometry != "cosine")
+        _statistics_first(job, loaded, settings.stage, needed=GEOMETRY_SPECS[settings.geometry].needs_background)
         job.start_phase(f"Corpus check of {source}")
         return corpus_spikes(loaded, list(texts), settings, on_progress=job.progress), unreadable_texts(
             loaded, list(texts)

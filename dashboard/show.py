@@ -10,6 +10,7 @@ import streamlit as st
 
 import analysis
 from analysis.charts import Figure
+from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.settings import AnalysisSettings
 from analysis.tables import short_name
 
@@ -49,8 +50,8 @@ def settings_line(result: analysis.AnalysisResult) -> str:
 
 def settings_words(settings: AnalysisSettings, separator: str = " · ") -> str:
     """`stage attn_residual · reference position · geometry cosine`, the removed dimensions named under no_rogue."""
-    geometry = f"no_rogue, {settings.rogue_k} dimensions removed" if settings.geometry == "no_rogue" else None
-    parts = (f"stage {settings.stage}", f"reference {settings.reference}", f"geometry {geometry or settings.geometry}")
+    removed = f", {settings.rogue_k} dimensions removed" if GEOMETRY_SPECS[settings.geometry].uses_rogue_k else ""
+    parts = (f"stage {settings.stage}", f"reference {settings.reference}", f"geometry {settings.geometry}{removed}")
     return separator.join(parts)
 
 

@@ -14,6 +14,7 @@ import analysis
 from analysis.charts import PICK, trajectory_chart
 from analysis.definitions import LENS_STAGE, WORD_CLASSES
 from analysis.model.loaded import SelfCheck
+from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.settings import DEFAULTS
 from analysis.tables import token_label
 from dashboard import show
@@ -218,7 +219,7 @@ def geometry_picker() -> None:
         + " ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in analysis.GEOMETRIES.items()),
         **bind("geometry"),
     )
-    if current_view().settings.geometry == "no_rogue":
+    if GEOMETRY_SPECS[current_view().settings.geometry].uses_rogue_k:
         st.number_input(
             "rogue_k: dimensions removed",
             *ROGUE_K_RANGE,

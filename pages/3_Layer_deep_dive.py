@@ -9,7 +9,7 @@ from analysis.corpus.verdict import VERDICT_CLASSES, verdict_methods, verdict_su
 from analysis.data import corpus_sentences
 from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
 from analysis.model.derived import statistics_ready
-from analysis.scoring.geometry import geometry_spec
+from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.spikes import SPIKE_DEFINITION, spike_shares
 from analysis.tables import (
     MAX_FOLLOWED,
@@ -283,7 +283,7 @@ def corpus_section(context: Context) -> None:
     )
     job = find_corpus(context.lm, view.settings, texts)
     if job is None:
-        missing = geometry_spec(view.settings.geometry).needs_background and not statistics_ready(
+        missing = GEOMETRY_SPECS[view.settings.geometry].needs_background and not statistics_ready(
             context.lm, view.settings.stage
         )
         seconds = estimated_seconds(context.lm, texts, (view.settings.geometry,), None, missing)

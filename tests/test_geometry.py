@@ -122,12 +122,16 @@ def test_each_geometrys_spec_says_what_its_maps_do(tiny_roberta, geometry):
 
 
 def test_an_unknown_geometry_is_refused_before_anything_runs(tiny_roberta):
-    for refuse in (
-        lambda: analysis.AnalysisSettings(geometry="whitened").resolve(tiny_roberta),
-        lambda: geometry_map(tiny_roberta, "layer_output", "position", "whitened", rogue_k=3),
-        lambda: analysis.analyze(tiny_roberta, SEED_SENTENCE, geometry="whitened"),
+    for refuse, kind in (
+        (lambda: analysis.AnalysisSettings(geometry="whitened").resolve(tiny_roberta), "geometry"),
+        (
+            lambda: analysis.AnalysisSettings(geometry="whitened").sweeping(("cosine",)).resolve(tiny_roberta),
+            "geometry",
+        ),
+        (lambda: analysis.SweepSettings(methods=("whitened",)).resolve(tiny_roberta), "method"),
+        (lambda: analysis.analyze(tiny_roberta, SEED_SENTENCE, geometry="whitened"), "geometry"),
     ):
-        with pytest.raises(ValueError, match="Unknown geometry 'whitened': choose one of cosine, centered"):
+        with pytest.raises(ValueError, match=f"Unknown {kind} 'whitened': choose one of "):
             refuse()
 
 

@@ -15,7 +15,7 @@ from analysis.capture.trace import Trace, traced
 from analysis.definitions import Geometry, Method, Reference, Stage
 from analysis.model import derived
 from analysis.model.loaded import LoadedModel
-from analysis.scoring.geometry import PLAIN, geometry_map, own_cosine
+from analysis.scoring.geometry import GEOMETRY_SPECS, PLAIN, geometry_map, own_cosine
 from analysis.scoring.ranks import TokenScores, map_scorer, overlap_counts, score_tokens
 from analysis.scoring.references import vocabulary_scorer
 from analysis.settings import DEFAULTS, AnalysisSettings
@@ -126,7 +126,7 @@ def analyze(
         cosine = own_cosine(geometry_maps, vectors, scorer.references(token_ids, position_ids, torch.float64))
     background = geometry_maps.background
     record = {
-        "rogue_k": rogue_k if geometry == "no_rogue" else None,
+        "rogue_k": rogue_k if GEOMETRY_SPECS[geometry].uses_rogue_k else None,
         "background_corpus": None if background is None else background.corpus,
     }
     return assemble_result(

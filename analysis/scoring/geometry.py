@@ -302,21 +302,6 @@ def geometry_spec(geometry: object) -> GeometrySpec:
     return GEOMETRY_SPECS[check_choice("geometry", geometry, GEOMETRIES)]
 
 
-def map_from_background(geometry: Geometry, found: Background, rogue_k: int) -> GeometryMap:
-    """The maps of `geometry` (see the module's table) from a background's statistics."""
-    spec = geometry_spec(geometry)
-    if spec.build is None:
-        return PLAIN
-    source = derived.MapSource(
-        geometry,
-        found.vectors.stage,
-        found.references.reference,
-        found.corpus_sha256,
-        rogue_k if spec.uses_rogue_k else None,
-    )
-    return spec.build(found, source, rogue_k)
-
-
 def geometry_map(
     lm: LoadedModel,
     stage: Stage,
@@ -325,14 +310,16 @@ def geometry_map(
     rogue_k: int,
     on_progress: OnProgress | None = None,
 ) -> GeometryMap:
-    """The maps of `geometry` for this model, stage and reference (checked: `AnalysisSettings.resolve`), with the
-    background it needs."""
-    spec = geometry_spec(geometry)
-    if not spec.needs_background:
+    """The maps of `geometry` (see the module's table) for this model, stage and reference, built once from the
+    background it needs. Its settings are resolved (`AnalysisSettings.resolve` checks them once)."""
+    spec = GEOMETRY_SPECS[geometry]
+    if spec.build is None:
         return PLAIN
+    build = spec.build
     found = background(lm, stage, reference, on_progress)
-    key = derived.GeometryMap(stage, reference, geometry, rogue_k if spec.uses_rogue_k else None)
-    return lm.cached(key, lambda: map_from_background(geometry, found, rogue_k))
+    removed = rogue_k if spec.uses_rogue_k else None
+    source = derived.MapSource(geometry, stage, reference, found.corpus_sha256, removed)
+    return lm.cached(derived.GeometryMap(stage, reference, geometry, removed), lambda: build(found, source, rogue_k))
 
 
 def own_cosine(geometry: GeometryMap, vectors: torch.Tensor, own_reference: torch.Tensor) -> torch.Tensor:
