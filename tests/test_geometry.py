@@ -90,12 +90,16 @@ def explicit_geometry_cosines(lm, stage, reference, geometry, vectors, layers, p
     out = np.empty((len(layers), len(position_ids), lm.vocab_size))
     for p, position_id in enumerate(position_ids):
         references = materialised_references(lm, reference, position_id)
+        if geometry in ("centered", "standardized"):  # g(r) is the same at every layer: mapped once
+            references = references - found.references.mean
+            if geometry == "standardized":
+                references = references / found.references.std
         for i, layer in enumerate(layers):
             v, r = vectors[layer, p].astype(np.float64), references
             if geometry in ("centered", "standardized"):
-                v, r = v - found.vectors.mean[layer], r - found.references.mean
+                v = v - found.vectors.mean[layer]
                 if geometry == "standardized":
-                    v, r = v / found.vectors.std[layer], r / found.references.std
+                    v = v / found.vectors.std[layer]
             elif geometry == "no_rogue":
                 removed = found.vectors.rogue_order[layer, :rogue_k]
                 v, r = v.copy(), r.copy()
