@@ -4,7 +4,12 @@ one block of positions at a time, so no `[layers, positions, vocabulary]` tensor
 For a position with logits z (one layer) and z_f (the model's output), log-softmax log p = z - lse(z):
 - target logit z_t, probability exp(z_t - lse(z)), rank 1 + #{u : z_u > z_t};
 - entropy H = lse(z) - sum_u p_u z_u (nats);
-- KL(final || layer) = sum_u p_f,u (log p_f,u - log p_u) = -H_f - sum_u p_f,u z_u + lse(z);
+- KL(final || layer) = sum_u p_f,u (log p_f,u - log p_u). With d = z_f - z, lse(z_f) - lse(z) = log E_p[exp(d)],
+  KL = E_pf[d] - log E_p[exp(d)] = E_pf[d] - lse(z_f) + lse(z). That subtracts numbers the size of the logits,
+  leaving ~1e-6 nats of float32 rounding: fine for distributions apart, not where they agree (a true 1e-7 would
+  read 0 or 1e-6). There, with e = d - c (c about E_pf[d]) and s = max(0, max_u e_u - 60),
+  KL = E_pf[e] - s - log1p(E_p[expm1(e - s)]), its sums in float64: nothing large cancels and nothing overflows
+  (within 1e-7 nats of a float64 computation on the same logits);
 - the final top-1 token argmax z_f and its rank under z.
 """
 
@@ -19,9 +24,15 @@ from analysis.scoring.ranks import own_rank
 
 LENS_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[positions, vocabulary]` float32 block of logits; positions are chunked to fit. A block
-lives four times at once (the layer's logits, the output's logits and probabilities, one work buffer): 0.5 GB
+lives up to six times at once (the layer's logits, the output's logits and probabilities, three work buffers): 0.75 GB
 for 512 tokens of a 50k vocabulary, which stay in one block, so the product with the head runs on all of them
 at once."""
+
+NEAR_KL = 1.0
+"""Below this KL (nats) the lens forms KL(final || layer) from the logits' differences, not from their sums."""
+EXPM1_ROOM = 60.0
+"""The near KL shifts e by s only past this (exp(60) is far from float32's limit), so its sum holds no term
+larger than e needs."""
 
 NO_TARGET = -1
 """A position's target id where it has none (the last position, predicting the next token)."""
@@ -77,16 +88,16 @@ def _score_block(
 ) -> dict[str, torch.Tensor]:
     """The lens of one block of positions at every layer (see the module's formulas). Each layer's logits
     `[positions, vocabulary]` take one product and a few passes: top-k (whose first value is the row's maximum
-    m), exp(z - m), its sum and two row-wise dot products, and the two rank counts. Where `final` is None the
-    last layer's logits are the output's, computed once."""
+    m), exp(z - m), its sum and a row-wise dot product (the entropy), three for the KL, and the two rank counts.
+    Where `final` is None the last layer's logits are the output's, computed once."""
     final_logits = unembed(vectors[-1] if final is None else final)  # [positions, vocabulary]
     final_max, final_top = final_logits.max(-1, keepdim=True)
     final_top = final_top.squeeze(-1)
     final_probs = torch.empty_like(final_logits)
     final_lse, final_sum = _softmax_weights(final_logits, final_max, final_probs)
     final_probs.div_(final_sum.unsqueeze(-1))
-    final_neg_entropy = _row_dot(final_probs, final_logits) - final_lse
     work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
+    buffers = [torch.empty_like(final_logits)]  # the KL's work space
     last = len(vectors) - 1
     has_target = targets != NO_TARGET
     target_ids = torch.where(has_target, targets, 0)
@@ -96,8 +107,8 @@ def _score_block(
         top_logits, top_ids = logits.topk(k, -1)
         lse, weight_sum = _softmax_weights(logits, top_logits[:, :1], work)
         rows["entropy"].append(lse - _row_dot(work, logits) / weight_sum)
-        kl = final_neg_entropy - _row_dot(final_probs, logits) + lse
-        rows["kl_final"].append(kl.clamp_(min=0))  # float rounding may dip below 0 where the two agree
+        kl = _kl_final(final_logits, final_probs, final_lse, logits, work, lse, weight_sum, buffers)
+        rows["kl_final"].append(kl)
         target_logit = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
         rows["target_logit"].append(torch.where(has_target, target_logit, torch.nan))
         rows["target_prob"].append(torch.where(has_target, (target_logit - lse).exp(), torch.nan))
@@ -109,6 +120,38 @@ def _score_block(
         target_rank = own_rank(logits.unsqueeze(0), target_ids)[1].squeeze(0)  # uses `logits` up
         rows["target_rank"].append(torch.where(has_target, target_rank, 0))
     return {"final_top": final_top, **{name: torch.stack(values) for name, values in rows.items()}}
+
+
+def _kl_final(
+    final_logits: torch.Tensor,
+    final_probs: torch.Tensor,
+    final_lse: torch.Tensor,
+    logits: torch.Tensor,
+    weights: torch.Tensor,
+    lse: torch.Tensor,
+    weight_sum: torch.Tensor,
+    buffers: list[torch.Tensor],
+) -> torch.Tensor:
+    """KL(final || layer) `[positions]` (see the module's formulas), from the layer's unnormalised softmax
+    `weights`, their sum and log-sum-exp. E_pf[d] - lse(z_f) + lse(z) where the two distributions are far apart
+    (its ~1e-6 nats of rounding are small beside such a KL); where they are near (below NEAR_KL),
+    E_pf[e] - s - log1p(E_p[expm1(e - s)]) with e = d - c for a rough centre c, its two sums taken in float64.
+    `buffers` holds `[positions, vocabulary]` work space, overwritten (a second one is added when first needed)."""
+    difference = torch.sub(final_logits, logits, out=buffers[0])  # d
+    centre = _row_dot(final_probs, difference)  # c: E_pf[d] to float32's rough accumulation
+    kl = centre - final_lse + lse
+    near = kl < NEAR_KL
+    if not bool(near.any()):
+        return kl.clamp_(min=0)
+    if len(buffers) == 1:
+        buffers.append(torch.empty_like(difference))
+    shifted = difference.sub_(centre.unsqueeze(-1))  # e
+    mean = torch.mul(final_probs, shifted, out=buffers[1]).sum(-1, dtype=torch.float64)  # E_pf[e]
+    shift = shifted.amax(-1).sub_(EXPM1_ROOM).clamp_(min=0)  # s
+    terms = shifted.sub_(shift.unsqueeze(-1)).expm1_().mul_(weights)
+    expected = terms.sum(-1, dtype=torch.float64) / weight_sum.double()  # E_p[expm1(e - s)]
+    close = mean - shift.double() - torch.log1p(expected)
+    return torch.where(near, close.to(kl.dtype), kl).clamp_(min=0)  # rounding may dip below 0 where they agree
 
 
 def _softmax_weights(
