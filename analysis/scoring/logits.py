@@ -8,8 +8,8 @@ For a position with logits z (one layer) and z_f (the model's output), log-softm
   KL = E_pf[d] - log E_p[exp(d)] = E_pf[d] - lse(z_f) + lse(z). That subtracts numbers the size of the logits,
   leaving ~1e-6 nats of float32 rounding: fine for distributions apart, not where they agree (a true 1e-7 would
   read 0 or 1e-6). There, with e = d - c (c about E_pf[d]) and s = max(0, max_u e_u - 60),
-  KL = E_pf[e] - s - log1p(E_p[expm1(e - s)]), its sums in float64: nothing large cancels and nothing overflows
-  (within 1e-7 nats of a float64 computation on the same logits);
+  KL = E_pf[e] - s - log1p(E_p[expm1(e - s)]), E_pf[e] summed in float64: nothing large cancels and nothing
+  overflows (within 1e-7 nats of a float64 computation on the same logits);
 - the final top-1 token argmax z_f and its rank under z.
 """
 
@@ -97,7 +97,7 @@ def _score_block(
     final_lse, final_sum = _softmax_weights(final_logits, final_max, final_probs)
     final_probs.div_(final_sum.unsqueeze(-1))
     work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
-    buffers = [torch.empty_like(final_logits)]  # the KL's work space
+    buffers: list[torch.Tensor] = []  # the KL's work space
     last = len(vectors) - 1
     has_target = targets != NO_TARGET
     target_ids = torch.where(has_target, targets, 0)
@@ -135,21 +135,23 @@ def _kl_final(
     """KL(final || layer) `[positions]` (see the module's formulas), from the layer's unnormalised softmax
     `weights`, their sum and log-sum-exp. E_pf[d] - lse(z_f) + lse(z) where the two distributions are far apart
     (its ~1e-6 nats of rounding are small beside such a KL); where they are near (below NEAR_KL),
-    E_pf[e] - s - log1p(E_p[expm1(e - s)]) with e = d - c for a rough centre c, its two sums taken in float64.
-    `buffers` holds `[positions, vocabulary]` work space, overwritten (a second one is added when first needed)."""
+    E_pf[e] - s - log1p(E_p[expm1(e - s)]) with e = d - c for that rough c = E_pf[d], E_pf[e] summed in float64.
+    `buffers`: `[positions, vocabulary]` work space, overwritten, made when first needed."""
+    if not buffers:
+        buffers.append(torch.empty_like(logits))
     difference = torch.sub(final_logits, logits, out=buffers[0])  # d
-    centre = _row_dot(final_probs, difference)  # c: E_pf[d] to float32's rough accumulation
+    centre = _row_dot(final_probs, difference)  # c = E_pf[d], to float32's rough accumulation
     kl = centre - final_lse + lse
     near = kl < NEAR_KL
     if not bool(near.any()):
         return kl.clamp_(min=0)
-    if len(buffers) == 1:
-        buffers.append(torch.empty_like(difference))
+    if len(buffers) < 2:
+        buffers.append(torch.empty_like(logits))
     shifted = difference.sub_(centre.unsqueeze(-1))  # e
     mean = torch.mul(final_probs, shifted, out=buffers[1]).sum(-1, dtype=torch.float64)  # E_pf[e]
     shift = shifted.amax(-1).sub_(EXPM1_ROOM).clamp_(min=0)  # s
     terms = shifted.sub_(shift.unsqueeze(-1)).expm1_().mul_(weights)
-    expected = terms.sum(-1, dtype=torch.float64) / weight_sum.double()  # E_p[expm1(e - s)]
+    expected = terms.sum(-1).double() / weight_sum.double()  # E_p[expm1(e - s)]
     close = mean - shift.double() - torch.log1p(expected)
     return torch.where(near, close.to(kl.dtype), kl).clamp_(min=0)  # rounding may dip below 0 where they agree
 
