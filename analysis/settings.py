@@ -98,7 +98,9 @@ class SweepSettings(AnalysisSettings):
         """The settings a manifest's IDENTITY fields record; a field recorded before it existed keeps its default
         (a sweep made without the lens continues as one)."""
         found = {name: record[name] for name in cls.IDENTITY if name in record}
-        return cls(**{**found, "methods": tuple(found.get("methods", ("cosine",)))})
+        if "methods" in found:
+            found["methods"] = tuple(found["methods"])  # JSON holds it as a list
+        return cls(**found)
 
     def resolve(self, lm: LoadedModel) -> Self:
         """These settings for `lm` (a loaded model or its outline): the default reference filled in; the stage,

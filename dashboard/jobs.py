@@ -292,9 +292,8 @@ def corpus_job(lm: analysis.LoadedModel, settings: AnalysisSettings, texts: tupl
         loaded = lm_of()
         _statistics_first(job, loaded, settings.stage, needed=GEOMETRY_SPECS[settings.geometry].needs_background)
         job.start_phase(f"Corpus check of {source}")
-        return corpus_spikes(loaded, list(texts), settings, on_progress=job.progress), unreadable_texts(
-            loaded, list(texts)
-        )
+        shares = corpus_spikes(loaded, list(texts), settings, on_progress=job.progress)
+        return shares, unreadable_texts(loaded, list(texts))
 
     return job_board().start(_corpus_key(lm.name, settings, texts), "Corpus check", "text", work)
 

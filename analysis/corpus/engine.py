@@ -126,8 +126,8 @@ def _batch_frame(
     with torch.inference_mode():
         if geometries:
             vectors = joined(run.batch(settings.stage))
-            scorer = vocabulary_scorer(lm, settings.chosen_reference)
             reference = settings.chosen_reference
+            scorer = vocabulary_scorer(lm, reference)
             maps = [geometry_map(lm, settings.stage, reference, g, settings.rogue_k) for g in geometries]
             scorers = [map_scorer(lm, scorer, m) for m in maps]
             found = rank_tokens(scorer, scorers, vectors, token_ids, position_ids, on_scored)

@@ -42,7 +42,7 @@ def demo_map(lm: LoadedModel, positional: bool) -> GeometryMap:
         raise ValueError(f"{lm.name} has no absolute position table for the demo's positional references.")
     position_zero = embeddings.position.weight.detach()[embeddings.position_offset].cpu().double().numpy()
     source = MapSource("original_demo", reference="position")
-    return GeometryMap("original_demo", source, reference_shift=-position_zero)
+    return GeometryMap(source, reference_shift=-position_zero)
 
 
 def original_demo(lm: LoadedModel, text: str | Trace, *, positional: bool = False) -> AnalysisResult:

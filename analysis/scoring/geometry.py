@@ -218,8 +218,7 @@ class GeometryMap:
     vector_shift[l]) and every reference r becomes g(r) = reference_scale[l] * (r - reference_shift). float64
     arrays, `[layers, hidden]` (`reference_shift` `[hidden]`); None where the map does not scale or shift."""
 
-    name: str
-    source: derived.MapSource  # what the map is built from: names its scorer among a model's derived data
+    source: derived.MapSource  # what the map is built from (its geometry first): names its scorer among derived data
     vector_scale: np.ndarray | None = None
     vector_shift: np.ndarray | None = None
     reference_scale: np.ndarray | None = None
@@ -242,19 +241,16 @@ class GeometryMap:
         return v, r
 
 
-PLAIN = GeometryMap("cosine", derived.MapSource("cosine"))
+PLAIN = GeometryMap(derived.MapSource("cosine"))
 """Plain cosine: no map at all."""
 
 
 def _centered(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
-    return GeometryMap(
-        "centered", source, vector_shift=found.vectors.mean, reference_shift=found.references.mean, background=found
-    )
+    return GeometryMap(source, vector_shift=found.vectors.mean, reference_shift=found.references.mean, background=found)
 
 
 def _standardized(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
     return GeometryMap(
-        "standardized",
         source,
         vector_scale=1 / found.vectors.std,
         vector_shift=found.vectors.mean,
@@ -267,7 +263,7 @@ def _standardized(found: Background, source: derived.MapSource, rogue_k: int) ->
 def _no_rogue(found: Background, source: derived.MapSource, rogue_k: int) -> GeometryMap:
     kept = np.ones_like(found.vectors.mean)
     np.put_along_axis(kept, found.vectors.rogue_order[:, :rogue_k], 0.0, axis=-1)
-    return GeometryMap("no_rogue", source, vector_scale=kept, reference_scale=kept, background=found)
+    return GeometryMap(source, vector_scale=kept, reference_scale=kept, background=found)
 
 
 @dataclass(frozen=True)
@@ -293,7 +289,7 @@ GEOMETRY_SPECS: dict[Geometry, GeometrySpec] = {
     ),
     "no_rogue": GeometrySpec(_no_rogue, uses_rogue_k=True, wording="rogue dimensions removed", shared_product=True),
 }
-"""One spec per geometry; adding a geometry is a name in `GEOMETRIES` and a row here (README: Adding a geometry)."""
+"""One spec per geometry; adding a geometry is a name in `GEOMETRIES` and a row here (README: A new geometry)."""
 assert GEOMETRY_SPECS.keys() == GEOMETRIES.keys()
 
 
