@@ -24,10 +24,12 @@ from analysis.scoring.ranks import own_rank
 
 LENS_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[positions, vocabulary]` float32 block of logits; positions are chunked to fit. A block
-lives up to six times at once (the layer's logits, the output's logits and probabilities, three work buffers): 0.75 GB
+lives five times at once (the layer's logits, the output's logits and probabilities, two work buffers): 0.6 GB
 for 512 tokens of a 50k vocabulary, which stay in one block, so the product with the head runs on all of them
 at once."""
 
+FLOAT64_ROWS_BYTES = 16 * 2**20
+"""Upper bound on the float64 products the near KL holds at once."""
 NEAR_KL = 1.0
 """Below this KL (nats) the lens forms KL(final || layer) from the logits' differences, not from their sums."""
 EXPM1_ROOM = 60.0
@@ -97,7 +99,7 @@ def _score_block(
     final_lse, final_sum = _softmax_weights(final_logits, final_max, final_probs)
     final_probs.div_(final_sum.unsqueeze(-1))
     work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
-    buffers: list[torch.Tensor] = []  # the KL's work space
+    difference = torch.empty_like(final_logits)  # the KL's work space
     last = len(vectors) - 1
     has_target = targets != NO_TARGET
     target_ids = torch.where(has_target, targets, 0)
@@ -107,7 +109,7 @@ def _score_block(
         top_logits, top_ids = logits.topk(k, -1)
         lse, weight_sum = _softmax_weights(logits, top_logits[:, :1], work)
         rows["entropy"].append(lse - _row_dot(work, logits) / weight_sum)
-        kl = _kl_final(final_logits, final_probs, final_lse, logits, work, lse, weight_sum, buffers)
+        kl = _kl_final(final_logits, final_probs, final_lse, logits, work, lse, weight_sum, difference)
         rows["kl_final"].append(kl)
         target_logit = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
         rows["target_logit"].append(torch.where(has_target, target_logit, torch.nan))
@@ -130,30 +132,33 @@ def _kl_final(
     weights: torch.Tensor,
     lse: torch.Tensor,
     weight_sum: torch.Tensor,
-    buffers: list[torch.Tensor],
+    out: torch.Tensor,
 ) -> torch.Tensor:
     """KL(final || layer) `[positions]` (see the module's formulas), from the layer's unnormalised softmax
     `weights`, their sum and log-sum-exp. E_pf[d] - lse(z_f) + lse(z) where the two distributions are far apart
     (its ~1e-6 nats of rounding are small beside such a KL); where they are near (below NEAR_KL),
     E_pf[e] - s - log1p(E_p[expm1(e - s)]) with e = d - c for that rough c = E_pf[d], E_pf[e] summed in float64.
-    `buffers`: `[positions, vocabulary]` work space, overwritten, made when first needed."""
-    if not buffers:
-        buffers.append(torch.empty_like(logits))
-    difference = torch.sub(final_logits, logits, out=buffers[0])  # d
+    `out`: `[positions, vocabulary]` work space, overwritten."""
+    difference = torch.sub(final_logits, logits, out=out)  # d
     centre = _row_dot(final_probs, difference)  # c = E_pf[d], to float32's rough accumulation
     kl = centre - final_lse + lse
     near = kl < NEAR_KL
     if not bool(near.any()):
         return kl.clamp_(min=0)
-    if len(buffers) < 2:
-        buffers.append(torch.empty_like(logits))
     shifted = difference.sub_(centre.unsqueeze(-1))  # e
-    mean = torch.mul(final_probs, shifted, out=buffers[1]).sum(-1, dtype=torch.float64)  # E_pf[e]
+    mean = _row_dot_float64(final_probs, shifted)  # E_pf[e]
     shift = shifted.amax(-1).sub_(EXPM1_ROOM).clamp_(min=0)  # s
     terms = shifted.sub_(shift.unsqueeze(-1)).expm1_().mul_(weights)
     expected = terms.sum(-1).double() / weight_sum.double()  # E_p[expm1(e - s)]
     close = mean - shift.double() - torch.log1p(expected)
     return torch.where(near, close.to(kl.dtype), kl).clamp_(min=0)  # rounding may dip below 0 where they agree
+
+
+def _row_dot_float64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of `[positions, vocabulary]` tensors summed in float64 → `[positions]`, a few rows at a
+    time, so the products and their float64 copy stay small beside the block."""
+    rows = max(1, FLOAT64_ROWS_BYTES // (8 * a.shape[-1]))
+    return torch.cat([(a[i : i + rows] * b[i : i + rows]).sum(-1, dtype=torch.float64) for i in range(0, len(a), rows)])
 
 
 def _softmax_weights(
