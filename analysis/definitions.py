@@ -142,6 +142,8 @@ LENS_COLUMNS = {
     "final_top_id": "the model's own top-1 prediction at this position (its output after the last layer)",
     "final_top": "that prediction's piece",
     "final_top_rank": "rank of final_top among this layer's predictions (1 = this layer already predicts it)",
+    "commit_layer": "where the token commits: the first layer from which this lens's top-1 is final_top at every "
+    "later layer; empty where it never does",
 }
 LENS_TOP_COLUMNS = {
     "layer": "block index l",

@@ -7,12 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = [
     {"analysis.definitions", "analysis.version", "analysis.checks", "analysis.data", "analysis.devices",
-     "analysis.progress", "analysis.spikes", "analysis.wordclass"},
+     "analysis.progress", "analysis.spikes", "analysis.wordclass", "analysis.hashing"},
     {"analysis.model", "analysis.settings"},  # settings are resolved against a model's capabilities
     {"analysis.capture"},
     {"analysis.model.loading"},  # loads a model and checks the capture against its own forward pass
-    {"analysis.scoring"},
+    {"analysis.scoring", "analysis.fitted.lens"},  # a fitted lens's maps are read like the head's modules
     {"analysis.report"},
+    {"analysis.fitted"},  # fits from the same readings the lens reads
     {"analysis.corpus"},
     {"analysis.charts", "analysis.tables"},
     {"analysis.output"},

@@ -8,9 +8,7 @@ memory stays bounded however large the file."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.definitions import FORMATS
+from analysis.hashing import hashing_copy
 
-_COPY_CHUNK = 1 << 20
 _ROWS_PER_BATCH = 4096
 NOT_TEXT_LISTED = 100
 """How many rows whose text is not a string are listed by number (all are counted)."""
@@ -79,27 +77,6 @@ def check_format(path: Path) -> None:
     if path.suffix.lower() not in FORMATS:
         kinds = "; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
         raise ValueError(f"{path} is not a file type Token Trails reads ({kinds}).")
-
-
-def hashing_copy(source: Path, target: Path) -> str:
-    """Copy `source` to `target` in chunks, returning the SHA-256 of exactly the bytes copied; fsynced."""
-    digest = hashlib.sha256()
-    with source.open("rb") as reading, target.open("wb") as writing:
-        while chunk := reading.read(_COPY_CHUNK):
-            digest.update(chunk)
-            writing.write(chunk)
-        writing.flush()
-        os.fsync(writing.fileno())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as reading:
-        while chunk := reading.read(_COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

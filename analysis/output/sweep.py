@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 from analysis.charts import verdict_chart
 from analysis.corpus.counts import method_shares, spike_counts
 from analysis.corpus.engine import batch_rows
-from analysis.corpus.texts import CorpusCount, file_sha256, no_texts_error, read_corpus
+from analysis.corpus.texts import CorpusCount, no_texts_error, read_corpus
 from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, OnProgress, Reference
+from analysis.hashing import file_sha256
 from analysis.model.checkpoint import first_line
 from analysis.model.loaded import LoadedModel
 from analysis.output.files import LOCK, FolderLock, read_json, replace_durably, write_json

@@ -16,10 +16,11 @@ from analysis.capture.tokens import token_table
 from analysis.capture.trace import Trace, traced
 from analysis.checks import check_choice
 from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, OnProgress, Stage
+from analysis.fitted.lens import PLAIN, FittedLens
 from analysis.model.capabilities import check_lens, check_stage, check_vocabulary_count
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import per_layer, vocabulary_pieces
-from analysis.scoring.logits import NO_TARGET, LensScores, lens_scores
+from analysis.scoring.logits import NEVER_COMMITS, NO_TARGET, LensScores, commit_layers, lens_scores
 from analysis.version import provenance as provenance_record
 
 
@@ -31,6 +32,7 @@ class LensResult:
     stage: Stage
     target: LensTarget
     masked: bool  # each position read from a copy of the text with that token hidden behind the mask token
+    reading: str  # "plain" (the head reads each layer's vector as it is), or the fitted lens's kind
     top_k: int
     tokens: pd.DataFrame  # position, token, token_id, position_id, text, special, char_start, char_end
     metrics: pd.DataFrame  # LENS_COLUMNS, one row per (layer, position)
@@ -55,6 +57,11 @@ def lens_targets(ids: list[int], target: LensTarget) -> list[int]:
     return list(ids) if target == "own" else [*ids[1:], NO_TARGET]
 
 
+def reading_name(fitted: FittedLens | None) -> str:
+    """How the lens reads each layer: "plain" or the fitted lens's kind."""
+    return PLAIN if fitted is None else fitted.kind
+
+
 def lens_record(lm: LoadedModel, target: LensTarget) -> dict:
     """What a lens output records of how it was read: its target and the modules of the head that read it."""
     return {"lens_target": target, "lens_head": " + ".join(type(module).__name__ for module in check_lens(lm))}
@@ -68,6 +75,7 @@ def lens(
     target: LensTarget | None = None,
     top_k: int = LENS_TOP_K,
     masked: bool = False,
+    fitted: FittedLens | None = None,
     on_progress: OnProgress | None = None,
 ) -> LensResult:
     """What the model would predict from each layer's vector at `stage`: a text, or a `Trace` of one text holding
@@ -76,10 +84,14 @@ def lens(
     `target` None: `next` for decoders, `own` for encoders. `masked` (encoders with a mask token): each token
     the tokenizer did not add is hidden behind the mask token in turn, one copy of the text per token in one
     batch, and read at its own position; special tokens have no row; `on_progress(copies done, copies)` follows
-    its passes. Raises ValueError where the model has no lens (the message says why) or on a bad choice.
+    its passes. `fitted`: each layer's vectors go through that fitted lens's map first (`analysis.fitted`); it must
+    have been fitted on this model at `stage`. Raises ValueError where the model has no lens (the message says
+    why), the fitted lens is another model's or stage's, or on a bad choice.
     """
     unembed = check_lens(lm, masked)
     check_stage(lm, stage)
+    if fitted is not None:
+        fitted.check_for(lm, stage)
     target = default_target(lm) if target is None else check_choice("lens target", target, LENS_TARGETS)
     top_k = check_vocabulary_count(lm, "top_k", top_k)
     if masked and target != "own":
@@ -102,6 +114,10 @@ def lens(
     every_target = lens_targets(tokens.ids, target)
     target_ids = [every_target[p] for p in positions]
     targets = torch.tensor(target_ids, device=vectors.device)
+    if fitted is not None:
+        if final is None:  # the last layer's own vector is the model's output, whatever a map makes of it
+            final = vectors[-1]
+        vectors = fitted.apply(vectors)
     scores = lens_scores(unembed, vectors, targets, top_k, lm.vocab_size, final)
     token_frame = token_table(tokens, text)
     record = provenance_record(
@@ -109,6 +125,8 @@ def lens(
         lens_stage=stage,
         **lens_record(lm, target),
         lens_masked=masked,
+        lens_reading=reading_name(fitted),
+        **({"lens_fitted_sha256": fitted.record.get("weights_sha256")} if fitted is not None else {}),
         lens_top_k=top_k,
         **tokens.record,
     )
@@ -117,6 +135,7 @@ def lens(
         stage=stage,
         target=target,
         masked=masked,
+        reading=reading_name(fitted),
         top_k=top_k,
         tokens=token_frame,
         metrics=_metrics(lm, token_frame.iloc[positions], target_ids, scores),
@@ -153,6 +172,8 @@ def _metrics(lm: LoadedModel, rows: pd.DataFrame, target_ids: list[int], scores:
     frame["final_top_id"] = final_top
     frame["final_top"] = pieces[final_top]
     frame["final_top_rank"] = _numpy(scores.final_top_rank)
+    commits = np.tile(commit_layers(scores.top_ids, scores.final_top).cpu().numpy(), n_layers)
+    frame["commit_layer"] = _where(commits, commits != NEVER_COMMITS)
     return frame
 
 

@@ -38,6 +38,8 @@ larger than e needs."""
 
 NO_TARGET = -1
 """A position's target id where it has none (the last position, predicting the next token)."""
+NEVER_COMMITS = -1
+"""A position's commitment layer where the lens's top-1 at the last layer is not the model's own."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,16 @@ class LensScores:
     top_ids: torch.Tensor  # [layers, positions, k]
     top_logits: torch.Tensor  # [layers, positions, k]
     top_probs: torch.Tensor  # [layers, positions, k]
+
+
+def commit_layers(top_ids: torch.Tensor, final_top: torch.Tensor) -> torch.Tensor:
+    """Where each position commits, `[positions]`: the first layer from which the lens's top-1 (`top_ids
+    [layers, positions, k]`, first column) is the model's own top-1 (`final_top [positions]`) at that layer and every
+    later one; NEVER_COMMITS where the last layer's differs."""
+    agrees = top_ids[..., 0] == final_top  # [layers, positions]
+    from_here_on = agrees.flip(0).int().cumprod(0).flip(0)  # 1 where this layer and all later ones agree
+    committed_layers = from_here_on.sum(0)
+    return torch.where(committed_layers > 0, len(agrees) - committed_layers, NEVER_COMMITS)
 
 
 def lens_scores(

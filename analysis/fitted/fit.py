@@ -1,0 +1,231 @@
+"""`fit_lens`: fit one affine map per layer from its vectors at a stage to the model's last-layer output, over
+texts, with the ridge chosen on texts the fit did not see and scores on texts nothing was fitted on.
+
+The texts the model reads are split by their order: text i is held out when i % SPLIT == SPLIT - 1 (scores
+only), validates (chooses the ridge; the tuned lens's kept step) when i % SPLIT == SPLIT // 2, and is fitted on
+otherwise; the final linear maps are fitted on the fit and validation texts together with the chosen ridge.
+Every token the tokenizer did not add counts. Vectors come from one padded, masked forward pass per batch
+(`analysis.capture.trace`), the same readings `lens` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from analysis.capture.tokens import Tokens, length_batches, tokenize_readable
+from analysis.capture.trace import trace_tokens
+from analysis.checks import check_choice, check_count
+from analysis.definitions import LENS_STAGE, LensTarget, OnProgress, Stage
+from analysis.fitted.lens import FITTED_KINDS, PLAIN, FittedKind, FittedLens
+from analysis.fitted.moments import Moments
+from analysis.fitted.ridge import RIDGE_GRID, choose_ridge, ridge_map
+from analysis.fitted.scores import HeldOutTally
+from analysis.fitted.tuned import TokenVectors, tune
+from analysis.model.capabilities import check_lens, check_stage
+from analysis.model.loaded import LoadedModel
+from analysis.report.lens import default_target, lens_targets
+from analysis.scoring.logits import NO_TARGET
+from analysis.version import provenance
+
+SPLIT = 5
+FIT_BATCH_TOKENS = 2048
+"""Padded tokens per forward pass of a fit: every layer's vectors of a batch are held at once."""
+SCORE_TOKENS = 4096
+"""Held-out tokens the vocabulary scores (KL, top-1, rank) read by default; r² reads every held-out token."""
+TUNED_TOKENS = 20_000
+"""Token reads the tuned lens trains for by default."""
+TUNED_KEPT_BYTES = 512 * 2**20
+"""Upper bound on the fit tokens' vectors the tuned lens keeps in memory to train on (it reads them over again)."""
+TOKENS_PER_WIDTH = 10
+"""A stable linear fit wants at least this many fit tokens per hidden dimension (each output dimension is a
+regression on hidden + 1 inputs); below, the ridge carries it and the record says so."""
+
+
+def recommended_tokens(hidden_size: int) -> int:
+    """Fit tokens a stable linear fit of a model of this width wants (TOKENS_PER_WIDTH per dimension)."""
+    return TOKENS_PER_WIDTH * hidden_size
+
+
+def split_of(index: int) -> str:
+    """Where the `index`-th readable text goes: "fit", "validation" or "held_out"."""
+    if index % SPLIT == SPLIT - 1:
+        return "held_out"
+    return "validation" if index % SPLIT == SPLIT // 2 else "fit"
+
+
+def _real_tokens(tokens: list[Tokens], length: int, device: torch.device) -> torch.Tensor:
+    """`[texts, padded tokens]` True at every token the tokenizer did not add."""
+    mask = torch.zeros(len(tokens), length, dtype=torch.bool)
+    for row, text_tokens in enumerate(tokens):
+        mask[row, : len(text_tokens)] = ~torch.tensor(text_tokens.special)
+    return mask.to(device)
+
+
+def _batches(
+    lm: LoadedModel, texts: list[str], tokens: list[Tokens], stage: Stage, target: LensTarget | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per batch of texts: the real tokens' `vectors [layers, tokens, hidden]` at `stage`, the model's output
+    `[tokens, hidden]` and their lens targets `[tokens]` (NO_TARGET where none, or without a `target`)."""
+    for batch in length_batches([len(t) for t in tokens], FIT_BATCH_TOKENS, lm.memory_limit**2):
+        chosen = [tokens[i] for i in batch]
+        run = trace_tokens(lm, [texts[i] for i in batch], chosen, {stage, "layer_output"})
+        stacked = run.batch(stage)  # [layers, texts, padded tokens, hidden]
+        real = _real_tokens(chosen, stacked.shape[2], stacked.device)
+        ids = [lens_targets(t.ids, target) if target else [NO_TARGET] * len(t) for t in chosen]
+        padded = [row + [NO_TARGET] * (stacked.shape[2] - len(row)) for row in ids]
+        targets = torch.tensor(padded, device=stacked.device)[real]
+        yield stacked[:, real], run.readings[("layer_output", lm.num_layers - 1)][real], targets
+
+
+def _texts_sha256(texts: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
+
+
+def fit_lens(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    *,
+    stage: Stage = LENS_STAGE,
+    kind: FittedKind = "linear",
+    tuned_tokens: int = TUNED_TOKENS,
+    score_tokens: int = SCORE_TOKENS,
+    max_tokens: int | None = None,
+    on_progress: OnProgress | None = None,
+) -> FittedLens:
+    """Fit a `kind` lens ("linear" or "tuned") of `lm` at `stage` on `texts` (see the module for the split) and
+    score it, the plain lens and (for tuned) its linear start on the held-out texts. A model without a head is
+    fitted and scored in hidden space only (linear); the tuned lens needs the head. `on_progress(done, total)`
+    counts tokens read and, for tuned, token reads trained. Raises ValueError on a bad choice or too few texts,
+    before any forward pass."""
+    kind = check_choice("fitted lens kind", kind, FITTED_KINDS)
+    stage = check_stage(lm, stage)
+    unembed = check_lens(lm) if kind == "tuned" else lm.unembed
+    tuned_tokens = check_count("tuned_tokens", tuned_tokens)
+    score_tokens = check_count("score_tokens", score_tokens)
+    if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
+        raise ValueError("fit_lens takes a list of texts (strings).")
+    tokenized = tokenize_readable(lm, list(texts), max_tokens)
+    readable = [(text, tokens) for text, tokens in zip(texts, tokenized, strict=True) if tokens is not None]
+    splits: dict[str, tuple[list[str], list[Tokens]]] = {"fit": ([], []), "validation": ([], []), "held_out": ([], [])}
+    for index, (text, tokens) in enumerate(readable):
+        splits[split_of(index)][0].append(text)
+        splits[split_of(index)][1].append(tokens)
+    if len(readable) < SPLIT:
+        raise ValueError(
+            f"A fit needs at least {SPLIT} texts the model reads (one in {SPLIT} is held out, one chooses the ridge);"
+            f" these hold {len(readable)}."
+        )
+    started = time.perf_counter()
+    target = default_target(lm) if unembed is not None else None
+    real_counts = {name: sum(sum(not s for s in t.special) for t in tokens) for name, (_, tokens) in splits.items()}
+    kept_tokens = min(tuned_tokens, max(1, TUNED_KEPT_BYTES // (4 * lm.num_layers * lm.hidden_size)))
+    total = sum(real_counts.values()) + (tuned_tokens if kind == "tuned" else 0)
+    done = 0.0
+
+    def read(name: str, keep: int) -> tuple[Moments | None, TokenVectors | None]:
+        nonlocal done
+        moments, kept_vectors, kept_outputs = None, [], []
+        held = 0
+        for vectors, outputs, _ in _batches(lm, *splits[name], stage, None):
+            moments = Moments.of(vectors, outputs).merged(moments)
+            if held < keep:
+                kept_vectors.append(vectors[:, : keep - held].float())
+                kept_outputs.append(outputs[: keep - held])
+                held += min(keep - held, len(outputs))
+            done += len(outputs)
+            if on_progress:
+                on_progress(done, total)
+        kept = TokenVectors(torch.cat(kept_vectors, 1), torch.cat(kept_outputs)) if kept_vectors else None
+        return moments, kept
+
+    tuned_kind = kind == "tuned"
+    fit, train = read("fit", kept_tokens if tuned_kind else 0)
+    validation, check = read("validation", kept_tokens // 4 if tuned_kind else 0)
+    assert fit is not None and validation is not None
+    fitted_layers = list(range(lm.num_layers - 1 if stage == "layer_output" else lm.num_layers))
+    choice = choose_ridge(fit, validation, fitted_layers)
+    both = fit.merged(validation)
+    weights = torch.eye(lm.hidden_size, dtype=torch.float64).repeat(lm.num_layers, 1, 1)
+    biases = torch.zeros(lm.num_layers, lm.hidden_size, dtype=torch.float64)
+    for layer in fitted_layers:
+        weights[layer], biases[layer] = ridge_map(both, layer, choice.ridge[layer])
+    record = provenance(
+        lm,
+        kind="linear",
+        stage=stage,
+        hidden_size=lm.hidden_size,
+        layers=lm.num_layers,
+        texts={
+            "sha256": _texts_sha256(texts),
+            "count": len(texts),
+            "readable": len(readable),
+            "split": f"readable text i is held out when i % {SPLIT} == {SPLIT - 1}, validates when i % {SPLIT} == "
+            f"{SPLIT // 2}, is fitted on otherwise",
+            **{f"{name}_texts": len(found) for name, (found, _) in splits.items()},
+        },
+        tokens={name: count for name, count in real_counts.items()},
+        identity_layers=[layer for layer in range(lm.num_layers) if layer not in fitted_layers],
+        ridge={
+            "grid": list(RIDGE_GRID),
+            "alpha": choice.alpha,
+            "lambda": choice.ridge,
+            "unit": "lambda = alpha x mean diagonal of the centred C_xx of the fit texts",
+        },
+        notes=_notes(lm, real_counts["fit"] + real_counts["validation"]),
+    )
+    lenses: dict[str, FittedLens | None] = {PLAIN: None, "linear": FittedLens(weights.float(), biases.float(), record)}
+    if tuned_kind:
+        assert train is not None and check is not None and unembed is not None
+
+        def on_step(step: int, steps: int) -> None:
+            if on_progress:
+                on_progress(done + tuned_tokens * step / steps, total)
+
+        tuned = tune(unembed, (weights.float(), biases.float()), train, check, tuned_tokens, fitted_layers, on_step)
+        tuned_record = {
+            **record,
+            "kind": "tuned",
+            "tuned": {
+                "start": "linear",
+                "token_reads": tuned.token_reads,
+                "steps": tuned.steps,
+                "batch_tokens": tuned.token_reads // tuned.steps,
+                "train_tokens_kept": len(train),
+                "validation_tokens": len(check),
+                "kept_step": tuned.kept_step,
+                "validation_kl_start": tuned.start_kl,
+                "validation_kl_kept": tuned.kept_kl,
+                "device": str(lm.device),
+            },
+        }
+        lenses["tuned"] = FittedLens(tuned.weights, tuned.biases, tuned_record)
+    tally = HeldOutTally(lenses, unembed, lm.vocab_size, score_tokens)
+    for vectors, outputs, targets in _batches(lm, *splits["held_out"], stage, target):
+        tally.add(vectors, outputs, targets)
+        done += len(outputs)
+        if on_progress:
+            on_progress(done, total)
+    chosen = lenses[kind]
+    assert chosen is not None
+    scores = tally.table().to_dict("records")
+    return FittedLens(
+        chosen.weights,
+        chosen.biases,
+        {**chosen.record, "scores": scores, "seconds": round(time.perf_counter() - started, 3)},
+    )
+
+
+def _notes(lm: LoadedModel, fit_tokens: int) -> list[str]:
+    """What a reader of the fit should know: too few tokens for its width."""
+    wanted = recommended_tokens(lm.hidden_size)
+    if fit_tokens >= wanted:
+        return []
+    return [
+        f"fitted on {fit_tokens:,} tokens, fewer than the {wanted:,} ({TOKENS_PER_WIDTH} per dimension) a stable "
+        f"fit of a {lm.hidden_size}-wide model wants: the ridge carries it; the held-out scores say how well"
+    ]

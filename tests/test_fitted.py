@@ -1,0 +1,236 @@
+"""Fitted lenses against independent references: numpy's least squares on the same vectors, a model whose every
+layer is a known affine image away from its output, the held-out KL of the tuned lens against its start, a lens
+saved and loaded, and the commitment layer on a hand-written case."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import analysis
+from analysis.data import corpus_sentences
+from analysis.fitted.fit import _batches, fit_lens, split_of
+from analysis.fitted.lens import lens_paths, load_fitted
+from analysis.fitted.moments import Moments
+from analysis.report.lens import lens
+from analysis.scoring.logits import NEVER_COMMITS, commit_layers
+from tests.synthetic import byte_level_tokenizer, random_hf_model
+from tests.test_lens import own_logits
+
+TEXT = "The cat sat on the mat, and the dog slept by the door."
+TEXTS = corpus_sentences()
+
+
+@pytest.fixture(scope="module")
+def minilm_linear(minilm):
+    return fit_lens(minilm, TEXTS)
+
+
+def split_vectors(lm, stage, *names):
+    """The real tokens' vectors `[layers, tokens, hidden]` and outputs of the texts in the splits `names`."""
+    chosen = [(text, tokens) for i, (text, tokens) in enumerate(readable(lm)) if split_of(i) in names]
+    found = list(_batches(lm, [t for t, _ in chosen], [k for _, k in chosen], stage, None))
+    return torch.cat([v for v, _, _ in found], 1).double(), torch.cat([o for _, o, _ in found]).double()
+
+
+def readable(lm):
+    from analysis.capture.tokens import tokenize_readable
+
+    return [(t, k) for t, k in zip(TEXTS, tokenize_readable(lm, TEXTS), strict=True) if k is not None]
+
+
+def test_linear_fit_equals_numpy_least_squares_with_the_same_ridge(minilm, minilm_linear):
+    vectors, outputs = split_vectors(minilm, "layer_output", "fit", "validation")
+    ridges = minilm_linear.record["ridge"]["lambda"]
+    assert len(ridges) == minilm.num_layers - 1  # the last layer's output is the output itself: the identity
+    for layer, ridge in enumerate(ridges):
+        x = vectors[layer].numpy()
+        x_mean, y_mean = x.mean(0), outputs.numpy().mean(0)
+        hidden = x.shape[1]
+        stacked_x = np.vstack([x - x_mean, np.sqrt(ridge) * np.eye(hidden)])
+        stacked_y = np.vstack([outputs.numpy() - y_mean, np.zeros((hidden, hidden))])
+        expected = np.linalg.lstsq(stacked_x, stacked_y, rcond=None)[0]
+        found = minilm_linear.weights[layer].double().numpy()
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(found, expected, rtol=0, atol=2e-6 * scale)  # float32 storage of a float64 solve
+        np.testing.assert_allclose(
+            minilm_linear.biases[layer].double().numpy(),
+            y_mean - x_mean @ expected,
+            rtol=0,
+            atol=2e-6 * np.abs(y_mean).max() + 2e-6 * scale,
+        )
+    assert torch.equal(minilm_linear.weights[-1], torch.eye(minilm.hidden_size))
+
+
+def test_moments_merged_batch_by_batch_equal_the_whole_set():
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(3, 50, 8, generator=generator, dtype=torch.float64) * 5 + 100  # far from 0: cancellation
+    outputs = torch.randn(50, 8, generator=generator, dtype=torch.float64) - 40
+    merged = None
+    for start in (0, 7, 30):
+        stop = {0: 7, 7: 30, 30: 50}[start]
+        merged = Moments.of(vectors[:, start:stop], outputs[start:stop]).merged(merged)
+    whole = Moments.of(vectors, outputs)
+    centred = vectors - vectors.mean(1, keepdim=True)
+    torch.testing.assert_close(merged.xx, centred.transpose(1, 2) @ centred, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(merged.xy, whole.xy, rtol=1e-12, atol=1e-9)
+    assert merged.count == 50 and merged.yy == pytest.approx(whole.yy, rel=1e-12)
+
+
+def test_the_ridge_is_chosen_on_validation_texts_and_beats_the_identity_on_held_out_ones(minilm, minilm_linear):
+    record = minilm_linear.record
+    assert record["texts"]["held_out_texts"] == sum(split_of(i) == "held_out" for i in range(len(readable(minilm))))
+    scores = minilm_linear.scores.set_index(["lens", "layer"])
+    for layer in range(minilm.num_layers - 1):
+        assert scores.loc[("linear", layer), "r2"] > scores.loc[("plain", layer), "r2"]
+    assert scores.loc[("linear", minilm.num_layers - 1), "r2"] == pytest.approx(1.0)
+    assert scores["kl_final"].isna().all()  # MiniLM has no head: hidden space only
+    assert record["notes"] and "fewer than the 3,840" in record["notes"][0]
+    # the held-out r² of the plain lens, recomputed from the held-out vectors
+    vectors, outputs = split_vectors(minilm, "layer_output", "held_out")
+    total = (outputs - outputs.mean(0)).square().sum()
+    for layer in range(minilm.num_layers):
+        plain = 1 - float((vectors[layer] - outputs).square().sum() / total)
+        assert scores.loc[("plain", layer), "r2"] == pytest.approx(plain, rel=1e-9)
+        mapped = vectors[layer] @ minilm_linear.weights[layer].double() + minilm_linear.biases[layer].double()
+        linear = 1 - float((mapped - outputs).square().sum() / total)
+        assert scores.loc[("linear", layer), "r2"] == pytest.approx(linear, rel=1e-6, abs=1e-6)
+
+
+def affine_gpt2(folder):
+    """A tiny GPT-2 whose every block is affine in its input: attention writes only its output bias (its
+    projection's weights are 0), the MLP's activation is the identity, and every LayerNorm has an epsilon of 1e12
+    (its gain scaled up by 1e6 to match), so that (x - mean) / sqrt(var + eps) is (x - mean) / 1e6 to 1e-15.
+    Returns the folder and each block's (B, d): out = x B + d."""
+    tokenizer = byte_level_tokenizer(max_length=60)
+    tokenizer.model_max_length = 60
+    shape = {"n_embd": 32, "n_layer": 3, "n_head": 4, "n_positions": 64, "bos_token_id": 1, "eos_token_id": 2,
+             "pad_token_id": 0, "layer_norm_epsilon": 1e12, "activation_function": "linear"}  # fmt: skip
+    hf_model = random_hf_model("gpt2", shape, tokenizer, head=True)
+    blocks = []
+    with torch.no_grad():
+        for norm in [m for m in hf_model.modules() if isinstance(m, torch.nn.LayerNorm)]:
+            norm.weight.mul_(1e6)
+        for block in hf_model.transformer.h:
+            block.attn.c_proj.weight.zero_()
+            block.mlp.c_fc.weight.mul_(10)  # blocks that move their input far: the plain lens is far off
+            gain = block.ln_2.weight.double() / 1e6
+            centring = torch.eye(32, dtype=torch.float64) - 1 / 32
+            mlp = block.mlp.c_fc.weight.double() @ block.mlp.c_proj.weight.double()  # Conv1D: x @ W + b
+            linear = torch.eye(32, dtype=torch.float64) + centring @ torch.diag(gain) @ mlp
+            constant = (
+                block.attn.c_proj.bias.double() @ linear
+                + block.ln_2.bias.double() @ mlp
+                + block.mlp.c_fc.bias.double() @ block.mlp.c_proj.weight.double()
+                + block.mlp.c_proj.bias.double()
+            )
+            blocks.append((linear, constant))
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, blocks
+
+
+def test_a_model_whose_layers_are_known_affine_images_is_recovered_and_read_as_its_own_logits(tmp_path):
+    folder, blocks = affine_gpt2(tmp_path / "affine-gpt2")
+    lm = analysis.load_model(folder)
+    fitted = fit_lens(lm, TEXTS)
+    for layer in range(len(blocks)):
+        known, offset = torch.eye(32, dtype=torch.float64), torch.zeros(32, dtype=torch.float64)
+        for linear, constant in blocks[layer + 1 :]:  # the last output is this layer's, through every later block
+            known, offset = known @ linear, offset @ linear + constant
+        torch.testing.assert_close(fitted.weights[layer].double(), known, rtol=0, atol=1e-5 * float(known.abs().max()))
+        torch.testing.assert_close(fitted.biases[layer].double(), offset, rtol=0, atol=1e-5 * float(offset.abs().max()))
+    read = lens(lm, TEXT, fitted=fitted, top_k=5)
+    own = own_logits(folder, lm, read.tokens["token_id"].tolist()).double()  # the checkpoint's own GPT2LMHeadModel
+    top = read.top
+    expected = own.numpy()[top["position"].to_numpy(), top["prediction_id"].to_numpy()]  # one row per top-k row
+    fitted_error = np.abs(top["logit"].to_numpy() - expected).max()
+    assert fitted_error < 1e-5 * np.abs(expected).max()
+    plain = lens(lm, TEXT, top_k=5).top  # the head reading layer 0 as it is: not the model's logits
+    plain = plain[plain["layer"] == 0]
+    plain_expected = own.numpy()[plain["position"].to_numpy(), plain["prediction_id"].to_numpy()]
+    assert np.abs(plain["logit"].to_numpy() - plain_expected).max() > 1000 * fitted_error
+    analysis.release_models()
+
+
+def test_the_tuned_lens_lowers_held_out_kl_from_its_linear_start(family_folder):
+    lm = analysis.load_model(family_folder("roberta", head=True))
+    tuned = fit_lens(lm, TEXTS, kind="tuned", tuned_tokens=4096)
+    scores = tuned.scores.set_index(["lens", "layer"])["kl_final"]
+    assert tuned.record["tuned"]["kept_step"] > 0
+    for layer in range(lm.num_layers - 1):
+        assert scores[("tuned", layer)] < scores[("linear", layer)]
+    assert tuned.kind == "tuned" and tuned.record["tuned"]["token_reads"] <= 4096
+
+
+def test_a_fitted_lens_saved_and_loaded_reads_the_same_numbers(family_folder, tmp_path):
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    fitted = fit_lens(lm, TEXTS)
+    written = fitted.save(tmp_path / "gpt2-linear")
+    assert [path.name for path in written] == ["gpt2-linear.safetensors", "gpt2-linear.json"]
+    loaded = load_fitted(written[1])
+    assert torch.equal(loaded.weights, fitted.weights) and torch.equal(loaded.biases, fitted.biases)
+    before, after = lens(lm, TEXT, fitted=fitted), lens(lm, TEXT, fitted=loaded)
+    pd.testing.assert_frame_equal(before.metrics, after.metrics, rtol=1e-6)
+    pd.testing.assert_frame_equal(before.top, after.top, rtol=1e-6)
+    assert after.reading == "linear" and after.provenance["lens_fitted_sha256"] == loaded.record["weights_sha256"]
+
+
+def test_a_fitted_lens_is_refused_for_another_model_stage_or_changed_weights(family_folder, minilm_linear, tmp_path):
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    fitted = fit_lens(lm, TEXTS)
+    with pytest.raises(ValueError, match=r"fitted on .* at layer_output: read it at layer_output, not layer_input"):
+        lens(lm, TEXT, stage="layer_input", fitted=fitted)
+    other = analysis.load_model(family_folder("roberta", head=True))
+    with pytest.raises(ValueError, match="not on"):
+        lens(other, TEXT, fitted=fitted)
+    weights, record = fitted.save(tmp_path / "lens")
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="SHA-256 differ"):
+        load_fitted(weights)
+    record.write_text(json.dumps({"something": "else"}))
+    with pytest.raises(ValueError, match="not a fitted lens's record"):
+        load_fitted(record)
+    with pytest.raises(ValueError, match="No fitted lens at"):
+        load_fitted(tmp_path / "missing.safetensors")
+    assert lens_paths(tmp_path / "a.json") == lens_paths(tmp_path / "a") == lens_paths(tmp_path / "a.safetensors")
+
+
+def test_fit_lens_refuses_bad_input_before_any_forward_pass(minilm):
+    with pytest.raises(ValueError, match="at least 5 texts"):
+        fit_lens(minilm, TEXTS[:4])
+    with pytest.raises(ValueError, match="list of texts"):
+        fit_lens(minilm, "one text")
+    with pytest.raises(ValueError, match="Unknown fitted lens kind"):
+        fit_lens(minilm, TEXTS, kind="quadratic")
+    with pytest.raises(ValueError, match="has no lens"):
+        fit_lens(minilm, TEXTS, kind="tuned")
+
+
+def test_the_commitment_layer_is_the_first_from_which_the_top_1_stays_final():
+    final = torch.tensor([7, 7, 7, 7])
+    top_1 = torch.tensor(
+        [
+            [7, 3, 7, 3],  # layer 0
+            [3, 7, 7, 3],  # layer 1
+            [7, 7, 7, 3],  # layer 2
+            [7, 7, 7, 3],  # layer 3
+        ]
+    )
+    found = commit_layers(top_1.unsqueeze(-1), final)
+    assert found.tolist() == [2, 1, 0, NEVER_COMMITS]
+
+
+def test_the_lens_table_holds_each_tokens_commitment_layer(family_folder):
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    read = lens(lm, TEXT)
+    top_1 = read.top[read.top["prediction_rank"] == 1].set_index(["position", "layer"])["prediction_id"]
+    for position, rows in read.metrics.groupby("position"):
+        final = rows["final_top_id"].iloc[0]
+        agreeing = [top_1[(position, layer)] == final for layer in range(lm.num_layers)]
+        expected = next((layer for layer in range(lm.num_layers) if all(agreeing[layer:])), None)
+        found = rows["commit_layer"].iloc[0]
+        assert (pd.isna(found) and expected is None) or found == expected
+        assert rows["commit_layer"].nunique(dropna=False) == 1
