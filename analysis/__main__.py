@@ -1,7 +1,7 @@
 """Command line: `python -m analysis export --model NAME --text TEXT --out DIR`,
-`python -m analysis verdict --model NAME --out DIR` and `python -m analysis sweep --model NAME --input FILE
---out DIR`. Each command says on stderr what it is doing as it goes; results go to files, their paths to
-stdout."""
+`python -m analysis verdict --model NAME --out DIR`, `python -m analysis sweep --model NAME --input FILE
+--out DIR` and `python -m analysis fit-lens --model NAME --input FILE --out FILE`. Each command says on stderr
+what it is doing as it goes; results go to files, their paths to stdout."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ from analysis.definitions import (
     BUNDLED_MODEL,
     DEVICES,
     EXPORT_FILES,
+    FITTED_KINDS,
     FORMATS,
     GEOMETRIES,
     LENS_FILES,
     LENS_ROW_COLUMNS,
+    LENS_STAGE,
     LENS_TARGETS,
     LENS_TOP_K,
     METHODS,
     REFERENCES,
     ROW_COLUMNS,
+    SCORE_TOKENS,
     STAGES,
+    TUNED_TOKENS,
     VERDICT_COLUMNS,
 )
 from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
@@ -112,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--lens-top-k", type=_positive, default=LENS_TOP_K, help=f"predictions kept per layer and token ({LENS_TOP_K})"
     )
+    _lens_fitted_argument(export)
     _max_tokens_argument(export)
     export.add_argument("--out", required=True, type=Path, help="folder to write into (created if missing)")
 
@@ -165,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--lens",
         action="store_true",
-        help="add the lens columns (lens_rank, lens_prob, entropy, kl_final) at --stage, through the model's own head",
+        help="add the lens columns (lens_rank, lens_prob, entropy, kl_final, lens_commit_layer) at --stage, through "
+        "the model's own head",
     )
+    _lens_fitted_argument(sweep)
     _max_tokens_argument(sweep)
     sweep.add_argument("--batch-tokens", type=_positive, default=4096, help="padded tokens per forward pass (4096)")
     sweep.add_argument("--shard-size", type=_positive, default=1000, help="texts per Parquet file (1000)")
@@ -175,6 +182,45 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
     sweep.add_argument("--ray-address", help="a running Ray cluster (default: start a local Ray)")
     sweep.add_argument("--actors", type=_positive, default=2, help="Ray actors, each holding the model (2)")
+
+    fit = _command(
+        commands,
+        "fit-lens",
+        "fit a lens to the model: the linear shortcut or the tuned lens, scored on held-out texts",
+        "Fit one affine map per layer from MODEL's vectors at --stage to its last layer's output, on the texts of "
+        "FILE, and write the maps (FILE.safetensors) and their record (FILE.json: model, stage, kind, texts' hash, "
+        "split, tokens, ridge, budget, held-out scores per layer, versions). One text in five is held out and scored "
+        "only; one in five chooses the ridge. Read it with export --lens --lens-fitted FILE.",
+        "kinds:\n" + "\n".join(f"  {kind:<7} {meaning}" for kind, meaning in FITTED_KINDS.items()),
+    )
+    _model_argument(fit)
+    fit.add_argument(
+        "--input", metavar="FILE", required=True, type=Path, help="the texts: .txt, .jsonl, .csv or .parquet"
+    )
+    fit.add_argument(
+        "--out", metavar="FILE", required=True, type=Path, help="the fitted lens (FILE.safetensors and FILE.json)"
+    )
+    fit.add_argument("--kind", choices=list(FITTED_KINDS), default="linear", help="linear (default) or tuned")
+    fit.add_argument(
+        "--stage",
+        choices=list(STAGES),
+        default=LENS_STAGE,
+        help=f"where in each block the maps read the vector ({LENS_STAGE}, the classic logit lens's)",
+    )
+    fit.add_argument(
+        "--tuned-tokens",
+        type=_positive,
+        default=TUNED_TOKENS,
+        help=f"tuned: token reads the training makes ({TUNED_TOKENS:,})",
+    )
+    fit.add_argument(
+        "--score-tokens",
+        type=_positive,
+        default=SCORE_TOKENS,
+        help=f"held-out tokens the KL, top-1 and rank scores read ({SCORE_TOKENS:,}; r² reads all)",
+    )
+    _max_tokens_argument(fit)
+    fit.add_argument("--device", choices=list(DEVICES), default="auto", help="auto: CUDA or MPS if present, else CPU")
     return parser
 
 
@@ -222,6 +268,16 @@ def _geometry_arguments(command: argparse.ArgumentParser) -> None:
 def _rogue_k_argument(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--rogue-k", type=_whole, default=DEFAULTS.rogue_k, help=f"dimensions removed by no_rogue ({DEFAULTS.rogue_k})"
+    )
+
+
+def _lens_fitted_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--lens-fitted",
+        metavar="FILE",
+        type=Path,
+        help="read each layer through this fitted lens's maps first (python -m analysis fit-lens; fitted on this "
+        "model at --stage)",
     )
 
 
@@ -276,10 +332,13 @@ def _export(args: argparse.Namespace) -> list[Path]:
     from analysis.report.lens import lens
     from analysis.report.result import analyze
 
-    if (args.lens_masked or args.lens_target) and not args.lens:
-        raise ValueError("--lens-masked and --lens-target choose how the lens reads: add --lens to export it.")
+    if (args.lens_masked or args.lens_target or args.lens_fitted) and not args.lens:
+        raise ValueError(
+            "--lens-masked, --lens-target and --lens-fitted choose how the lens reads: add --lens to export it."
+        )
     check_text(args.text)
-    settings = _check_export(outline_model(args.model) or _load(args.model), args)  # a hub model not yet here loads
+    fitted = _fitted(args.lens_fitted)
+    settings = _check_export(outline_model(args.model) or _load(args.model), args, fitted)  # a hub model loads
     lm = _load(args.model)
     _say(
         f"tracing the text through {lm.num_layers} layers of {lm.name} and scoring every token against "
@@ -292,7 +351,13 @@ def _export(args: argparse.Namespace) -> list[Path]:
         masked = " with each token masked in turn" if args.lens_masked else ""
         _say(f"reading every layer through {lm.name}'s own head{masked}…")
         lens_result = lens(
-            lm, run, stage=args.stage, target=args.lens_target, top_k=args.lens_top_k, masked=args.lens_masked
+            lm,
+            run,
+            stage=args.stage,
+            target=args.lens_target,
+            top_k=args.lens_top_k,
+            masked=args.lens_masked,
+            fitted=fitted,
         )
     if result.truncated:
         _say(
@@ -303,9 +368,18 @@ def _export(args: argparse.Namespace) -> list[Path]:
     return write_export(result, args.out, lens_result)
 
 
-def _check_export(lm, args: argparse.Namespace) -> AnalysisSettings:
+def _fitted(path: Path | None):
+    """The fitted lens at `path` (None: none), read and checked against its record before any model loads."""
+    if path is None:
+        return None
+    from analysis.fitted.lens import load_fitted
+
+    return load_fitted(path)
+
+
+def _check_export(lm, args: argparse.Namespace, fitted) -> AnalysisSettings:
     """The export's settings resolved against `lm` (its outline, before the model loads), and what else it cannot
-    do refused: the lens, its count of predictions and the length."""
+    do refused: the lens, its count of predictions, a fitted lens of another model or stage, and the length."""
     from analysis.model.capabilities import check_lens, check_max_tokens, check_vocabulary_count
 
     settings = AnalysisSettings(args.stage, args.reference, args.geometry, args.rogue_k, args.top_k, args.overlap_n)
@@ -313,6 +387,8 @@ def _check_export(lm, args: argparse.Namespace) -> AnalysisSettings:
     if args.lens:
         check_lens(lm, args.lens_masked)
         check_vocabulary_count(lm, "top_k", args.lens_top_k)
+        if fitted is not None:
+            fitted.check_for(lm, args.stage)
     if args.max_tokens is not None:
         check_max_tokens(lm, args.max_tokens)
     return resolved
@@ -346,6 +422,8 @@ def _verdict(args: argparse.Namespace) -> list[Path]:
 
 
 def _sweep(args: argparse.Namespace) -> list[Path]:
+    from dataclasses import replace
+
     from analysis.devices import resolve_device
     from analysis.model.loading import outline_model, resolve_model
     from analysis.output.sweep import check_sweep_folder, finished_sweep, open_sweep, recorded_reference
@@ -368,6 +446,12 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
         lens=args.lens,
         max_tokens=args.max_tokens,
     )
+    fitted = _fitted(args.lens_fitted)  # read and checked against its record before the folder is claimed
+    if fitted is not None:
+        settings = replace(
+            settings, lens_fitted=str(args.lens_fitted.expanduser().resolve()),
+            lens_fitted_sha256=fitted.record["weights_sha256"],
+        )  # fmt: skip
     identity = {"model": model, "settings": settings, "shard_size": args.shard_size, "limit": args.limit}
     if outline is not None:  # refused before the folder is claimed
         identity["settings"] = settings.resolve(outline)
@@ -429,7 +513,50 @@ def _sweep_outputs(out: Path) -> list[Path]:
     ]
 
 
-COMMANDS = {"export": _export, "verdict": _verdict, "sweep": _sweep}
+def _fit_lens(args: argparse.Namespace) -> list[Path]:
+    from analysis.corpus.texts import read_texts
+    from analysis.devices import resolve_device
+    from analysis.fitted.fit import fit_lens
+    from analysis.fitted.lens import lens_paths
+    from analysis.model.capabilities import check_lens, check_max_tokens, check_stage
+    from analysis.model.loading import outline_model
+
+    device = resolve_device(args.device)
+    taken = [str(path) for path in lens_paths(args.out) if path.exists()]
+    if taken:
+        raise ValueError(f"{' and '.join(taken)} already exist: choose another --out, or remove them to fit again.")
+    outline = outline_model(args.model) or _load(args.model)  # a hub model not yet here loads
+    check_stage(outline, args.stage)
+    if args.kind == "tuned":
+        check_lens(outline)
+    if args.max_tokens is not None:
+        check_max_tokens(outline, args.max_tokens)
+    texts = read_texts(args.input)
+    notes = "; ".join(texts.count.notes())
+    _say(f"{len(texts.texts):,} texts from {args.input}" + (f" ({notes})" if notes else ""))
+    lm = _load(args.model)
+    lm.move_to(device)
+    on_progress, close = _counter(f"fitting the {args.kind} lens", "token")
+    fitted = fit_lens(
+        lm,
+        texts.texts,
+        stage=args.stage,
+        kind=args.kind,
+        tuned_tokens=args.tuned_tokens,
+        score_tokens=args.score_tokens,
+        max_tokens=args.max_tokens,
+        on_progress=on_progress,
+    )
+    close()
+    fitted.record["texts"]["input_sha256"] = texts.count.sha256
+    for note in fitted.record["notes"]:
+        _say(f"note: {note}")
+    _say("held-out scores (r² in hidden space; KL in nats, top-1 agreement, median target rank):")
+    _say(fitted.scores.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
+    return fitted.save(args.out)
+
+
+COMMANDS = {"export": _export, "verdict": _verdict, "sweep": _sweep, "fit-lens": _fit_lens}
 
 
 def main(argv: list[str] | None = None) -> int:

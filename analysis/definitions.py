@@ -70,6 +70,18 @@ LENS_STAGE: Stage = "layer_output"
 """Where the lens reads by default: block outputs, the residual stream the model's head reads after its last
 block (TransformerLens: resid_post). Any stage can be read."""
 LENS_TOP_K = 10
+
+FittedKind = Literal["linear", "tuned"]
+FITTED_KINDS: dict[FittedKind, str] = {
+    "linear": "ridge least squares from each layer to the last layer's output (Din et al. 2023)",
+    "tuned": "the linear maps trained further to minimise KL(final || lens) (Belrose et al. 2023)",
+}
+"""The lenses fitted to a model (`analysis.fitted`): one affine map per layer, found two ways."""
+assert tuple(FITTED_KINDS) == get_args(FittedKind)
+SCORE_TOKENS = 4096
+"""Held-out tokens a fit's vocabulary scores (KL, top-1, rank) read by default; r² reads every held-out token."""
+TUNED_TOKENS = 20_000
+"""Token reads the tuned lens trains for by default."""
 """Predictions kept per layer and position."""
 
 
@@ -186,6 +198,8 @@ LENS_ROW_COLUMNS = {
     "lens_prob": "with --lens: the target's probability at this layer",
     "entropy": "with --lens: entropy of the layer's prediction, in nats",
     "kl_final": "with --lens: KL(final || layer) in nats",
+    "lens_commit_layer": "with --lens: where the token commits, the first layer from which the lens's top-1 is the "
+    "model's own top-1 at every later layer; empty where it never does",
 }
 """Columns a sweep adds with --lens (the same in every method's rows: the lens does not depend on the method)."""
 

@@ -79,8 +79,10 @@ class SweepSettings(AnalysisSettings):
     methods: tuple[Method, ...] = ("cosine",)
     lens: bool = False  # add the lens columns (LENS_ROW_COLUMNS) at the stage, against the model's default target
     max_tokens: int | None = None  # the longest text read whole; None: the model's own (LoadedModel.max_tokens)
+    lens_fitted: str | None = None  # the lens reads each layer through this fitted lens (its file); None: plain
+    lens_fitted_sha256: str | None = None  # the weights that fitted lens's record names (a changed file is refused)
 
-    IDENTITY = ("stage", "reference", "methods", "rogue_k", "lens", "max_tokens")
+    IDENTITY = ("stage", "reference", "methods", "rogue_k", "lens", "max_tokens", "lens_fitted", "lens_fitted_sha256")
     """The fields that make a sweep what it is (recorded in its manifest; a rerun must match them)."""
 
     @property
@@ -117,6 +119,12 @@ class SweepSettings(AnalysisSettings):
         resolved = self._resolve_scoring(lm)
         if self.lens:
             check_lens(lm)
+        if self.lens_fitted is not None:
+            from analysis.fitted.lens import load_fitted
+
+            if not self.lens:
+                raise ValueError("--lens-fitted chooses how the lens reads: add --lens to the sweep.")
+            load_fitted(self.lens_fitted, self.lens_fitted_sha256).check_for(lm, self.stage)
         if self.max_tokens is not None:
             check_max_tokens(lm, self.max_tokens)
         return resolved

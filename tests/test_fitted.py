@@ -17,6 +17,7 @@ from analysis.fitted.moments import Moments
 from analysis.report.lens import lens
 from analysis.scoring.logits import NEVER_COMMITS, commit_layers
 from tests.synthetic import byte_level_tokenizer, random_hf_model
+from tests.test_cli import run_cli
 from tests.test_lens import own_logits
 
 TEXT = "The cat sat on the mat, and the dog slept by the door."
@@ -234,3 +235,62 @@ def test_the_lens_table_holds_each_tokens_commitment_layer(family_folder):
         found = rows["commit_layer"].iloc[0]
         assert (pd.isna(found) and expected is None) or found == expected
         assert rows["commit_layer"].nunique(dropna=False) == 1
+
+
+def test_a_sweep_reads_the_lens_through_a_fitted_lens_each_text_as_alone(family_folder, tmp_path):
+    """Every text's lens columns equal `lens(..., fitted=)` on it alone; the same command continues; a changed lens
+    file is refused before anything is computed; --lens-fitted without --lens is refused."""
+    folder = family_folder("gpt2", head=True)
+    lm = analysis.load_model(folder)
+    fitted_path = fit_lens(lm, TEXTS).save(tmp_path / "linear")[1]
+    texts = [TEXT, "Time flies like an arrow.", "We measured it."]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "--model", str(folder), "--input", str(corpus), "--out", str(out), "--lens",
+                 "--stage", "layer_output", "--lens-fitted", str(fitted_path)]  # fmt: skip
+    assert run_cli(*arguments).returncode == 0
+    rows = pd.read_parquet(out / "rows")
+    fitted = load_fitted(fitted_path)
+    for sentence, text in enumerate(texts):
+        alone = lens(lm, text, stage="layer_output", fitted=fitted).metrics
+        mine = rows[rows["sentence_id"] == sentence]
+        assert mine["lens_rank"].tolist() == alone["lens_rank"].tolist()
+        assert mine["lens_commit_layer"].tolist() == alone["commit_layer"].tolist()
+        np.testing.assert_allclose(mine["lens_prob"], alone["lens_prob"], rtol=1e-5, atol=1e-9)
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["lens_fitted_sha256"] == fitted.record["weights_sha256"]
+    again = run_cli(*arguments)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    refit = fit_lens(lm, TEXTS[:40])  # another fit written over the same file
+    for path in lens_paths(fitted_path):
+        path.unlink()
+    refit.save(fitted_path)
+    changed = run_cli(*arguments)
+    assert changed.returncode == 1 and "lens_fitted_sha256" in changed.stderr
+    elsewhere = [str(tmp_path / "other") if a == str(out) else a for a in arguments if a != "--lens"]
+    without = run_cli(*elsewhere)
+    assert without.returncode == 1 and "add --lens" in without.stderr and not (tmp_path / "other").exists()
+
+
+def test_the_fit_lens_command_writes_the_lens_and_refuses_before_writing(family_folder, tmp_path):
+    folder = family_folder("roberta", head=True)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS[:12]) + "\n")
+    out = tmp_path / "lenses" / "roberta-linear"
+    arguments = ["fit-lens", "--model", str(folder), "--input", str(corpus), "--out", str(out)]
+    done = run_cli(*arguments)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(path) for path in lens_paths(out)]
+    assert "held-out scores" in done.stderr and "fewer than the" in done.stderr  # 12 texts: too few tokens, said
+    record = load_fitted(out).record
+    assert record["kind"] == "linear" and record["texts"]["count"] == 12 and len(record["scores"]) == 2 * 3
+    again = run_cli(*arguments)
+    assert again.returncode == 1 and "already exist" in again.stderr
+    tuned_minilm = run_cli("fit-lens", "--model", analysis.BUNDLED_MODEL, "--input", str(corpus), "--out",
+                           str(tmp_path / "minilm"), "--kind", "tuned")  # fmt: skip
+    assert tuned_minilm.returncode == 1 and "has no lens" in tuned_minilm.stderr
+    assert not list(tmp_path.glob("minilm*"))
+    export = run_cli("export", "--model", analysis.BUNDLED_MODEL, "--text", TEXT, "--out", str(tmp_path / "e"),
+                     "--lens-fitted", str(out))  # fmt: skip
+    assert export.returncode == 1 and "add --lens" in export.stderr and not (tmp_path / "e").exists()

@@ -276,8 +276,10 @@ def test_a_sweep_adds_the_lens_columns_each_text_as_alone(family_folder, tmp_pat
             assert mine["lens_rank"].tolist() == alone["lens_rank"].tolist()
             np.testing.assert_allclose(mine["lens_prob"], alone["lens_prob"], rtol=1e-5, atol=1e-9)
             np.testing.assert_allclose(mine["kl_final"], alone["kl_final"], rtol=1e-4, atol=1e-6)
+            assert mine["lens_commit_layer"].tolist() == alone["commit_layer"].tolist()
     record = json.loads((out / "provenance.json").read_text())
-    assert record["lens"] and record["lens_target"] == "next" and record["columns"][-4:] == list(LENS_ROW_COLUMNS)
+    columns = record["columns"][-len(LENS_ROW_COLUMNS) :]
+    assert record["lens"] and record["lens_target"] == "next" and columns == list(LENS_ROW_COLUMNS)
     again = run_cli(*arguments)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     without = run_cli(*[argument for argument in arguments if argument != "--lens"])

@@ -20,11 +20,13 @@ from analysis.capture.demo import DEMO_POINTS, demo_vectors
 from analysis.capture.tokens import Tokens, length_batches, token_table, tokenize_readable
 from analysis.capture.trace import trace_tokens
 from analysis.definitions import Geometry, LensTarget, OnProgress
+from analysis.fitted.lens import load_fitted
 from analysis.model.capabilities import check_lens
+from analysis.model.derived import FittedFile
 from analysis.model.loaded import LoadedModel
 from analysis.report.lens import default_target, lens_targets
 from analysis.scoring.geometry import PLAIN, GeometryMap, geometry_map, own_cosine
-from analysis.scoring.logits import NO_TARGET, lens_scores
+from analysis.scoring.logits import NEVER_COMMITS, NO_TARGET, commit_layers, lens_scores
 from analysis.scoring.ranks import map_scorer, rank_tokens
 from analysis.scoring.references import vocabulary_scorer
 from analysis.settings import SweepSettings
@@ -146,7 +148,7 @@ def _batch_frame(
         lens_columns = {}
         if settings.lens:
             final = None if settings.stage == "layer_output" else joined(run.batch("layer_output"))[-1]
-            lens_columns = _lens_columns(lm, joined(run.batch(settings.stage)), final, tables)
+            lens_columns = _lens_columns(lm, settings, joined(run.batch(settings.stage)), final, tables)
 
     n_layers = lm.num_layers
     token_columns = {
@@ -189,18 +191,26 @@ def _token_rows(texts: list[str], tokens: list[Tokens], lens_target: LensTarget 
 
 
 def _lens_columns(
-    lm: LoadedModel, vectors: torch.Tensor, final: torch.Tensor | None, tables: pd.DataFrame
+    lm: LoadedModel, settings: SweepSettings, vectors: torch.Tensor, final: torch.Tensor | None, tables: pd.DataFrame
 ) -> dict[str, np.ndarray]:
     """LENS_ROW_COLUMNS for the kept tokens, layer-major: `vectors [layers, tokens, hidden]` at the sweep's stage,
-    `final [tokens, hidden]` the last layer's output (None: the stage is layer_output, so it is the last layer)."""
+    `final [tokens, hidden]` the last layer's output (None: the stage is layer_output, so it is the last layer),
+    read through the sweep's fitted lens where it has one."""
     targets = torch.from_numpy(tables["lens_target"].to_numpy(dtype=np.int64, copy=True)).to(vectors.device)
+    if settings.lens_fitted is not None:
+        path, sha256 = settings.lens_fitted, settings.lens_fitted_sha256
+        fitted = lm.cached(FittedFile(path, sha256 or ""), lambda: load_fitted(path, sha256))
+        final = vectors[-1] if final is None else final
+        vectors = fitted.apply(vectors)
     scores = lens_scores(check_lens(lm), vectors, targets, 1, lm.vocab_size, final)
     has_target = np.tile(targets != NO_TARGET, lm.num_layers)
+    commits = np.tile(commit_layers(scores.top_ids, scores.final_top).cpu().numpy(), lm.num_layers)
     return {
         "lens_rank": pd.arrays.IntegerArray(scores.target_rank.reshape(-1).cpu().numpy(), mask=~has_target),
         "lens_prob": scores.target_prob.reshape(-1).cpu().double().numpy(),
         "entropy": scores.entropy.reshape(-1).cpu().double().numpy(),
         "kl_final": scores.kl_final.reshape(-1).cpu().double().numpy(),
+        "lens_commit_layer": pd.arrays.IntegerArray(commits.astype(np.int64), mask=commits == NEVER_COMMITS),
     }
 
 

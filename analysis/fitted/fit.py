@@ -20,8 +20,17 @@ import torch
 from analysis.capture.tokens import Tokens, length_batches, tokenize_readable
 from analysis.capture.trace import trace_tokens
 from analysis.checks import check_choice, check_count
-from analysis.definitions import LENS_STAGE, LensTarget, OnProgress, Stage
-from analysis.fitted.lens import FITTED_KINDS, PLAIN, FittedKind, FittedLens
+from analysis.definitions import (
+    FITTED_KINDS,
+    LENS_STAGE,
+    SCORE_TOKENS,
+    TUNED_TOKENS,
+    FittedKind,
+    LensTarget,
+    OnProgress,
+    Stage,
+)
+from analysis.fitted.lens import PLAIN, FittedLens
 from analysis.fitted.moments import Moments
 from analysis.fitted.ridge import RIDGE_GRID, choose_ridge, ridge_map
 from analysis.fitted.scores import HeldOutTally
@@ -35,10 +44,6 @@ from analysis.version import provenance
 SPLIT = 5
 FIT_BATCH_TOKENS = 2048
 """Padded tokens per forward pass of a fit: every layer's vectors of a batch are held at once."""
-SCORE_TOKENS = 4096
-"""Held-out tokens the vocabulary scores (KL, top-1, rank) read by default; r² reads every held-out token."""
-TUNED_TOKENS = 20_000
-"""Token reads the tuned lens trains for by default."""
 TUNED_KEPT_BYTES = 512 * 2**20
 """Upper bound on the fit tokens' vectors the tuned lens keeps in memory to train on (it reads them over again)."""
 TOKENS_PER_WIDTH = 10

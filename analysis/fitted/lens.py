@@ -8,24 +8,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from analysis.definitions import Stage
+from analysis.definitions import FittedKind, Stage
 from analysis.hashing import file_sha256
 from analysis.model.loaded import LoadedModel
 
 PLAIN = "plain"
 """The lens that reads each layer's vector through the model's head as it is (no map)."""
-FittedKind = Literal["linear", "tuned"]
-FITTED_KINDS: dict[FittedKind, str] = {
-    "linear": "ridge least squares from each layer to the last layer's output (Din et al. 2023)",
-    "tuned": "the linear maps trained further to minimise KL(final || lens) (Belrose et al. 2023)",
-}
 FORMAT = "token-trails fitted lens"
 FORMAT_VERSION = 1
 
@@ -96,9 +90,10 @@ def lens_paths(path: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
-def load_fitted(path: str | Path) -> FittedLens:
-    """The fitted lens saved at `path` (its .safetensors or .json). Raises ValueError where either file is missing
-    or unreadable, the weights are not the ones the record was written with, or their shapes disagree with it."""
+def load_fitted(path: str | Path, sha256: str | None = None) -> FittedLens:
+    """The fitted lens saved at `path` (its .safetensors or .json); with `sha256`, it must be those weights (the
+    ones a sweep was made with). Raises ValueError where either file is missing or unreadable, the weights are not
+    the ones the record was written with (or not `sha256`), or their shapes disagree with the record."""
     weights_path, record_path = lens_paths(path)
     for file in (weights_path, record_path):
         if not file.is_file():
@@ -111,7 +106,13 @@ def load_fitted(path: str | Path) -> FittedLens:
         raise ValueError(f"{record_path} is not a fitted lens's record (it names no format {FORMAT!r}).")
     if record.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{record_path} is format version {record.get('format_version')}; this version reads 1.")
-    if file_sha256(weights_path) != record.get("weights_sha256"):
+    found = file_sha256(weights_path)
+    if sha256 is not None and found != sha256:
+        raise ValueError(
+            f"The fitted lens at {weights_path} is not the one this was made with (SHA-256 {found[:12]}…, not "
+            f"{sha256[:12]}…): give the original file, or start again in another folder."
+        )
+    if found != record.get("weights_sha256"):
         raise ValueError(
             f"{weights_path.name} is not the file its record {record_path.name} was written with (their SHA-256 "
             "differ): the maps were changed or replaced after fitting. Fit the lens again."

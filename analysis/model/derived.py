@@ -104,6 +104,14 @@ class MapScorer:
     source: MapSource
 
 
+@dataclass(frozen=True)
+class FittedFile:
+    """A fitted lens read from its file (`analysis.fitted.lens.load_fitted`), the weights its record names."""
+
+    path: str
+    sha256: str
+
+
 DerivedKey = (
     MemoryLimit
     | VocabularyPieces
@@ -115,6 +123,7 @@ DerivedKey = (
     | Background
     | GeometryMap
     | MapScorer
+    | FittedFile
 )
 """What a model keeps derived data under."""
 

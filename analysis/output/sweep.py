@@ -61,7 +61,13 @@ ROW_SCHEMA = pa.schema(
 )  # fmt: skip
 assert ROW_SCHEMA.names == list(ROW_COLUMNS)
 LENS_SCHEMA = pa.schema(
-    [("lens_rank", pa.int64()), ("lens_prob", pa.float64()), ("entropy", pa.float64()), ("kl_final", pa.float64())]
+    [
+        ("lens_rank", pa.int64()),
+        ("lens_prob", pa.float64()),
+        ("entropy", pa.float64()),
+        ("kl_final", pa.float64()),
+        ("lens_commit_layer", pa.int64()),
+    ]
 )
 assert LENS_SCHEMA.names == list(LENS_ROW_COLUMNS)
 IDENTITY_KEYS = ("model", *SweepSettings.IDENTITY, "shard_size", "limit")
@@ -69,7 +75,7 @@ IDENTITY_KEYS = ("model", *SweepSettings.IDENTITY, "shard_size", "limit")
 SPOOL_HASH, SHARD_HASHES, PROVENANCE_HASH = "spool_sha256", "shard_sha256", "provenance_sha256"
 """Manifest keys of the SHA-256 of texts.jsonl, of each shard (by number) and of provenance.json, each recorded
 when the file is written and checked whenever the folder is opened again (`verify_files`)."""
-IDENTITY_DEFAULTS = {"lens": False, "max_tokens": None}
+IDENTITY_DEFAULTS = {"lens": False, "max_tokens": None, "lens_fitted": None, "lens_fitted_sha256": None}
 """What a sweep made before a key existed had (a sweep without the lens continues as one)."""
 
 
