@@ -299,13 +299,16 @@ def _say(message: str) -> None:
 def _counter(desc: str, unit: str) -> tuple[Callable[[float, float], None], Callable[[], None]]:
     """`on_progress(done, total)` that draws a progress bar (`analysis.progress`), made at the first call, so work
     that turns out to be done already draws none; and `close()`."""
+    import time
+
     from analysis.progress import progress_bar
 
     bars: list[Any] = []
+    started = time.monotonic()
 
     def on_progress(done: float, total: float) -> None:
         if not bars:
-            bars.append(progress_bar(total, desc, unit))
+            bars.append(progress_bar(total, desc, unit, started=started))
         bars[0].update(int(done) - bars[0].n)  # whole units: "15 of 110 sentences", never 15.1077…
 
     def close() -> None:

@@ -17,10 +17,11 @@ class LineProgress:
     """Progress as whole lines: `sweep: 40 of 110 texts (36%), 9.1 texts/s, about 8 s left`, once the first work
     is done, then at most every LINE_EVERY_S seconds, and once at the end."""
 
-    def __init__(self, total: float, desc: str, unit: str, file: TextIO):
+    def __init__(self, total: float, desc: str, unit: str, file: TextIO, started: float | None = None):
         self.total, self.desc, self.unit, self.file = total, desc, unit, file
         self.n = 0.0
-        self.started = self.last_line = time.monotonic()
+        self.last_line = time.monotonic()
+        self.started = self.last_line if started is None else started
 
     def update(self, count: float = 1) -> None:
         first = self.n == 0 and count > 0
@@ -51,10 +52,16 @@ class LineProgress:
             self.close()
 
 
-def progress_bar(total: float, desc: str, unit: str, file: TextIO | None = None) -> tqdm | LineProgress:
+def progress_bar(
+    total: float, desc: str, unit: str, file: TextIO | None = None, started: float | None = None
+) -> tqdm | LineProgress:
     """A progress bar on `file` (default stderr): tqdm where it is a terminal, `LineProgress` elsewhere. Both
-    count with `update(n)` and close at the end of a `with` block."""
+    count with `update(n)` and close at the end of a `with` block. `started` (`time.monotonic()`): when the work
+    began, where that was before the bar was made (its rate and estimate count from then)."""
     file = sys.stderr if file is None else file
     if file.isatty():
-        return tqdm(total=total, desc=desc, unit=unit, file=file)
-    return LineProgress(total, desc, unit, file)
+        bar = tqdm(total=total, desc=desc, unit=unit, file=file)
+        if started is not None:  # tqdm's clock is time.time: shift it back by the time already spent
+            bar.start_t -= time.monotonic() - started
+        return bar
+    return LineProgress(total, desc, unit, file, started)
