@@ -458,6 +458,8 @@ def _sweep(args: argparse.Namespace) -> list[Path]:
     identity = {"model": model, "settings": settings, "shard_size": args.shard_size, "limit": args.limit}
     if outline is not None:  # refused before the folder is claimed
         identity["settings"] = settings.resolve(outline)
+        if fitted is not None:
+            fitted.check_for(outline, settings.stage)
         check_sweep_folder(args.out, args.input, **identity)
     _say(f"reading {args.input} into {args.out}…")
     sweep = open_sweep(args.out, args.input, **identity, input_name=str(args.input))  # the input read, or refused

@@ -119,12 +119,8 @@ class SweepSettings(AnalysisSettings):
         resolved = self._resolve_scoring(lm)
         if self.lens:
             check_lens(lm)
-        if self.lens_fitted is not None:
-            from analysis.fitted.lens import load_fitted
-
-            if not self.lens:
-                raise ValueError("--lens-fitted chooses how the lens reads: add --lens to the sweep.")
-            load_fitted(self.lens_fitted, self.lens_fitted_sha256).check_for(lm, self.stage)
+        if self.lens_fitted is not None and not self.lens:
+            raise ValueError("--lens-fitted chooses how the lens reads: add --lens to the sweep.")
         if self.max_tokens is not None:
             check_max_tokens(lm, self.max_tokens)
         return resolved

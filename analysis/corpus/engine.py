@@ -200,6 +200,7 @@ def _lens_columns(
     if settings.lens_fitted is not None:
         path, sha256 = settings.lens_fitted, settings.lens_fitted_sha256
         fitted = lm.cached(FittedFile(path, sha256 or ""), lambda: load_fitted(path, sha256))
+        fitted.check_for(lm, settings.stage)
         final = vectors[-1] if final is None else final
         vectors = fitted.apply(vectors)
     scores = lens_scores(check_lens(lm), vectors, targets, 1, lm.vocab_size, final)
