@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         "the analysis over a whole corpus: a resumable batch job writing a Parquet dataset",
         "Analyse every text of FILE with MODEL, batched, and write one Parquet file per shard, "
-        "summary.csv (spike shares per method, layer and word class, 95% Wilson intervals), summary.png/.svg "
+        "summary.csv (spike shares per method, layer and word class, 95% Wilson intervals), summary.png/.svg, with "
+        "--lens commitment.csv (the share of each word class committed by each layer, 95% Wilson intervals) "
         "and provenance.json to DIR. Stopped (Ctrl-C, a killed process), the same command continues from the "
         "first missing shard; a finished sweep is left as it is; another sweep's DIR is refused.",
         "input: "
@@ -514,7 +515,9 @@ def _run_sweep(args: argparse.Namespace, sweep, device, ray_engine) -> list[Path
 def _sweep_outputs(out: Path) -> list[Path]:
     """The files a finished sweep holds (no chart where no text was readable)."""
     return [
-        out / name for name in ("summary.csv", "summary.png", "summary.svg", "provenance.json") if (out / name).exists()
+        out / name
+        for name in ("summary.csv", "summary.png", "summary.svg", "commitment.csv", "provenance.json")
+        if (out / name).exists()
     ]
 
 

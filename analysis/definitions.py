@@ -215,6 +215,19 @@ SUMMARY_COLUMNS = {
 }
 """Spike shares over many texts (a sweep's summary.csv, the corpus check)."""
 
+COMMIT_COLUMNS = {
+    "word_class": "function, content, punctuation or special",
+    "layer": "block index l",
+    "committed": "tokens of that class committed at layer l or before (the lens's top-1 is the model's own from there "
+    "on)",
+    "tokens": "tokens of that class",
+    "share": "committed / tokens",
+    "low": "95% Wilson interval, low end",
+    "high": "95% Wilson interval, high end",
+}
+"""Where tokens commit over many texts, by word class (a sweep's commitment.csv with --lens): the share committed by
+each layer. A class whose curve lies to the left commits earlier."""
+
 VERDICT_COLUMNS = {
     **SUMMARY_COLUMNS,
     "word_class": "function or content words",

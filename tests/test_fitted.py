@@ -260,6 +260,15 @@ def test_a_sweep_reads_the_lens_through_a_fitted_lens_each_text_as_alone(family_
         np.testing.assert_allclose(mine["lens_prob"], alone["lens_prob"], rtol=1e-5, atol=1e-9)
     record = json.loads((out / "provenance.json").read_text())
     assert record["lens_fitted_sha256"] == fitted.record["weights_sha256"]
+    commitment = pd.read_csv(out / "commitment.csv")  # the share of each class committed by each layer
+    tokens = rows[rows["layer"] == 0]
+    for (word_class, layer), row in commitment.set_index(["word_class", "layer"]).iterrows():
+        of_class = tokens.loc[tokens["word_class"] == word_class, "lens_commit_layer"]
+        assert row["tokens"] == len(of_class) and row["committed"] == int((of_class <= layer).sum())
+        assert row["low"] <= row["share"] <= row["high"]
+    assert set(commitment["layer"]) == set(range(lm.num_layers)) and set(commitment["word_class"]) == set(
+        tokens["word_class"]
+    )
     again = run_cli(*arguments)
     assert again.returncode == 0 and "nothing to do" in again.stderr
     refit = fit_lens(lm, TEXTS[:40])  # another fit written over the same file

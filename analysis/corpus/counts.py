@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.capture.tokens import tokenize_readable
 from analysis.corpus.engine import batch_rows
-from analysis.definitions import METHODS, SUMMARY_COLUMNS, OnProgress
+from analysis.definitions import COMMIT_COLUMNS, METHODS, SUMMARY_COLUMNS, OnProgress
 from analysis.model.loaded import LoadedModel
 from analysis.settings import DEFAULTS, AnalysisSettings, SweepSettings
 
@@ -60,6 +60,40 @@ def method_shares(counts: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(
         [shares_from_counts(by_method[method]) for method in METHODS if method in by_method], ignore_index=True
     )[list(SUMMARY_COLUMNS)]
+
+
+def commit_counts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Tokens per word class and commitment layer (`lens_commit_layer`; -1: never) of rows of one method and
+    layer (one row per token). Counts of several frames add up; `commit_shares` turns the sum into shares."""
+    commits = rows["lens_commit_layer"].fillna(-1).astype(np.int64)
+    return (
+        pd.DataFrame({"word_class": rows["word_class"].to_numpy(), "commit_layer": commits.to_numpy()})
+        .groupby(["word_class", "commit_layer"])
+        .size()
+        .rename("tokens")
+        .reset_index()
+    )
+
+
+def commit_shares(counts: pd.DataFrame, layers: int) -> pd.DataFrame:
+    """`commit_counts` (summed over frames) → COMMIT_COLUMNS: per word class and layer, the share of tokens
+    committed at that layer or before, with its 95% Wilson interval."""
+    frames = []
+    for word_class, found in counts.groupby("word_class"):
+        per_layer = found.groupby("commit_layer")["tokens"].sum()
+        committed = np.cumsum([int(per_layer.get(layer, 0)) for layer in range(layers)])
+        tokens = np.full(layers, int(per_layer.sum()))
+        frames.append(
+            pd.DataFrame(
+                {"word_class": word_class, "layer": np.arange(layers), "committed": committed, "tokens": tokens}
+            )
+        )
+    if not frames:
+        return pd.DataFrame({column: [] for column in COMMIT_COLUMNS})
+    table = pd.concat(frames, ignore_index=True)
+    table["share"] = table["committed"] / table["tokens"]
+    table["low"], table["high"] = wilson_interval(table["committed"], table["tokens"])
+    return table[list(COMMIT_COLUMNS)]
 
 
 def corpus_counts(

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.charts import verdict_chart
-from analysis.corpus.counts import method_shares, spike_counts
+from analysis.corpus.counts import commit_counts, commit_shares, method_shares, spike_counts
 from analysis.corpus.engine import batch_rows
 from analysis.corpus.texts import CorpusCount, no_texts_error, read_corpus
 from analysis.definitions import LENS_ROW_COLUMNS, ROW_COLUMNS, OnProgress, Reference
@@ -311,11 +311,16 @@ class Sweep:
     def _finish(self) -> tuple[list[int], list[int], int]:
         """summary.csv and its chart from every shard, one shard in memory at a time; the ids of the texts cut at
         the length limit and of those with no readable token, and the number of tokens analysed."""
+        lens = self.settings.lens
         columns = ["sentence_id", "method", "layer", "word_class", "spike", "truncated"]
-        counts, truncated, unreadable, tokens = [], set(), [], 0
+        counts, truncated, unreadable, tokens, commits = [], set(), [], 0, []
+        layers = 0
         for shard in range(self.shards):
-            rows = read_shard(self.out, shard, columns)
+            rows = read_shard(self.out, shard, columns + (["lens_commit_layer"] if lens else []))
             counts.append(spike_counts(rows, by=["method"]))
+            layers = max(layers, int(rows["layer"].max()) + 1) if len(rows) else layers
+            if lens and len(rows):  # one row per token: the lens does not depend on the method or the layer
+                commits.append(commit_counts(rows[(rows["method"] == rows["method"].iat[0]) & (rows["layer"] == 0)]))
             truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
             first = rows["method"].iat[0] if len(rows) else None
             tokens += int(((rows["method"] == first) & (rows["layer"] == 0)).sum())
@@ -327,6 +332,11 @@ class Sweep:
             figure = verdict_chart(summary)
             figure.save(self.out / "summary.png")
             figure.save(self.out / "summary.svg")
+        if lens:
+            found = (
+                pd.concat(commits) if commits else pd.DataFrame({"word_class": [], "commit_layer": [], "tokens": []})
+            )
+            commit_shares(found, layers).to_csv(self.out / "commitment.csv", index=False)
         return sorted(truncated), unreadable, tokens
 
     def close(self) -> None:
