@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument(
         "--score-tokens",
-        type=_positive,
+        type=_whole,
         default=SCORE_TOKENS,
-        help=f"held-out tokens the KL, top-1 and rank scores read ({SCORE_TOKENS:,}; r² reads all)",
+        help=f"held-out tokens the KL, top-1 and rank scores read ({SCORE_TOKENS:,}; 0: none; r² reads all)",
     )
     _max_tokens_argument(fit)
     fit.add_argument("--device", choices=list(DEVICES), default="auto", help="auto: CUDA or MPS if present, else CPU")

@@ -105,13 +105,15 @@ def fit_lens(
     """Fit a `kind` lens ("linear" or "tuned") of `lm` at `stage` on `texts` (see the module for the split) and
     score it, the plain lens and (for tuned) its linear start on the held-out texts. A model without a head is
     fitted and scored in hidden space only (linear); the tuned lens needs the head. `on_progress(done, total)`
-    counts tokens read and, for tuned, token reads trained. Raises ValueError on a bad choice or too few texts,
+    counts tokens read and, for tuned, token reads trained. `score_tokens` 0: held-out r² only, no vocabulary
+    scores. Raises ValueError on a bad choice or too few texts,
     before any forward pass."""
     kind = check_choice("fitted lens kind", kind, FITTED_KINDS)
     stage = check_stage(lm, stage)
     unembed = check_lens(lm) if kind == "tuned" else lm.unembed
     tuned_tokens = check_count("tuned_tokens", tuned_tokens)
-    score_tokens = check_count("score_tokens", score_tokens)
+    if isinstance(score_tokens, bool) or not isinstance(score_tokens, int) or score_tokens < 0:
+        raise ValueError(f"score_tokens must be a whole number of at least 0 (0: r² only), not {score_tokens!r}.")
     if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
         raise ValueError("fit_lens takes a list of texts (strings).")
     tokenized = tokenize_readable(lm, list(texts), max_tokens)
@@ -132,12 +134,14 @@ def fit_lens(
     total = sum(real_counts.values()) + (tuned_tokens if kind == "tuned" else 0)
     done = 0.0
 
+    fitted_layers = list(range(lm.num_layers - 1 if stage == "layer_output" else lm.num_layers))
+
     def read(name: str, keep: int) -> tuple[Moments | None, TokenVectors | None]:
         nonlocal done
         moments, kept_vectors, kept_outputs = None, [], []
         held = 0
         for vectors, outputs, _ in _batches(lm, *splits[name], stage, None):
-            moments = Moments.of(vectors, outputs).merged(moments)
+            moments = Moments.of(vectors[: len(fitted_layers)], outputs).merged(moments)  # the last output: itself
             if held < keep:
                 kept_vectors.append(vectors[:, : keep - held].float())
                 kept_outputs.append(outputs[: keep - held])
@@ -152,7 +156,6 @@ def fit_lens(
     fit, train = read("fit", kept_tokens if tuned_kind else 0)
     validation, check = read("validation", kept_tokens // 4 if tuned_kind else 0)
     assert fit is not None and validation is not None
-    fitted_layers = list(range(lm.num_layers - 1 if stage == "layer_output" else lm.num_layers))
     choice = choose_ridge(fit, validation, fitted_layers)
     both = fit.merged(validation)
     weights = torch.eye(lm.hidden_size, dtype=torch.float64).repeat(lm.num_layers, 1, 1)

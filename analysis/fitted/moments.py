@@ -42,7 +42,8 @@ class Moments:
         )
 
     def merged(self, other: Moments | None) -> Moments:
-        """The moments of both token sets (Chan's formula); `other` None: these."""
+        """The moments of both token sets (Chan's formula), formed in these moments' tensors (which are used up);
+        `other` None: these."""
         if other is None:
             return self
         count = self.count + other.count
@@ -53,8 +54,8 @@ class Moments:
             count=count,
             x_mean=self.x_mean + dx * (other.count / count),
             y_mean=self.y_mean + dy * (other.count / count),
-            xx=self.xx + other.xx + weight * dx.unsqueeze(2) * dx.unsqueeze(1),
-            xy=self.xy + other.xy + weight * dx.unsqueeze(2) * dy,
+            xx=self.xx.add_(other.xx).baddbmm_(dx.unsqueeze(2), dx.unsqueeze(1), alpha=weight),
+            xy=self.xy.add_(other.xy).baddbmm_(dx.unsqueeze(2), dy.expand_as(dx).unsqueeze(1), alpha=weight),
             yy=self.yy + other.yy + weight * float(dy.square().sum()),
         )
 
