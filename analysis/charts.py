@@ -152,9 +152,11 @@ def _fill_key(node: object, labels: tuple[str, ...], colors: tuple[str, ...]) ->
 def _spec(chart: alt.TopLevelMixin) -> dict:
     """Validate an Altair chart that draws from `DATA` and return its Vega-Lite dict (done once per shape). Its
     width fits the page and its height is the plot's own (`fit-x`; facets keep their panels' sizes): left to
-    Streamlit, `fit` would make the height the whole chart's, squashing the plot under its axis labels."""
+    Streamlit, `fit` would make the height the whole chart's, squashing the plot under its axis labels; a
+    concatenation, like a facet, keeps its panels' sizes."""
     spec = chart.to_dict()
-    spec["autosize"] = {"type": "pad" if "facet" in spec else "fit-x", "contains": "padding"}
+    composed = "facet" in spec or "hconcat" in spec
+    spec["autosize"] = {"type": "pad" if composed else "fit-x", "contains": "padding"}
     return spec
 
 
@@ -891,3 +893,110 @@ def _ordered_facets(spec: dict, names: list[str]) -> dict:
     ordered = copy.deepcopy(spec)
     ordered["facet"]["column"]["sort"] = list(names)
     return ordered
+
+
+FITTED_SCORES = {
+    "r2": "r² in hidden space (1 = the model's output)",
+    "kl_final": "KL(final || lens), nats (0 = the model's output)",
+    "top1_agreement": "top-1 agreement with the model's own top-1",
+}
+"""The held-out scores a fit's chart draws, each with its axis title (`analysis.fitted.scores.SCORE_COLUMNS`)."""
+LENS_READING_COLOURS = {"plain": "#7f7f7f", "linear": "#1f77b4", "tuned": "#d62728"}
+
+
+@lru_cache(maxsize=16)
+def _fitted_scores_spec(scores: tuple[str, ...], readings: tuple[str, ...], r2_floor: float, n_layers: int) -> dict:
+    colour = alt.Color(
+        "lens:N",
+        title="lens",
+        scale=alt.Scale(domain=list(readings), range=[LENS_READING_COLOURS[name] for name in readings]),
+        legend=alt.Legend(orient="top"),
+    )
+    domains = {"r2": [r2_floor, 1.0], "top1_agreement": [0.0, 1.0]}
+    panels = []
+    for score in scores:
+        axis = alt.Axis(format=PERCENT) if score == "top1_agreement" else alt.Axis()
+        scale = alt.Scale(domain=domains[score]) if score in domains else alt.Scale(zero=True)
+        panels.append(
+            alt.Chart()
+            .transform_filter(alt.datum.score == score)
+            .mark_line(point=True)
+            .encode(
+                x=_layer_x(n_layers),
+                y=alt.Y("value:Q", title=FITTED_SCORES[score], scale=scale, axis=axis),
+                color=colour,
+                tooltip=[
+                    alt.Tooltip("lens:N", title="lens"),
+                    alt.Tooltip("layer:Q", title="layer"),
+                    alt.Tooltip("value:Q", title=score, format=".4g"),
+                    alt.Tooltip("tokens:Q", title="held-out tokens", format=","),
+                ],
+            )
+            .properties(width=190, height=200)
+        )
+    return _spec(alt.hconcat(*panels, data=_rows()))
+
+
+def fitted_scores_chart(scores: pd.DataFrame) -> Figure:
+    """A fit's held-out scores (`FittedLens.scores`) per layer, one panel per score (r²; with a head, KL and top-1
+    agreement), one line per lens. r² runs from 1 down to 0, or to the lowest value where one is below 0
+    (the plain lens's early layers can be), so no line leaves its panel."""
+    present = [score for score in FITTED_SCORES if scores[score].notna().any()]
+    rows = scores.melt(id_vars=["lens", "layer", "tokens"], value_vars=present, var_name="score").dropna()
+    readings = tuple(name for name in LENS_READING_COLOURS if name in set(scores["lens"]))
+    r2_floor = float(min(0.0, np.floor(scores["r2"].min() * 10) / 10))
+    return Figure(_fitted_scores_spec(tuple(present), readings, r2_floor, int(scores["layer"].max()) + 1), rows)
+
+
+NEVER = "never"
+"""A token's commitment layer where it never commits, as the commitment chart's axis names it."""
+
+
+@lru_cache(maxsize=16)
+def _commitment_spec(n_layers: int, n_tokens: int, classes: tuple[str, ...]) -> dict:
+    columns = [str(layer) for layer in range(n_layers)] + [NEVER]
+    chart = (
+        alt.Chart(data=_rows())
+        .mark_point(filled=True, size=90)
+        .encode(
+            x=alt.X(
+                "commit:O",
+                title="commits at layer (top-1 = the model's own from there on)",
+                scale=alt.Scale(domain=columns),
+                axis=alt.Axis(labelAngle=0),
+            ),
+            y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("position")),
+            color=alt.Color(
+                "word_class:N",
+                title="word class",
+                scale=alt.Scale(domain=list(classes), range=[WORD_CLASS_COLOURS[c] for c in classes]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=[
+                alt.Tooltip("label:N", title="token"),
+                alt.Tooltip("commit:N", title="commits at layer"),
+                alt.Tooltip("final_top:N", title="the model's own top-1"),
+            ],
+        )
+        .properties(width=560, height=max(MIN_HEIGHT, ROW_STEP * n_tokens))
+    )
+    return _spec(chart)
+
+
+def commitment_chart(result: LensResult, word_classes: Sequence[str]) -> Figure:
+    """Where each token commits under the lens (its `commit_layer`): one point per token on a layer axis, with a
+    column of its own for tokens that never do; coloured by `word_classes` (one per row of `result.tokens`)."""
+    rows = result.metrics[result.metrics["layer"] == 0]
+    classes_by_position = dict(zip(result.tokens["position"], word_classes, strict=True))
+    frame = pd.DataFrame(
+        {
+            "position": rows["position"].to_numpy(),
+            "label": [token_label(p, t) for p, t in zip(rows["position"], rows["text"], strict=True)],
+            "commit": [NEVER if pd.isna(c) else str(int(c)) for c in rows["commit_layer"]],
+            "final_top": rows["final_top"].to_numpy(),
+            "word_class": [classes_by_position[p] for p in rows["position"]],
+        }
+    )
+    classes = _classes_in(frame)
+    n_layers = int(result.metrics["layer"].max()) + 1
+    return Figure(_commitment_spec(n_layers, len(frame), classes), frame)

@@ -78,6 +78,13 @@ FITTED_KINDS: dict[FittedKind, str] = {
 }
 """The lenses fitted to a model (`analysis.fitted`): one affine map per layer, found two ways."""
 assert tuple(FITTED_KINDS) == get_args(FittedKind)
+PLAIN_READING = "plain"
+"""The lens that reads each layer's vector through the model's head as it is (no fitted map)."""
+LENS_READINGS: dict[str, str] = {
+    PLAIN_READING: "as the model's head reads it: each layer's vector as it is",
+    **{str(kind): meaning for kind, meaning in FITTED_KINDS.items()},
+}
+"""How the lens reads each layer: as it is, or through a lens fitted to the model."""
 SCORE_TOKENS = 4096
 """Held-out tokens a fit's vocabulary scores (KL, top-1, rank) read by default; r² reads every held-out token."""
 TUNED_TOKENS = 20_000

@@ -130,6 +130,27 @@ def layer_report(
     )
 
 
+def fitted_summary(record: dict) -> str:
+    """What a fitted lens's record says of its fit, in a sentence or two: kind, texts and tokens, the split, the
+    ridge chosen, the tuned lens's budget, and its notes."""
+    texts, tokens = record["texts"], record["tokens"]
+    alphas = sorted({float(alpha) for alpha in record["ridge"]["alpha"]})
+    source = texts.get("source", f"{texts['count']} texts")
+    words = (
+        f"The {record['kind']} lens of {record['model']} at {record['stage']}, fitted on {source}: "
+        f"{tokens['fit'] + tokens['validation']:,} tokens fitted from {texts['fit_texts']} texts and "
+        f"{texts['validation_texts']} more that first chose the ridge per layer (alpha "
+        f"{', '.join(f'{alpha:g}' for alpha in alphas)} x the mean diagonal); {tokens['held_out']:,} held-out tokens "
+        f"from {texts['held_out_texts']} texts never fitted on."
+    )
+    if tuned := record.get("tuned"):
+        words += (
+            f" Tuned from the linear fit for {tuned['token_reads']:,} token reads ({tuned['steps']} steps); kept step "
+            f"{tuned['kept_step']}, the one with the least validation KL (0: the linear start)."
+        )
+    return " ".join([words, *record.get("notes", [])])
+
+
 def lens_at_layer(lens: LensResult, layer: int) -> pd.DataFrame:
     """Each token's lens at `layer`: position, the target's lens rank and probability, and the layer's top
     prediction, under column names that say so."""
@@ -143,6 +164,7 @@ def lens_at_layer(lens: LensResult, layer: int) -> pd.DataFrame:
             f"top prediction at layer {layer}": top.set_index("position")["prediction"]
             .reindex(metrics["position"])
             .to_numpy(),
+            "commits at layer": metrics["commit_layer"].to_numpy(),
         }
     )
 

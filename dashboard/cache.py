@@ -6,9 +6,13 @@ whether a model is reachable) use `st.cache_data`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -17,7 +21,10 @@ from huggingface_hub import constants as hub_constants
 import analysis
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.capture.trace import EXTRAS, Extra, Trace, available_points, trace
+from analysis.definitions import FITTED_KINDS, PLAIN_READING
 from analysis.devices import resolve_device
+from analysis.fitted.lens import FittedLens, lens_paths, load_fitted
+from analysis.model.derived import FittedFile
 from analysis.model.loading import check_model_size, download, hub_reachable, needs_download
 from analysis.scoring.references import own_references
 from analysis.settings import AnalysisSettings
@@ -97,21 +104,70 @@ def cached_lens(
     target: analysis.LensTarget | None,
     top_k: int,
     extras: tuple[Extra, ...] = (),
+    fitted_file: FittedFile | None = None,
 ) -> analysis.LensResult:
     """What each layer would predict, read from the page's trace of `text`: no other forward pass (masked mode,
-    which runs its own, is a job: `jobs.masked_lens_job`). Bounded: a 512-token result holds `top_k` predictions
-    per layer and token (~15 MB for roberta-large at k = 15)."""
-    return analysis.lens(lm, cached_trace(lm, text, extras), stage=stage, target=target, top_k=top_k)
+    which runs its own, is a job: `jobs.masked_lens_job`), through the fitted lens `fitted_file` where given.
+    Bounded: a 512-token result holds `top_k` predictions per layer and token (~15 MB for roberta-large at
+    k = 15)."""
+    fitted = None if fitted_file is None else cached_fitted(fitted_file)
+    return analysis.lens(lm, cached_trace(lm, text, extras), stage=stage, target=target, top_k=top_k, fitted=fitted)
 
 
 def view_lens(
     lm: analysis.LoadedModel, view: View, extras: tuple[Extra, ...] = (), *, stage: analysis.Stage | None = None
 ) -> analysis.LensResult:
-    """`cached_lens` of the view's text under `lm`, at the lens stage (or `stage`), with the lens target (its
-    model's default where the view names none) and k, read from the trace with `extras` (the page's); the text as
-    typed, whatever the view's masked mode."""
+    """`cached_lens` of the view's text under `lm`, at the lens stage (or `stage`, read plain), with the lens
+    target (its model's default where the view names none), k and reading (`fitted_file`), from the trace with
+    `extras` (the page's); the text as typed, whatever the view's masked mode."""
     target = view.lens_target or None
-    return cached_lens(lm, view.text, stage or view.lens_stage, target, view.settings.top_k, extras)
+    fitted_file = None if stage is not None else reading_file(lm, view.lens_stage, view.lens_reading)
+    return cached_lens(lm, view.text, stage or view.lens_stage, target, view.settings.top_k, extras, fitted_file)
+
+
+def fitted_path(lm: analysis.LoadedModel, stage: analysis.Stage, kind: str) -> Path:
+    """Where the app keeps the `kind` lens of `lm` at `stage` (the setting fitted_folder; the stem of its
+    .safetensors and .json): named by the model, a hash of its name and revision, the stage and the kind."""
+    digest = hashlib.sha256(f"{lm.name}@{lm.revision}".encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", lm.name.strip("/"))[-60:]
+    return settings().fitted_folder / f"{slug}-{digest}-{stage}-{kind}"
+
+
+def reading_file(lm: analysis.LoadedModel, stage: analysis.Stage, reading: str) -> FittedFile | None:
+    """The file of the fitted lens the view's `reading` names (None: plain), as its record names its weights; a
+    ValueError where there is none usable (not fitted yet, or a damaged or foreign file)."""
+    if reading == PLAIN_READING:
+        return None
+    found, problems = fitted_lenses(lm, stage)
+    if reading not in found:
+        raise ValueError(problems.get(reading, f"No {reading} lens is fitted for {lm.name} at {stage} yet."))
+    return found[reading]
+
+
+def fitted_lenses(lm: analysis.LoadedModel, stage: analysis.Stage) -> tuple[dict[str, FittedFile], dict[str, str]]:
+    """The lenses fitted for `lm` at `stage` that this app keeps (every session's), by kind, as their files; and
+    why each other kind is unusable (not fitted yet; a file that is damaged, changed, or another model's)."""
+    found: dict[str, FittedFile] = {}
+    problems: dict[str, str] = {}
+    for kind in FITTED_KINDS:
+        weights, record = lens_paths(fitted_path(lm, stage, kind))
+        if not (weights.is_file() and record.is_file()):
+            problems[kind] = f"not fitted for {lm.name} at {stage} yet: fit it below"
+            continue
+        try:  # keyed by the weights its record names (a small read); their hash is checked once, on loading
+            file = FittedFile(str(record), str(json.loads(record.read_text(encoding="utf-8"))["weights_sha256"]))
+            cached_fitted(file).check_for(lm, stage)
+        except (ValueError, OSError, KeyError, TypeError) as error:
+            problems[kind] = f"its file could not be used ({error})"
+            continue
+        found[kind] = file
+    return found, problems
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def cached_fitted(file: FittedFile) -> FittedLens:
+    """The fitted lens in `file`, read once per version of its weights (every session shares it)."""
+    return load_fitted(file.path, file.sha256)
 
 
 @st.cache_resource(max_entries=32, show_spinner=False, hash_funcs=BY_MODEL)

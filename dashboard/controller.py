@@ -5,7 +5,7 @@ and the (cached) analysis, every failure as a message in the page, and the view 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn, TypeVar
 
 import pandas as pd
@@ -13,13 +13,26 @@ import streamlit as st
 
 import analysis
 from analysis.capture.trace import Extra
+from analysis.charts import fitted_scores_chart
 from analysis.data import corpus_sentences
+from analysis.definitions import FITTED_KINDS, PLAIN_READING
+from analysis.fitted.fit import TOKENS_PER_WIDTH, recommended_tokens
+from analysis.fitted.scores import SCORE_COLUMNS
 from analysis.scoring.geometry import GEOMETRY_SPECS
-from analysis.tables import opening_layer
+from analysis.tables import fitted_summary, opening_layer
 from analysis.wordclass import word_classes
-from dashboard import widgets
-from dashboard.cache import cached_capabilities, hub_model_available, page_model, view_analysis, view_lens
-from dashboard.jobs import background_job, masked_lens_job
+from dashboard import show, widgets
+from dashboard.cache import (
+    cached_capabilities,
+    cached_fitted,
+    fitted_lenses,
+    hub_model_available,
+    page_model,
+    reading_file,
+    view_analysis,
+    view_lens,
+)
+from dashboard.jobs import background_job, duration, estimated_fit, find_fit, fit_lens_job, masked_lens_job
 from dashboard.settings import settings
 from dashboard.show import explanations, literal, name_downloads
 from dashboard.view import VIEW, View, check_view_text, current_view, update_view, view_from_query, view_to_query
@@ -169,8 +182,76 @@ def vocabulary_or_lens_page(
     context = open_page(title)
     st.header(title)
     explanations()
-    widgets.lens_controls(context.capabilities, context.info.causal)
-    (lens_view if context.view.lens else vocabulary_view)(context)
+    unfitted: dict[str, str] = {}
+    if context.capabilities.lens:
+        unfitted = fitted_lenses(context.lm, context.view.lens_stage)[1]
+        if context.view.lens_reading in unfitted:  # a link's, or the other stage's: the plain lens, said so
+            st.info(
+                literal(
+                    f"The {context.view.lens_reading} lens is {unfitted[context.view.lens_reading]}: showing the lens "
+                    "as the model's head reads it."
+                ),
+                icon=":material/info:",
+            )
+            update_view(lens_reading=PLAIN_READING)
+            context = replace(context, view=current_view())
+    widgets.lens_controls(context.capabilities, context.info.causal, unfitted)
+    if not context.view.lens:
+        vocabulary_view(context)
+        return
+    lens_view(context)
+    with widgets.section("Fitted lenses: how each reads the layers on held-out texts, and fitting one", "fitted"):
+        fitted_section(context)
+
+
+def fitted_section(context: Context) -> None:
+    """The held-out scores of the lenses fitted for the page's model at the lens stage, side by side with the plain
+    lens; and fitting one (the shipped corpus or an upload) as a job every session sees."""
+    lm, stage = context.lm, context.view.lens_stage
+    found = fitted_lenses(lm, stage)[0]
+    if found:
+        shown = cached_fitted(found["tuned"] if "tuned" in found else found["linear"])
+        show.chart(fitted_scores_chart(shown.scores), f"fitted_scores_{stage}", key="fitted_scores", context=context)
+        show.table(shown.scores, f"fitted_scores_{stage}", key="fitted_scores_table", column_help=SCORE_COLUMNS)
+        st.caption(literal(fitted_summary(shown.record)))
+    else:
+        st.caption(literal(f"No lens is fitted for {lm.name} at {stage} yet."))
+    kind = st.radio(
+        "Fit",
+        list(FITTED_KINDS),
+        horizontal=True,
+        help=" ".join(f"**{name}**: {literal(meaning)}." for name, meaning in FITTED_KINDS.items()),
+        key="w_fit_kind",
+    )
+    own, name = widgets.uploaded_texts("fit_upload")
+    texts = tuple(own.texts) if own else tuple(corpus_sentences())
+    source = name or "the shipped corpus"
+    tokens, low, high = estimated_fit(lm, texts, kind)
+    wanted = recommended_tokens(lm.hidden_size)
+    st.caption(
+        literal(
+            f"{len(texts):,} texts, {tokens:,} tokens; one text in five is held out and only scored. A stable fit of "
+            f"a {lm.hidden_size}-wide model wants {wanted:,} tokens or more ({TOKENS_PER_WIDTH} per dimension)"
+            + (
+                ": these have fewer, so the ridge carries the fit and its held-out scores say how well."
+                if tokens < wanted
+                else "."
+            )
+        )
+    )
+    job = find_fit(lm, stage, kind)
+    if job is not None and job.running:
+        widgets.follow_job(job)
+        return
+    if job is not None and job.error is not None:
+        st.error(literal(f"{job.label} stopped: {job.error}"), icon=":material/error:")
+    widgets.start_button(
+        f"Fit the {kind} lens at {stage} on {source}: about {duration(low, high)} here",
+        lambda: fit_lens_job(lm, stage, kind, texts, source),
+        key="run_fit",
+        help="Runs on the server whatever you do meanwhile; every session can read through the lens once it is done. "
+        "A lens fitted before at this stage is replaced.",
+    )
 
 
 def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.LensResult | None:
@@ -182,7 +263,8 @@ def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.Lens
         if not view.masked:
             with st.spinner("Reading every layer through the model's own head…"):
                 return view_lens(context.lm, view, extras)
-        job = masked_lens_job(context.lm, view.text, view.lens_stage, view.settings.top_k)
+        fitted_file = reading_file(context.lm, view.lens_stage, view.lens_reading)
+        job = masked_lens_job(context.lm, view.text, view.lens_stage, view.settings.top_k, fitted_file)
     except ValueError as error:
         _fail(str(error))
     if job.running:

@@ -21,15 +21,17 @@ import pandas as pd
 import streamlit as st
 
 import analysis
-from analysis.corpus.cost import corpus_seconds
+from analysis.corpus.cost import corpus_seconds, fit_seconds, token_counts
 from analysis.corpus.counts import corpus_spikes, unreadable_texts
 from analysis.corpus.verdict import spike_verdict
-from analysis.definitions import Method
-from analysis.model.derived import statistics_ready
+from analysis.definitions import FittedKind, Method
+from analysis.fitted.fit import fit_lens
+from analysis.fitted.lens import lens_paths
+from analysis.model.derived import FittedFile, statistics_ready
 from analysis.model.loading import load_model
 from analysis.scoring.geometry import GEOMETRY_SPECS, corpus_statistics
 from analysis.settings import AnalysisSettings
-from dashboard.cache import BY_MODEL
+from dashboard.cache import BY_MODEL, cached_fitted, fitted_path
 
 
 @dataclass
@@ -261,16 +263,54 @@ def verdict_job(lm: analysis.LoadedModel, settings: AnalysisSettings) -> Job:
     return job_board().start(_verdict_key(lm.name, settings), "Verdict", "sentence", work)
 
 
-def masked_lens_job(lm: analysis.LoadedModel, text: str, stage: analysis.Stage, top_k: int) -> Job:
-    """The masked lens of `text` (one copy per token, each hidden behind the mask token), started when none ran
-    for these settings: it runs the model on every copy, so it is long work for a long text."""
+def masked_lens_job(
+    lm: analysis.LoadedModel, text: str, stage: analysis.Stage, top_k: int, fitted_file: FittedFile | None = None
+) -> Job:
+    """The masked lens of `text` (one copy per token, each hidden behind the mask token; through the fitted lens
+    `fitted_file` where given), started when none ran for these settings: it runs the model on every copy, so it
+    is long work for a long text."""
     lm_of = _model_of(lm)
 
     def work(job: Job) -> analysis.LensResult:
         job.start_phase(f"Masked lens of {lm.name}")
-        return analysis.lens(lm_of(), text, stage=stage, top_k=top_k, masked=True, on_progress=job.progress)
+        fitted = None if fitted_file is None else cached_fitted(fitted_file)
+        return analysis.lens(
+            lm_of(), text, stage=stage, top_k=top_k, masked=True, fitted=fitted, on_progress=job.progress
+        )
 
-    return job_board().start(("masked_lens", lm.name, text, stage, top_k), "Masked lens", "masked copy", work)
+    key = ("masked_lens", lm.name, text, stage, top_k, fitted_file)
+    return job_board().start(key, "Masked lens", "masked copy", work)
+
+
+def _fit_key(lm: analysis.LoadedModel, stage: analysis.Stage, kind: str) -> tuple:
+    return ("fit_lens", lm.name, lm.revision, stage, kind)
+
+
+def find_fit(lm: analysis.LoadedModel, stage: analysis.Stage, kind: str) -> Job | None:
+    """The job fitting the `kind` lens of `lm` at `stage`, running or finished, if one was started."""
+    return job_board().get(_fit_key(lm, stage, kind))
+
+
+def fit_lens_job(
+    lm: analysis.LoadedModel, stage: analysis.Stage, kind: FittedKind, texts: tuple[str, ...], source: str
+) -> Job:
+    """Fit the `kind` lens of `lm` at `stage` on `texts` (named `source`) and keep it where every session finds it
+    (`fitted_path`), replacing the one there; started again on request, so a reader can refit on other texts. Its
+    result: the fitted lens's record."""
+    lm_of = _model_of(lm)
+    path = fitted_path(lm, stage, kind)
+
+    def work(job: Job) -> dict:
+        job.start_phase(f"Fitting the {kind} lens of {lm.name} on {source}")
+        fitted = fit_lens(lm_of(), list(texts), stage=stage, kind=kind, on_progress=job.progress)
+        fitted.record["texts"]["source"] = source
+        staging = path.with_name(path.name + ".partial")
+        written = fitted.save(staging)
+        for file, final in zip(written, lens_paths(path), strict=True):  # the record last: a reader never sees
+            file.replace(final)  # a record naming weights not yet in place
+        return fitted.record
+
+    return job_board().start(_fit_key(lm, stage, kind), f"Fitting the {kind} lens", "token", work, again=True)
 
 
 def _corpus_key(model: str, settings: AnalysisSettings, texts: tuple[str, ...]) -> tuple:
@@ -296,6 +336,14 @@ def corpus_job(lm: analysis.LoadedModel, settings: AnalysisSettings, texts: tupl
         return shares, unreadable_texts(loaded, list(texts))
 
     return job_board().start(_corpus_key(lm.name, settings, texts), "Corpus check", "text", work)
+
+
+@st.cache_data(ttl=30, show_spinner=False, hash_funcs=BY_MODEL)
+def estimated_fit(lm: analysis.LoadedModel, texts: tuple[str, ...], kind: FittedKind) -> tuple[int, float, float]:
+    """The tokens of `texts` and how long fitting a `kind` lens on them takes here now, low and high
+    (`analysis.corpus.cost.fit_seconds`, redone after 30 s)."""
+    low, high = fit_seconds(lm, list(texts), kind)
+    return token_counts(lm, list(texts))[0], low, high
 
 
 @st.cache_data(ttl=30, show_spinner=False, hash_funcs=BY_MODEL)

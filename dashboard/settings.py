@@ -10,6 +10,8 @@ or else the environment (`TOKEN_TRAILS_<NAME>`):
 - memory_budget_gb: loaded models together; past it one is released before another loads (2.5).
 - max_models: how many loaded models stay in memory at once (1).
 - device: where models run: auto (CUDA or MPS where torch sees one, else the CPU), cpu, cuda or mps (auto).
+- fitted_folder: where the app keeps the lenses it fits, for every session and after a restart
+  (~/.cache/token_trails/fitted_lenses).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Settings:
     memory_budget_bytes: int
     max_models: int
     device: str
+    fitted_folder: Path
 
     @property
     def max_upload_mb(self) -> int:
@@ -94,4 +97,5 @@ def settings() -> Settings:
         memory_budget_bytes=int(_number(secrets, "memory_budget_gb", 2.5) * 2**30),
         max_models=max(1, int(_number(secrets, "max_models", 1))),
         device=(_raw(secrets, "device") or "auto").strip().lower(),
+        fitted_folder=Path(_raw(secrets, "fitted_folder") or "~/.cache/token_trails/fitted_lenses").expanduser(),
     )

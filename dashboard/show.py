@@ -10,6 +10,7 @@ import streamlit as st
 
 import analysis
 from analysis.charts import Figure
+from analysis.definitions import PLAIN_READING
 from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.settings import AnalysisSettings
 from analysis.tables import short_name
@@ -63,7 +64,11 @@ def caption(result: analysis.AnalysisResult, measured: str) -> None:
 def lens_line(lens: analysis.LensResult) -> str:
     """`model · stage layer_output · lens target next · 14 tokens`: what a lens was computed with, in one line."""
     masked = " · each token masked in turn" if lens.masked else ""
-    return f"Model {lens.model} · stage {lens.stage} · lens target {lens.target}{masked} · {len(lens.tokens)} tokens"
+    reading = "" if lens.reading == PLAIN_READING else f" · through the fitted {lens.reading} lens"
+    return (
+        f"Model {lens.model} · stage {lens.stage} · lens target {lens.target}{masked}{reading} · "
+        f"{len(lens.tokens)} tokens"
+    )
 
 
 def lens_caption(lens: analysis.LensResult, measured: str) -> None:

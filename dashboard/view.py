@@ -11,7 +11,7 @@ import streamlit as st
 
 import analysis
 from analysis.checks import check_choice, check_text
-from analysis.definitions import LENS_STAGE, SEED_SENTENCE, WORD_CLASSES
+from analysis.definitions import LENS_READINGS, LENS_STAGE, PLAIN_READING, SEED_SENTENCE, WORD_CLASSES
 from analysis.model.loading import resolve_model
 from analysis.settings import SEED_SETTINGS, AnalysisSettings
 from dashboard.settings import settings
@@ -89,6 +89,9 @@ class View:
     lens_target: analysis.LensTarget | Literal[""] = ""  # "" = the model's default (next: decoders, own: encoders)
     masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
     lens_stage: analysis.Stage = LENS_STAGE  # where the lens reads: block outputs, the classic logit lens
+    lens_reading: str = (
+        PLAIN_READING  # how the lens reads each layer: plain (the head as it is), linear or tuned (fitted)
+    )
 
     def changed(self, **changes: Any) -> View:
         """This view with `changes` to its own fields or to its settings' (`stage=…`, `top_k=…`: a link, a widget
@@ -182,6 +185,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "lens_target": _lens_target,
     "masked": _flag,
     "lens_stage": lambda value: check_choice("lens stage", value, analysis.STAGES),
+    "lens_reading": lambda value: check_choice("lens reading", value, LENS_READINGS),
 }
 assert set(_PARSERS) == set(LINK_FIELDS), "every field a link carries has its parser"
 

@@ -12,7 +12,8 @@ import streamlit as st
 
 import analysis
 from analysis.charts import PICK, trajectory_chart
-from analysis.definitions import LENS_STAGE, WORD_CLASSES
+from analysis.corpus.texts import Texts, texts_from_upload
+from analysis.definitions import FORMATS, LENS_READINGS, LENS_STAGE, WORD_CLASSES
 from analysis.model.loaded import SelfCheck
 from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.settings import DEFAULTS
@@ -157,10 +158,11 @@ def stage_and_reference(found: analysis.Capabilities) -> None:
 VIEWS = {False: "Vocabulary view", True: "Lens"}
 
 
-def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
+def lens_controls(found: analysis.Capabilities, causal: bool, unfitted: dict[str, str]) -> None:
     """The vocabulary view or the lens (disabled, with why, for a model without its prediction head); with the
-    lens, the stage it reads (block outputs by default: the classic logit lens), its target and masked mode
-    (encoders; disabled, with why, for decoders)."""
+    lens, the stage it reads (block outputs by default: the classic logit lens), its target, masked mode
+    (encoders; disabled, with why, for decoders) and how it reads each layer (as it is, or through a fitted lens;
+    the `unfitted` ones disabled, each with why)."""
     view = current_view()
     show_column, stage_column, target_column, masked_column = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
     show_column.radio(
@@ -206,6 +208,28 @@ def lens_controls(found: analysis.Capabilities, causal: bool) -> None:
         "token?" + (f" Not available: {show.literal(why)}." if (why := found.reason("masked")) else ""),
         **bind("masked"),
     )
+    readings = [name for name in LENS_READINGS if name not in unfitted]
+    reading_column, missing_column = st.columns([3, 2], vertical_alignment="top")
+    reading_column.radio(
+        "Lens reads each layer",
+        readings,
+        format_func=lambda name: "as the model's head reads it" if name == "plain" else f"{name} (fitted)",
+        horizontal=True,
+        help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in LENS_READINGS.items())
+        + " A fitted lens maps each layer's vector into the space the head reads before the head reads it: the plain "
+        "lens is biased in early layers, where the vector is not yet in that basis. Fitted lenses are kept for every "
+        "session; fit one below.",
+        **bind("lens_reading"),
+    )
+    if unfitted:
+        missing_column.radio(
+            "Not available (lens reading)",
+            list(unfitted),
+            captions=[show.literal(why) for why in unfitted.values()],
+            index=None,
+            disabled=True,
+            key="w_missing_lens_reading",
+        )
 
 
 def geometry_picker() -> None:
@@ -315,3 +339,24 @@ def section(label: str, name: str, expanded: bool = False):
 
     opened = st.session_state.get(SECTIONS, {}).get(name, expanded)
     return st.expander(label, expanded=opened, key=key, on_change=remember)
+
+
+def uploaded_texts(key: str) -> tuple[Texts | None, str | None]:
+    """The texts of a file the person uploads, if any (else None), and the file's name (`key`: the uploader's)."""
+    limit = settings().max_text_chars
+    uploaded = st.file_uploader(
+        f"Your own texts (optional, up to {limit:,} characters in all)",
+        type=[ext.removeprefix(".") for ext in FORMATS],
+        max_upload_size=settings().max_upload_mb,
+        help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
+        + f". The app reads up to {limit:,} characters of text (setting max_text_chars). For a corpus of any size, "
+        "run python -m analysis sweep (see the README).",
+        key=key,
+    )
+    if uploaded is None:
+        return None, None
+    try:
+        return texts_from_upload(uploaded.name, uploaded.getvalue(), limit), uploaded.name
+    except ValueError as error:
+        st.error(show.literal(str(error)), icon=":material/error:")
+        return None, uploaded.name

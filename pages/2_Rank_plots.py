@@ -5,7 +5,7 @@ each layer's prediction is from the final one."""
 import pandas as pd
 import streamlit as st
 
-from analysis.charts import neighbor_grid, overlap_chart, prediction_grid
+from analysis.charts import commitment_chart, neighbor_grid, overlap_chart, prediction_grid
 from analysis.definitions import LENS_TOP_COLUMNS, NEIGHBORS_COLUMNS
 from analysis.tables import token_label
 from dashboard import show
@@ -112,6 +112,15 @@ def lens_view(context: Context) -> None:
     st.subheader("Distance from the final prediction")
     show.lens_caption(lens, "KL(final || layer) in nats: 0 where a layer already predicts what the model outputs")
     clickable_trajectories(lens, context.highlighted, "kl_final", "lens_kl_final", classes=context.classes)
+
+    st.subheader("Where each token commits")
+    show.lens_caption(
+        lens,
+        "The first layer from which this lens's top prediction is the model's own at every later layer (never: not "
+        "even at the last layer it reads)",
+    )
+    show.chart(commitment_chart(lens, context.classes.tolist()), "lens_commitment", key="commitment_chart",
+               context=context)  # fmt: skip
 
 
 vocabulary_or_lens_page("Rank plots", vocabulary_view, lens_view)

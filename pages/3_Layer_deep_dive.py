@@ -4,10 +4,9 @@ import streamlit as st
 
 from analysis.capture.trace import EXTRAS
 from analysis.charts import comparison_chart, corpus_chart, heatmap, norms_chart, spike_chart, verdict_chart
-from analysis.corpus.texts import Texts, texts_from_upload
 from analysis.corpus.verdict import VERDICT_CLASSES, verdict_methods, verdict_summary
 from analysis.data import corpus_sentences
-from analysis.definitions import FORMATS, SUMMARY_COLUMNS, VERDICT_COLUMNS
+from analysis.definitions import SUMMARY_COLUMNS, VERDICT_COLUMNS
 from analysis.model.derived import statistics_ready
 from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.spikes import SPIKE_DEFINITION, spike_shares
@@ -35,9 +34,8 @@ from dashboard.jobs import (
     find_verdict,
     verdict_job,
 )
-from dashboard.settings import settings
 from dashboard.view import current_view
-from dashboard.widgets import bind, follow_job, section, start_button
+from dashboard.widgets import bind, follow_job, section, start_button, uploaded_texts
 
 MAX_PATTERN_TOKENS = 96  # a 96 x 96 heatmap stays readable and light; longer texts are cut, and the caption says so
 
@@ -248,30 +246,10 @@ def original_demo_section(context: Context) -> None:
     )
 
 
-def uploaded_texts() -> tuple[Texts | None, str | None]:
-    """The texts of a file the person uploads, if any (else None), and the file's name."""
-    limit = settings().max_text_chars
-    uploaded = st.file_uploader(
-        f"Your own texts (optional, up to {limit:,} characters in all)",
-        type=[ext.removeprefix(".") for ext in FORMATS],
-        max_upload_size=settings().max_upload_mb,
-        help="; ".join(f"{ext}: {meaning}" for ext, meaning in FORMATS.items())
-        + f". The app reads up to {limit:,} characters of text (setting max_text_chars). For a corpus of any size, "
-        "run python -m analysis sweep (see the README).",
-    )
-    if uploaded is None:
-        return None, None
-    try:
-        return texts_from_upload(uploaded.name, uploaded.getvalue(), limit), uploaded.name
-    except ValueError as error:
-        st.error(show.literal(str(error)), icon=":material/error:")
-        return None, uploaded.name
-
-
 def corpus_section(context: Context) -> None:
     """The share of tokens that spike per layer and word class over many texts: the shipped ones or an upload."""
     view = context.view
-    own, name = uploaded_texts()
+    own, name = uploaded_texts("corpus_upload")
     texts = tuple(own.texts) if own else tuple(corpus_sentences())
     source = own.described(name) if own else f"The {len(texts)} varied English sentences shipped with Token Trails"
     st.caption(

@@ -6,6 +6,7 @@ import streamlit as st
 
 import analysis
 from analysis.charts import comparison_chart, heatmap
+from analysis.definitions import PLAIN_READING
 from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
 from analysis.tables import comparison_report, model_labels
@@ -45,7 +46,8 @@ def reader(view: View) -> Callable[[analysis.LoadedModel], Reading]:
         found = cached_capabilities(lm)
         changes, notices = replacements(view, found)
         shown = view.changed(**changes)
-        lens = view_lens(lm, shown) if found.lens else None
+        plain = shown.changed(lens_reading=PLAIN_READING)  # a fitted lens is one model's: both are read as they are
+        lens = view_lens(lm, plain) if found.lens else None
         return view_analysis(lm, shown), lens, found.reason("lens"), notices
 
     return read
@@ -122,7 +124,7 @@ shown_lenses = lenses[:1] if same else lenses
 if shown_lenses:
     lens_line = (
         " vs ".join(lens.model for lens in shown_lenses)
-        + f" · lens reads stage {view.lens_stage} · "
+        + f" · lens reads stage {view.lens_stage} as each model's head reads it (fitted lenses are one model's own) · "
         + ("lens targets " + ", ".join(dict.fromkeys(lens.target for lens in shown_lenses)))
     )
     for measure, what in (

@@ -18,7 +18,8 @@ from collections.abc import Collection, Sequence
 import torch
 
 from analysis.capture.tokens import token_table, tokenize_readable
-from analysis.definitions import Method
+from analysis.definitions import SCORE_TOKENS, TUNED_TOKENS, FittedKind, Method
+from analysis.fitted.fit import SPLIT
 from analysis.model.loaded import LoadedModel
 from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.wordclass import word_classes
@@ -85,3 +86,22 @@ def corpus_seconds(
     forward = 2.0 * lm.info.parameters * total * forward_passes
     slowest, fastest = flops_per_second(lm)
     return OVERHEAD[0] * (scoring + forward) / fastest, OVERHEAD[1] * (scoring + forward) / slowest
+
+
+def fit_seconds(
+    lm: LoadedModel, texts: list[str], kind: FittedKind, *, score_tokens: int = SCORE_TOKENS,
+    tuned_tokens: int = TUNED_TOKENS,
+) -> tuple[float, float]:  # fmt: skip
+    """How long `fit_lens` takes on `texts` here now, low and high: one forward pass over them, the float64 moments
+    (twice a float32 product's time) and the ridge's solves, the held-out vocabulary scores of each lens scored
+    (with a head), and for the tuned lens its token reads through the head, forward and backward."""
+    total, _ = token_counts(lm, texts)
+    layers, hidden, vocabulary = lm.num_layers, lm.hidden_size, lm.vocab_size
+    work = 2.0 * lm.info.parameters * total + 2 * (2.0 * 2 * layers * hidden**2 * total + 30.0 * layers * hidden**3)
+    if lm.unembed is not None:
+        lenses = 3 if kind == "tuned" else 2
+        work += lenses * 2.0 * min(total // SPLIT, score_tokens) * layers * vocabulary * hidden
+        if kind == "tuned":
+            work += 3 * 2.0 * tuned_tokens * layers * vocabulary * hidden
+    slowest, fastest = flops_per_second(lm)
+    return work / fastest, OVERHEAD[1] * work / slowest  # the fit's products run nearer the measured speed

@@ -23,6 +23,7 @@ from analysis.checks import check_choice, check_count
 from analysis.definitions import (
     FITTED_KINDS,
     LENS_STAGE,
+    PLAIN_READING,
     SCORE_TOKENS,
     TUNED_TOKENS,
     FittedKind,
@@ -30,7 +31,7 @@ from analysis.definitions import (
     OnProgress,
     Stage,
 )
-from analysis.fitted.lens import PLAIN, FittedLens
+from analysis.fitted.lens import FittedLens
 from analysis.fitted.moments import Moments
 from analysis.fitted.ridge import RIDGE_GRID, choose_ridge, ridge_map
 from analysis.fitted.scores import HeldOutTally
@@ -186,7 +187,10 @@ def fit_lens(
         },
         notes=_notes(lm, real_counts["fit"] + real_counts["validation"]),
     )
-    lenses: dict[str, FittedLens | None] = {PLAIN: None, "linear": FittedLens(weights.float(), biases.float(), record)}
+    lenses: dict[str, FittedLens | None] = {
+        PLAIN_READING: None,
+        "linear": FittedLens(weights.float(), biases.float(), record),
+    }
     if tuned_kind:
         assert train is not None and check is not None and unembed is not None
 

@@ -18,8 +18,6 @@ from analysis.definitions import FittedKind, Stage
 from analysis.hashing import file_sha256
 from analysis.model.loaded import LoadedModel
 
-PLAIN = "plain"
-"""The lens that reads each layer's vector through the model's head as it is (no map)."""
 FORMAT = "token-trails fitted lens"
 FORMAT_VERSION = 1
 

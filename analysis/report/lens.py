@@ -15,8 +15,8 @@ from analysis.capture.masked import masked_trace
 from analysis.capture.tokens import token_table
 from analysis.capture.trace import Trace, traced
 from analysis.checks import check_choice
-from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, LensTarget, OnProgress, Stage
-from analysis.fitted.lens import PLAIN, FittedLens
+from analysis.definitions import LENS_STAGE, LENS_TARGETS, LENS_TOP_K, PLAIN_READING, LensTarget, OnProgress, Stage
+from analysis.fitted.lens import FittedLens
 from analysis.model.capabilities import check_lens, check_stage, check_vocabulary_count
 from analysis.model.loaded import LoadedModel
 from analysis.report.result import per_layer, vocabulary_pieces
@@ -59,7 +59,7 @@ def lens_targets(ids: list[int], target: LensTarget) -> list[int]:
 
 def reading_name(fitted: FittedLens | None) -> str:
     """How the lens reads each layer: "plain" or the fitted lens's kind."""
-    return PLAIN if fitted is None else fitted.kind
+    return PLAIN_READING if fitted is None else fitted.kind
 
 
 def lens_record(lm: LoadedModel, target: LensTarget) -> dict:
