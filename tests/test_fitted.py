@@ -303,3 +303,49 @@ def test_the_fit_lens_command_writes_the_lens_and_refuses_before_writing(family_
     export = run_cli("export", "--model", analysis.BUNDLED_MODEL, "--text", TEXT, "--out", str(tmp_path / "e"),
                      "--lens-fitted", str(out))  # fmt: skip
     assert export.returncode == 1 and "add --lens" in export.stderr and not (tmp_path / "e").exists()
+    exported = run_cli("export", "--model", str(folder), "--text", TEXT, "--out", str(tmp_path / "read"), "--lens",
+                       "--stage", "layer_output", "--lens-fitted", str(out))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    provenance = json.loads((tmp_path / "read" / "provenance.json").read_text())
+    assert provenance["lens_reading"] == "linear" and provenance["lens_fitted_sha256"] == record["weights_sha256"]
+    written = pd.read_csv(tmp_path / "read" / "lens.csv")
+    expected = lens(analysis.load_model(folder), TEXT, fitted=load_fitted(out)).metrics
+    assert written["lens_rank"].tolist() == expected["lens_rank"].tolist()
+    assert written["commit_layer"].fillna(-1).tolist() == expected["commit_layer"].fillna(-1).tolist()
+
+
+def test_the_held_out_vocabulary_scores_are_the_lens_on_each_held_out_text(family_folder):
+    """Each lens's held-out KL, top-1 agreement and median target rank per layer equal `lens` run on each held-out
+    text alone (plain, and through the fitted lens), over every token the tokenizer did not add."""
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    fitted = fit_lens(lm, TEXTS, score_tokens=100_000)
+    held_out = [text for i, (text, _) in enumerate(readable(lm)) if split_of(i) == "held_out"]
+    scores = fitted.scores.set_index(["lens", "layer"])
+    for name, reading in (("plain", None), ("linear", fitted)):
+        frames = []
+        for text in held_out:
+            read = lens(lm, text, fitted=reading, top_k=1)
+            top_1 = read.top.set_index(["layer", "position"])["prediction_id"]
+            metrics = read.metrics[~read.metrics["special"]].copy()
+            metrics["agrees"] = top_1.loc[list(zip(metrics["layer"], metrics["position"], strict=True))].to_numpy() == (
+                metrics["final_top_id"].to_numpy()
+            )
+            frames.append(metrics)
+        rows = pd.concat(frames)
+        assert scores.loc[(name, 0), "scored_tokens"] == len(rows) / lm.num_layers
+        for layer, found in rows.groupby("layer"):
+            assert scores.loc[(name, layer), "kl_final"] == pytest.approx(found["kl_final"].mean(), rel=1e-4, abs=1e-9)
+            assert scores.loc[(name, layer), "top1_agreement"] == pytest.approx(found["agrees"].mean())
+            assert scores.loc[(name, layer), "target_rank"] == np.median(found["lens_rank"].dropna().astype(float))
+
+
+def test_a_lens_fitted_at_another_stage_maps_every_layer_including_the_last(family_folder):
+    """At attn_residual the last layer's vectors are not the output: its map is fitted too, and r² says how well."""
+    lm = analysis.load_model(family_folder("roberta", head=True))
+    fitted = fit_lens(lm, TEXTS, stage="attn_residual")
+    assert len(fitted.record["ridge"]["alpha"]) == lm.num_layers and not fitted.record["identity_layers"]
+    assert not torch.equal(fitted.weights[-1], torch.eye(lm.hidden_size))
+    scores = fitted.scores.set_index(["lens", "layer"])
+    assert scores.loc[("linear", lm.num_layers - 1), "r2"] > scores.loc[("plain", lm.num_layers - 1), "r2"]
+    read = lens(lm, TEXT, stage="attn_residual", fitted=fitted)
+    assert read.reading == "linear" and read.provenance["lens_stage"] == "attn_residual"
