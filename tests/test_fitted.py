@@ -65,19 +65,25 @@ def test_linear_fit_equals_numpy_least_squares_with_the_same_ridge(minilm, minil
     assert torch.equal(minilm_linear.weights[-1], torch.eye(minilm.hidden_size))
 
 
-def test_moments_merged_batch_by_batch_equal_the_whole_set():
+def test_moments_added_batch_by_batch_equal_the_whole_set():
     generator = torch.Generator().manual_seed(0)
     vectors = torch.randn(3, 50, 8, generator=generator, dtype=torch.float64) * 5 + 100  # far from 0: cancellation
     outputs = torch.randn(50, 8, generator=generator, dtype=torch.float64) - 40
-    merged = None
-    for start in (0, 7, 30):
-        stop = {0: 7, 7: 30, 30: 50}[start]
-        merged = Moments.of(vectors[:, start:stop], outputs[start:stop]).merged(merged)
-    whole = Moments.of(vectors, outputs)
-    centred = vectors - vectors.mean(1, keepdim=True)
-    torch.testing.assert_close(merged.xx, centred.transpose(1, 2) @ centred, rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(merged.xy, whole.xy, rtol=1e-12, atol=1e-9)
-    assert merged.count == 50 and merged.yy == pytest.approx(whole.yy, rel=1e-12)
+    given = vectors.clone()
+    added, first, second = (Moments.empty(3, 8, torch.device("cpu")) for _ in range(3))
+    for start, stop in ((0, 7), (7, 30), (30, 50)):
+        added.add(vectors[:, start:stop], outputs[start:stop])
+    first.add(vectors[:, :20], outputs[:20])
+    second.add(vectors[:, 20:], outputs[20:])
+    first.absorb(second)
+    x_centred = vectors - vectors.mean(1, keepdim=True)
+    y_centred = outputs - outputs.mean(0)
+    for found in (added, first):
+        torch.testing.assert_close(found.xx, x_centred.transpose(1, 2) @ x_centred, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(found.xy, x_centred.transpose(1, 2) @ y_centred, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(found.x_mean, vectors.mean(1), rtol=1e-14, atol=0)
+        assert found.count == 50 and found.yy == pytest.approx(float(y_centred.square().sum()), rel=1e-12)
+    assert torch.equal(vectors, given)  # the batches are read, not overwritten
 
 
 def test_the_ridge_is_chosen_on_validation_texts_and_beats_the_identity_on_held_out_ones(minilm, minilm_linear):

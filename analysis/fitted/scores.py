@@ -68,6 +68,10 @@ class HeldOutTally:
     def scored_count(self) -> int:
         return sum(len(targets) for targets in self.scored_targets)
 
+    def records(self) -> list[dict]:
+        """`table` as JSON-ready records (what a fitted lens's record holds)."""
+        return self.table().to_dict("records")
+
     def table(self) -> pd.DataFrame:
         """SCORE_COLUMNS, one row per lens and layer."""
         assert self.y_sum is not None, "no held-out tokens were added"
