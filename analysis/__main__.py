@@ -28,6 +28,7 @@ from analysis.definitions import (
     ROW_COLUMNS,
     SCORE_TOKENS,
     STAGES,
+    TUNED_STARTS,
     TUNED_TOKENS,
     VERDICT_COLUMNS,
 )
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=TUNED_TOKENS,
         help=f"tuned: token reads the training makes ({TUNED_TOKENS:,})",
+    )
+    fit.add_argument(
+        "--tuned-start",
+        choices=list(TUNED_STARTS),
+        default="linear",
+        help="tuned: where training starts: " + "; ".join(f"{k}: {v}" for k, v in TUNED_STARTS.items()),
     )
     fit.add_argument(
         "--score-tokens",
@@ -551,6 +558,7 @@ def _fit_lens(args: argparse.Namespace) -> list[Path]:
         stage=args.stage,
         kind=args.kind,
         tuned_tokens=args.tuned_tokens,
+        tuned_start=args.tuned_start,
         score_tokens=args.score_tokens,
         max_tokens=args.max_tokens,
         on_progress=on_progress,

@@ -89,6 +89,11 @@ SCORE_TOKENS = 4096
 """Held-out tokens a fit's vocabulary scores (KL, top-1, rank) read by default; r² reads every held-out token."""
 TUNED_TOKENS = 20_000
 """Token reads the tuned lens trains for by default."""
+TUNED_STARTS = {
+    "linear": "the linear fit's maps (the default: training refines what least squares found)",
+    "identity": "the identity, as the tuned-lens package starts (training alone finds the maps)",
+}
+"""Where the tuned lens's training starts."""
 """Predictions kept per layer and position."""
 
 

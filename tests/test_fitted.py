@@ -355,3 +355,17 @@ def test_a_lens_fitted_at_another_stage_maps_every_layer_including_the_last(fami
     assert scores.loc[("linear", lm.num_layers - 1), "r2"] > scores.loc[("plain", lm.num_layers - 1), "r2"]
     read = lens(lm, TEXT, stage="attn_residual", fitted=fitted)
     assert read.reading == "linear" and read.provenance["lens_stage"] == "attn_residual"
+
+
+def test_the_tuned_lens_can_start_from_the_identity_and_says_so(family_folder):
+    """Started from the identity (the plain lens), the kept maps lower the validation KL from there; the record
+    says where it started."""
+    lm = analysis.load_model(family_folder("roberta", head=True))
+    tuned = fit_lens(lm, TEXTS, kind="tuned", tuned_tokens=2048, tuned_start="identity", score_tokens=256)
+    record = tuned.record["tuned"]
+    assert record["start"] == "identity" and record["kept_step"] > 0
+    assert sum(record["validation_kl_kept"]) < sum(record["validation_kl_start"])
+    scores = tuned.scores.set_index(["lens", "layer"])["kl_final"]
+    assert all(scores[("tuned", layer)] < scores[("plain", layer)] for layer in range(lm.num_layers - 1))
+    with pytest.raises(ValueError, match="Unknown tuned lens start"):
+        fit_lens(lm, TEXTS, kind="tuned", tuned_start="zeros")

@@ -26,6 +26,7 @@ from analysis.definitions import (
     LENS_STAGE,
     PLAIN_READING,
     SCORE_TOKENS,
+    TUNED_STARTS,
     TUNED_TOKENS,
     FittedKind,
     LensTarget,
@@ -162,6 +163,7 @@ def fit_lens(
     stage: Stage = LENS_STAGE,
     kind: FittedKind = "linear",
     tuned_tokens: int = TUNED_TOKENS,
+    tuned_start: str = "linear",
     score_tokens: int = SCORE_TOKENS,
     max_tokens: int | None = None,
     on_progress: OnProgress | None = None,
@@ -169,12 +171,14 @@ def fit_lens(
     """Fit a `kind` lens ("linear" or "tuned") of `lm` at `stage` on `texts` (see the module for the split) and
     score it, the plain lens and (for tuned) its linear start on the held-out texts. A model without a head is
     fitted and scored in hidden space only (linear); the tuned lens needs the head. `on_progress(done, total)`
-    counts tokens read and, for tuned, token reads trained. `score_tokens` 0: held-out r² only, no vocabulary
+    counts tokens read and, for tuned, token reads trained. `tuned_start`: where the tuned lens's training starts
+    (`TUNED_STARTS`; its validation KL there is its kept step 0). `score_tokens` 0: held-out r² only, no vocabulary
     scores. Raises ValueError on a bad choice or too few texts, before any forward pass."""
     kind = check_choice("fitted lens kind", kind, FITTED_KINDS)
     stage = check_stage(lm, stage)
     unembed = check_lens(lm) if kind == "tuned" else lm.unembed
     tuned_tokens = check_count("tuned_tokens", tuned_tokens)
+    tuned_start = check_choice("tuned lens start", tuned_start, TUNED_STARTS)
     if isinstance(score_tokens, bool) or not isinstance(score_tokens, int) or score_tokens < 0:
         raise ValueError(f"score_tokens must be a whole number of at least 0 (0: r² only), not {score_tokens!r}.")
     split = split_texts(lm, texts, max_tokens)
@@ -222,8 +226,11 @@ def fit_lens(
         def on_step(step: int, steps: int) -> None:  # the training's share of the work, counted in token reads
             count(before_training + tuned_tokens * step / steps - done)
 
-        tuned = tune(unembed, (weights, biases), train, check, tuned_tokens, fitted_layers, on_step)
-        lenses["tuned"] = FittedLens(tuned.weights, tuned.biases, _tuned_record(record, tuned, train, check, lm))
+        identity = (torch.eye(lm.hidden_size).repeat(lm.num_layers, 1, 1), torch.zeros_like(biases))
+        start = (weights, biases) if tuned_start == "linear" else identity
+        tuned = tune(unembed, start, train, check, tuned_tokens, fitted_layers, on_step)
+        tuned_record = _tuned_record(record, tuned, train, check, lm, tuned_start)
+        lenses["tuned"] = FittedLens(tuned.weights, tuned.biases, tuned_record)
     tally = HeldOutTally(lenses, unembed, lm.vocab_size, score_tokens)
     target = default_target(lm) if unembed is not None else None
     for vectors, outputs, targets in _batches(lm, split.texts["held_out"], split.tokens["held_out"], stage, target):
@@ -259,13 +266,16 @@ def _read_split(
     return moments, kept
 
 
-def _tuned_record(record: dict, tuned: Tuned, train: TokenVectors, check: TokenVectors, lm: LoadedModel) -> dict:
-    """The linear fit's `record`, as the tuned lens trained from it: its budget, steps and kept step."""
+def _tuned_record(
+    record: dict, tuned: Tuned, train: TokenVectors, check: TokenVectors, lm: LoadedModel, start: str
+) -> dict:
+    """The linear fit's `record`, as the tuned lens trained after it from `start`: its budget, steps and kept
+    step."""
     return {
         **record,
         "kind": "tuned",
         "tuned": {
-            "start": "linear",
+            "start": start,
             "token_reads": tuned.token_reads,
             "steps": tuned.steps,
             "batch_tokens": tuned.token_reads // tuned.steps,
