@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.scoring.ranks import own_rank
+from analysis.scoring.ranks import rank_in
 
 LENS_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[positions, vocabulary]` float32 block of logits; positions are chunked to fit. A block
@@ -129,10 +129,8 @@ def _score_block(
         rows["top_ids"].append(top_ids)
         rows["top_logits"].append(top_logits)
         rows["top_probs"].append((top_logits - lse.unsqueeze(-1)).exp())
-        final_top_rank = own_rank(work.copy_(logits).unsqueeze(0), final_top)[1].squeeze(0)  # uses `work` up
-        rows["final_top_rank"].append(final_top_rank)
-        target_rank = own_rank(logits.unsqueeze(0), target_ids)[1].squeeze(0)  # uses `logits` up
-        rows["target_rank"].append(torch.where(has_target, target_rank, 0))
+        rows["final_top_rank"].append(rank_in(logits, final_top, work))  # uses `work` up
+        rows["target_rank"].append(torch.where(has_target, rank_in(logits, target_ids, work), 0))
     return {"final_top": final_top, **{name: torch.stack(values) for name, values in rows.items()}}
 
 
