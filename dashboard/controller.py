@@ -188,7 +188,7 @@ def vocabulary_or_lens_page(
         if context.view.lens_reading in unfitted:  # a link's, or the other stage's: the plain lens, said so
             st.info(
                 literal(
-                    f"The {context.view.lens_reading} lens is {unfitted[context.view.lens_reading]}: showing the lens "
+                    f"The {context.view.lens_reading} lens is {unfitted[context.view.lens_reading]}. Showing the lens "
                     "as the model's head reads it."
                 ),
                 icon=":material/info:",

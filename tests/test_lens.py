@@ -158,12 +158,13 @@ def test_masked_mode_reads_each_token_hidden_in_one_batched_pass(family, family_
     analysis.release_models()
 
 
-@pytest.mark.parametrize("scale", [1e-5, 1e-3, 1e-1, 1.0, 30.0])
+@pytest.mark.parametrize("scale", [1e-5, 1e-3, 1e-1, 0.3, 1.0, 30.0])
 def test_kl_to_the_final_prediction_is_within_1e_7_nats_of_float64(scale):
     """KL(final || layer) against a float64 computation on the same float32 logits, for layers whose vectors
     differ from the output's by `scale`: from a true KL near 1e-10 nats (where the textbook -H_f - sum p_f z + lse
-    left ~1e-6 of float32 rounding, reading 0 or 1e-6) to distributions a thousand nats apart. Within 1e-7 nats
-    below 1 nat, within float32's relative precision above; a 50k vocabulary with logits of GPT-2's size."""
+    left ~1e-6 of float32 rounding, reading 0 or 1e-6) to distributions a thousand nats apart. Within 1e-7 nats, or
+    1e-6 of the KL where that is more (between 0.1 and 1 nat the float32 probabilities' own rounding is ~3e-7),
+    below 1 nat; within float32's relative precision above; a 50k vocabulary with logits of GPT-2's size."""
     generator = torch.Generator().manual_seed(0)
     hidden, vocabulary, positions = 64, 50_000, 6
     unembed = torch.nn.Linear(hidden, vocabulary, bias=False)
@@ -177,7 +178,9 @@ def test_kl_to_the_final_prediction_is_within_1e_7_nats_of_float64(scale):
         layer_log_probs = torch.log_softmax(torch.stack([unembed(layer) for layer in layers]).double(), -1)
     expected = (final_log_probs.exp() * (final_log_probs - layer_log_probs)).sum(-1)
     error = (scores.kl_final.double() - expected).abs()
-    assert (error[expected < 1] < 1e-7).all(), error.max()
+    near = expected < 1
+    assert (error[near] < torch.clamp(1e-6 * expected[near], min=1e-7)).all(), error.max()
+    assert (error[expected < 0.1] < 1e-7).all()
     assert (error[expected >= 1] < 1e-5 * expected[expected >= 1]).all()
 
 

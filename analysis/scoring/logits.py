@@ -9,7 +9,8 @@ For a position with logits z (one layer) and z_f (the model's output), log-softm
   leaving ~1e-6 nats of float32 rounding: fine for distributions apart, not where they agree (a true 1e-7 would
   read 0 or 1e-6). There, with e = d - c (c about E_pf[d]) and s = max(0, max_u e_u - 60),
   KL = E_pf[e] - s - log1p(E_p[expm1(e - s)]), E_pf[e] summed in float64: nothing large cancels and nothing
-  overflows (within 1e-7 nats of a float64 computation on the same logits);
+  overflows (within 1e-7 nats of a float64 computation on the same logits below 0.1 nat; from 0.1 to 1 nat within
+  1e-6 of the KL, the float32 probabilities' own rounding);
 - the final top-1 token argmax z_f and its rank under z.
 """
 
