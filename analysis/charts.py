@@ -952,26 +952,46 @@ NEVER = "never"
 """A token's commitment layer where it never commits, as the commitment chart's axis names it."""
 
 
+COMMITMENT_TOKENS = 60
+"""Up to this many tokens the commitment chart draws one row per token; past it, how many tokens of each word class
+commit at each layer (a row per token would run to thousands of pixels)."""
+
+
 @lru_cache(maxsize=16)
-def _commitment_spec(n_layers: int, n_tokens: int, classes: tuple[str, ...]) -> dict:
+def _commitment_spec(n_layers: int, n_tokens: int, classes: tuple[str, ...], counted: bool) -> dict:
     columns = [str(layer) for layer in range(n_layers)] + [NEVER]
+    x = alt.X("commit:O", title="commits at layer (top-1 = the model's own from there on)",
+              scale=alt.Scale(domain=columns), axis=alt.Axis(labelAngle=0))  # fmt: skip
+    colour = alt.Color(
+        "word_class:N",
+        title="word class",
+        scale=alt.Scale(domain=list(classes), range=[WORD_CLASS_COLOURS[c] for c in classes]),
+        legend=alt.Legend(orient="top"),
+    )
+    if counted:
+        bars = (
+            alt.Chart(data=_rows())
+            .mark_bar()
+            .encode(
+                x=x,
+                y=alt.Y("count():Q", title=f"tokens (of {n_tokens:,})"),
+                color=colour,
+                tooltip=[
+                    alt.Tooltip("commit:N", title="commits at layer"),
+                    alt.Tooltip("word_class:N"),
+                    alt.Tooltip("count():Q", title="tokens"),
+                ],
+            )
+            .properties(width=560, height=MIN_HEIGHT)
+        )
+        return _spec(bars)
     chart = (
         alt.Chart(data=_rows())
         .mark_point(filled=True, size=90)
         .encode(
-            x=alt.X(
-                "commit:O",
-                title="commits at layer (top-1 = the model's own from there on)",
-                scale=alt.Scale(domain=columns),
-                axis=alt.Axis(labelAngle=0),
-            ),
+            x=x,
             y=alt.Y("label:N", title=None, sort=alt.EncodingSortField("position")),
-            color=alt.Color(
-                "word_class:N",
-                title="word class",
-                scale=alt.Scale(domain=list(classes), range=[WORD_CLASS_COLOURS[c] for c in classes]),
-                legend=alt.Legend(orient="top"),
-            ),
+            color=colour,
             tooltip=[
                 alt.Tooltip("label:N", title="token"),
                 alt.Tooltip("commit:N", title="commits at layer"),
@@ -984,8 +1004,9 @@ def _commitment_spec(n_layers: int, n_tokens: int, classes: tuple[str, ...]) -> 
 
 
 def commitment_chart(result: LensResult, word_classes: Sequence[str]) -> Figure:
-    """Where each token commits under the lens (its `commit_layer`): one point per token on a layer axis, with a
-    column of its own for tokens that never do; coloured by `word_classes` (one per row of `result.tokens`)."""
+    """Where each token commits under the lens (its `commit_layer`) on a layer axis with a column of its own for
+    tokens that never do, coloured by `word_classes` (one per row of `result.tokens`): one point per token, or past
+    COMMITMENT_TOKENS tokens, how many of each word class commit at each layer."""
     rows = result.metrics[result.metrics["layer"] == 0]
     classes_by_position = dict(zip(result.tokens["position"], word_classes, strict=True))
     frame = pd.DataFrame(
@@ -999,4 +1020,4 @@ def commitment_chart(result: LensResult, word_classes: Sequence[str]) -> Figure:
     )
     classes = _classes_in(frame)
     n_layers = int(result.metrics["layer"].max()) + 1
-    return Figure(_commitment_spec(n_layers, len(frame), classes), frame)
+    return Figure(_commitment_spec(n_layers, len(frame), classes, len(frame) > COMMITMENT_TOKENS), frame)

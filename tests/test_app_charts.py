@@ -20,6 +20,7 @@ STATES = {
     "lens": {"head": "roberta", "lens": "true", "highlight": "3"},
     "lens, masked": {"head": "roberta", "lens": "true", "masked": "true"},
     "lens, decoder, another stage": {"head": "gpt2", "lens": "true", "lens_stage": "attn_residual"},
+    "lens, fitted": {"head": "gpt2", "lens": "true", "lens_reading": "tuned", "fitted": "linear,tuned"},
 }
 
 
@@ -30,11 +31,27 @@ def walk(app, pages=PAGES):
         yield page, settle(app)
 
 
+def fit_for_the_app(folder: str, kinds: list[str], fitted_folder, monkeypatch) -> None:
+    """Lenses of `kinds` fitted for the model in `folder` (block outputs) where the app keeps them, in
+    `fitted_folder`."""
+    import analysis
+    from analysis.data import corpus_sentences
+    from analysis.fitted.fit import fit_lens
+    from dashboard.cache import fitted_path
+
+    monkeypatch.setenv("TOKEN_TRAILS_FITTED_FOLDER", str(fitted_folder))
+    lm = analysis.load_model(folder)
+    for kind in kinds:
+        fit_lens(lm, corpus_sentences(), kind=kind, tuned_tokens=1024).save(fitted_path(lm, "layer_output", kind))
+
+
 @pytest.mark.parametrize("state", list(STATES))
-def test_every_chart_of_every_page_is_honest_from_every_view(family_folder, state):
+def test_every_chart_of_every_page_is_honest_from_every_view(family_folder, state, tmp_path, monkeypatch):
     query = dict(STATES[state])
     if "head" in query:
         query["model"] = str(family_folder(query.pop("head"), head=True))
+    if "fitted" in query:
+        fit_for_the_app(query["model"], query.pop("fitted").split(","), tmp_path / "fitted", monkeypatch)
     app = open_app(**query)
     assert_clean(app)
     drawn = 0
@@ -46,6 +63,8 @@ def test_every_chart_of_every_page_is_honest_from_every_view(family_folder, stat
             drawn += 1
         if query.get("lens") and page in (TRAJECTORIES, RANKS):
             assert shown.session_state["view"].lens, page  # the reader's lens stays on as they move
+        if "fitted" in STATES[state] and page in (TRAJECTORIES, RANKS):  # the held-out scores were drawn and checked
+            assert any("hidden space" in element.proto.spec for element in shown.get("vega_lite_chart")), page
     assert drawn >= 12
 
 

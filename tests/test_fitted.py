@@ -369,3 +369,22 @@ def test_the_tuned_lens_can_start_from_the_identity_and_says_so(family_folder):
     assert all(scores[("tuned", layer)] < scores[("plain", layer)] for layer in range(lm.num_layers - 1))
     with pytest.raises(ValueError, match="Unknown tuned lens start"):
         fit_lens(lm, TEXTS, kind="tuned", tuned_start="zeros")
+
+
+def test_the_commitment_chart_draws_each_token_or_past_its_limit_the_counts(family_folder, monkeypatch):
+    """One point per token up to COMMITMENT_TOKENS, each at its commitment layer; past it, bars of the same rows
+    counted per layer and word class (the rows stay one per token: nothing is dropped)."""
+    import analysis.charts as charts
+    from analysis.wordclass import word_classes
+
+    lm = analysis.load_model(family_folder("roberta", head=True))
+    read = lens(lm, TEXT)
+    points = charts.commitment_chart(read, word_classes(read.tokens).tolist())
+    first = read.metrics[read.metrics["layer"] == 0]
+    assert points.spec["mark"]["type"] == "point" and len(points.data) == len(first)
+    expected = ["never" if pd.isna(c) else str(int(c)) for c in first["commit_layer"]]
+    assert points.data["commit"].tolist() == expected
+    monkeypatch.setattr(charts, "COMMITMENT_TOKENS", 5)
+    bars = charts.commitment_chart(read, word_classes(read.tokens).tolist())
+    assert bars.spec["mark"]["type"] == "bar" and bars.data["commit"].tolist() == expected
+    assert bars.spec["encoding"]["y"]["aggregate"] == "count"
