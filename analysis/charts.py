@@ -896,12 +896,15 @@ def _ordered_facets(spec: dict, names: list[str]) -> dict:
 
 
 FITTED_SCORES = {
-    "r2": "r² in hidden space (1 = the model's output)",
-    "kl_final": "KL(final || lens), nats (0 = the model's output)",
-    "top1_agreement": "top-1 agreement with the model's own top-1",
+    "r2": "r² in hidden space (1: exact)",
+    "kl_final": "KL(final || lens), nats",
+    "top1_agreement": "top-1 = the model's own",
 }
 """The held-out scores a fit's chart draws, each with its axis title (`analysis.fitted.scores.SCORE_COLUMNS`)."""
 LENS_READING_COLOURS = {"plain": "#7f7f7f", "linear": "#1f77b4", "tuned": "#d62728"}
+LENS_READING_WIDTHS = {"plain": 2.0, "linear": 5.0, "tuned": 2.0}
+"""The linear lens's line is drawn wide beneath the others: where the tuned lens kept its linear start, the two
+coincide and show as a red line on a blue band, not as one line."""
 
 
 @lru_cache(maxsize=16)
@@ -925,6 +928,8 @@ def _fitted_scores_spec(scores: tuple[str, ...], readings: tuple[str, ...], r2_f
                 x=_layer_x(n_layers),
                 y=alt.Y("value:Q", title=FITTED_SCORES[score], scale=scale, axis=axis),
                 color=colour,
+                strokeWidth=alt.StrokeWidth("width:Q", scale=None),
+                order=alt.Order("width:Q", sort="descending"),
                 tooltip=[
                     alt.Tooltip("lens:N", title="lens"),
                     alt.Tooltip("layer:Q", title="layer"),
@@ -943,6 +948,7 @@ def fitted_scores_chart(scores: pd.DataFrame) -> Figure:
     (the plain lens's early layers can be), so no line leaves its panel."""
     present = [score for score in FITTED_SCORES if scores[score].notna().any()]
     rows = scores.melt(id_vars=["lens", "layer", "tokens"], value_vars=present, var_name="score").dropna()
+    rows["width"] = rows["lens"].map(LENS_READING_WIDTHS)
     readings = tuple(name for name in LENS_READING_COLOURS if name in set(scores["lens"]))
     r2_floor = float(min(0.0, np.floor(scores["r2"].min() * 10) / 10))
     return Figure(_fitted_scores_spec(tuple(present), readings, r2_floor, int(scores["layer"].max()) + 1), rows)

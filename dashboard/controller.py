@@ -211,6 +211,13 @@ def fitted_section(context: Context) -> None:
     found = fitted_lenses(lm, stage)[0]
     if found:
         shown = cached_fitted(found["tuned"] if "tuned" in found else found["linear"])
+        st.caption(
+            literal(
+                "Each lens on texts no fit saw, per layer: r², how much of the last layer's output the mapped vector "
+                "holds in hidden space (1: all of it; the plain lens can fall below 0); KL(final || lens) in nats (0: "
+                "the model's own prediction); and the share of held-out tokens whose top-1 is the model's own."
+            )
+        )
         show.chart(fitted_scores_chart(shown.scores), f"fitted_scores_{stage}", key="fitted_scores", context=context)
         show.table(shown.scores, f"fitted_scores_{stage}", key="fitted_scores_table", column_help=SCORE_COLUMNS)
         st.caption(literal(fitted_summary(shown.record)))
