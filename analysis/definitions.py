@@ -70,6 +70,7 @@ LENS_STAGE: Stage = "layer_output"
 """Where the lens reads by default: block outputs, the residual stream the model's head reads after its last
 block (TransformerLens: resid_post). Any stage can be read."""
 LENS_TOP_K = 10
+"""Predictions kept per layer and position."""
 
 FittedKind = Literal["linear", "tuned"]
 FITTED_KINDS: dict[FittedKind, str] = {
@@ -94,7 +95,6 @@ TUNED_STARTS = {
     "identity": "the identity, as the tuned-lens package starts (training alone finds the maps)",
 }
 """Where the tuned lens's training starts."""
-"""Predictions kept per layer and position."""
 
 
 WORD_CLASSES: dict[str, str] = {
