@@ -201,8 +201,7 @@ def _lens_columns(
         path, sha256 = settings.lens_fitted, settings.lens_fitted_sha256
         fitted = lm.cached(FittedFile(path, sha256 or ""), lambda: load_fitted(path, sha256))
         fitted.check_for(lm, settings.stage)
-        final = vectors[-1] if final is None else final
-        vectors = fitted.apply(vectors)
+        vectors, final = fitted.read(vectors, final)
     scores = lens_scores(check_lens(lm), vectors, targets, 1, lm.vocab_size, final)
     has_target = np.tile(targets != NO_TARGET, lm.num_layers)
     commits = np.tile(commit_layers(scores.top_ids, scores.final_top).cpu().numpy(), lm.num_layers)

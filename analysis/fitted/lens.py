@@ -51,6 +51,12 @@ class FittedLens:
         biases = self.biases.to(device=vectors.device, dtype=vectors.dtype)
         return torch.baddbmm(biases.unsqueeze(1), vectors, weights)
 
+    def read(self, vectors: torch.Tensor, final: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the lens scores through this lens: `vectors [layers, tokens, hidden]` mapped, and the model's output
+        to compare with, `final [tokens, hidden]` (None: the last layer of `vectors` is the output, as at
+        layer_output), which no map touches."""
+        return self.apply(vectors), vectors[-1] if final is None else final
+
     def check_for(self, lm: LoadedModel, stage: Stage) -> None:
         """A ValueError saying why this lens cannot read `lm` at `stage`: fitted on another model, revision, stage,
         width or depth."""

@@ -115,9 +115,7 @@ def lens(
     target_ids = [every_target[p] for p in positions]
     targets = torch.tensor(target_ids, device=vectors.device)
     if fitted is not None:
-        if final is None:  # the last layer's own vector is the model's output, whatever a map makes of it
-            final = vectors[-1]
-        vectors = fitted.apply(vectors)
+        vectors, final = fitted.read(vectors, final)
     scores = lens_scores(unembed, vectors, targets, top_k, lm.vocab_size, final)
     token_frame = token_table(tokens, text)
     record = provenance_record(
