@@ -11,7 +11,7 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from huggingface_hub import constants as hub_constants
 import analysis
 from analysis.capture.heads import HeadAttribution, HeadDecomposition, attribute_heads, decompose_heads
 from analysis.capture.trace import EXTRAS, Extra, Trace, available_points, trace
-from analysis.definitions import FITTED_KINDS, PLAIN_READING
+from analysis.definitions import FITTED_KINDS
 from analysis.devices import resolve_device
 from analysis.fitted.lens import FittedLens, lens_paths, load_fitted
 from analysis.model.derived import FittedFile
@@ -115,13 +115,18 @@ def cached_lens(
 
 
 def view_lens(
-    lm: analysis.LoadedModel, view: View, extras: tuple[Extra, ...] = (), *, stage: analysis.Stage | None = None
+    lm: analysis.LoadedModel,
+    view: View,
+    extras: tuple[Extra, ...] = (),
+    *,
+    stage: analysis.Stage | None = None,
+    fitted_file: FittedFile | None = None,
 ) -> analysis.LensResult:
-    """`cached_lens` of the view's text under `lm`, at the lens stage (or `stage`, read plain), with the lens
-    target (its model's default where the view names none), k and reading (`fitted_file`), from the trace with
-    `extras` (the page's); the text as typed, whatever the view's masked mode."""
+    """`cached_lens` of the view's text under `lm`, at the lens stage (or `stage`), with the lens target (its
+    model's default where the view names none) and k, through the fitted lens `fitted_file` where given (the
+    view's reading, `FittedLenses.files`), from the trace with `extras` (the page's); the text as typed, whatever
+    the view's masked mode."""
     target = view.lens_target or None
-    fitted_file = None if stage is not None else reading_file(lm, view.lens_stage, view.lens_reading)
     return cached_lens(lm, view.text, stage or view.lens_stage, target, view.settings.top_k, extras, fitted_file)
 
 
@@ -133,20 +138,18 @@ def fitted_path(lm: analysis.LoadedModel, stage: analysis.Stage, kind: str) -> P
     return settings().fitted_folder / f"{slug}-{digest}-{stage}-{kind}"
 
 
-def reading_file(lm: analysis.LoadedModel, stage: analysis.Stage, reading: str) -> FittedFile | None:
-    """The file of the fitted lens the view's `reading` names (None: plain), as its record names its weights; a
-    ValueError where there is none usable (not fitted yet, or a damaged or foreign file)."""
-    if reading == PLAIN_READING:
-        return None
-    found, problems = fitted_lenses(lm, stage)
-    if reading not in found:
-        raise ValueError(problems.get(reading, f"No {reading} lens is fitted for {lm.name} at {stage} yet."))
-    return found[reading]
+@dataclass(frozen=True)
+class FittedLenses:
+    """The lenses this app keeps (every session's) for one model at one stage: `files` by kind, as their records
+    name their weights, and why each other kind is `unusable` (not fitted yet; a damaged, changed or foreign
+    file). Read once per page run (`fitted_lenses`)."""
+
+    files: dict[str, FittedFile]
+    unusable: dict[str, str]
 
 
-def fitted_lenses(lm: analysis.LoadedModel, stage: analysis.Stage) -> tuple[dict[str, FittedFile], dict[str, str]]:
-    """The lenses fitted for `lm` at `stage` that this app keeps (every session's), by kind, as their files; and
-    why each other kind is unusable (not fitted yet; a file that is damaged, changed, or another model's)."""
+def fitted_lenses(lm: analysis.LoadedModel, stage: analysis.Stage) -> FittedLenses:
+    """The lenses fitted for `lm` at `stage` that this app keeps, and why each other kind is unusable."""
     found: dict[str, FittedFile] = {}
     problems: dict[str, str] = {}
     for kind in FITTED_KINDS:
@@ -161,7 +164,7 @@ def fitted_lenses(lm: analysis.LoadedModel, stage: analysis.Stage) -> tuple[dict
             problems[kind] = f"its file could not be used ({error})"
             continue
         found[kind] = file
-    return found, problems
+    return FittedLenses(found, problems)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

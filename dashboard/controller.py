@@ -23,12 +23,12 @@ from analysis.tables import fitted_summary, opening_layer
 from analysis.wordclass import word_classes
 from dashboard import show, widgets
 from dashboard.cache import (
+    FittedLenses,
     cached_capabilities,
     cached_fitted,
     fitted_lenses,
     hub_model_available,
     page_model,
-    reading_file,
     view_analysis,
     view_lens,
 )
@@ -53,6 +53,7 @@ class Context:
     result: analysis.AnalysisResult
     classes: pd.Series  # word class per position
     highlighted: list[int]  # explicit picks plus every token of a highlighted word class
+    fitted: FittedLenses | None = None  # on a page with a lens view, the lenses fitted at its lens stage
 
 
 def default_view() -> tuple[View, str | None]:
@@ -184,7 +185,8 @@ def vocabulary_or_lens_page(
     explanations()
     unfitted: dict[str, str] = {}
     if context.capabilities.lens:
-        unfitted = fitted_lenses(context.lm, context.view.lens_stage)[1]
+        fitted = fitted_lenses(context.lm, context.view.lens_stage)
+        unfitted = fitted.unusable
         if context.view.lens_reading in unfitted:  # a link's, or the other stage's: the plain lens, said so
             st.info(
                 literal(
@@ -194,7 +196,7 @@ def vocabulary_or_lens_page(
                 icon=":material/info:",
             )
             update_view(lens_reading=PLAIN_READING)
-            context = replace(context, view=current_view())
+        context = replace(context, view=current_view(), fitted=fitted)
     widgets.lens_controls(context.capabilities, context.info.causal, unfitted)
     if not context.view.lens:
         vocabulary_view(context)
@@ -208,7 +210,7 @@ def fitted_section(context: Context) -> None:
     """The held-out scores of the lenses fitted for the page's model at the lens stage, side by side with the plain
     lens; and fitting one (the shipped corpus or an upload) as a job every session sees."""
     lm, stage = context.lm, context.view.lens_stage
-    found = fitted_lenses(lm, stage)[0]
+    found = context.fitted.files if context.fitted is not None else {}
     if found:
         shown = cached_fitted(found["tuned"] if "tuned" in found else found["linear"])
         st.caption(
@@ -266,11 +268,11 @@ def page_lens(context: Context, extras: tuple[Extra, ...] = ()) -> analysis.Lens
     mode from its job, whose progress is shown while it runs (then None: the page draws no lens yet). Any
     failure is shown in the page, ending the run."""
     view = context.view
+    fitted_file = context.fitted.files.get(view.lens_reading) if context.fitted is not None else None  # None: plain
     try:
         if not view.masked:
             with st.spinner("Reading every layer through the model's own head…"):
-                return view_lens(context.lm, view, extras)
-        fitted_file = reading_file(context.lm, view.lens_stage, view.lens_reading)
+                return view_lens(context.lm, view, extras, fitted_file=fitted_file)
         job = masked_lens_job(context.lm, view.text, view.lens_stage, view.settings.top_k, fitted_file)
     except ValueError as error:
         _fail(str(error))

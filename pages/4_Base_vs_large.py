@@ -6,7 +6,6 @@ import streamlit as st
 
 import analysis
 from analysis.charts import comparison_chart, heatmap
-from analysis.definitions import PLAIN_READING
 from analysis.model.loading import model_bytes
 from analysis.report.compare import SUMMARY_COLUMNS
 from analysis.tables import comparison_report, model_labels
@@ -46,8 +45,7 @@ def reader(view: View) -> Callable[[analysis.LoadedModel], Reading]:
         found = cached_capabilities(lm)
         changes, notices = replacements(view, found)
         shown = view.changed(**changes)
-        plain = shown.changed(lens_reading=PLAIN_READING)  # a fitted lens is one model's: both are read as they are
-        lens = view_lens(lm, plain) if found.lens else None
+        lens = view_lens(lm, shown) if found.lens else None  # as each head reads it: a fitted lens is one model's
         return view_analysis(lm, shown), lens, found.reason("lens"), notices
 
     return read
