@@ -89,9 +89,7 @@ class View:
     lens_target: analysis.LensTarget | Literal[""] = ""  # "" = the model's default (next: decoders, own: encoders)
     masked: bool = False  # the lens with each token hidden behind the mask token in turn (encoders)
     lens_stage: analysis.Stage = LENS_STAGE  # where the lens reads: block outputs, the classic logit lens
-    lens_reading: str = (
-        PLAIN_READING  # how the lens reads each layer: plain (the head as it is), linear or tuned (fitted)
-    )
+    lens_reading: str = PLAIN_READING  # how the lens reads each layer: plain, or through a fitted lens
 
     def changed(self, **changes: Any) -> View:
         """This view with `changes` to its own fields or to its settings' (`stage=…`, `top_k=…`: a link, a widget

@@ -318,12 +318,13 @@ class Sweep:
         for shard in range(self.shards):
             rows = read_shard(self.out, shard, columns + (["lens_commit_layer"] if lens else []))
             counts.append(spike_counts(rows, by=["method"]))
-            layers = max(layers, int(rows["layer"].max()) + 1) if len(rows) else layers
-            if lens and len(rows):  # one row per token: the lens does not depend on the method or the layer
-                commits.append(commit_counts(rows[(rows["method"] == rows["method"].iat[0]) & (rows["layer"] == 0)]))
             truncated.update(rows.loc[rows["truncated"], "sentence_id"].tolist())
             first = rows["method"].iat[0] if len(rows) else None
-            tokens += int(((rows["method"] == first) & (rows["layer"] == 0)).sum())
+            token_rows = rows[(rows["method"] == first) & (rows["layer"] == 0)]  # one row per token
+            tokens += len(token_rows)
+            layers = max(layers, int(rows["layer"].max()) + 1) if len(rows) else layers
+            if lens:  # the lens does not depend on the method or the layer
+                commits.append(commit_counts(token_rows))
             present = set(rows["sentence_id"].unique().tolist())
             unreadable += [i for i in self.shard_ids(shard) if i not in present]
         summary = method_shares(pd.concat(counts))
