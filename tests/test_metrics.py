@@ -58,6 +58,29 @@ def test_ties_do_not_push_the_rank_down():
     assert rank.item() == 3
 
 
+@pytest.mark.parametrize(
+    ("shape", "k"),
+    [((41, 50_257), 10), ((2, 3, 50_265), 5), ((4, 30_522), 1), ((3, 30_522), 120), ((5, 1_000), 10), ((7,), 3)],
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_is_torch_topk(shape, k, ties):
+    """`top_k` (segments first, then the few that can hold the k largest) gives torch.topk's values, largest first,
+    with ids that hold them: the same ids where no two scores are equal; with ties (scores rounded to a coarse
+    grid, some -inf) k distinct ids whose scores are those values."""
+    generator = torch.Generator().manual_seed(len(shape) * 1000 + k)
+    scores = torch.randn(shape, generator=generator) * 4
+    if ties:
+        scores = scores.round()
+        scores.view(-1)[::7] = -torch.inf
+    values, ids = ranks.top_k(scores, k)
+    expected = torch.topk(scores, k, dim=-1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(scores.gather(-1, ids), values)
+    assert (ids.sort(-1).values.diff(dim=-1) > 0).all()  # k distinct items per row
+    if not ties:
+        assert torch.equal(ids, expected.indices)
+
+
 def test_overlap_counts_shared_ids():
     a = torch.tensor([[1, 2, 3], [4, 5, 6]])
     b = torch.tensor([[3, 9, 1], [7, 8, 9]])

@@ -21,16 +21,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from analysis.scoring.ranks import rank_in
+from analysis.scoring.ranks import rank_in, top_k
 
 LENS_BLOCK_BYTES = 128 * 2**20
 """Upper bound on one `[positions, vocabulary]` float32 block of logits; positions are chunked to fit. A block
-lives five times at once (the layer's logits, the output's logits and probabilities, two work buffers): 0.6 GB
-for 512 tokens of a 50k vocabulary, which stay in one block, so the product with the head runs on all of them
-at once."""
+lives three times at once (the layer's logits, the output's logits and probabilities; the statistics' work space
+is a chunk's, `STATS_ROWS_BYTES`): 0.3 GB for 512 tokens of a 50k vocabulary, which stay in one block, so the
+product with the head runs on all of them at once."""
 
-FLOAT64_ROWS_BYTES = 16 * 2**20
-"""Upper bound on the float64 products the near KL holds at once."""
+STATS_ROWS_BYTES = 2 * 2**20
+"""Upper bound on one `[positions, vocabulary]` float32 chunk of a block's logits the statistics pass over at once:
+their dozen passes then read the cache, not memory (a whole block each time was ~2x slower at 512 tokens)."""
 NEAR_KL = 1.0
 """Below this KL (nats) the lens forms KL(final || layer) from the logits' differences, not from their sums."""
 EXPM1_ROOM = 60.0
@@ -102,87 +103,103 @@ def _score_block(
     unembed: nn.Module, vectors: torch.Tensor, final: torch.Tensor | None, targets: torch.Tensor, k: int
 ) -> dict[str, torch.Tensor]:
     """The lens of one block of positions at every layer (see the module's formulas). Each layer's logits
-    `[positions, vocabulary]` take one product and a few passes: top-k (whose first value is the row's maximum
-    m), exp(z - m), its sum and a row-wise dot product (the entropy), three for the KL, and the two rank counts.
-    Where `final` is None the last layer's logits are the output's, computed once."""
+    `[positions, vocabulary]` take one product over the whole block (the head's weights are read once per layer),
+    then `_score_rows` on chunks of STATS_ROWS_BYTES. Where `final` is None the last layer's logits are the
+    output's, computed once."""
     final_logits = unembed(vectors[-1] if final is None else final)  # [positions, vocabulary]
-    final_max, final_top = final_logits.max(-1, keepdim=True)
-    final_top = final_top.squeeze(-1)
-    final_probs = torch.empty_like(final_logits)
-    final_lse, final_sum = _softmax_weights(final_logits, final_max, final_probs)
-    final_probs.div_(final_sum.unsqueeze(-1))
-    work = torch.empty_like(final_logits)  # reused by every layer: no page faults for a new block each time
-    difference = torch.empty_like(final_logits)  # the KL's work space
+    final_top = final_logits.argmax(-1)
+    final_probs, final_lse, final_total = _softmax(final_logits, final_top)
+    final_probs.div_(final_total.unsqueeze(-1))
+    output = _Output(final_logits, final_probs, final_lse, torch.linalg.vecdot(final_probs, final_logits), final_top)
+    chunk_rows = max(1, STATS_ROWS_BYTES // (4 * final_logits.shape[-1]))
+    chunks = [slice(start, start + chunk_rows) for start in range(0, len(final_logits), chunk_rows)]
+    work = torch.empty_like(final_logits[:chunk_rows])  # reused by every chunk, small enough to stay in cache
     last = len(vectors) - 1
-    has_target = targets != NO_TARGET
-    target_ids = torch.where(has_target, targets, 0)
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in LensScores.__dataclass_fields__ if name != "final_top"}
     for layer, layer_vectors in enumerate(vectors):
         logits = final_logits if final is None and layer == last else unembed(layer_vectors)
-        top_logits, top_ids = logits.topk(k, -1)
-        lse, weight_sum = _softmax_weights(logits, top_logits[:, :1], work)
-        rows["entropy"].append(lse - _row_dot(work, logits) / weight_sum)
-        kl = _kl_final(final_logits, final_probs, final_lse, logits, work, lse, weight_sum, difference)
-        rows["kl_final"].append(kl)
-        target_logit = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
-        rows["target_logit"].append(torch.where(has_target, target_logit, torch.nan))
-        rows["target_prob"].append(torch.where(has_target, (target_logit - lse).exp(), torch.nan))
-        rows["top_ids"].append(top_ids)
-        rows["top_logits"].append(top_logits)
-        rows["top_probs"].append((top_logits - lse.unsqueeze(-1)).exp())
-        rows["final_top_rank"].append(rank_in(logits, final_top, work))  # uses `work` up
-        rows["target_rank"].append(torch.where(has_target, rank_in(logits, target_ids, work), 0))
-    return {"final_top": final_top, **{name: torch.stack(values) for name, values in rows.items()}}
+        scored = [_score_rows(logits[chunk], output.rows(chunk), targets[chunk], k, work) for chunk in chunks]
+        for name, values in rows.items():
+            values.append(torch.cat([chunk_scores[name] for chunk_scores in scored]))
+    return {"final_top": output.top, **{name: torch.stack(values) for name, values in rows.items()}}
+
+
+@dataclass(frozen=True)
+class _Output:
+    """The model's output distribution over a block of positions: `logits` and `probs [positions, vocabulary]`;
+    `lse`, `mean_logit` (E_pf[z_f]) and `top` (its top-1 id) `[positions]`."""
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    lse: torch.Tensor
+    mean_logit: torch.Tensor
+    top: torch.Tensor
+
+    def rows(self, chunk: slice) -> _Output:
+        return _Output(*(getattr(self, name)[chunk] for name in self.__dataclass_fields__))
+
+
+def _score_rows(
+    logits: torch.Tensor, output: _Output, targets: torch.Tensor, k: int, work: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """One layer's scores of a few positions, each `[positions]` (top-k ones `[positions, k]`), from their logits
+    `[positions, vocabulary]`: top-k, the softmax, a row-wise dot product (the entropy), the KL's passes and the two
+    rank counts, each over rows that stay in cache. `work`: work space of at least as many rows, overwritten."""
+    work = work[: len(logits)]
+    has_target = targets != NO_TARGET
+    target_ids = torch.where(has_target, targets, 0)
+    top_logits, top_ids = top_k(logits, k)
+    probs, lse, total = _softmax(logits, top_ids[:, 0])
+    target_logit = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
+    return {
+        "entropy": lse - torch.linalg.vecdot(probs, logits) / total,
+        "kl_final": _kl_final(output, logits, probs, lse, total, work),
+        "target_logit": torch.where(has_target, target_logit, torch.nan),
+        "target_prob": torch.where(has_target, (target_logit - lse).exp(), torch.nan),
+        "top_ids": top_ids,
+        "top_logits": top_logits,
+        "top_probs": (top_logits - lse.unsqueeze(-1)).exp(),
+        "final_top_rank": rank_in(logits, output.top, work),
+        "target_rank": torch.where(has_target, rank_in(logits, target_ids, work), 0),
+    }
 
 
 def _kl_final(
-    final_logits: torch.Tensor,
-    final_probs: torch.Tensor,
-    final_lse: torch.Tensor,
+    output: _Output,
     logits: torch.Tensor,
-    weights: torch.Tensor,
+    probs: torch.Tensor,
     lse: torch.Tensor,
-    weight_sum: torch.Tensor,
+    total: torch.Tensor,
     out: torch.Tensor,
 ) -> torch.Tensor:
-    """KL(final || layer) `[positions]` (see the module's formulas), from the layer's unnormalised softmax
-    `weights`, their sum and log-sum-exp. E_pf[d] - lse(z_f) + lse(z) where the two distributions are far apart
-    (its ~1e-6 nats of rounding are small beside such a KL); where they are near (below NEAR_KL),
+    """KL(final || layer) `[positions]` (see the module's formulas), from the layer's softmax `probs`, their
+    `total` and the log-sum-exp. E_pf[d] - lse(z_f) + lse(z) where the two distributions are far apart (its ~1e-6
+    nats of rounding are small beside such a KL); where they are near (below NEAR_KL),
     E_pf[e] - s - log1p(E_p[expm1(e - s)]) with e = d - c for that rough c = E_pf[d], E_pf[e] summed in float64.
     `out`: `[positions, vocabulary]` work space, overwritten."""
-    difference = torch.sub(final_logits, logits, out=out)  # d
-    centre = _row_dot(final_probs, difference)  # c = E_pf[d], to float32's rough accumulation
-    kl = centre - final_lse + lse
+    centre = output.mean_logit - torch.linalg.vecdot(output.probs, logits)  # c = E_pf[d], to float32's rounding
+    kl = centre - output.lse + lse
     near = kl < NEAR_KL
     if not bool(near.any()):
         return kl.clamp_(min=0)
-    shifted = difference.sub_(centre.unsqueeze(-1))  # e
-    mean = _row_dot_float64(final_probs, shifted)  # E_pf[e]
-    shift = shifted.amax(-1).sub_(EXPM1_ROOM).clamp_(min=0)  # s
-    terms = shifted.sub_(shift.unsqueeze(-1)).expm1_().mul_(weights)
-    expected = terms.sum(-1).double() / weight_sum.double()  # E_p[expm1(e - s)]
+    shifted = torch.sub(output.logits, logits, out=out).sub_(centre.unsqueeze(-1))  # e
+    mean = (output.probs * shifted).sum(-1, dtype=torch.float64)  # E_pf[e]
+    shift = shifted.amax(-1).sub_(EXPM1_ROOM).clamp_(min=0)  # s, almost always 0
+    if bool(shift.any()):
+        shifted.sub_(shift.unsqueeze(-1))
+    expected = torch.linalg.vecdot(shifted.expm1_(), probs).double() / total.double()  # E_p[expm1(e - s)]
     close = mean - shift.double() - torch.log1p(expected)
     return torch.where(near, close.to(kl.dtype), kl).clamp_(min=0)  # rounding may dip below 0 where they agree
 
 
-def _row_dot_float64(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of `[positions, vocabulary]` tensors summed in float64 → `[positions]`, a few rows at a
-    time, so the products and their float64 copy stay small beside the block."""
-    rows = max(1, FLOAT64_ROWS_BYTES // (8 * a.shape[-1]))
-    return torch.cat([(a[i : i + rows] * b[i : i + rows]).sum(-1, dtype=torch.float64) for i in range(0, len(a), rows)])
-
-
-def _softmax_weights(
-    logits: torch.Tensor, row_max: torch.Tensor, out: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write the unnormalised softmax weights exp(z - max) of logits `[positions, vocabulary]` (row maximum
-    `[positions, 1]`) into `out`; return the log-sum-exp and the weights' sum, each `[positions]`."""
-    torch.sub(logits, row_max, out=out).exp_()
-    weight_sum = out.sum(-1)
-    return row_max.squeeze(-1) + weight_sum.log(), weight_sum
-
-
-def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of `[positions, vocabulary]` tensors → `[positions]` (one batched product: several
-    times faster than a product then a sum, and no temporary)."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+def _softmax(logits: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The softmax of `logits [positions, vocabulary]` (one fused pass), its log-sum-exp and the probabilities'
+    total `[positions]`. torch.softmax's probabilities sum to 1 only within ~1e-6 (its own normalisation), which
+    the near KL would read as a KL; their float32 sum is exact to ~1e-7, so every expectation divides by it. The
+    log-sum-exp comes from the probability of each row's top item `top [positions]` (>= 1 / vocabulary):
+    lse = z_top - log(p_top / total)."""
+    probs = torch.softmax(logits, -1)
+    total = probs.sum(-1)
+    top = top.unsqueeze(-1)
+    lse = (logits.gather(-1, top) - probs.gather(-1, top).log()).squeeze(-1) + total.log()
+    return probs, lse, total

@@ -36,6 +36,9 @@ keep the products with the table efficient: each product re-reads the whole tabl
 vocabulary (Gemma) at 64 MB (65 tokens a block) `analyze` and `lens` on 512 tokens took 1.5x their floor, at
 256 MB 1.06x (`benchmarks/bench_large_vocab.py`). 512 tokens of a 50k vocabulary fit in 103 MB."""
 
+TOP_K_SEGMENT = 64
+"""`top_k` sorts only the segments of this many items whose maxima are among the k largest."""
+
 SPARSE_SHARE = 8
 """A scale that differs from 1 on at most hidden / SPARSE_SHARE dimensions is applied as a correction of the
 shared product (a few columns of the table) rather than as a product of its own."""
@@ -266,6 +269,30 @@ def rank_in(scores: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> torch
     return torch.gt(scores, own, out=out).sum(-1).long() + 1
 
 
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` largest scores of each row of `scores [..., vocab]` and their ids, largest first, each `[..., k]`,
+    as `torch.topk` (a few times faster over a large vocabulary). The rows are cut into segments of TOP_K_SEGMENT
+    items and only the k segments with the largest maxima, and the items past the last whole segment, are sorted:
+    each of the k largest lies in one of them (a segment left out has k chosen ones whose maxima are at least its
+    own, so k items at least as large as any of its)."""
+    vocab = scores.shape[-1]
+    segments = vocab // TOP_K_SEGMENT
+    if segments < 4 * k:
+        return torch.topk(scores, k, dim=-1)
+    rows = scores.reshape(-1, vocab)
+    whole = segments * TOP_K_SEGMENT
+    body = rows[:, :whole].view(len(rows), segments, TOP_K_SEGMENT)
+    chosen = body.amax(-1).topk(k, dim=-1).indices  # [rows, k]
+    candidates = body.gather(1, chosen.unsqueeze(-1).expand(-1, -1, TOP_K_SEGMENT)).flatten(1)
+    offsets = torch.arange(TOP_K_SEGMENT, device=scores.device)
+    candidate_ids = (chosen.unsqueeze(-1) * TOP_K_SEGMENT + offsets).flatten(1)
+    tail_ids = torch.arange(whole, vocab, device=scores.device).expand(len(rows), -1)
+    values, where = torch.cat([candidates, rows[:, whole:]], 1).topk(k, dim=-1)
+    ids = torch.cat([candidate_ids, tail_ids], 1).gather(1, where)
+    shape = (*scores.shape[:-1], k)
+    return values.view(shape), ids.view(shape)
+
+
 def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """|set(a) & set(b)| along the last axis for id tensors `[..., n]` of distinct ids → `[...]`."""
     return (a.unsqueeze(-1) == b.unsqueeze(-2)).any(-1).sum(-1)
@@ -283,9 +310,9 @@ def score_tokens(
     k = min(k, scorer.vocab_size)
     parts: list[list[TokenScores]] = [[] for _ in requests]
     for part, index, cosines in score_blocks(scorer, position_ids, requests):
-        top = cosines.topk(k, dim=-1)
+        top_cosines, top_ids = top_k(cosines, k)
         own, rank = own_rank(cosines, token_ids[part])
-        parts[index].append(TokenScores(own, rank, top.indices, top.values))
+        parts[index].append(TokenScores(own, rank, top_ids, top_cosines))
         del cosines
     fields = TokenScores.__dataclass_fields__
     return [TokenScores(*(torch.cat([getattr(p, f) for p in found], dim=1) for f in fields)) for found in parts]
