@@ -81,6 +81,20 @@ def test_top_k_is_torch_topk(shape, k, ties):
         assert torch.equal(ids, expected.indices)
 
 
+def test_top_k_reads_a_view_into_a_workspace_in_place():
+    """Score blocks are views into a reused workspace (`[groups, tokens, vocab]` with fewer tokens than it holds):
+    `top_k` reads them where they are, never as a copy of the block."""
+    workspace = torch.randn(2, 9, 50_257, generator=torch.Generator().manual_seed(1))
+    block = workspace[:, :4]
+    assert not block.is_contiguous()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profile:
+        values, ids = ranks.top_k(block, 10)
+    allocated = sum(event.cpu_memory_usage for event in profile.events() if event.cpu_memory_usage > 0)
+    assert allocated < block.numel() * block.element_size() / 4  # a copy of the block would be 1.6 MB
+    expected = torch.topk(block, 10, dim=-1)
+    assert torch.equal(values, expected.values) and torch.equal(ids, expected.indices)
+
+
 def test_overlap_counts_shared_ids():
     a = torch.tensor([[1, 2, 3], [4, 5, 6]])
     b = torch.tensor([[3, 9, 1], [7, 8, 9]])

@@ -279,18 +279,16 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     segments = vocab // TOP_K_SEGMENT
     if segments < 4 * k:
         return torch.topk(scores, k, dim=-1)
-    rows = scores.reshape(-1, vocab)
+    lead = scores.shape[:-1]
     whole = segments * TOP_K_SEGMENT
-    body = rows[:, :whole].view(len(rows), segments, TOP_K_SEGMENT)
-    chosen = body.amax(-1).topk(k, dim=-1).indices  # [rows, k]
-    candidates = body.gather(1, chosen.unsqueeze(-1).expand(-1, -1, TOP_K_SEGMENT)).flatten(1)
+    body = scores[..., :whole].unflatten(-1, (segments, TOP_K_SEGMENT))  # a view, whatever the leading strides
+    chosen = body.amax(-1).topk(k, dim=-1).indices  # [..., k]
+    candidates = body.gather(-2, chosen.unsqueeze(-1).expand(*lead, k, TOP_K_SEGMENT)).flatten(-2)
     offsets = torch.arange(TOP_K_SEGMENT, device=scores.device)
-    candidate_ids = (chosen.unsqueeze(-1) * TOP_K_SEGMENT + offsets).flatten(1)
-    tail_ids = torch.arange(whole, vocab, device=scores.device).expand(len(rows), -1)
-    values, where = torch.cat([candidates, rows[:, whole:]], 1).topk(k, dim=-1)
-    ids = torch.cat([candidate_ids, tail_ids], 1).gather(1, where)
-    shape = (*scores.shape[:-1], k)
-    return values.view(shape), ids.view(shape)
+    candidate_ids = (chosen.unsqueeze(-1) * TOP_K_SEGMENT + offsets).flatten(-2)
+    tail_ids = torch.arange(whole, vocab, device=scores.device).expand(*lead, -1)
+    values, where = torch.cat([candidates, scores[..., whole:]], -1).topk(k, dim=-1)
+    return values, torch.cat([candidate_ids, tail_ids], -1).gather(-1, where)
 
 
 def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
