@@ -185,6 +185,26 @@ def test_a_fitted_lens_saved_and_loaded_reads_the_same_numbers(family_folder, tm
     assert after.reading == "linear" and after.provenance["lens_fitted_sha256"] == loaded.record["weights_sha256"]
 
 
+def test_a_lens_fitted_at_layer_output_reads_the_last_layer_as_the_output_with_one_product(family_folder):
+    """The last layer's map is the identity there: the head reads the output once (as the plain lens does), and
+    the last layer's numbers are the plain lens's, KL 0."""
+    lm = analysis.load_model(family_folder("gpt2", head=True))
+    fitted = fit_lens(lm, TEXTS, score_tokens=0)
+    calls = []
+    handle = lm.unembed.register_forward_hook(lambda module, args, output: calls.append(1))
+    try:
+        read = lens(lm, TEXT, fitted=fitted)
+    finally:
+        handle.remove()
+    assert len(calls) == lm.num_layers
+    last = lm.num_layers - 1
+    columns = ["lens_logit", "lens_prob", "entropy", "kl_final", "lens_rank"]
+    fitted_last = read.metrics[read.metrics["layer"] == last][columns].reset_index(drop=True)
+    plain = lens(lm, TEXT).metrics
+    pd.testing.assert_frame_equal(fitted_last, plain[plain["layer"] == last][columns].reset_index(drop=True))
+    assert (fitted_last["kl_final"] == 0).all()
+
+
 def test_a_fitted_lens_is_refused_for_another_model_stage_or_changed_weights(family_folder, minilm_linear, tmp_path):
     lm = analysis.load_model(family_folder("gpt2", head=True))
     fitted = fit_lens(lm, TEXTS)

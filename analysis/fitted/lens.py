@@ -54,8 +54,12 @@ class FittedLens:
     def read(self, vectors: torch.Tensor, final: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """What the lens scores through this lens: `vectors [layers, tokens, hidden]` mapped, and the model's output
         to compare with, `final [tokens, hidden]` (None: the last layer of `vectors` is the output, as at
-        layer_output), which no map touches."""
-        return self.apply(vectors), vectors[-1] if final is None else final
+        layer_output), which no map touches. Where that last layer's map is the identity (a fit at layer_output),
+        its mapped vectors are the output's to the bit, and None says so: the head reads them once."""
+        mapped = self.apply(vectors)
+        if final is None and len(vectors) - 1 in self.record["identity_layers"]:
+            return mapped, None
+        return mapped, vectors[-1] if final is None else final
 
     def check_for(self, lm: LoadedModel, stage: Stage) -> None:
         """A ValueError saying why this lens cannot read `lm` at `stage`: fitted on another model, revision, stage,
