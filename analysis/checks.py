@@ -37,11 +37,11 @@ def check_available(
     return name
 
 
-def check_count(name: str, value: object, most: int | None = None, of: str = "") -> int:
-    """A whole number of at least 1 (booleans refused) and, with `most`, at most that (`of`: what it counts, for
-    the message): a count of vocabulary items past the vocabulary would only allocate."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}.")
+def check_count(name: str, value: object, most: int | None = None, of: str = "", *, least: int = 1) -> int:
+    """A whole number of at least `least` (booleans refused) and, with `most`, at most that (`of`: what it counts,
+    for the message): a count of vocabulary items past the vocabulary would only allocate."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}.")
     if most is not None and value > most:
         raise ValueError(f"{name} is {value:,}, more than the {most:,} {of}: choose at most {most:,}.")
     return value

@@ -234,6 +234,9 @@ def test_fit_lens_refuses_bad_input_before_any_forward_pass(minilm):
         fit_lens(minilm, TEXTS, kind="quadratic")
     with pytest.raises(ValueError, match="has no lens"):
         fit_lens(minilm, TEXTS, kind="tuned")
+    for score_tokens in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="score_tokens must be a whole number of at least 0"):
+            fit_lens(minilm, TEXTS, score_tokens=score_tokens)
 
 
 def test_the_commitment_layer_is_the_first_from_which_the_top_1_stays_final():

@@ -179,8 +179,7 @@ def fit_lens(
     unembed = check_lens(lm) if kind == "tuned" else lm.unembed
     tuned_tokens = check_count("tuned_tokens", tuned_tokens)
     tuned_start = check_choice("tuned lens start", tuned_start, TUNED_STARTS)
-    if isinstance(score_tokens, bool) or not isinstance(score_tokens, int) or score_tokens < 0:
-        raise ValueError(f"score_tokens must be a whole number of at least 0 (0: r² only), not {score_tokens!r}.")
+    score_tokens = check_count("score_tokens", score_tokens, least=0)
     split = split_texts(lm, texts, max_tokens)
     started = time.perf_counter()
     tokens = split.real_tokens
