@@ -252,19 +252,18 @@ def own_rank(cosines: torch.Tensor, own_ids: torch.Tensor) -> tuple[torch.Tensor
     """Own cosine and 1-based rank: 1 + how many other items score strictly higher than the own item.
 
     cosines `[groups, tokens, vocab]`, own_ids `[tokens]` → two `[groups, tokens]` tensors. `cosines` is used up
-    (overwritten): take anything else from it first. The count is a float sum of the comparison written as 1.0 and
-    0.0 in place (`gt_`): exact (whole numbers below 2^24), one pass, and several times faster than summing a
-    boolean comparison.
+    (overwritten by `rank_in`'s comparison): take anything else from it first.
     """
-    index = own_ids.view(1, -1, 1).expand(cosines.shape[0], -1, 1)
-    own = cosines.gather(-1, index)
-    above = cosines.gt_(own).sum(-1)
-    return own.squeeze(-1), above.long() + 1
+    ids = own_ids.expand(cosines.shape[0], -1)
+    own = cosines.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return own, rank_in(cosines, ids, out=cosines)
 
 
 def rank_in(scores: torch.Tensor, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """1 + how many items score strictly higher than item `ids` in each row of `scores [rows, vocab]` → `[rows]`,
-    the comparison written into `out` (a workspace of the same shape), `scores` left as they are."""
+    """1 + how many items score strictly higher than item `ids` in each row of `scores [..., vocab]` → `[...]`.
+    The comparison is written into `out` (a workspace of the same shape, or `scores` itself where they may be used
+    up) as 1.0 and 0.0 and summed as floats: exact (whole numbers below 2^24), one pass, and several times faster
+    than summing a boolean comparison."""
     own = scores.gather(-1, ids.unsqueeze(-1))
     return torch.gt(scores, own, out=out).sum(-1).long() + 1
 
