@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import vl_convert
 
-from analysis.definitions import METHODS
+from analysis.definitions import METHODS, PLAIN_READING
 from analysis.report.lens import LensResult
 from analysis.report.result import AnalysisResult
 from analysis.scoring.geometry import geometry_spec
@@ -901,8 +901,8 @@ FITTED_SCORES = {
     "top1_agreement": "top-1 = the model's own",
 }
 """The held-out scores a fit's chart draws, each with its axis title (`analysis.fitted.scores.SCORE_COLUMNS`)."""
-LENS_READING_COLOURS = {"plain": "#7f7f7f", "linear": "#1f77b4", "tuned": "#d62728"}
-LENS_READING_WIDTHS = {"plain": 2.0, "linear": 5.0, "tuned": 2.0}
+LENS_READING_COLOURS = {PLAIN_READING: "#7f7f7f", "linear": "#1f77b4", "tuned": "#d62728"}
+LENS_READING_WIDTHS = {PLAIN_READING: 2.0, "linear": 5.0, "tuned": 2.0}
 """The linear lens's line is drawn wide beneath the others: where the tuned lens kept its linear start, the two
 coincide and show as a red line on a blue band, not as one line."""
 

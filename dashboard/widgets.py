@@ -13,7 +13,7 @@ import streamlit as st
 import analysis
 from analysis.charts import PICK, trajectory_chart
 from analysis.corpus.texts import Texts, texts_from_upload
-from analysis.definitions import FORMATS, LENS_READINGS, LENS_STAGE, WORD_CLASSES
+from analysis.definitions import FORMATS, LENS_READINGS, LENS_STAGE, PLAIN_READING, WORD_CLASSES
 from analysis.model.loaded import SelfCheck
 from analysis.scoring.geometry import GEOMETRY_SPECS
 from analysis.settings import DEFAULTS
@@ -213,7 +213,7 @@ def lens_controls(found: analysis.Capabilities, causal: bool, unfitted: dict[str
     reading_column.radio(
         "Lens reads each layer",
         readings,
-        format_func=lambda name: "as the model's head reads it" if name == "plain" else f"{name} (fitted)",
+        format_func=lambda name: "as the model's head reads it" if name == PLAIN_READING else f"{name} (fitted)",
         horizontal=True,
         help=" ".join(f"**{name}**: {show.literal(meaning)}." for name, meaning in LENS_READINGS.items())
         + " A fitted lens maps each layer's vector into the space the head reads before the head reads it: the plain "
