@@ -145,8 +145,8 @@ def fitted_summary(record: dict) -> str:
     )
     if tuned := record.get("tuned"):
         words += (
-            f" Tuned from the linear fit for {tuned['token_reads']:,} token reads ({tuned['steps']} steps); kept step "
-            f"{tuned['kept_step']}, the one with the least validation KL (0: the linear start)."
+            f" Tuned from its {tuned['start']} start for {tuned['token_reads']:,} token reads ({tuned['steps']} "
+            f"steps); kept step {tuned['kept_step']}, the one with the least validation KL (0: that start)."
         )
     return " ".join([words, *record.get("notes", [])])
 

@@ -16,6 +16,7 @@ from analysis.fitted.lens import lens_paths, load_fitted
 from analysis.fitted.moments import Moments
 from analysis.report.lens import lens
 from analysis.scoring.logits import NEVER_COMMITS, commit_layers
+from analysis.tables import fitted_summary
 from tests.synthetic import byte_level_tokenizer, random_hf_model
 from tests.test_cli import run_cli
 from tests.test_lens import own_logits
@@ -387,6 +388,7 @@ def test_the_tuned_lens_can_start_from_the_identity_and_says_so(family_folder):
     tuned = fit_lens(lm, TEXTS, kind="tuned", tuned_tokens=2048, tuned_start="identity", score_tokens=256)
     record = tuned.record["tuned"]
     assert record["start"] == "identity" and record["kept_step"] > 0
+    assert "Tuned from its identity start" in fitted_summary(tuned.record)
     assert sum(record["validation_kl_kept"]) < sum(record["validation_kl_start"])
     scores = tuned.scores.set_index(["lens", "layer"])["kl_final"]
     assert all(scores[("tuned", layer)] < scores[("plain", layer)] for layer in range(lm.num_layers - 1))
